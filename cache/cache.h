@@ -1,0 +1,118 @@
+// Cache: the one on-disk cache of an imgfs user, shared by every mount and pull.
+//
+// Layout under the root (see docs/cache.md):
+//   blobs/sha256/<2 hex>/<64 hex>   sparse blob files; each unit at its real offset, so a
+//                                   fully fetched blob is byte-for-byte the registry's blob
+//   index/                          LMDB environment with the metadata:
+//     refs        reference string -> manifest digest + fetch time
+//     docs        digest -> media type + bytes of manifests, indexes and configs
+//     layers      blob digest -> serialized fs::LayerIndex (opaque here)
+//     units       blob hex + coff -> clen + sha256 of a unit that is present in the blob file
+//     blobs       blob hex -> size, "complete" flag, last access time
+//
+// Contracts:
+// - Nothing is visible in the index before its bytes are written and fsync'd; a unit is
+//   published only after its bytes hash to the unit's sha256. A crash leaves at worst
+//   unreferenced bytes in a blob file, never a published lie.
+// - ReadUnit verifies bytes read back from the store as well; a unit whose stored bytes do not
+//   verify is unpublished and fetched again (the cache heals, it is never poisoned).
+// - Concurrent ReadUnit calls for the same unit within a process are collapsed into one fetch.
+// - Several processes may use one root at once; LMDB's locking is the only coordination.
+//   A Cache must not cross fork(): open it in the process that uses it.
+//
+// Thread-safety: all methods are safe to call from many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/blob_source.h"
+
+namespace imgfs::cache {
+
+// A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256.
+struct UnitRef {
+  std::string blob;    // "sha256:<hex>" of the whole blob
+  uint64_t coff = 0;
+  uint64_t clen = 0;
+  std::string sha256;  // "sha256:<hex>" of the range's bytes
+};
+
+struct ReferenceRecord {
+  std::string manifest_digest;
+  int64_t fetched_unix = 0;  // when the registry last confirmed the reference
+};
+
+struct Document {
+  std::string media_type;
+  std::string bytes;
+};
+
+// Writes a whole blob into the store as it streams past (the plain gzip/tar indexing pass).
+// Bytes are not visible to readers until Commit, which the caller calls only after the whole
+// blob digest has been verified. Destroying an uncommitted writer leaves nothing published.
+class BlobWriter {
+ public:
+  virtual ~BlobWriter() = default;
+  virtual Status Append(std::string_view bytes) = 0;
+  // fsyncs the file and marks the whole blob present. REQUIRES: all bytes appended and verified.
+  virtual Status Commit() = 0;
+};
+
+struct BlobStats {
+  uint64_t size = 0;            // blob size when known, else 0
+  uint64_t bytes_present = 0;   // bytes of published units (size when complete)
+  uint64_t units_present = 0;
+  bool complete = false;
+};
+
+class Cache {
+ public:
+  virtual ~Cache() = default;
+
+  // Opens the cache at `root`, creating it (mode 0700) if needed.
+  static Result<std::unique_ptr<Cache>> Open(const std::string& root);
+
+  // $IMGFS_CACHE, else /var/lib/imgfs for root, else $XDG_CACHE_HOME/imgfs (~/.cache/imgfs).
+  static std::string DefaultRoot();
+
+  virtual const std::string& root() const = 0;
+
+  // --- metadata ---
+  // `ref` is the fully qualified reference, e.g. "docker.io/library/alpine:latest".
+  virtual Status PutReference(std::string_view ref, std::string_view manifest_digest) = 0;
+  virtual Result<ReferenceRecord> GetReference(std::string_view ref) = 0;  // kNotFound
+
+  // REQUIRES: the caller verified that `bytes` hash to `digest`.
+  virtual Status PutDocument(std::string_view digest, std::string_view media_type,
+                             std::string_view bytes) = 0;
+  // The document, re-verified against `digest`; kNotFound when absent or found corrupt.
+  virtual Result<Document> GetDocument(std::string_view digest) = 0;
+
+  virtual Status PutLayerIndex(std::string_view blob_digest, std::string_view serialized) = 0;
+  virtual Result<std::string> GetLayerIndex(std::string_view blob_digest) = 0;  // kNotFound
+
+  // --- content ---
+  // The unit's bytes, from the store when present and intact, else fetched from `source`,
+  // verified, stored and published. A fetch whose bytes do not verify is retried once; then
+  // kDigestMismatch and nothing is stored. `source` may be null (offline): a missing unit is
+  // then kUnavailable.
+  virtual Result<std::string> ReadUnit(const UnitRef& unit, BlobSource* source) = 0;
+
+  // Publishes a unit whose bytes the caller already holds. Verifies them first.
+  virtual Status PutUnit(const UnitRef& unit, std::string_view bytes) = 0;
+
+  virtual bool HasUnit(const UnitRef& unit) = 0;
+
+  // Starts writing blob `blob_digest` of `size` bytes as a whole (see BlobWriter).
+  virtual Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
+                                                               uint64_t size) = 0;
+
+  virtual BlobStats GetBlobStats(std::string_view blob_digest) = 0;
+};
+
+}  // namespace imgfs::cache

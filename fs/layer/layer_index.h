@@ -1,0 +1,116 @@
+// LayerIndex: what imgfs knows about one layer blob, whatever its format.
+//
+// Every layer format (uncompressed tar, gzip tar, eStargz, zstd:chunked) is described by the
+// same two lists, built once per blob digest and kept in the cache:
+//
+//   entries  the layer's tar entries in archive order, with names cleaned and PAX/GNU records
+//            applied; each regular file's content is a list of Chunks.
+//   units    the fetch units of the compressed blob: a compressed range [coff, coff + clen)
+//            with the sha256 its bytes must have, and how to decode it.
+//
+// A read of file bytes [off, off + n) finds the chunks that overlap it; each chunk says which
+// unit holds its bytes and where they start in that unit's decoded output. Decoding a unit
+// needs only the unit's own compressed bytes (plus, for zran, the window stored in the unit).
+//
+// Values; no thread-safety concerns. Serialize/Deserialize use a versioned binary format;
+// Deserialize rejects anything malformed with kCorrupt (the cache is outside data too).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace imgfs::fs {
+
+enum class UnitCodec : uint8_t {
+  kRaw = 0,         // uncompressed tar bytes: decoded == compressed
+  kZran = 1,        // a span of a gzip stream, entered at a zran checkpoint
+  kGzipMember = 2,  // one whole gzip member (eStargz chunk), decoded from its start
+  kZstdFrame = 3,   // one or more whole zstd frames (zstd:chunked chunk)
+};
+
+struct Unit {
+  UnitCodec codec = UnitCodec::kRaw;
+  uint64_t coff = 0;      // compressed range inside the blob
+  uint64_t clen = 0;
+  std::string sha256;     // "sha256:<hex>" of the compressed range
+  uint64_t ulen = 0;      // decoded length of the unit
+  // kZran only. The checkpoint at the unit's start: when `bits` != 0 the first byte of the
+  // range (at coff) holds `bits` still-unused bits of the deflate stream (zran.c's
+  // inflatePrime), otherwise decoding starts at coff on a byte boundary. `window` is the
+  // 32 KiB (or shorter, near a stream start) of output before the checkpoint; empty when the
+  // unit starts at the beginning of a gzip member (`at_member_start`), whose header is then
+  // part of the range. The zran decoder continues across member boundaries.
+  uint8_t bits = 0;
+  bool at_member_start = false;
+  std::string window;
+};
+
+enum class EntryType : uint8_t {
+  kRegular = 0,
+  kDirectory = 1,
+  kSymlink = 2,
+  kHardlink = 3,   // link_target names an earlier entry (this or a lower layer)
+  kCharDevice = 4,
+  kBlockDevice = 5,
+  kFifo = 6,
+};
+
+// A piece of a regular file's content: bytes [file_offset, file_offset + length) of the file
+// are bytes [unit_offset, unit_offset + length) of unit `unit`'s decoded output. kZeroUnit
+// marks a hole (zstd:chunked "zeros"), served without any fetch.
+struct Chunk {
+  static constexpr uint32_t kZeroUnit = 0xffffffffu;
+  uint64_t file_offset = 0;
+  uint64_t length = 0;
+  uint32_t unit = 0;
+  uint64_t unit_offset = 0;
+};
+
+struct Entry {
+  // Cleaned path relative to the layer root: no leading "/" or "./", no trailing "/", no "."
+  // or ".." components; "" is the root directory itself.
+  std::string path;
+  EntryType type = EntryType::kRegular;
+  uint32_t mode = 0;       // permission bits including setuid/setgid/sticky (07777)
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t size = 0;       // regular files only
+  std::string link_target; // symlink target as stored; hard link: cleaned path of the target
+  uint32_t dev_major = 0;
+  uint32_t dev_minor = 0;
+  std::vector<std::pair<std::string, std::string>> xattrs;  // name -> raw value, tar order
+  // OCI whiteouts. A ".wh.NAME" entry becomes {path = dir/NAME, whiteout = true}; a
+  // ".wh..wh..opq" entry becomes {path = dir, opaque = true}. Such entries carry no other
+  // meaning; the parsers of every format produce them the same way.
+  bool whiteout = false;
+  bool opaque = false;
+  std::vector<Chunk> chunks;  // regular files: sorted by file_offset, covering [0, size)
+};
+
+struct LayerIndex {
+  std::string blob_digest;   // "sha256:<hex>" of the compressed blob
+  std::string format;        // "tar", "gzip", "estargz", "zstd:chunked"
+  uint64_t blob_size = 0;
+  std::vector<Entry> entries;
+  std::vector<Unit> units;
+
+  std::string Serialize() const;
+  static Result<LayerIndex> Deserialize(std::string_view bytes);
+};
+
+// Cleans a tar member name into Entry::path form ("./usr//bin/" -> "usr/bin"). A name that
+// escapes the root ("../x") is kCorrupt.
+Result<std::string> CleanPath(std::string_view name);
+
+// Turns a cleaned path whose last component starts with ".wh." into a whiteout or opaque
+// marker on `entry` (path rewritten as described above). Returns true when it did.
+bool ApplyWhiteoutName(Entry* entry);
+
+}  // namespace imgfs::fs

@@ -1,0 +1,2 @@
+#include "base/status.h"
+namespace imgfs::test {}
