@@ -1,0 +1,38 @@
+// Getting the LayerIndex of a layer: from the cache, or by building it once.
+//
+// The format is chosen from the descriptor: eStargz and zstd:chunked layers whose TOC digest
+// is pinned by a verified manifest annotation get their index from the TOC alone (a few range
+// requests); everything else (plain gzip, uncompressed tar, eStargz without the annotation)
+// gets one streaming pass over the whole blob, which verifies the blob's digest and size,
+// keeps the bytes in the store, and only then commits the index (see DESIGN.md, "One index for
+// every layer format").
+//
+// Thread-safety: safe to call for different layers from several threads at once (layers of
+// one image are indexed in parallel).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "base/status.h"
+#include "cache/blob_source.h"
+#include "cache/cache.h"
+#include "fs/layer/layer_index.h"
+
+namespace imgfs::fs {
+
+// What the manifest says of one layer (copied out of registry's Descriptor by the caller).
+struct LayerDescriptor {
+  std::string media_type;
+  std::string digest;
+  uint64_t size = 0;
+  std::map<std::string, std::string> annotations;
+};
+
+// The verified index of `layer`, from `cache` when present, else built and stored there.
+// `source` may be null when offline: an index not in the cache is then kUnavailable.
+Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
+                                        cache::BlobSource* source);
+
+}  // namespace imgfs::fs
