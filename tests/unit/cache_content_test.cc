@@ -1,0 +1,463 @@
+// Cache content store: units are fetched once, verified, stored, healed when damaged, shared
+// between opens and processes; whole blobs appear only when committed.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/digest.h"
+#include "cache/cache.h"
+
+namespace imgfs::cache {
+namespace {
+
+// A BlobSource over one in-memory blob that counts calls and injects faults.
+class FakeSource : public BlobSource {
+ public:
+  explicit FakeSource(std::string blob)
+      : blob_(std::move(blob)), digest_(Sha256Digest(blob_)) {}
+
+  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
+                   std::string* out) override {
+    ++range_calls;
+    WaitForCompany();
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+    if (!fail_with.ok()) return fail_with;
+    if (digest != digest_ || offset + length > blob_.size()) {
+      return Status::NotFound("no such range");
+    }
+    size_t start = out->size();
+    out->append(blob_, offset, length);
+    if (always_corrupt || corrupt_next.fetch_sub(1) > 0) (*out)[start + length / 2] ^= 0x01;
+    return Status::Ok();
+  }
+
+  Status ReadAll(std::string_view digest,
+                 const std::function<Status(std::string_view)>& sink) override {
+    if (digest != digest_) return Status::NotFound("no such blob");
+    return sink(blob_);
+  }
+
+  const std::string& digest() const { return digest_; }
+
+  std::atomic<int> range_calls{0};
+  std::atomic<int> corrupt_next{0};
+  bool always_corrupt = false;
+  Status fail_with;
+  std::chrono::milliseconds delay{0};
+  // When > 0, each ReadRange waits (up to 10 s) until this many calls are inside at once.
+  int rendezvous = 0;
+  std::atomic<int> max_inside{0};
+
+ private:
+  void WaitForCompany() {
+    if (rendezvous == 0) return;
+    std::unique_lock<std::mutex> lock(mu_);
+    ++inside_;
+    max_inside = std::max(max_inside.load(), inside_);
+    cv_.notify_all();
+    cv_.wait_for(lock, std::chrono::seconds(10), [&] { return inside_ >= rendezvous; });
+  }
+
+  const std::string blob_;
+  const std::string digest_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int inside_ = 0;
+};
+
+constexpr uint64_t kBlobSize = 1 << 20;
+constexpr uint64_t kUnitSize = 100000;  // not a power of two: the last unit is short
+
+std::string MakeBlob() {
+  std::mt19937_64 rng(42);
+  std::string blob(kBlobSize, '\0');
+  for (auto& c : blob) c = static_cast<char>(rng());
+  return blob;
+}
+
+class CacheContentTest : public ::testing::Test {
+ protected:
+  CacheContentTest() : blob_(MakeBlob()), source_(blob_) {}
+
+  void SetUp() override {
+    char tmpl[] = "/tmp/imgfs-cache-content-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    root_ = dir_ + "/cache";
+    for (uint64_t off = 0; off < kBlobSize; off += kUnitSize) {
+      UnitRef u;
+      u.blob = source_.digest();
+      u.coff = off;
+      u.clen = std::min(kUnitSize, kBlobSize - off);
+      u.sha256 = Sha256Digest(std::string_view(blob_).substr(off, u.clen));
+      units_.push_back(u);
+    }
+    cache_ = OpenCache();
+    ASSERT_TRUE(cache_);
+  }
+  void TearDown() override {
+    cache_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<Cache> OpenCache() {
+    auto c = Cache::Open(root_);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(c).value() : nullptr;
+  }
+
+  std::string Expected(const UnitRef& u) const { return blob_.substr(u.coff, u.clen); }
+
+  std::string BlobPath() const {
+    std::string hex(DigestHex(source_.digest()));
+    return root_ + "/blobs/sha256/" + hex.substr(0, 2) + "/" + hex;
+  }
+
+  void FlipStoredByte(uint64_t offset) {
+    int fd = open(BlobPath().c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    char c;
+    ASSERT_EQ(pread(fd, &c, 1, offset), 1);
+    c ^= 0x40;
+    ASSERT_EQ(pwrite(fd, &c, 1, offset), 1);
+    close(fd);
+  }
+
+  std::string blob_;
+  FakeSource source_;
+  std::vector<UnitRef> units_;
+  std::string dir_;
+  std::string root_;
+  std::unique_ptr<Cache> cache_;
+};
+
+TEST_F(CacheContentTest, MissIsFetchedVerifiedStoredAndThenServedFromTheStore) {
+  const UnitRef& u = units_[3];
+  EXPECT_FALSE(cache_->HasUnit(u));
+  auto first = cache_->ReadUnit(u, &source_);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(*first, Expected(u));
+  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_TRUE(cache_->HasUnit(u));
+
+  auto second = cache_->ReadUnit(u, &source_);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*second, Expected(u));
+  EXPECT_EQ(source_.range_calls, 1);
+
+  // Sparse: the unit sits at its real offset of the blob file.
+  std::ifstream in(BlobPath(), std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(u.coff));
+  std::string on_disk(u.clen, '\0');
+  in.read(on_disk.data(), static_cast<std::streamsize>(u.clen));
+  EXPECT_EQ(on_disk, Expected(u));
+
+  BlobStats stats = cache_->GetBlobStats(u.blob);
+  EXPECT_EQ(stats.units_present, 1u);
+  EXPECT_EQ(stats.bytes_present, u.clen);
+  EXPECT_FALSE(stats.complete);
+}
+
+TEST_F(CacheContentTest, OfflineMissIsUnavailable) {
+  auto r = cache_->ReadUnit(units_[0], nullptr);
+  ASSERT_EQ(r.status().code(), Code::kUnavailable);
+  EXPECT_NE(r.status().message().find("offline"), std::string::npos) << r.status().message();
+}
+
+TEST_F(CacheContentTest, UnitsSurviveReopenAndAreServedOffline) {
+  ASSERT_TRUE(cache_->ReadUnit(units_[1], &source_).ok());
+  ASSERT_TRUE(cache_->ReadUnit(units_[7], &source_).ok());
+  cache_.reset();
+  auto reopened = OpenCache();
+  ASSERT_TRUE(reopened);
+  for (int i : {1, 7}) {
+    auto r = reopened->ReadUnit(units_[i], nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, Expected(units_[i]));
+  }
+  EXPECT_EQ(reopened->GetBlobStats(source_.digest()).units_present, 2u);
+}
+
+TEST_F(CacheContentTest, CorruptStoredUnitIsDetectedRefetchedAndHealed) {
+  const UnitRef& u = units_[2];
+  ASSERT_TRUE(cache_->ReadUnit(u, &source_).ok());
+  FlipStoredByte(u.coff + 17);
+
+  auto healed = cache_->ReadUnit(u, &source_);
+  ASSERT_TRUE(healed.ok()) << healed.status().ToString();
+  EXPECT_EQ(*healed, Expected(u));
+  EXPECT_EQ(source_.range_calls, 2);
+  // The store holds good bytes again: offline reads work.
+  auto offline = cache_->ReadUnit(u, nullptr);
+  ASSERT_TRUE(offline.ok()) << offline.status().ToString();
+  EXPECT_EQ(*offline, Expected(u));
+  EXPECT_EQ(source_.range_calls, 2);
+}
+
+TEST_F(CacheContentTest, CorruptStoredUnitIsNeverReturnedOffline) {
+  const UnitRef& u = units_[2];
+  ASSERT_TRUE(cache_->ReadUnit(u, &source_).ok());
+  FlipStoredByte(u.coff);
+  EXPECT_EQ(cache_->ReadUnit(u, nullptr).status().code(), Code::kUnavailable);
+  EXPECT_FALSE(cache_->HasUnit(u));
+  EXPECT_EQ(cache_->GetBlobStats(u.blob).units_present, 0u);
+}
+
+TEST_F(CacheContentTest, WrongBytesFromTheSourceFailAfterTwoFetchesAndPublishNothing) {
+  source_.always_corrupt = true;
+  const UnitRef& u = units_[4];
+  auto r = cache_->ReadUnit(u, &source_);
+  ASSERT_EQ(r.status().code(), Code::kDigestMismatch);
+  EXPECT_NE(r.status().message().find(u.sha256), std::string::npos) << r.status().message();
+  EXPECT_EQ(source_.range_calls, 2);
+  EXPECT_FALSE(cache_->HasUnit(u));
+  EXPECT_EQ(cache_->GetBlobStats(u.blob).units_present, 0u);
+  EXPECT_EQ(cache_->ReadUnit(u, nullptr).status().code(), Code::kUnavailable);
+}
+
+TEST_F(CacheContentTest, OneBadFetchIsRetried) {
+  source_.corrupt_next = 1;
+  auto r = cache_->ReadUnit(units_[5], &source_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(units_[5]));
+  EXPECT_EQ(source_.range_calls, 2);
+}
+
+TEST_F(CacheContentTest, SourceErrorIsPassedOnWithItsCode) {
+  source_.fail_with = Status::Unauthorized("registry refused the credentials");
+  auto r = cache_->ReadUnit(units_[0], &source_);
+  ASSERT_EQ(r.status().code(), Code::kUnauthorized);
+  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_FALSE(cache_->HasUnit(units_[0]));
+}
+
+TEST_F(CacheContentTest, ConcurrentReadsOfOneUnitFetchOnce) {
+  source_.delay = std::chrono::milliseconds(200);
+  const UnitRef& u = units_[6];
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&] {
+      auto r = cache_->ReadUnit(u, &source_);
+      if (r.ok() && *r == Expected(u)) ++good;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good, 16);
+  EXPECT_EQ(source_.range_calls, 1);
+}
+
+TEST_F(CacheContentTest, DifferentUnitsAreFetchedInParallel) {
+  source_.rendezvous = 4;
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = cache_->ReadUnit(units_[i], &source_);
+      if (r.ok() && *r == Expected(units_[i])) ++good;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good, 4);
+  EXPECT_EQ(source_.max_inside, 4) << "unit fetches were serialized";
+}
+
+TEST_F(CacheContentTest, PutUnitVerifiesBeforePublishing) {
+  const UnitRef& u = units_[8];
+  std::string bad = Expected(u);
+  bad[0] ^= 1;
+  EXPECT_EQ(cache_->PutUnit(u, bad).code(), Code::kDigestMismatch);
+  EXPECT_EQ(cache_->PutUnit(u, "short").code(), Code::kInvalidArgument);
+  EXPECT_FALSE(cache_->HasUnit(u));
+  ASSERT_TRUE(cache_->PutUnit(u, Expected(u)).ok());
+  EXPECT_TRUE(cache_->HasUnit(u));
+  auto r = cache_->ReadUnit(u, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(u));
+}
+
+TEST_F(CacheContentTest, MalformedUnitsAreRejected) {
+  UnitRef u = units_[0];
+  u.blob = "sha256:xyz";
+  EXPECT_EQ(cache_->ReadUnit(u, &source_).status().code(), Code::kInvalidArgument);
+  u = units_[0];
+  u.clen = 0;
+  EXPECT_EQ(cache_->ReadUnit(u, &source_).status().code(), Code::kInvalidArgument);
+  u.clen = uint64_t{1} << 40;
+  EXPECT_EQ(cache_->ReadUnit(u, &source_).status().code(), Code::kInvalidArgument);
+  EXPECT_FALSE(cache_->HasUnit(u));
+  EXPECT_EQ(source_.range_calls, 0);
+}
+
+TEST_F(CacheContentTest, UncommittedBlobWriterLeavesNothingVisible) {
+  {
+    auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+    ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+    ASSERT_TRUE((*writer)->Append(blob_).ok());
+  }  // destroyed without Commit
+  BlobStats stats = cache_->GetBlobStats(source_.digest());
+  EXPECT_FALSE(stats.complete);
+  EXPECT_EQ(stats.bytes_present, 0u);
+  for (const UnitRef& u : units_) {
+    EXPECT_EQ(cache_->ReadUnit(u, nullptr).status().code(), Code::kUnavailable);
+  }
+  // No temporary file is left behind.
+  std::string dir = std::filesystem::path(BlobPath()).parent_path();
+  if (std::filesystem::exists(dir)) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      ADD_FAILURE() << "left behind: " << entry.path();
+    }
+  }
+}
+
+TEST_F(CacheContentTest, CommittedBlobServesEveryUnitOffline) {
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  for (uint64_t off = 0; off < kBlobSize; off += 77777) {
+    ASSERT_TRUE((*writer)->Append(std::string_view(blob_).substr(off, 77777)).ok());
+  }
+  ASSERT_TRUE((*writer)->Commit().ok());
+
+  BlobStats stats = cache_->GetBlobStats(source_.digest());
+  EXPECT_TRUE(stats.complete);
+  EXPECT_EQ(stats.size, kBlobSize);
+  EXPECT_EQ(stats.bytes_present, kBlobSize);
+  for (const UnitRef& u : units_) {
+    EXPECT_TRUE(cache_->HasUnit(u));
+    auto r = cache_->ReadUnit(u, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, Expected(u));
+  }
+  std::ifstream in(BlobPath(), std::ios::binary);
+  std::string whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(whole, blob_);
+}
+
+TEST_F(CacheContentTest, CommitReplacesAPartlyFilledBlobFile) {
+  // Units already present (and a cached descriptor of the old file) stay readable.
+  ASSERT_TRUE(cache_->ReadUnit(units_[1], &source_).ok());
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(blob_).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  for (const UnitRef& u : units_) {
+    auto r = cache_->ReadUnit(u, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, Expected(u));
+  }
+}
+
+TEST_F(CacheContentTest, BlobWriterRefusesWrongBytesOrSize) {
+  std::string wrong = blob_;
+  wrong[1000] ^= 1;
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(wrong).ok());
+  EXPECT_EQ((*writer)->Commit().code(), Code::kDigestMismatch);
+  EXPECT_FALSE((*writer)->Commit().ok());
+
+  auto short_writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(short_writer.ok());
+  ASSERT_TRUE((*short_writer)->Append(std::string_view(blob_).substr(0, 10)).ok());
+  EXPECT_EQ((*short_writer)->Commit().code(), Code::kInvalidArgument);
+
+  auto long_writer = cache_->CreateBlobWriter(source_.digest(), 10);
+  ASSERT_TRUE(long_writer.ok());
+  EXPECT_EQ((*long_writer)->Append(blob_).code(), Code::kInvalidArgument);
+
+  EXPECT_FALSE(cache_->GetBlobStats(source_.digest()).complete);
+  EXPECT_EQ(cache_->ReadUnit(units_[0], nullptr).status().code(), Code::kUnavailable);
+}
+
+TEST_F(CacheContentTest, CorruptCompleteBlobLosesItsCompleteFlagAndHeals) {
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(blob_).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  FlipStoredByte(units_[3].coff + 5);
+
+  auto r = cache_->ReadUnit(units_[3], &source_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(units_[3]));
+  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_FALSE(cache_->GetBlobStats(source_.digest()).complete);
+  EXPECT_TRUE(cache_->ReadUnit(units_[3], nullptr).ok());
+}
+
+TEST_F(CacheContentTest, TwoOpensOfOneRootSeeEachOthersWrites) {
+  auto other = OpenCache();
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(cache_->PutUnit(units_[0], Expected(units_[0])).ok());
+  EXPECT_TRUE(other->HasUnit(units_[0]));
+  auto r = other->ReadUnit(units_[0], nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(units_[0]));
+  ASSERT_TRUE(other->PutReference("example.com/a:1", source_.digest()).ok());
+  auto ref = cache_->GetReference("example.com/a:1");
+  ASSERT_TRUE(ref.ok());
+  EXPECT_EQ(ref->manifest_digest, source_.digest());
+  // Closing one leaves the other working.
+  other.reset();
+  EXPECT_TRUE(cache_->ReadUnit(units_[1], &source_).ok());
+}
+
+TEST_F(CacheContentTest, ForkedChildWithItsOwnCacheSharesTheStore) {
+  ASSERT_TRUE(cache_->PutReference("example.com/parent:1", source_.digest()).ok());
+  ASSERT_TRUE(cache_->ReadUnit(units_[0], &source_).ok());
+
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Never touch the parent's Cache here; leave with _exit so no destructor runs.
+    auto child = Cache::Open(root_);
+    if (!child.ok()) _exit(2);
+    auto ref = (*child)->GetReference("example.com/parent:1");
+    if (!ref.ok() || ref->manifest_digest != source_.digest()) _exit(3);
+    auto parent_unit = (*child)->ReadUnit(units_[0], nullptr);
+    if (!parent_unit.ok() || *parent_unit != Expected(units_[0])) _exit(4);
+    FakeSource child_source(blob_);
+    auto fetched = (*child)->ReadUnit(units_[9], &child_source);
+    if (!fetched.ok() || child_source.range_calls != 1) _exit(5);
+    if (!(*child)->PutDocument(Sha256Digest("{}"), "application/json", "{}").ok()) _exit(6);
+    _exit(0);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  ASSERT_EQ(WEXITSTATUS(wstatus), 0) << "child failed at step " << WEXITSTATUS(wstatus);
+
+  auto r = cache_->ReadUnit(units_[9], nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(units_[9]));
+  auto doc = cache_->GetDocument(Sha256Digest("{}"));
+  ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+  EXPECT_EQ(doc->bytes, "{}");
+}
+
+TEST_F(CacheContentTest, BlobStatsCountPublishedUnits) {
+  for (int i : {0, 2, 10}) ASSERT_TRUE(cache_->ReadUnit(units_[i], &source_).ok());
+  BlobStats stats = cache_->GetBlobStats(source_.digest());
+  EXPECT_EQ(stats.units_present, 3u);
+  EXPECT_EQ(stats.bytes_present, units_[0].clen + units_[2].clen + units_[10].clen);
+  EXPECT_FALSE(stats.complete);
+  // Another blob's units are not counted.
+  EXPECT_EQ(cache_->GetBlobStats(Sha256Digest("other")).units_present, 0u);
+}
+
+}  // namespace
+}  // namespace imgfs::cache

@@ -1,0 +1,110 @@
+// LmdbEnv: errors name the cache, a full map grows, a map grown by another process is adopted.
+#include "cache/lmdb_env.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace imgfs::cache {
+namespace {
+
+class LmdbEnvTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/imgfs-lmdb-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  static Status PutValue(LmdbEnv& env, int i, size_t size) {
+    std::string key = "k" + std::to_string(i);
+    std::string value(size, static_cast<char>('a' + i % 26));
+    return env.Write([&](MDB_txn* txn) {
+      MDB_val k = MdbVal(key), v = MdbVal(value);
+      return mdb_put(txn, env.dbi(LmdbEnv::kDocs), &k, &v, 0);
+    });
+  }
+
+  static Result<std::string> GetValue(LmdbEnv& env, int i) {
+    std::string key = "k" + std::to_string(i), out;
+    Status s = env.Read([&](MDB_txn* txn) {
+      MDB_val k = MdbVal(key), v;
+      int rc = mdb_get(txn, env.dbi(LmdbEnv::kDocs), &k, &v);
+      if (rc == MDB_SUCCESS) out.assign(MdbView(v));
+      return rc;
+    });
+    if (!s.ok()) return s;
+    return out;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(LmdbEnvTest, OpenFailureNamesTheCache) {
+  auto env = LmdbEnv::Open(dir_ + "/missing", "/some/cache/root");
+  ASSERT_FALSE(env.ok());
+  EXPECT_EQ(env.status().code(), Code::kIoError);
+  EXPECT_NE(env.status().message().find("cache /some/cache/root"), std::string::npos)
+      << env.status().message();
+}
+
+TEST_F(LmdbEnvTest, MissingKeyIsNotFound) {
+  auto env = LmdbEnv::Open(dir_, dir_);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  EXPECT_EQ(GetValue(**env, 1).status().code(), Code::kNotFound);
+}
+
+TEST_F(LmdbEnvTest, FullMapGrowsAndTransactionsSucceed) {
+  auto env = LmdbEnv::Open(dir_, dir_, 1 << 20);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  uint64_t initial = (*env)->map_size();
+  // 8 MiB of values into a 1 MiB map: many MAP_FULL on the way.
+  for (int i = 0; i < 128; ++i) {
+    ASSERT_TRUE(PutValue(**env, i, 64 << 10).ok()) << i;
+  }
+  EXPECT_GT((*env)->map_size(), initial);
+  for (int i = 0; i < 128; ++i) {
+    auto v = GetValue(**env, i);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    EXPECT_EQ(v->size(), size_t{64} << 10);
+  }
+  // One transaction bigger than the whole current map.
+  ASSERT_TRUE(PutValue(**env, 1000, (*env)->map_size() + (1 << 20)).ok());
+}
+
+TEST_F(LmdbEnvTest, MapGrownByAnotherProcessIsAdopted) {
+  auto env = LmdbEnv::Open(dir_, dir_, 1 << 20);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  ASSERT_TRUE(PutValue(**env, 0, 100).ok());
+
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The child must not touch the parent's environment; it opens its own.
+    auto child_env = LmdbEnv::Open(dir_, dir_, 1 << 20);
+    if (!child_env.ok()) _exit(2);
+    for (int i = 1; i <= 64; ++i) {
+      if (!PutValue(**child_env, i, 64 << 10).ok()) _exit(3);
+    }
+    _exit(0);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  ASSERT_EQ(WEXITSTATUS(wstatus), 0);
+
+  for (int i = 0; i <= 64; ++i) {
+    auto v = GetValue(**env, i);
+    ASSERT_TRUE(v.ok()) << i << ": " << v.status().ToString();
+  }
+  ASSERT_TRUE(PutValue(**env, 100, 64 << 10).ok());
+}
+
+}  // namespace
+}  // namespace imgfs::cache
