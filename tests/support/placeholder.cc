@@ -1,2 +1,0 @@
-#include "base/status.h"
-namespace imgfs::test {}
