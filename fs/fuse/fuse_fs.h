@@ -1,0 +1,43 @@
+// The FUSE edge of imgfs: serves a Tree and its ContentReader through libfuse3's low-level API.
+//
+// This is the only code that speaks FUSE or errno. Each request is unpacked, answered by the
+// tree or the reader, its Status mapped to an errno (kNotFound -> ENOENT, kInvalidArgument ->
+// EINVAL, kUnsupported -> ENOTSUP; whatever comes from fetching or verifying bytes -> EIO),
+// and replied to exactly once. The mount is read-only ("ro", and write opens or any write
+// request get EROFS) and lets the kernel cache hard: the image is immutable, so entries,
+// attributes, negative lookups, symlinks and page cache are kept for a long time, readdirplus
+// is always used and readahead is as large as the kernel allows. "default_permissions" makes
+// the kernel enforce the image's modes and owners.
+//
+// Thread-safety: ServeFuse runs libfuse's multithreaded loop; `tree` and `reader` are used
+// from its worker threads at once (both are safe for that). They must outlive the call.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "fs/tree/content_reader.h"
+#include "fs/tree/tree.h"
+
+namespace imgfs::fs {
+
+struct FuseOptions {
+  std::string mountpoint;
+  // Extra -o mount options passed through as given, e.g. "allow_other".
+  std::vector<std::string> fuse_args;
+  bool debug = false;  // libfuse's request trace on stderr
+  // Shown as the mount's source in /proc/mounts, e.g. "imgfs:docker.io/library/alpine:latest".
+  std::string fsname;
+};
+
+// Mounts `tree` at options.mountpoint, calls `on_ready` once the kernel mount exists (the
+// CLI then tells its parent process it may exit), serves requests until the filesystem is
+// unmounted or the process gets SIGINT/SIGTERM/SIGHUP, then unmounts and returns.
+// Errors: kInvalidArgument for options libfuse rejects, kIoError when the mount fails
+// (mountpoint missing, no /dev/fuse, no permission) or the loop ends on an error.
+Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& options,
+                 const std::function<void()>& on_ready);
+
+}  // namespace imgfs::fs
