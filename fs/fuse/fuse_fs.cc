@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -454,6 +456,56 @@ void LogOpStats(const Mount& mount) {
   }
 }
 
+// The mount's "major:minor" from /proc/self/mountinfo (the last mount on `mountpoint`), or ""
+// when not found. Reading the table instead of stat(2)ing the mountpoint matters: the loop
+// is not serving yet, and a stat would wait for it forever.
+std::string MountDevice(const std::string& mountpoint) {
+  char* real = realpath(mountpoint.c_str(), nullptr);
+  if (!real) return "";
+  std::string want(real);
+  free(real);
+  // mountinfo escapes space, tab, newline and backslash in paths as \ooo.
+  std::string escaped;
+  for (char c : want) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\\') {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\%03o", static_cast<unsigned char>(c));
+      escaped += buf;
+    } else {
+      escaped.push_back(c);
+    }
+  }
+  FILE* f = fopen("/proc/self/mountinfo", "re");
+  if (!f) return "";
+  std::string device;
+  char* line = nullptr;
+  size_t cap = 0;
+  while (getline(&line, &cap, f) > 0) {
+    // "<id> <parent> <major:minor> <root> <mount point> ..."
+    char dev[64], root[4096], point[4096];
+    if (sscanf(line, "%*d %*d %63s %4095s %4095s", dev, root, point) == 3 && escaped == point) {
+      device = dev;
+    }
+  }
+  free(line);
+  fclose(f);
+  return device;
+}
+
+// The kernel starts a FUSE mount with 128 KiB of readahead. Image files are read whole and
+// served from MiB-sized units, so a larger window turns a cold sequential read into fewer,
+// parallel requests. Best effort: it needs root (sysfs), and the mount works without it.
+void GrowReadahead(const std::string& mountpoint) {
+  constexpr const char* kReadaheadKb = "1024";
+  std::string device = MountDevice(mountpoint);
+  if (device.empty()) return;
+  std::string path = "/sys/class/bdi/" + device + "/read_ahead_kb";
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  bool ok = fd >= 0 && write(fd, kReadaheadKb, strlen(kReadaheadKb)) > 0;
+  if (fd >= 0) close(fd);
+  if (!ok) IMGFS_LOG(kDebug, "cannot set " << path << ": " << std::strerror(errno));
+}
+
 struct ArgsDeleter {
   void operator()(fuse_args* args) const {
     fuse_opt_free_args(args);
@@ -472,11 +524,12 @@ Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& opt
                                    " is not an existing directory");
   }
 
-  std::string mount_opts = "ro,default_permissions,subtype=imgfs,fsname=" +
+  std::string mount_opts = "default_permissions,subtype=imgfs,fsname=" +
                            EscapeOption(options.fsname.empty() ? "imgfs" : options.fsname);
   for (const std::string& o : options.fuse_args) {
     if (!o.empty()) mount_opts += "," + o;  // the user's own -o list: taken as written
   }
+  mount_opts += ",ro";  // last, so that no user option can make the mount writable
   std::vector<std::string> argv_strings = {"imgfs", "-o", mount_opts};
   if (options.debug) argv_strings.push_back("-d");
   std::unique_ptr<fuse_args, ArgsDeleter> args(new fuse_args(FUSE_ARGS_INIT(0, nullptr)));
@@ -500,6 +553,7 @@ Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& opt
                            " (is /dev/fuse there and usable? see scripts/setup)");
   }
   IMGFS_LOG(kInfo, "mounted " << options.fsname << " at " << options.mountpoint);
+  GrowReadahead(options.mountpoint);
   if (on_ready) on_ready();
 
   fuse_loop_config* config = fuse_loop_cfg_create();

@@ -10,11 +10,13 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -343,6 +345,78 @@ TEST_F(FuseFsTest, StatfsAndMountTableDescribeTheImage) {
   EXPECT_NE(line.find("imgfs:test/image,with-comma"), std::string::npos) << line;
   EXPECT_NE(line.find("fuse.imgfs"), std::string::npos) << line;
   EXPECT_NE(line.find(" ro,"), std::string::npos) << line;
+
+  // Readahead grown past the kernel's 128 KiB default for FUSE.
+  struct stat st = Stat("");
+  std::string bdi = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
+                    std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
+  Result<std::string> ra = test::ReadFile(bdi);
+  ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+  EXPECT_EQ(std::stoi(*ra), 1024) << bdi;
+}
+
+TEST_F(FuseFsTest, UserOptionsCannotMakeTheMountWritable) {
+  // Tear down the fixture's mount and mount again with "rw" asked for.
+  ASSERT_EQ(umount2(mnt_.c_str(), MNT_DETACH), 0);
+  serving_.join();
+  mounted_ = false;
+  std::promise<void> ready;
+  std::thread t([&] {
+    FuseOptions options;
+    options.mountpoint = mnt_;
+    options.fuse_args = {"rw"};
+    Status s = ServeFuse(*tree_, *reader_, options, [&] { ready.set_value(); });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  });
+  ASSERT_EQ(ready.get_future().wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  struct statvfs sv;
+  EXPECT_EQ(statvfs(mnt_.c_str(), &sv), 0);
+  EXPECT_TRUE(sv.f_flag & ST_RDONLY);
+  EXPECT_EQ(open(P("etc/hello.txt").c_str(), O_RDWR), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(umount2(mnt_.c_str(), MNT_DETACH), 0);
+  t.join();
+  EXPECT_FALSE(test::IsMountPoint(mnt_));
+}
+
+// The way `imgfs mount` ends when killed: the loop stops, the mount goes, ServeFuse returns OK.
+TEST(FuseSignalTest, SigtermUnmountsAndReturns) {
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    test::TempDir dir("fuse-signal");
+    std::string mnt = dir.MakeDir("mnt");
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      Result<std::unique_ptr<Tree>> tree = Tree::Build({});
+      ContentReader reader({}, nullptr, nullptr);
+      FuseOptions options;
+      options.mountpoint = mnt;
+      Status s = ServeFuse(**tree, reader, options, [] {});
+      _exit(s.ok() ? 0 : 3);
+    }
+    bool up = false;
+    for (int i = 0; i < 200 && !up; ++i) {
+      up = test::IsMountPoint(mnt);
+      if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(up) << "the mount never came up";
+    ASSERT_EQ(kill(child, sig), 0);
+    int status = 0;
+    bool exited = false;
+    for (int i = 0; i < 200 && !exited; ++i) {
+      exited = waitpid(child, &status, WNOHANG) == child;
+      if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!exited) {
+      umount2(mnt.c_str(), MNT_DETACH);
+      kill(child, SIGKILL);
+      waitpid(child, &status, 0);
+      FAIL() << "ServeFuse did not return after signal " << sig;
+    }
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+    EXPECT_FALSE(test::IsMountPoint(mnt));
+    if (test::IsMountPoint(mnt)) umount2(mnt.c_str(), MNT_DETACH);
+  }
 }
 
 }  // namespace
