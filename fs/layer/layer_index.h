@@ -105,6 +105,11 @@ struct LayerIndex {
   static Result<LayerIndex> Deserialize(std::string_view bytes);
 };
 
+// Checks the invariants every reader relies on: valid digests, known codecs and entry types,
+// chunks sorted, contiguous, covering [0, size) and inside their unit's decoded length.
+// Deserialize applies it to what it reads; builders apply it before storing an index.
+Status ValidateLayerIndex(const LayerIndex& index);
+
 // Cleans a tar member name into Entry::path form ("./usr//bin/" -> "usr/bin"). A name that
 // escapes the root ("../x") is kCorrupt.
 Result<std::string> CleanPath(std::string_view name);

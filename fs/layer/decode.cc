@@ -1,0 +1,162 @@
+#include "fs/layer/decode.h"
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+namespace imgfs::fs {
+namespace {
+
+// Units are about a MiB; a deflate block can stretch one to a few MiB. Anything this large is
+// a damaged index, and refusing it keeps a bad index from exhausting memory.
+constexpr uint64_t kMaxUnitLen = uint64_t{1} << 32;
+
+constexpr int kGzipWindowBits = 15 + 16;
+constexpr int kRawWindowBits = -15;
+
+bool IsGzipMagic(std::string_view in) {
+  return in.size() >= 2 && static_cast<uint8_t>(in[0]) == 0x1f &&
+         static_cast<uint8_t>(in[1]) == 0x8b;
+}
+
+struct ZStreamCloser {
+  void operator()(z_stream* zs) const {
+    inflateEnd(zs);
+    delete zs;
+  }
+};
+
+Status Corrupt(const Unit& unit, const std::string& what) {
+  return Status::Corrupt("unit at compressed offset " + std::to_string(unit.coff) + ": " + what);
+}
+
+// Inflates `in` into `out` (sized unit.ulen) starting from a prepared stream. Continues across
+// gzip members: when a member ends, its trailer (raw mode: the 8 bytes zlib did not read) is
+// skipped and the next member's header parsed. Zero padding after a member ends the data.
+Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in,
+                   std::string* out) {
+  size_t pos = 0;   // bytes of `in` handed to zlib so far
+  size_t done = 0;  // bytes of `out` filled
+  zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs->avail_in = 0;
+  while (done < out->size()) {
+    if (zs->avail_in == 0 && pos < in.size()) {
+      size_t n = std::min<size_t>(in.size() - pos, std::numeric_limits<uInt>::max());
+      zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
+      zs->avail_in = static_cast<uInt>(n);
+      pos += n;
+    }
+    size_t want = std::min<size_t>(out->size() - done, std::numeric_limits<uInt>::max());
+    zs->next_out = reinterpret_cast<Bytef*>(out->data() + done);
+    zs->avail_out = static_cast<uInt>(want);
+    int rc = inflate(zs, Z_NO_FLUSH);
+    done += want - zs->avail_out;
+    if (rc == Z_STREAM_END) {
+      if (done == out->size()) break;
+      size_t next = pos - zs->avail_in;  // offset in `in` just past the member's data
+      if (raw) next += 8;                // gzip trailer: CRC32 + ISIZE
+      if (next >= in.size() || !IsGzipMagic(in.substr(next))) {
+        return Corrupt(unit, "compressed data ends " + std::to_string(out->size() - done) +
+                                 " bytes short of the unit's length");
+      }
+      if (inflateReset2(zs, kGzipWindowBits) != Z_OK) return Corrupt(unit, "inflateReset2");
+      raw = false;
+      zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + next));
+      size_t n = std::min<size_t>(in.size() - next, std::numeric_limits<uInt>::max());
+      zs->avail_in = static_cast<uInt>(n);
+      pos = next + n;
+      continue;
+    }
+    if (rc == Z_BUF_ERROR && zs->avail_in == 0 && pos >= in.size()) {
+      return Corrupt(unit, "compressed data ends " + std::to_string(out->size() - done) +
+                               " bytes short of the unit's length");
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      return Corrupt(unit, std::string("inflate: ") + (zs->msg ? zs->msg : "error"));
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
+  std::unique_ptr<z_stream, ZStreamCloser> zs(new z_stream{});
+  std::string out(unit.ulen, '\0');
+  if (unit.ulen == 0) return out;
+  if (unit.at_member_start) {
+    if (inflateInit2(zs.get(), kGzipWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+    IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out));
+    return out;
+  }
+  if (inflateInit2(zs.get(), kRawWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+  if (unit.bits != 0) {
+    if (in.empty()) return Corrupt(unit, "empty range with a bit offset");
+    int byte = static_cast<uint8_t>(in[0]);
+    if (inflatePrime(zs.get(), unit.bits, byte >> (8 - unit.bits)) != Z_OK) {
+      return Corrupt(unit, "inflatePrime");
+    }
+    in.remove_prefix(1);
+  }
+  if (!unit.window.empty() &&
+      inflateSetDictionary(zs.get(), reinterpret_cast<const Bytef*>(unit.window.data()),
+                           static_cast<uInt>(unit.window.size())) != Z_OK) {
+    return Corrupt(unit, "inflateSetDictionary");
+  }
+  IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/true, in, &out));
+  return out;
+}
+
+Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in) {
+  std::unique_ptr<z_stream, ZStreamCloser> zs(new z_stream{});
+  if (inflateInit2(zs.get(), kGzipWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+  std::string out(unit.ulen, '\0');
+  if (unit.ulen == 0) return out;
+  IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out));
+  return out;
+}
+
+Result<std::string> DecodeZstd(const Unit& unit, std::string_view in) {
+  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
+  std::string out(unit.ulen, '\0');
+  ZSTD_inBuffer ib{in.data(), in.size(), 0};
+  ZSTD_outBuffer ob{out.data(), out.size(), 0};
+  while (ob.pos < ob.size) {
+    size_t before_in = ib.pos, before_out = ob.pos;
+    size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
+    if (ZSTD_isError(rc)) {
+      return Corrupt(unit, std::string("zstd: ") + ZSTD_getErrorName(rc));
+    }
+    if (ib.pos == ib.size && ob.pos == before_out && ib.pos == before_in) {
+      return Corrupt(unit, "zstd data ends " + std::to_string(ob.size - ob.pos) +
+                               " bytes short of the unit's length");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> DecodeUnit(const Unit& unit, std::string_view compressed) {
+  if (compressed.size() != unit.clen) {
+    return Status::Internal("DecodeUnit: got " + std::to_string(compressed.size()) +
+                            " bytes for a unit of " + std::to_string(unit.clen));
+  }
+  if (unit.ulen > kMaxUnitLen) return Corrupt(unit, "implausible decoded length");
+  switch (unit.codec) {
+    case UnitCodec::kRaw:
+      if (unit.ulen != unit.clen) return Corrupt(unit, "raw unit with ulen != clen");
+      return std::string(compressed);
+    case UnitCodec::kZran:
+      return DecodeZran(unit, compressed);
+    case UnitCodec::kGzipMember:
+      return DecodeGzipMember(unit, compressed);
+    case UnitCodec::kZstdFrame:
+      return DecodeZstd(unit, compressed);
+  }
+  return Corrupt(unit, "unknown codec");
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,370 @@
+// LayerIndex serialization, validation and the path helpers shared by every layer parser.
+//
+// Serialized form (all integers are LEB128 varints unless noted):
+//   "IMGFSLIX"                   8-byte magic
+//   version                      currently 1
+//   body_len                     length of the body once inflated
+//   zlib(body)                   the rest of the bytes; zlib's adler32 catches bit rot
+// body:
+//   blob_digest, format (strings: len + bytes), blob_size
+//   entry_count, entries..., unit_count, units...
+// The body is compressed as a whole because entries (paths) and zran windows (mostly text and
+// binaries) both shrink well, and one zlib stream is simpler than per-field codecs.
+#include "fs/layer/layer_index.h"
+
+#include <zlib.h>
+
+#include <limits>
+
+#include "base/digest.h"
+
+namespace imgfs::fs {
+namespace {
+
+constexpr std::string_view kMagic = "IMGFSLIX";
+constexpr uint64_t kVersion = 1;
+// An index is a few MiB even for huge layers; anything claiming more is not ours.
+constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
+
+class Writer {
+ public:
+  void Varint(uint64_t v) {
+    while (v >= 0x80) {
+      out_.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out_.push_back(static_cast<char>(v));
+  }
+  void Signed(int64_t v) {
+    // zigzag: small negative mtimes stay small.
+    Varint((static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+  }
+  void Byte(uint8_t b) { out_.push_back(static_cast<char>(b)); }
+  void Str(std::string_view s) {
+    Varint(s.size());
+    out_.append(s);
+  }
+  std::string& out() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+
+  bool Varint(uint64_t* v) {
+    uint64_t result = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= in_.size()) return false;
+      uint8_t b = static_cast<uint8_t>(in_[pos_++]);
+      if (shift == 63 && b > 1) return false;  // would overflow 64 bits
+      result |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        *v = result;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool U32(uint32_t* v) {
+    uint64_t x;
+    if (!Varint(&x) || x > std::numeric_limits<uint32_t>::max()) return false;
+    *v = static_cast<uint32_t>(x);
+    return true;
+  }
+  bool Signed(int64_t* v) {
+    uint64_t x;
+    if (!Varint(&x)) return false;
+    *v = static_cast<int64_t>((x >> 1) ^ (~(x & 1) + 1));
+    return true;
+  }
+  bool Byte(uint8_t* b) {
+    if (pos_ >= in_.size()) return false;
+    *b = static_cast<uint8_t>(in_[pos_++]);
+    return true;
+  }
+  bool Str(std::string* s) {
+    uint64_t len;
+    if (!Varint(&len) || len > in_.size() - pos_) return false;
+    s->assign(in_.substr(pos_, len));
+    pos_ += len;
+    return true;
+  }
+  // A count of items that each take at least `min_item_bytes`: bounded by what is left, so a
+  // lying count cannot make us reserve gigabytes.
+  bool Count(uint64_t* n, uint64_t min_item_bytes) {
+    if (!Varint(n)) return false;
+    return *n <= (in_.size() - pos_) / min_item_bytes;
+  }
+  bool AtEnd() const { return pos_ == in_.size(); }
+  size_t pos() const { return pos_; }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+void WriteEntry(Writer& w, const Entry& e) {
+  w.Str(e.path);
+  w.Byte(static_cast<uint8_t>(e.type));
+  w.Varint(e.mode);
+  w.Varint(e.uid);
+  w.Varint(e.gid);
+  w.Signed(e.mtime_sec);
+  w.Varint(e.mtime_nsec);
+  w.Varint(e.size);
+  w.Str(e.link_target);
+  w.Varint(e.dev_major);
+  w.Varint(e.dev_minor);
+  w.Varint(e.xattrs.size());
+  for (const auto& [name, value] : e.xattrs) {
+    w.Str(name);
+    w.Str(value);
+  }
+  w.Byte(static_cast<uint8_t>((e.whiteout ? 1 : 0) | (e.opaque ? 2 : 0)));
+  w.Varint(e.chunks.size());
+  for (const Chunk& c : e.chunks) {
+    w.Varint(c.file_offset);
+    w.Varint(c.length);
+    w.Varint(c.unit);
+    w.Varint(c.unit_offset);
+  }
+}
+
+void WriteUnit(Writer& w, const Unit& u) {
+  w.Byte(static_cast<uint8_t>(u.codec));
+  w.Varint(u.coff);
+  w.Varint(u.clen);
+  w.Str(u.sha256);
+  w.Varint(u.ulen);
+  w.Byte(u.bits);
+  w.Byte(u.at_member_start ? 1 : 0);
+  w.Str(u.window);
+}
+
+bool ReadEntry(Reader& r, Entry* e) {
+  uint8_t type, flags;
+  uint64_t nxattrs, nchunks;
+  if (!r.Str(&e->path) || !r.Byte(&type) || !r.U32(&e->mode) || !r.U32(&e->uid) ||
+      !r.U32(&e->gid) || !r.Signed(&e->mtime_sec) || !r.U32(&e->mtime_nsec) ||
+      !r.Varint(&e->size) || !r.Str(&e->link_target) || !r.U32(&e->dev_major) ||
+      !r.U32(&e->dev_minor) || !r.Count(&nxattrs, 2)) {
+    return false;
+  }
+  if (type > static_cast<uint8_t>(EntryType::kFifo)) return false;
+  e->type = static_cast<EntryType>(type);
+  e->xattrs.resize(nxattrs);
+  for (auto& [name, value] : e->xattrs) {
+    if (!r.Str(&name) || !r.Str(&value)) return false;
+  }
+  if (!r.Byte(&flags) || flags > 3) return false;
+  e->whiteout = flags & 1;
+  e->opaque = flags & 2;
+  if (!r.Count(&nchunks, 4)) return false;
+  e->chunks.resize(nchunks);
+  for (Chunk& c : e->chunks) {
+    if (!r.Varint(&c.file_offset) || !r.Varint(&c.length) || !r.U32(&c.unit) ||
+        !r.Varint(&c.unit_offset)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ReadUnit(Reader& r, Unit* u) {
+  uint8_t codec, at_start;
+  if (!r.Byte(&codec) || codec > static_cast<uint8_t>(UnitCodec::kZstdFrame)) return false;
+  u->codec = static_cast<UnitCodec>(codec);
+  if (!r.Varint(&u->coff) || !r.Varint(&u->clen) || !r.Str(&u->sha256) || !r.Varint(&u->ulen) ||
+      !r.Byte(&u->bits) || !r.Byte(&at_start) || at_start > 1 || !r.Str(&u->window)) {
+    return false;
+  }
+  u->at_member_start = at_start == 1;
+  return true;
+}
+
+}  // namespace
+
+std::string LayerIndex::Serialize() const {
+  Writer body;
+  body.Str(blob_digest);
+  body.Str(format);
+  body.Varint(blob_size);
+  body.Varint(entries.size());
+  for (const Entry& e : entries) WriteEntry(body, e);
+  body.Varint(units.size());
+  for (const Unit& u : units) WriteUnit(body, u);
+
+  const std::string& raw = body.out();
+  uLongf clen = compressBound(raw.size());
+  std::string compressed(clen, '\0');
+  // Level 1: the windows dominate and barely gain from harder work.
+  int rc = compress2(reinterpret_cast<Bytef*>(compressed.data()), &clen,
+                     reinterpret_cast<const Bytef*>(raw.data()), raw.size(), 1);
+  Writer out;
+  out.out().append(kMagic);
+  out.Varint(kVersion);
+  out.Varint(raw.size());
+  if (rc != Z_OK) {
+    // compress2 only fails on memory exhaustion; an empty payload then fails Deserialize
+    // and the index is rebuilt, which is the safe outcome.
+    return out.out();
+  }
+  out.out().append(compressed.data(), clen);
+  return out.out();
+}
+
+Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
+  if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic) {
+    return Status::Corrupt("layer index: bad magic");
+  }
+  Reader header(bytes.substr(kMagic.size()));
+  uint64_t version, body_len;
+  if (!header.Varint(&version) || !header.Varint(&body_len)) {
+    return Status::Corrupt("layer index: truncated header");
+  }
+  if (version != kVersion) {
+    return Status::Corrupt("layer index: unknown version " + std::to_string(version));
+  }
+  if (body_len > kMaxBodyLen) return Status::Corrupt("layer index: implausible size");
+  std::string_view compressed = bytes.substr(kMagic.size() + header.pos());
+
+  std::string body(body_len, '\0');
+  z_stream zs{};
+  if (inflateInit(&zs) != Z_OK) return Status::Internal("layer index: inflateInit failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  zs.avail_in = static_cast<uInt>(std::min<size_t>(compressed.size(), UINT32_MAX));
+  zs.next_out = reinterpret_cast<Bytef*>(body.data());
+  zs.avail_out = static_cast<uInt>(body_len);
+  int rc = inflate(&zs, Z_FINISH);
+  bool exact = rc == Z_STREAM_END && zs.total_out == body_len && zs.avail_in == 0 &&
+               compressed.size() <= UINT32_MAX;
+  inflateEnd(&zs);
+  if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
+
+  Reader r(body);
+  LayerIndex index;
+  uint64_t nentries, nunits;
+  if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
+      !r.Count(&nentries, 16)) {
+    return Status::Corrupt("layer index: truncated body");
+  }
+  index.entries.resize(nentries);
+  for (Entry& e : index.entries) {
+    if (!ReadEntry(r, &e)) return Status::Corrupt("layer index: bad entry record");
+  }
+  if (!r.Count(&nunits, 8)) return Status::Corrupt("layer index: bad unit count");
+  index.units.resize(nunits);
+  for (Unit& u : index.units) {
+    if (!ReadUnit(r, &u)) return Status::Corrupt("layer index: bad unit record");
+  }
+  if (!r.AtEnd()) return Status::Corrupt("layer index: trailing bytes");
+  IMGFS_RETURN_IF_ERROR(ValidateLayerIndex(index).WithContext("layer index"));
+  return index;
+}
+
+Status ValidateLayerIndex(const LayerIndex& index) {
+  if (Status s = ValidateDigest(index.blob_digest); !s.ok()) {
+    return Status::Corrupt("blob digest: " + s.message());
+  }
+  for (size_t i = 0; i < index.units.size(); ++i) {
+    const Unit& u = index.units[i];
+    std::string where = "unit " + std::to_string(i);
+    if (Status s = ValidateDigest(u.sha256); !s.ok()) {
+      return Status::Corrupt(where + ": " + s.message());
+    }
+    if (u.codec > UnitCodec::kZstdFrame) return Status::Corrupt(where + ": unknown codec");
+    if (u.coff > index.blob_size || u.clen > index.blob_size - u.coff) {
+      return Status::Corrupt(where + ": range lies outside the blob");
+    }
+    if (u.bits > 7) return Status::Corrupt(where + ": bit offset above 7");
+    if (u.window.size() > 32768) return Status::Corrupt(where + ": window above 32 KiB");
+    if (u.codec == UnitCodec::kRaw && u.ulen != u.clen) {
+      return Status::Corrupt(where + ": raw unit with ulen != clen");
+    }
+    if (u.codec == UnitCodec::kZran && u.bits != 0 && u.clen == 0) {
+      return Status::Corrupt(where + ": bit offset into an empty range");
+    }
+  }
+  for (size_t i = 0; i < index.entries.size(); ++i) {
+    const Entry& e = index.entries[i];
+    if (e.type > EntryType::kFifo) return Status::Corrupt("entry " + e.path + ": unknown type");
+    if (e.mtime_nsec >= 1000000000u) return Status::Corrupt("entry " + e.path + ": bad mtime");
+    uint64_t next = 0;
+    for (const Chunk& c : e.chunks) {
+      if (c.file_offset != next || c.file_offset > e.size || c.length == 0 ||
+          c.length > e.size - c.file_offset) {
+        return Status::Corrupt("entry " + e.path + ": chunks do not tile the file");
+      }
+      if (c.unit != Chunk::kZeroUnit) {
+        if (c.unit >= index.units.size()) {
+          return Status::Corrupt("entry " + e.path + ": chunk names a missing unit");
+        }
+        uint64_t ulen = index.units[c.unit].ulen;
+        if (c.unit_offset > ulen || c.length > ulen - c.unit_offset) {
+          return Status::Corrupt("entry " + e.path + ": chunk lies outside its unit");
+        }
+      }
+      next = c.file_offset + c.length;
+    }
+    if (e.type == EntryType::kRegular && !e.whiteout && next != e.size) {
+      return Status::Corrupt("entry " + e.path + ": chunks do not cover the file");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> CleanPath(std::string_view name) {
+  std::vector<std::string_view> parts;
+  size_t pos = 0;
+  while (pos <= name.size()) {
+    size_t slash = name.find('/', pos);
+    if (slash == std::string_view::npos) slash = name.size();
+    std::string_view part = name.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (parts.empty()) {
+        return Status::Corrupt("tar member name '" + std::string(name) +
+                               "' points outside the layer root");
+      }
+      parts.pop_back();
+      continue;
+    }
+    if (part.find('\0') != std::string_view::npos) {
+      return Status::Corrupt("tar member name contains a NUL byte");
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (std::string_view part : parts) {
+    if (!out.empty()) out.push_back('/');
+    out.append(part);
+  }
+  return out;
+}
+
+bool ApplyWhiteoutName(Entry* entry) {
+  constexpr std::string_view kPrefix = ".wh.";
+  constexpr std::string_view kOpaque = ".wh..wh..opq";
+  std::string& path = entry->path;
+  size_t slash = path.rfind('/');
+  size_t base_start = slash == std::string::npos ? 0 : slash + 1;
+  std::string_view base = std::string_view(path).substr(base_start);
+  if (base.substr(0, kPrefix.size()) != kPrefix) return false;
+  std::string dir = slash == std::string::npos ? "" : path.substr(0, slash);
+  if (base == kOpaque) {
+    path = dir;
+    entry->opaque = true;
+    return true;
+  }
+  std::string_view name = base.substr(kPrefix.size());
+  if (name.empty() || name == "." || name == "..") return false;
+  path = dir.empty() ? std::string(name) : dir + "/" + std::string(name);
+  entry->whiteout = true;
+  return true;
+}
+
+}  // namespace imgfs::fs

@@ -1,0 +1,245 @@
+#include "fs/layer/layer_index.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "base/digest.h"
+
+namespace imgfs::fs {
+namespace {
+
+LayerIndex SampleIndex() {
+  LayerIndex index;
+  index.blob_digest = Sha256Digest("blob");
+  index.format = "gzip";
+  index.blob_size = 5000;
+
+  Unit u0;
+  u0.codec = UnitCodec::kZran;
+  u0.coff = 0;
+  u0.clen = 3000;
+  u0.sha256 = Sha256Digest("u0");
+  u0.ulen = 1 << 20;
+  u0.at_member_start = true;
+  Unit u1;
+  u1.codec = UnitCodec::kZran;
+  u1.coff = 2999;
+  u1.clen = 2001;
+  u1.sha256 = Sha256Digest("u1");
+  u1.ulen = 4096;
+  u1.bits = 5;
+  u1.window = std::string(32768, 'w');
+  index.units = {u0, u1};
+
+  Entry dir;
+  dir.path = "usr";
+  dir.type = EntryType::kDirectory;
+  dir.mode = 0755;
+  Entry file;
+  file.path = "usr/bin/tool";
+  file.mode = 04755;
+  file.uid = 4000000000u;
+  file.gid = 7;
+  file.mtime_sec = -5;
+  file.mtime_nsec = 999999999;
+  file.size = 1000;
+  file.xattrs = {{"security.capability", std::string("\0\x01\xff", 3)}, {"user.a", ""}};
+  file.chunks = {{0, 600, 0, (1 << 20) - 600}, {600, 400, 1, 0}};
+  Entry dev;
+  dev.path = "dev/sda";
+  dev.type = EntryType::kBlockDevice;
+  dev.dev_major = 8;
+  dev.dev_minor = 1;
+  Entry wh;
+  wh.path = "etc/gone";
+  wh.whiteout = true;
+  Entry opq;
+  opq.path = "var";
+  opq.opaque = true;
+  Entry link;
+  link.path = "usr/bin/alias";
+  link.type = EntryType::kHardlink;
+  link.link_target = "usr/bin/tool";
+  Entry hole;
+  hole.path = "sparse";
+  hole.size = 10;
+  hole.chunks = {{0, 10, Chunk::kZeroUnit, 0}};
+  index.entries = {dir, file, dev, wh, opq, link, hole};
+  return index;
+}
+
+void ExpectSame(const LayerIndex& a, const LayerIndex& b) {
+  EXPECT_EQ(a.blob_digest, b.blob_digest);
+  EXPECT_EQ(a.format, b.format);
+  EXPECT_EQ(a.blob_size, b.blob_size);
+  ASSERT_EQ(a.entries.size(), b.entries.size());
+  for (size_t i = 0; i < a.entries.size(); ++i) {
+    const Entry& x = a.entries[i];
+    const Entry& y = b.entries[i];
+    EXPECT_EQ(x.path, y.path);
+    EXPECT_EQ(x.type, y.type);
+    EXPECT_EQ(x.mode, y.mode);
+    EXPECT_EQ(x.uid, y.uid);
+    EXPECT_EQ(x.gid, y.gid);
+    EXPECT_EQ(x.mtime_sec, y.mtime_sec);
+    EXPECT_EQ(x.mtime_nsec, y.mtime_nsec);
+    EXPECT_EQ(x.size, y.size);
+    EXPECT_EQ(x.link_target, y.link_target);
+    EXPECT_EQ(x.dev_major, y.dev_major);
+    EXPECT_EQ(x.dev_minor, y.dev_minor);
+    EXPECT_EQ(x.xattrs, y.xattrs);
+    EXPECT_EQ(x.whiteout, y.whiteout);
+    EXPECT_EQ(x.opaque, y.opaque);
+    ASSERT_EQ(x.chunks.size(), y.chunks.size());
+    for (size_t c = 0; c < x.chunks.size(); ++c) {
+      EXPECT_EQ(x.chunks[c].file_offset, y.chunks[c].file_offset);
+      EXPECT_EQ(x.chunks[c].length, y.chunks[c].length);
+      EXPECT_EQ(x.chunks[c].unit, y.chunks[c].unit);
+      EXPECT_EQ(x.chunks[c].unit_offset, y.chunks[c].unit_offset);
+    }
+  }
+  ASSERT_EQ(a.units.size(), b.units.size());
+  for (size_t i = 0; i < a.units.size(); ++i) {
+    const Unit& x = a.units[i];
+    const Unit& y = b.units[i];
+    EXPECT_EQ(x.codec, y.codec);
+    EXPECT_EQ(x.coff, y.coff);
+    EXPECT_EQ(x.clen, y.clen);
+    EXPECT_EQ(x.sha256, y.sha256);
+    EXPECT_EQ(x.ulen, y.ulen);
+    EXPECT_EQ(x.bits, y.bits);
+    EXPECT_EQ(x.at_member_start, y.at_member_start);
+    EXPECT_EQ(x.window, y.window);
+  }
+}
+
+TEST(LayerIndexTest, RoundTripKeepsEveryField) {
+  LayerIndex index = SampleIndex();
+  ASSERT_TRUE(ValidateLayerIndex(index).ok()) << ValidateLayerIndex(index).ToString();
+  std::string bytes = index.Serialize();
+  Result<LayerIndex> back = LayerIndex::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectSame(index, *back);
+  // Windows are mostly repetitive here: the body is compressed.
+  EXPECT_LT(bytes.size(), 4096u);
+}
+
+TEST(LayerIndexTest, EmptyIndexRoundTrips) {
+  LayerIndex index;
+  index.blob_digest = Sha256Digest("");
+  index.format = "tar";
+  Result<LayerIndex> back = LayerIndex::Deserialize(index.Serialize());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->entries.empty());
+}
+
+TEST(LayerIndexTest, EveryTruncationIsCorrupt) {
+  std::string bytes = SampleIndex().Serialize();
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    Result<LayerIndex> r = LayerIndex::Deserialize(std::string_view(bytes).substr(0, len));
+    ASSERT_FALSE(r.ok()) << len;
+    EXPECT_EQ(r.status().code(), Code::kCorrupt) << len;
+  }
+  EXPECT_EQ(LayerIndex::Deserialize(bytes + "x").status().code(), Code::kCorrupt);
+}
+
+TEST(LayerIndexTest, DamagedBytesAreRejected) {
+  std::string bytes = SampleIndex().Serialize();
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    std::string damaged = bytes;
+    size_t pos = rng() % damaged.size();
+    damaged[pos] ^= static_cast<char>(1 + rng() % 255);
+    Result<LayerIndex> r = LayerIndex::Deserialize(damaged);
+    if (r.ok()) {
+      // Deflate has a few don't-care bits; damage there still decodes to the same index.
+      EXPECT_EQ(r->Serialize(), bytes) << "damage at " << pos << " went unnoticed";
+      continue;
+    }
+    EXPECT_EQ(r.status().code(), Code::kCorrupt);
+  }
+  std::string garbage(10000, '\0');
+  for (char& c : garbage) c = static_cast<char>(rng());
+  EXPECT_EQ(LayerIndex::Deserialize(garbage).status().code(), Code::kCorrupt);
+  EXPECT_EQ(LayerIndex::Deserialize("IMGFSLIX\x01\xff\xff\xff\xff\x0f").status().code(),
+            Code::kCorrupt);
+}
+
+TEST(LayerIndexTest, InconsistentIndexesAreRejected) {
+  auto rejects = [](LayerIndex index) {
+    Result<LayerIndex> r = LayerIndex::Deserialize(index.Serialize());
+    return !r.ok() && r.status().code() == Code::kCorrupt;
+  };
+  LayerIndex missing_unit = SampleIndex();
+  missing_unit.entries[1].chunks[1].unit = 9;
+  EXPECT_TRUE(rejects(missing_unit));
+  LayerIndex outside_unit = SampleIndex();
+  outside_unit.entries[1].chunks[1].unit_offset = 4000;
+  EXPECT_TRUE(rejects(outside_unit));
+  LayerIndex gap = SampleIndex();
+  gap.entries[1].chunks[1].file_offset = 601;
+  EXPECT_TRUE(rejects(gap));
+  LayerIndex short_cover = SampleIndex();
+  short_cover.entries[1].size = 2000;
+  EXPECT_TRUE(rejects(short_cover));
+  LayerIndex bad_sha = SampleIndex();
+  bad_sha.units[0].sha256 = "md5:abc";
+  EXPECT_TRUE(rejects(bad_sha));
+  LayerIndex outside_blob = SampleIndex();
+  outside_blob.units[1].clen = 2002;
+  EXPECT_TRUE(rejects(outside_blob));
+  LayerIndex bad_nsec = SampleIndex();
+  bad_nsec.entries[1].mtime_nsec = 1000000000;
+  EXPECT_TRUE(rejects(bad_nsec));
+}
+
+TEST(CleanPathTest, Cleans) {
+  EXPECT_EQ(*CleanPath("./usr//bin/"), "usr/bin");
+  EXPECT_EQ(*CleanPath("/etc/passwd"), "etc/passwd");
+  EXPECT_EQ(*CleanPath("."), "");
+  EXPECT_EQ(*CleanPath("./"), "");
+  EXPECT_EQ(*CleanPath(""), "");
+  EXPECT_EQ(*CleanPath("a/./b/../c"), "a/c");
+  EXPECT_EQ(*CleanPath("a/.."), "");
+  EXPECT_EQ(CleanPath("..").status().code(), Code::kCorrupt);
+  EXPECT_EQ(CleanPath("a/../../b").status().code(), Code::kCorrupt);
+  EXPECT_EQ(CleanPath(std::string("a\0b", 3)).status().code(), Code::kCorrupt);
+}
+
+TEST(ApplyWhiteoutNameTest, MarksWhiteoutsAndOpaqueDirectories) {
+  Entry e;
+  e.path = "etc/.wh.passwd";
+  EXPECT_TRUE(ApplyWhiteoutName(&e));
+  EXPECT_EQ(e.path, "etc/passwd");
+  EXPECT_TRUE(e.whiteout);
+
+  Entry top;
+  top.path = ".wh.bin";
+  EXPECT_TRUE(ApplyWhiteoutName(&top));
+  EXPECT_EQ(top.path, "bin");
+
+  Entry opq;
+  opq.path = "var/lib/.wh..wh..opq";
+  EXPECT_TRUE(ApplyWhiteoutName(&opq));
+  EXPECT_EQ(opq.path, "var/lib");
+  EXPECT_TRUE(opq.opaque);
+  EXPECT_FALSE(opq.whiteout);
+
+  Entry root_opq;
+  root_opq.path = ".wh..wh..opq";
+  EXPECT_TRUE(ApplyWhiteoutName(&root_opq));
+  EXPECT_EQ(root_opq.path, "");
+  EXPECT_TRUE(root_opq.opaque);
+
+  Entry plain;
+  plain.path = "etc/wh.file";
+  EXPECT_FALSE(ApplyWhiteoutName(&plain));
+  EXPECT_EQ(plain.path, "etc/wh.file");
+  Entry dir_named_wh;
+  dir_named_wh.path = ".wh.dir/file";
+  EXPECT_FALSE(ApplyWhiteoutName(&dir_named_wh));
+}
+
+}  // namespace
+}  // namespace imgfs::fs
