@@ -1,0 +1,91 @@
+// Client: the distribution-spec (OCI / Docker registry v2) client of imgfs.
+//
+// What it does for every request, the way docker does:
+// - https://<Reference::ApiHost()>/v2/..., or plain http for loopback registries;
+// - authentication driven by the registry's 401 challenge: anonymous first, then Basic with
+//   the credentials of docker's config.json (auth.h), or a Bearer token fetched from the
+//   challenge's realm for scope repository:<repo>:pull (Basic credentials sent to the realm
+//   when there are some). Tokens are cached per (realm, service, scope) until they expire and
+//   fetched again once on a 401. The last challenge of a host is remembered so later requests
+//   authenticate up front;
+// - redirects (blob GETs are usually 307 to a CDN) followed here, at most 5, and the
+//   Authorization header is only ever sent to the registry's own scheme://host:port;
+// - 429, 5xx and failures to get a response retried with exponential backoff up to
+//   max_attempts (honouring a short Retry-After); a blob stream that breaks after some bytes
+//   resumes with a Range request from where it stopped.
+// Errors carry the reference and say what to do: kUnauthorized, kNotFound ("manifest unknown:
+// <ref>", "repository not found: <repo>", "blob unknown: ..."), kUnavailable ("registry <host>
+// unreachable: <cause>"), kDigestMismatch, kCorrupt (a server that breaks the protocol).
+//
+// Thread-safety: all methods may be called from many threads at once; connections, TLS
+// sessions and tokens are shared.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/status.h"
+#include "registry/http.h"
+#include "registry/reference.h"
+
+namespace imgfs::registry {
+
+struct ClientOptions {
+  std::string docker_config_dir;  // "" = $DOCKER_CONFIG, else ~/.docker
+  std::string user_agent = "imgfs/0.1";
+  int max_attempts = 3;
+  int retry_base_delay_ms = 250;   // doubled on each retry, at most 8 s
+  std::string certs_dir = "/etc/docker/certs.d";
+};
+
+struct ManifestResponse {
+  std::string bytes;
+  std::string media_type;  // Content-Type without parameters
+  std::string digest;      // sha256 of bytes, always computed here
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  // Uses `transport` instead of the network (tests).
+  Client(ClientOptions options, std::unique_ptr<HttpTransport> transport);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // GET /v2/<repo>/manifests/<tag_or_digest>, accepting OCI and Docker indexes and manifests
+  // (and schema 1, to recognise and refuse it later). By digest: the bytes must hash to it
+  // (kDigestMismatch, nothing returned). By tag: a Docker-Content-Digest header, when sent,
+  // must equal the computed digest. At most kMaxManifestBytes.
+  Result<ManifestResponse> GetManifest(const Reference& repo, std::string_view tag_or_digest);
+
+  // HEAD of the manifest; its Docker-Content-Digest (a GET is made when the server does not
+  // send one). Cheap revalidation of a cached tag: Docker Hub does not rate-limit HEADs.
+  Result<std::string> HeadManifest(const Reference& repo, std::string_view tag_or_digest);
+
+  // Appends exactly `len` bytes at `off` of the blob to *out (Range: bytes=off-(off+len-1)).
+  // A server that ignores Range and answers 200 is handled by skipping `off` bytes and
+  // stopping after `len`. A 206 whose Content-Range is not the one asked for is kCorrupt; a
+  // blob that ends early is kCorrupt. *out is unchanged on failure. Not verified here.
+  Status GetBlobRange(const Reference& repo, std::string_view digest, uint64_t off,
+                      uint64_t len, std::string* out);
+
+  // Streams the whole blob through `sink`, in order, each byte once (also across resumed
+  // connections). A non-OK Status from `sink` stops the stream and is returned. Not verified.
+  Status GetBlob(const Reference& repo, std::string_view digest,
+                 const std::function<Status(std::string_view)>& sink);
+
+  // A small blob (a config) read whole and checked against `digest`; larger than `max_size`
+  // is kCorrupt.
+  Result<std::string> GetBlobVerified(const Reference& repo, std::string_view digest,
+                                      uint64_t max_size = 64 << 20);
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace imgfs::registry

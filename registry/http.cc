@@ -1,0 +1,298 @@
+#include "registry/http.h"
+
+#include <curl/curl.h>
+#include <dirent.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdlib>
+#include <mutex>
+
+#include "base/log.h"
+#include "registry/reference.h"
+
+namespace imgfs::registry {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+bool IsFile(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// What one Perform call shares with curl's callbacks.
+struct Exchange {
+  const HttpRequest* request;
+  HttpResponse* response;
+  std::vector<std::string> extra_ca_files;
+};
+
+size_t OnHeader(char* data, size_t size, size_t nitems, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  size_t len = size * nitems;
+  std::string_view line(data, len);
+  line = Trim(line);
+  if (line.rfind("HTTP/", 0) == 0) {
+    // A new response starts (after 100-continue or a proxy's CONNECT answer): forget the last.
+    ex->response->headers.clear();
+    size_t sp = line.find(' ');
+    ex->response->status = sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+    return len;
+  }
+  size_t colon = line.find(':');
+  if (colon != std::string_view::npos && colon > 0) {
+    ex->response->headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+                                       std::string(Trim(line.substr(colon + 1))));
+  }
+  return len;
+}
+
+size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  size_t len = size * nmemb;
+  HttpResponse* resp = ex->response;
+  std::string_view chunk(data, len);
+  if (ex->request->sink && resp->status >= 200 && resp->status < 300) {
+    if (!ex->request->sink(chunk)) {
+      resp->stopped_by_sink = true;
+      return 0;
+    }
+    return len;
+  }
+  uint64_t room = ex->request->max_body > resp->body.size() ? ex->request->max_body - resp->body.size() : 0;
+  if (len > room) {
+    resp->body.append(data, static_cast<size_t>(room));
+    resp->truncated = true;
+    return 0;
+  }
+  resp->body.append(data, len);
+  return len;
+}
+
+CURLcode OnSslContext(CURL*, void* ssl_ctx, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
+  for (const std::string& file : ex->extra_ca_files) {
+    if (X509_STORE_load_locations(store, file.c_str(), nullptr) != 1) {
+      IMGFS_LOG(kWarning, "could not load CA certificates from " << file);
+    }
+  }
+  return CURLE_OK;
+}
+
+class CurlTransport : public HttpTransport {
+ public:
+  explicit CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {
+    static std::once_flag global_init;
+    std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+    share_ = curl_share_init();
+    curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &CurlTransport::Lock);
+    curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &CurlTransport::Unlock);
+    curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  }
+
+  ~CurlTransport() override {
+    for (CURL* h : pool_) curl_easy_cleanup(h);
+    curl_share_cleanup(share_);
+  }
+
+  Status Perform(const HttpRequest& request, HttpResponse* response) override {
+    *response = HttpResponse();
+    CURL* h = Acquire();
+    if (h == nullptr) return Status::Internal("curl_easy_init failed");
+    Exchange ex{&request, response, {}};
+    char errbuf[CURL_ERROR_SIZE] = {0};
+    curl_slist* headers = nullptr;
+    for (const std::string& line : request.headers) headers = curl_slist_append(headers, line.c_str());
+    // Without this curl would send "Expect:" or default Accept headers we did not ask for.
+    headers = curl_slist_append(headers, "Expect:");
+
+    curl_easy_setopt(h, CURLOPT_SHARE, share_);
+    curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 15L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
+    if (request.method == "HEAD") {
+      curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    }
+
+    auto [scheme, authority] = UrlSchemeAndAuthority(request.url);
+    if (IsLoopbackHost(authority)) {
+      curl_easy_setopt(h, CURLOPT_PROXY, "");  // Go's net/http never proxies loopback either
+    } else if (scheme == "http" && std::getenv("http_proxy") == nullptr) {
+      // curl reads only the lower-case http_proxy; docker users set HTTP_PROXY.
+      if (const char* p = std::getenv("HTTP_PROXY"); p != nullptr && *p != '\0') {
+        curl_easy_setopt(h, CURLOPT_PROXY, p);
+      }
+    }
+    std::string client_cert;
+    std::string client_key;
+    if (scheme == "https" && !options_.certs_dir.empty()) {
+      std::string dir = options_.certs_dir + "/" + CertsDirName(request.url);
+      if (DIR* d = opendir(dir.c_str())) {
+        while (dirent* e = readdir(d)) {
+          std::string name = e->d_name;
+          if (name.size() > 4 && name.compare(name.size() - 4, 4, ".crt") == 0) {
+            ex.extra_ca_files.push_back(dir + "/" + name);
+          }
+        }
+        closedir(d);
+        std::sort(ex.extra_ca_files.begin(), ex.extra_ca_files.end());
+        if (IsFile(dir + "/client.cert") && IsFile(dir + "/client.key")) {
+          client_cert = dir + "/client.cert";
+          client_key = dir + "/client.key";
+          curl_easy_setopt(h, CURLOPT_SSLCERT, client_cert.c_str());
+          curl_easy_setopt(h, CURLOPT_SSLKEY, client_key.c_str());
+        }
+      }
+      if (!ex.extra_ca_files.empty()) {
+        // A cached CA store would carry this host's extra CAs over to other hosts.
+        curl_easy_setopt(h, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, &OnSslContext);
+        curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, &ex);
+      }
+    }
+
+    CURLcode rc = curl_easy_perform(h);
+    curl_slist_free_all(headers);
+    Release(h);
+    if (rc == CURLE_OK) return Status::Ok();
+    if (rc == CURLE_WRITE_ERROR && (response->stopped_by_sink || response->truncated)) {
+      return Status::Ok();
+    }
+    std::string message = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc);
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return Status::Unavailable(message);
+  }
+
+ private:
+  // docker's certs.d directory name: the host and port as written in the reference.
+  static std::string CertsDirName(std::string_view url) {
+    size_t start = url.find("://");
+    start = start == std::string_view::npos ? 0 : start + 3;
+    std::string_view rest = url.substr(start);
+    return std::string(rest.substr(0, rest.find_first_of("/?#")));
+  }
+
+  CURL* Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      if (!pool_.empty()) {
+        CURL* h = pool_.back();
+        pool_.pop_back();
+        return h;
+      }
+    }
+    return curl_easy_init();
+  }
+
+  void Release(CURL* h) {
+    // reset keeps the handle's live connections and caches, which is the point of the pool.
+    curl_easy_reset(h);
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    pool_.push_back(h);
+  }
+
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].lock();
+  }
+  static void Unlock(CURL*, curl_lock_data data, void* user) {
+    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].unlock();
+  }
+  static size_t Index(curl_lock_data data) {
+    auto i = static_cast<size_t>(data);
+    return i < kLocks ? i : 0;
+  }
+
+  static constexpr size_t kLocks = CURL_LOCK_DATA_LAST;
+  const CurlTransportOptions options_;
+  CURLSH* share_ = nullptr;
+  std::array<std::mutex, kLocks> share_mu_;
+  std::mutex pool_mu_;
+  std::vector<CURL*> pool_;  // GUARDED_BY(pool_mu_)
+};
+
+}  // namespace
+
+std::string HttpResponse::Header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+std::vector<std::string> HttpResponse::AllHeaders(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : headers) {
+    if (k == name) out.push_back(v);
+  }
+  return out;
+}
+
+std::unique_ptr<HttpTransport> NewCurlTransport(CurlTransportOptions options) {
+  return std::make_unique<CurlTransport>(std::move(options));
+}
+
+std::pair<std::string, std::string> UrlSchemeAndAuthority(std::string_view url) {
+  size_t sep = url.find("://");
+  if (sep == std::string_view::npos || sep == 0) return {"", ""};
+  std::string scheme = Lower(url.substr(0, sep));
+  std::string_view rest = url.substr(sep + 3);
+  std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  std::string auth = Lower(authority);
+  if (scheme == "https" && auth.size() > 4 && auth.compare(auth.size() - 4, 4, ":443") == 0) {
+    auth.resize(auth.size() - 4);
+  } else if (scheme == "http" && auth.size() > 3 && auth.compare(auth.size() - 3, 3, ":80") == 0) {
+    auth.resize(auth.size() - 3);
+  }
+  return {scheme, auth};
+}
+
+std::string ResolveUrl(std::string_view base, std::string_view location) {
+  location = Trim(location);
+  if (!UrlSchemeAndAuthority(location).first.empty()) return std::string(location);
+  auto [scheme, authority] = UrlSchemeAndAuthority(base);
+  if (location.rfind("//", 0) == 0) return scheme + ":" + std::string(location);
+  size_t sep = base.find("://");
+  size_t path_start = base.find('/', sep == std::string_view::npos ? 0 : sep + 3);
+  std::string origin(base.substr(0, path_start));
+  if (!location.empty() && location.front() == '/') return origin + std::string(location);
+  // A relative path: replace the last segment of the base path.
+  std::string_view path = path_start == std::string_view::npos ? "/" : base.substr(path_start);
+  path = path.substr(0, path.find_first_of("?#"));
+  return origin + std::string(path.substr(0, path.rfind('/') + 1)) + std::string(location);
+}
+
+}  // namespace imgfs::registry

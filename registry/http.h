@@ -1,0 +1,76 @@
+// HttpTransport: one HTTP exchange, the only place imgfs touches the network.
+//
+// The registry client (client.h) builds requests and decides about redirects, auth and retries;
+// a transport only performs a single request and reports what came back. It never follows
+// redirects, so the client can keep credentials away from other hosts. Tests substitute a fake
+// transport to script registry behaviour.
+//
+// The curl transport (NewCurlTransport) reuses connections, TLS sessions and DNS answers across
+// requests and threads (a CURLSH share plus a pool of easy handles), trusts the system CAs plus
+// any *.crt in <certs_dir>/<host:port>/ (docker's /etc/docker/certs.d layout), honours
+// http(s)_proxy / HTTP(S)_PROXY / no_proxy except for loopback hosts (never proxied, as in Go),
+// and uses a 15 s connect timeout and a 30 s below-1-KiB/s stall timeout, no overall timeout.
+//
+// Thread-safety: Perform may be called from many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+
+namespace imgfs::registry {
+
+struct HttpRequest {
+  std::string method = "GET";        // "GET" or "HEAD"
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  // When set and the response status is 2xx, body bytes go here instead of into
+  // HttpResponse::body. The response's status and headers are already filled in when it is
+  // called. Returning false stops the transfer; that is not an error.
+  std::function<bool(std::string_view)> sink;
+  // Bodies that are buffered stop (HttpResponse::truncated) beyond this many bytes.
+  uint64_t max_body = 4 << 20;
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower case, in order
+  std::string body;
+  bool truncated = false;        // the buffered body hit max_body
+  bool stopped_by_sink = false;  // the sink returned false
+
+  // The first header named `name` (lower case), "" when absent.
+  std::string Header(std::string_view name) const;
+  std::vector<std::string> AllHeaders(std::string_view name) const;
+};
+
+class HttpTransport {
+ public:
+  virtual ~HttpTransport() = default;
+  // Any HTTP status is OK here. Failures to get a response (DNS, refused, TLS, timeout, reset
+  // mid-body) are kUnavailable with the transport's own words; bytes a sink got before a reset
+  // stay delivered.
+  virtual Status Perform(const HttpRequest& request, HttpResponse* response) = 0;
+};
+
+struct CurlTransportOptions {
+  std::string user_agent = "imgfs/0.1";
+  std::string certs_dir = "/etc/docker/certs.d";  // "" disables the per-host CA lookup
+};
+
+std::unique_ptr<HttpTransport> NewCurlTransport(CurlTransportOptions options = {});
+
+// Splits "scheme://host[:port]/path" into its scheme and authority ("host:port" as written).
+// Empty strings when `url` is not absolute.
+std::pair<std::string, std::string> UrlSchemeAndAuthority(std::string_view url);
+
+// `location` (absolute, scheme-relative, or path) resolved against `base`.
+std::string ResolveUrl(std::string_view base, std::string_view location);
+
+}  // namespace imgfs::registry

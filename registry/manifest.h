@@ -1,0 +1,98 @@
+// Manifests and indexes of the OCI image spec and Docker's v2 schema 2, parsed from the bytes
+// a registry sent (untrusted input: every field is checked; nothing here throws or crashes).
+//
+// ClassifyManifest tells an image manifest from an index / manifest list using the body's
+// mediaType, the Content-Type and, failing both, the JSON shape. Docker's deprecated schema 1
+// is recognised and refused with kUnsupported. Parse* return kCorrupt with a message naming
+// the bad field. Digests in descriptors must be valid sha256 digests (base/digest.h).
+//
+// Thread-safety: value types and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "registry/platform.h"
+
+namespace imgfs::registry {
+
+// Media types.
+inline constexpr std::string_view kOciIndex = "application/vnd.oci.image.index.v1+json";
+inline constexpr std::string_view kOciManifest = "application/vnd.oci.image.manifest.v1+json";
+inline constexpr std::string_view kOciConfig = "application/vnd.oci.image.config.v1+json";
+inline constexpr std::string_view kOciLayerTar = "application/vnd.oci.image.layer.v1.tar";
+inline constexpr std::string_view kOciLayerGzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+inline constexpr std::string_view kOciLayerZstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+inline constexpr std::string_view kOciLayerNondistributableTar =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar";
+inline constexpr std::string_view kOciLayerNondistributableGzip =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+inline constexpr std::string_view kOciLayerNondistributableZstd =
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+inline constexpr std::string_view kDockerManifestList =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+inline constexpr std::string_view kDockerManifest =
+    "application/vnd.docker.distribution.manifest.v2+json";
+inline constexpr std::string_view kDockerConfig = "application/vnd.docker.container.image.v1+json";
+inline constexpr std::string_view kDockerLayerGzip =
+    "application/vnd.docker.image.rootfs.diff.tar.gzip";
+inline constexpr std::string_view kDockerForeignLayerGzip =
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+inline constexpr std::string_view kDockerSchema1 =
+    "application/vnd.docker.distribution.manifest.v1+json";
+inline constexpr std::string_view kDockerSchema1Signed =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+// The Accept header value for manifest requests: indexes and manifests of both families, and
+// schema 1 so that a registry holding only schema 1 says so instead of 404.
+std::string ManifestAcceptHeader();
+
+// A manifest is kept under 4 MiB by registries (distribution's limit); more is refused.
+inline constexpr uint64_t kMaxManifestBytes = 4 << 20;
+
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  uint64_t size = 0;
+  std::map<std::string, std::string> annotations;
+  std::optional<Platform> platform;
+  std::vector<std::string> urls;
+};
+
+struct ImageManifest {
+  int schema_version = 2;
+  std::string media_type;  // from the body; "" when the body does not say
+  Descriptor config;
+  std::vector<Descriptor> layers;
+  std::map<std::string, std::string> annotations;
+};
+
+struct ImageIndex {
+  int schema_version = 2;
+  std::string media_type;
+  std::vector<Descriptor> manifests;
+};
+
+enum class ManifestKind { kImage, kIndex };
+
+// `content_type` may carry parameters ("...; charset=utf-8") or be empty.
+Result<ManifestKind> ClassifyManifest(std::string_view bytes, std::string_view content_type);
+Result<ImageManifest> ParseImageManifest(std::string_view bytes);
+Result<ImageIndex> ParseImageIndex(std::string_view bytes);
+
+// The manifest of `index` that best runs on `want` (PlatformMatch; the first of equals).
+// Attestation manifests (platform unknown/unknown, or annotated as attestations) and entries
+// without a platform are never chosen. kNotFound "no image for platform linux/s390x in <where>;
+// available: linux/amd64, linux/arm64/v8" otherwise.
+Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want,
+                                  std::string_view where = "the image index");
+
+// True for the config media types of container images (OCI and Docker).
+bool IsImageConfigMediaType(std::string_view media_type);
+
+}  // namespace imgfs::registry
