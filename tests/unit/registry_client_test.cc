@@ -1,0 +1,539 @@
+// Client behaviour against a scripted registry (a fake HttpTransport). The real registry is
+// exercised by the integration tests.
+#include "registry/client.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/digest.h"
+#include "registry/auth.h"
+#include "registry/manifest.h"
+#include "registry/resolve.h"
+
+namespace imgfs::registry {
+namespace {
+
+struct Seen {
+  std::string method;
+  std::string url;
+  std::vector<std::string> headers;
+
+  std::string Header(std::string_view name) const {
+    std::string prefix = std::string(name) + ": ";
+    for (const std::string& h : headers) {
+      if (h.rfind(prefix, 0) == 0) return h.substr(prefix.size());
+    }
+    return "";
+  }
+};
+
+// What the scripted server answers; `fail_after` >= 0 drops the connection after that many
+// body bytes (a reset mid-transfer).
+struct Answer {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  long fail_after = -1;
+  bool unreachable = false;
+};
+
+class FakeTransport : public HttpTransport {
+ public:
+  using Handler = std::function<Answer(const Seen&)>;
+  explicit FakeTransport(Handler handler) : handler_(std::move(handler)) {}
+
+  Status Perform(const HttpRequest& request, HttpResponse* response) override {
+    Seen seen{request.method, request.url, request.headers};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      seen_.push_back(seen);
+    }
+    Answer a = handler_(seen);
+    *response = HttpResponse();
+    if (a.unreachable) return Status::Unavailable("Failed to connect: Connection refused");
+    response->status = a.status;
+    response->headers = a.headers;
+    std::string body = request.method == "HEAD" ? "" : a.body;
+    size_t limit = a.fail_after >= 0 ? std::min<size_t>(body.size(), a.fail_after) : body.size();
+    bool to_sink = request.sink && a.status >= 200 && a.status < 300;
+    // Small chunks, as a network delivers them.
+    for (size_t i = 0; i < limit; i += 7) {
+      std::string_view chunk = std::string_view(body).substr(i, std::min<size_t>(7, limit - i));
+      if (to_sink) {
+        if (!request.sink(chunk)) {
+          response->stopped_by_sink = true;
+          return Status::Ok();
+        }
+      } else {
+        response->body.append(chunk);
+      }
+    }
+    if (limit < body.size()) return Status::Unavailable("Connection reset by peer");
+    return Status::Ok();
+  }
+
+  std::vector<Seen> seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_;
+  }
+
+ private:
+  Handler handler_;
+  std::mutex mu_;
+  std::vector<Seen> seen_;
+};
+
+std::string ErrorBody(const std::string& code, const std::string& message) {
+  return R"({"errors":[{"code":")" + code + R"(","message":")" + message + R"(","detail":null}]})";
+}
+
+Answer NotFound(const std::string& code) { return Answer{404, {}, ErrorBody(code, "unknown"), -1, false}; }
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/imgfs-client-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    config_dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(config_dir_); }
+
+  // A client for https://registry.example.com whose network is `handler`.
+  Client& Make(FakeTransport::Handler handler) {
+    auto transport = std::make_unique<FakeTransport>(std::move(handler));
+    transport_ = transport.get();
+    ClientOptions options;
+    options.docker_config_dir = config_dir_;
+    options.retry_base_delay_ms = 1;
+    client_ = std::make_unique<Client>(options, std::move(transport));
+    return *client_;
+  }
+
+  void WriteCredentials(const std::string& host, const std::string& user, const std::string& pass) {
+    std::ofstream(config_dir_ + "/config.json")
+        << R"({"auths":{")" << host << R"(":{"auth":")" << EncodeBase64(user + ":" + pass) << R"("}}})";
+  }
+
+  Reference Ref(const std::string& s) { return *Reference::Parse(s); }
+
+  std::string config_dir_;
+  FakeTransport* transport_ = nullptr;
+  std::unique_ptr<Client> client_;
+};
+
+const std::string kManifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
+                              std::string(64, 'c') + R"(","size":2},"layers":[]})";
+
+TEST_F(ClientTest, FetchesManifestWithBearerTokenAndReusesIt) {
+  int token_requests = 0;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/token?", 0) == 0) {
+      ++token_requests;
+      EXPECT_EQ(r.url,
+                "https://auth.example.com/token?service=registry.example.com&scope=repository%3Ateam%2Fapp%3Apull");
+      EXPECT_EQ(r.Header("Authorization"), "");  // no credentials configured
+      return Answer{200, {}, R"({"token":"T1","expires_in":300})"};
+    }
+    EXPECT_EQ(r.url, "https://registry.example.com/v2/team/app/manifests/v1");
+    EXPECT_NE(r.Header("Accept").find("application/vnd.oci.image.index.v1+json"), std::string::npos);
+    if (r.Header("Authorization") != "Bearer T1") {
+      return Answer{401,
+                    {{"www-authenticate",
+                      R"(Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull")"}},
+                    ErrorBody("UNAUTHORIZED", "authentication required")};
+    }
+    return Answer{200, {{"content-type", "application/vnd.oci.image.manifest.v1+json"}}, kManifest};
+  });
+  Reference ref = Ref("registry.example.com/team/app:v1");
+  Result<ManifestResponse> m = client.GetManifest(ref, "v1");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(m->bytes, kManifest);
+  EXPECT_EQ(m->digest, Sha256Digest(kManifest));
+  EXPECT_EQ(m->media_type, kOciManifest);
+  // The token is cached: the next request authenticates up front.
+  ASSERT_TRUE(client.GetManifest(ref, "v1").ok());
+  EXPECT_EQ(token_requests, 1);
+  EXPECT_EQ(transport_->seen().size(), 4u);  // 401, token, 200, 200
+}
+
+TEST_F(ClientTest, ManifestByDigestMustHashToIt) {
+  Client& client = Make([&](const Seen&) { return Answer{200, {}, kManifest}; });
+  Reference ref = Ref("registry.example.com/team/app");
+  std::string wrong = "sha256:" + std::string(64, '0');
+  Result<ManifestResponse> m = client.GetManifest(ref, wrong);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kDigestMismatch);
+  EXPECT_TRUE(client.GetManifest(ref, Sha256Digest(kManifest)).ok());
+}
+
+TEST_F(ClientTest, ManifestByTagIsCheckedAgainstDockerContentDigest) {
+  std::string sent = "sha256:" + std::string(64, '1');
+  Client& client = Make([&](const Seen&) {
+    return Answer{200, {{"docker-content-digest", sent}}, kManifest};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/a"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kDigestMismatch);
+  sent = Sha256Digest(kManifest);
+  EXPECT_TRUE(client.GetManifest(Ref("registry.example.com/a"), "latest").ok());
+}
+
+TEST_F(ClientTest, MapsRegistryErrorsToActionableStatuses) {
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.find("/norepo/") != std::string::npos) return NotFound("NAME_UNKNOWN");
+    if (r.url.find("/blobs/") != std::string::npos) return NotFound("BLOB_UNKNOWN");
+    if (r.url.find("/forbidden/") != std::string::npos) return Answer{403, {}, ErrorBody("DENIED", "no way")};
+    return NotFound("MANIFEST_UNKNOWN");
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app:nope"), "nope");
+  EXPECT_EQ(m.status().code(), Code::kNotFound);
+  EXPECT_EQ(m.status().message(), "manifest unknown: registry.example.com/app:nope");
+  m = client.GetManifest(Ref("registry.example.com/norepo"), "latest");
+  EXPECT_EQ(m.status().code(), Code::kNotFound);
+  EXPECT_EQ(m.status().message(), "repository not found: registry.example.com/norepo");
+  m = client.GetManifest(Ref("registry.example.com/forbidden"), "latest");
+  EXPECT_EQ(m.status().code(), Code::kUnauthorized);
+  EXPECT_NE(m.status().message().find("no way"), std::string::npos);
+  std::string out;
+  Status b = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'b'), 0, 10, &out);
+  EXPECT_EQ(b.code(), Code::kNotFound);
+  EXPECT_NE(b.message().find("blob unknown"), std::string::npos);
+  EXPECT_EQ(client.GetManifest(Ref("registry.example.com/app"), "bad/tag").status().code(),
+            Code::kInvalidArgument);
+}
+
+TEST_F(ClientTest, BasicAuthWithConfiguredCredentials) {
+  WriteCredentials("registry.example.com", "alice", "s3cret");
+  std::string expected = "Basic " + EncodeBase64("alice:s3cret");
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.Header("Authorization") != expected) {
+      return Answer{401, {{"www-authenticate", R"(Basic realm="Registry Realm")"}}, ""};
+    }
+    return Answer{200, {}, kManifest};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "latest").ok());
+  EXPECT_EQ(transport_->seen().size(), 3u);  // challenge once, then credentials up front
+}
+
+TEST_F(ClientTest, RefusedCredentialsAreReportedAsSuch) {
+  WriteCredentials("registry.example.com", "alice", "wrong");
+  Client& client = Make([&](const Seen&) {
+    return Answer{401, {{"www-authenticate", R"(Basic realm="Registry Realm")"}}, ""};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnauthorized);
+  EXPECT_EQ(m.status().message().rfind("registry.example.com refused the credentials for registry.example.com/app", 0), 0u)
+      << m.status().message();
+}
+
+TEST_F(ClientTest, MissingCredentialsSayHowToLogIn) {
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{401, {}, ""};
+    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnauthorized);
+  EXPECT_NE(m.status().message().find("authentication required for registry.example.com/app"), std::string::npos);
+  EXPECT_NE(m.status().message().find("docker login registry.example.com"), std::string::npos);
+}
+
+TEST_F(ClientTest, TokenServerGetsBasicCredentialsAndAcceptsAccessToken) {
+  WriteCredentials("registry.example.com", "bob", "pw");
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/", 0) == 0) {
+      if (r.Header("Authorization") != "Basic " + EncodeBase64("bob:pw")) return Answer{401, {}, ""};
+      return Answer{200, {}, R"({"access_token":"AT"})"};
+    }
+    if (r.Header("Authorization") == "Bearer AT") return Answer{200, {}, kManifest};
+    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+}
+
+TEST_F(ClientTest, RedirectsNeverCarryTheRegistryAuthorization) {
+  const std::string blob = "0123456789abcdefghijklmnopqrstuvwxyz";
+  const std::string digest = Sha256Digest(blob);
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{200, {}, R"({"token":"T"})"};
+    if (r.url.rfind("https://cdn.example.net/", 0) == 0) {
+      EXPECT_EQ(r.Header("Authorization"), "") << r.url;
+      return Answer{200, {}, blob};
+    }
+    if (r.Header("Authorization") != "Bearer T") {
+      return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+    }
+    if (r.url.find("/blobs/") != std::string::npos) {
+      // First a relative hop on the registry, then off to the CDN.
+      if (r.url.find("?hop=1") == std::string::npos) return Answer{307, {{"location", "/v2/app/blobs/" + digest + "?hop=1"}}, ""};
+      return Answer{307, {{"location", "https://cdn.example.net/x/y?sig=abc"}}, ""};
+    }
+    return Answer{404, {}, ""};
+  });
+  Result<std::string> got = client.GetBlobVerified(Ref("registry.example.com/app"), digest);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, blob);
+  bool saw_hop = false;
+  for (const Seen& s : transport_->seen()) {
+    if (s.url.find("?hop=1") != std::string::npos) {
+      saw_hop = true;
+      EXPECT_EQ(s.url, "https://registry.example.com/v2/app/blobs/" + digest + "?hop=1");
+      EXPECT_EQ(s.Header("Authorization"), "Bearer T");
+    }
+  }
+  EXPECT_TRUE(saw_hop);
+}
+
+TEST_F(ClientTest, TooManyRedirectsIsAnError) {
+  Client& client = Make([&](const Seen& r) {
+    return Answer{302, {{"location", r.url + "x"}}, ""};
+  });
+  std::string out;
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'a'), 0, 1, &out);
+  EXPECT_EQ(st.code(), Code::kCorrupt);
+  EXPECT_NE(st.message().find("redirects"), std::string::npos);
+  EXPECT_EQ(transport_->seen().size(), 6u);
+}
+
+// A blob server that honours Range the way `honour` says.
+FakeTransport::Handler BlobServer(const std::string& blob, bool honour, std::string bad_range = "") {
+  return [=](const Seen& r) -> Answer {
+    std::string range = r.Header("Range");
+    if (!honour || range.empty()) return Answer{200, {}, blob};
+    uint64_t first = std::stoull(range.substr(6));
+    size_t dash = range.find('-');
+    uint64_t last = dash + 1 < range.size() ? std::stoull(range.substr(dash + 1)) : blob.size() - 1;
+    last = std::min<uint64_t>(last, blob.size() - 1);
+    std::string content_range = bad_range.empty()
+        ? "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(blob.size())
+        : bad_range;
+    return Answer{206, {{"content-range", content_range}}, blob.substr(first, last - first + 1)};
+  };
+}
+
+TEST_F(ClientTest, RangeReadsUsePartialContent) {
+  std::string blob;
+  for (int i = 0; i < 1000; ++i) blob += static_cast<char>('a' + i % 26);
+  Client& client = Make(BlobServer(blob, true));
+  std::string out = "prefix:";
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 250, &out);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(out, "prefix:" + blob.substr(100, 250));
+  EXPECT_EQ(transport_->seen().back().Header("Range"), "bytes=100-349");
+  // A zero-length read needs no request.
+  size_t before = transport_->seen().size();
+  EXPECT_TRUE(client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 5, 0, &out).ok());
+  EXPECT_EQ(transport_->seen().size(), before);
+}
+
+TEST_F(ClientTest, RangeReadsSurviveServersThatIgnoreRange) {
+  std::string blob;
+  for (int i = 0; i < 1000; ++i) blob += static_cast<char>('A' + i % 23);
+  Client& client = Make(BlobServer(blob, false));
+  std::string out;
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 333, 100, &out);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(out, blob.substr(333, 100));
+  // Past the end of the blob is not silently short.
+  out.clear();
+  st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 990, 100, &out);
+  EXPECT_EQ(st.code(), Code::kCorrupt);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST_F(ClientTest, WrongContentRangeIsCorrupt) {
+  std::string blob(500, 'x');
+  Client& client = Make(BlobServer(blob, true, "bytes 0-99/500"));
+  std::string out;
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 100, &out);
+  EXPECT_EQ(st.code(), Code::kCorrupt);
+  EXPECT_NE(st.message().find("Content-Range"), std::string::npos);
+  EXPECT_TRUE(out.empty());
+}
+
+TEST_F(ClientTest, BrokenStreamsResumeFromWhereTheyStopped) {
+  std::string blob;
+  for (int i = 0; i < 5000; ++i) blob += static_cast<char>(i * 7 % 251);
+  int calls = 0;
+  FakeTransport::Handler ranged = BlobServer(blob, true);
+  Client& client = Make([&](const Seen& r) {
+    Answer a = ranged(r);
+    if (++calls <= 3) a.fail_after = 1000;  // three resets, each after some progress
+    return a;
+  });
+  std::string got;
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
+    got.append(c);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(got, blob);
+  auto seen = transport_->seen();
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].Header("Range"), "");
+  EXPECT_EQ(seen[1].Header("Range"), "bytes=1000-");
+  EXPECT_EQ(seen[2].Header("Range"), "bytes=2000-");
+}
+
+TEST_F(ClientTest, ResumeAgainstServerIgnoringRangeSkipsWhatWasDelivered) {
+  std::string blob;
+  for (int i = 0; i < 3000; ++i) blob += static_cast<char>('0' + i % 10);
+  int calls = 0;
+  Client& client = Make([&](const Seen&) {
+    Answer a{200, {}, blob};
+    if (++calls == 1) a.fail_after = 1234;
+    return a;
+  });
+  std::string got;
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
+    got.append(c);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(got, blob);
+}
+
+TEST_F(ClientTest, SinkErrorsStopTheStream) {
+  std::string blob(10000, 'q');
+  Client& client = Make(BlobServer(blob, true));
+  size_t got = 0;
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
+    got += c.size();
+    return got > 100 ? Status::IoError("disk full") : Status::Ok();
+  });
+  EXPECT_EQ(st.code(), Code::kIoError);
+  EXPECT_LT(got, 200u);
+}
+
+TEST_F(ClientTest, RetriesServerErrorsThenGivesUp) {
+  int calls = 0;
+  Client& client = Make([&](const Seen&) {
+    ++calls;
+    return calls < 3 ? Answer{503, {}, ""} : Answer{200, {}, kManifest};
+  });
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "latest").ok());
+  EXPECT_EQ(calls, 3);
+
+  calls = 0;
+  Client& failing = Make([&](const Seen&) {
+    ++calls;
+    return Answer{429, {}, ErrorBody("TOOMANYREQUESTS", "You have reached your pull rate limit")};
+  });
+  Result<ManifestResponse> m = failing.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnavailable);
+  EXPECT_NE(m.status().message().find("pull rate limit"), std::string::npos);
+  EXPECT_EQ(calls, 3);
+}
+
+TEST_F(ClientTest, UnreachableRegistryNamesTheHost) {
+  int calls = 0;
+  Client& client = Make([&](const Seen&) {
+    ++calls;
+    Answer a;
+    a.unreachable = true;
+    return a;
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnavailable);
+  EXPECT_EQ(m.status().message(), "registry registry.example.com unreachable: Failed to connect: Connection refused");
+  EXPECT_EQ(calls, 3);
+}
+
+TEST_F(ClientTest, LoopbackRegistriesUsePlainHttpAndDockerHubItsApiHost) {
+  Client& client = Make([&](const Seen&) { return Answer{200, {}, kManifest}; });
+  ASSERT_TRUE(client.GetManifest(Ref("127.0.0.1:5000/app"), "latest").ok());
+  EXPECT_EQ(transport_->seen().back().url, "http://127.0.0.1:5000/v2/app/manifests/latest");
+  ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
+  EXPECT_EQ(transport_->seen().back().url, "https://registry-1.docker.io/v2/library/alpine/manifests/latest");
+}
+
+TEST_F(ClientTest, HeadManifestReturnsTheDigestHeader) {
+  std::string digest = Sha256Digest(kManifest);
+  bool send_header = true;
+  Client& client = Make([&](const Seen&) {
+    Answer a{200, {}, kManifest};
+    if (send_header) a.headers.push_back({"docker-content-digest", digest});
+    return a;
+  });
+  Result<std::string> d = client.HeadManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, digest);
+  EXPECT_EQ(transport_->seen().back().method, "HEAD");
+  send_header = false;  // falls back to GET and hashing
+  d = client.HeadManifest(Ref("registry.example.com/app"), "latest");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, digest);
+  EXPECT_EQ(transport_->seen().back().method, "GET");
+}
+
+TEST_F(ClientTest, GetBlobVerifiedChecksDigestAndSize) {
+  std::string blob = "{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+  Client& client = Make(BlobServer(blob, true));
+  Reference ref = Ref("registry.example.com/app");
+  EXPECT_EQ(client.GetBlobVerified(ref, "sha256:" + std::string(64, 'd')).status().code(), Code::kDigestMismatch);
+  EXPECT_EQ(client.GetBlobVerified(ref, Sha256Digest(blob), 10).status().code(), Code::kCorrupt);
+  Result<std::string> ok = client.GetBlobVerified(ref, Sha256Digest(blob));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(*ok, blob);
+}
+
+TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
+  const std::string config = R"({"architecture":"arm64","os":"linux","variant":"v8"})";
+  const std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+                               Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) +
+                               R"(},"layers":[]})";
+  const std::string other = "sha256:" + std::string(64, '9');
+  const std::string index = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+                            other + R"(","size":10,"platform":{"os":"linux","architecture":"amd64"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+                            Sha256Digest(manifest) + R"(","size":)" + std::to_string(manifest.size()) +
+                            R"(,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}}]})";
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciIndex)}}, index};
+    if (r.url.ends_with("/manifests/" + Sha256Digest(manifest))) {
+      return Answer{200, {{"content-type", std::string(kOciManifest)}}, manifest};
+    }
+    if (r.url.ends_with("/manifests/" + Sha256Digest(index))) {
+      return Answer{200, {{"content-type", std::string(kOciIndex)}}, index};
+    }
+    if (r.url.ends_with("/blobs/" + Sha256Digest(config))) return Answer{200, {}, config};
+    return NotFound("MANIFEST_UNKNOWN");
+  });
+  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/arm64"));
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  ASSERT_TRUE(img->index.has_value());
+  EXPECT_EQ(img->index->digest, Sha256Digest(index));
+  EXPECT_EQ(img->manifest.digest, Sha256Digest(manifest));
+  EXPECT_EQ(img->platform.String(), "linux/arm64/v8");
+  EXPECT_EQ(img->parsed.config.digest, Sha256Digest(config));
+
+  Result<ResolvedImage> missing = Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/s390x"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(),
+            "no image for platform linux/s390x in registry.example.com/app:v1; available: linux/amd64, linux/arm64/v8");
+
+  // A digest reference pins: the tag is not asked for.
+  size_t before = transport_->seen().size();
+  Result<ResolvedImage> pinned = Resolve(
+      client, Ref("registry.example.com/app:ignored@" + Sha256Digest(manifest)), *Platform::Parse("linux/amd64"));
+  ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
+  EXPECT_FALSE(pinned->index.has_value());
+  EXPECT_EQ(pinned->platform.String(), "linux/arm64/v8");  // from the config, not the request
+  for (size_t i = before; i < transport_->seen().size(); ++i) {
+    EXPECT_EQ(transport_->seen()[i].url.find("ignored"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace imgfs::registry
