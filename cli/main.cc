@@ -1,1 +1,57 @@
-int main() { return 0; }
+// imgfs: mount container images from a registry as lazily fetched, verified, read-only trees.
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  using imgfs::cli::CommonOptions;
+  CLI::App app{"imgfs: mount a container image from a registry, fetching only what is read"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "imgfs 0.1.0");
+
+  auto add_common = [](CLI::App* cmd, CommonOptions* common) {
+    cmd->add_option("--cache", common->cache_dir,
+                    "Cache root (default: $IMGFS_CACHE, /var/lib/imgfs for root, "
+                    "else $XDG_CACHE_HOME/imgfs)");
+    cmd->add_option("--platform", common->platform,
+                    "Platform to choose from a multi-platform image, os/arch[/variant] "
+                    "(default: this host's)");
+    cmd->add_option("--pull", common->pull,
+                    "missing: use the cached manifest when there is one (default); "
+                    "always: revalidate with the registry; never: cache only")
+        ->check(CLI::IsMember({"missing", "always", "never"}));
+  };
+
+  imgfs::cli::MountOptions mount;
+  CLI::App* mount_cmd = app.add_subcommand("mount", "Mount IMAGE read-only at MOUNTPOINT");
+  add_common(mount_cmd, &mount.common);
+  mount_cmd->add_flag("-f,--foreground", mount.foreground, "Stay in the foreground");
+  mount_cmd->add_flag("-d,--debug", mount.debug, "Print FUSE requests (implies nothing else)");
+  mount_cmd->add_option("-o", mount.fuse_options, "FUSE mount option, e.g. allow_other")
+      ->delimiter(',');
+  mount_cmd->add_option("--log", mount.log_file,
+                        "Where a background mount logs (default: <cache>/imgfs.log)");
+  mount_cmd->add_option("IMAGE", mount.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
+      ->required();
+  mount_cmd->add_option("MOUNTPOINT", mount.mountpoint, "An existing directory")->required();
+
+  std::string umount_point;
+  CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
+  umount_cmd->alias("unmount");
+  umount_cmd->add_option("MOUNTPOINT", umount_point)->required();
+
+  imgfs::cli::InspectOptions inspect;
+  CLI::App* inspect_cmd =
+      app.add_subcommand("inspect", "Print an image's manifest digest, platform, layers, config");
+  add_common(inspect_cmd, &inspect.common);
+  inspect_cmd->add_option("--format", inspect.format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  inspect_cmd->add_option("IMAGE", inspect.image)->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*mount_cmd) return imgfs::cli::RunMount(mount);
+  if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
+  if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
+  return 2;
+}

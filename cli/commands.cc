@@ -1,0 +1,280 @@
+#include "cli/commands.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/log.h"
+#include "cache/cache.h"
+#include "cli/image_resolver.h"
+#include "cli/registry_blob_source.h"
+#include "fs/fuse/fuse_fs.h"
+#include "fs/layer/layer_builder.h"
+#include "fs/tree/content_reader.h"
+#include "fs/tree/tree.h"
+#include "registry/client.h"
+
+namespace imgfs::cli {
+namespace {
+
+constexpr int kMaxParallelLayers = 4;
+
+int Fail(const Status& status) {
+  std::cerr << "imgfs: " << status.message() << "\n";
+  return 1;
+}
+
+std::string CacheRoot(const CommonOptions& common) {
+  return common.cache_dir.empty() ? cache::Cache::DefaultRoot() : common.cache_dir;
+}
+
+struct Target {
+  registry::Reference ref;
+  registry::Platform platform;
+  PullPolicy policy = PullPolicy::kMissing;
+};
+
+// Everything that can be checked without network or cache, so that a mistake is reported
+// before a mount forks.
+Result<Target> ParseTarget(const std::string& image, const CommonOptions& common) {
+  Target t;
+  IMGFS_ASSIGN_OR_RETURN(t.ref, registry::Reference::Parse(image));
+  if (common.platform.empty()) {
+    t.platform = registry::Platform::Host();
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(t.platform, registry::Platform::Parse(common.platform));
+  }
+  IMGFS_ASSIGN_OR_RETURN(t.policy, ParsePullPolicy(common.pull));
+  return t;
+}
+
+fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d) {
+  fs::LayerDescriptor out;
+  out.media_type = d.media_type;
+  out.digest = d.digest;
+  out.size = d.size;
+  out.annotations = d.annotations;
+  return out;
+}
+
+// Indexes the image's layers, several at once, in manifest order (bottom first).
+Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
+    const registry::ImageManifest& manifest, cache::Cache* cache, cache::BlobSource* source) {
+  const size_t n = manifest.layers.size();
+  std::vector<std::shared_ptr<const fs::LayerIndex>> layers(n);
+  std::vector<Status> errors(n);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      auto index = fs::GetOrBuildLayerIndex(ToLayerDescriptor(manifest.layers[i]), cache, source);
+      if (index.ok()) {
+        layers[i] = std::make_shared<const fs::LayerIndex>(std::move(index).value());
+      } else {
+        errors[i] = index.status().WithContext("layer " + manifest.layers[i].digest);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < std::min<size_t>(n, kMaxParallelLayers); ++t) threads.emplace_back(worker);
+  for (auto& th : threads) th.join();
+  for (const Status& s : errors) {
+    if (!s.ok()) return s;
+  }
+  return layers;
+}
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void WriteAll(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Resolves, indexes and serves the mount. `ready` is called once the kernel mount exists.
+Status MountAndServe(const MountOptions& options, const Target& target,
+                     const std::function<void()>& ready) {
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
+                         cache::Cache::Open(CacheRoot(options.common)));
+  registry::Client client;
+  IMGFS_ASSIGN_OR_RETURN(OpenedImage image, ResolveImage(target.ref, target.platform,
+                                                         target.policy, &client, cache.get()));
+  RegistryBlobSource source(&client, target.ref);
+  IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.manifest, cache.get(), &source));
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::Tree> tree, fs::Tree::Build(layers));
+  fs::ContentReader reader(layers, cache.get(), &source);
+  fs::FuseOptions fuse;
+  fuse.mountpoint = options.mountpoint;
+  fuse.fuse_args = options.fuse_options;
+  fuse.debug = options.debug;
+  fuse.fsname = "imgfs:" + target.ref.String();
+  return fs::ServeFuse(*tree, reader, fuse, ready);
+}
+
+}  // namespace
+
+int RunMount(const MountOptions& options) {
+  auto target = ParseTarget(options.image, options.common);
+  if (!target.ok()) return Fail(target.status());
+  if (!IsDirectory(options.mountpoint)) {
+    return Fail(Status::InvalidArgument("mount point " + options.mountpoint +
+                                        " is not a directory: create it first (mkdir -p)"));
+  }
+  if (options.foreground) {
+    Status s = MountAndServe(options, *target, [] {});
+    return s.ok() ? 0 : Fail(s);
+  }
+
+  // Fork before anything opens LMDB, starts threads or initialises libcurl: none of them
+  // survive fork(). The parent waits on a pipe until the child's mount is ready or failed.
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+    return Fail(Status::IoError(std::string("pipe: ") + std::strerror(errno)));
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::IoError(std::string("fork: ") + std::strerror(errno)));
+  if (pid > 0) {
+    ::close(pipefd[1]);
+    std::string message;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      message.append(buf, static_cast<size_t>(n));
+    }
+    ::close(pipefd[0]);
+    if (message == "ok") return 0;
+    int wstatus = 0;
+    ::waitpid(pid, &wstatus, 0);
+    if (message.empty()) message = "the mount process ended before the mount was ready";
+    std::cerr << "imgfs: " << message << "\n";
+    return 1;
+  }
+
+  ::close(pipefd[0]);
+  ::setsid();
+  int devnull = ::open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    ::dup2(devnull, 0);
+    ::dup2(devnull, 1);
+  }
+  std::string log_file = options.log_file.empty()
+                             ? CacheRoot(options.common) + "/imgfs.log"
+                             : options.log_file;
+  int ready_fd = pipefd[1];
+  Status s = MountAndServe(options, *target, [&] {
+    WriteAll(ready_fd, "ok");
+    ::close(ready_fd);
+    ready_fd = -1;
+    // From now on nobody reads our stderr: log to the file.
+    int log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd >= 0) {
+      ::dup2(log_fd, 2);
+      ::close(log_fd);
+    } else if (devnull >= 0) {
+      ::dup2(devnull, 2);
+    }
+  });
+  if (ready_fd >= 0) {
+    WriteAll(ready_fd, s.ok() ? std::string("the mount ended before it was ready")
+                              : s.message());
+    ::close(ready_fd);
+    ::_exit(1);
+  }
+  if (!s.ok()) IMGFS_LOG(kError, "mount of " << options.image << " ended: " << s.message());
+  ::_exit(s.ok() ? 0 : 1);
+}
+
+int RunUmount(const std::string& mountpoint) {
+  // fusermount3 works for root and for the user who mounted; it also refuses paths that are
+  // not FUSE mounts, with a clear message of its own.
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::IoError(std::string("fork: ") + std::strerror(errno)));
+  if (pid == 0) {
+    ::execlp("fusermount3", "fusermount3", "-u", "--", mountpoint.c_str(),
+             static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return 0;
+  if (::geteuid() == 0 && ::umount2(mountpoint.c_str(), 0) == 0) return 0;
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 127) {
+    return Fail(Status::Unavailable("fusermount3 not found: install fuse3 (scripts/setup)"));
+  }
+  return Fail(Status::InvalidArgument("could not unmount " + mountpoint));
+}
+
+int RunInspect(const InspectOptions& options) {
+  auto target = ParseTarget(options.image, options.common);
+  if (!target.ok()) return Fail(target.status());
+  if (options.format != "text" && options.format != "json") {
+    return Fail(Status::InvalidArgument("--format must be text or json"));
+  }
+  auto cache = cache::Cache::Open(CacheRoot(options.common));
+  if (!cache.ok()) return Fail(cache.status());
+  registry::Client client;
+  auto image = ResolveImage(target->ref, target->platform, target->policy, &client, cache->get());
+  if (!image.ok()) return Fail(image.status());
+
+  nlohmann::json config = nlohmann::json::parse(image->config_bytes, nullptr, false);
+  if (options.format == "json") {
+    nlohmann::json out;
+    out["reference"] = image->ref.String();
+    out["digest"] = image->manifest_digest;
+    out["mediaType"] = image->manifest_media_type;
+    if (!image->index_digest.empty()) {
+      out["index"] = {{"digest", image->index_digest}, {"mediaType", image->index_media_type}};
+    }
+    out["platform"] = image->platform.String();
+    out["layers"] = nlohmann::json::array();
+    for (const auto& layer : image->manifest.layers) {
+      nlohmann::json l = {
+          {"mediaType", layer.media_type}, {"size", layer.size}, {"digest", layer.digest}};
+      if (!layer.annotations.empty()) l["annotations"] = layer.annotations;
+      out["layers"].push_back(l);
+    }
+    out["config"] = config.is_discarded() ? nlohmann::json(image->config_bytes) : config;
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  uint64_t total = 0;
+  for (const auto& layer : image->manifest.layers) total += layer.size;
+  std::cout << "Reference: " << image->ref.String() << "\n";
+  if (!image->index_digest.empty()) std::cout << "Index:     " << image->index_digest << "\n";
+  std::cout << "Digest:    " << image->manifest_digest << "\n"
+            << "MediaType: " << image->manifest_media_type << "\n"
+            << "Platform:  " << image->platform.String() << "\n"
+            << "Layers:    " << image->manifest.layers.size() << " (" << total
+            << " bytes compressed)\n";
+  for (const auto& layer : image->manifest.layers) {
+    std::cout << "  " << layer.digest << "  " << layer.size << "  " << layer.media_type << "\n";
+  }
+  if (!config.is_discarded() && config.contains("config") && config["config"].is_object()) {
+    std::cout << "Config:\n" << config["config"].dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace imgfs::cli

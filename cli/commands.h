@@ -1,0 +1,36 @@
+// The imgfs subcommands. Each returns the process exit status and prints what went wrong,
+// with what to do about it, on stderr ("imgfs: <message>").
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace imgfs::cli {
+
+struct CommonOptions {
+  std::string cache_dir;  // "" = cache::Cache::DefaultRoot()
+  std::string platform;   // "" = the host's
+  std::string pull = "missing";
+};
+
+struct MountOptions {
+  CommonOptions common;
+  std::string image;
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  std::vector<std::string> fuse_options;  // -o values, passed to FUSE
+  std::string log_file;                   // "" = <cache>/imgfs.log for a background mount
+};
+
+struct InspectOptions {
+  CommonOptions common;
+  std::string image;
+  std::string format = "text";  // or "json"
+};
+
+int RunMount(const MountOptions& options);
+int RunUmount(const std::string& mountpoint);
+int RunInspect(const InspectOptions& options);
+
+}  // namespace imgfs::cli
