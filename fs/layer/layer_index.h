@@ -105,7 +105,8 @@ struct LayerIndex {
   static Result<LayerIndex> Deserialize(std::string_view bytes);
 };
 
-// Checks the invariants every reader relies on: valid digests, known codecs and entry types,
+// Checks the invariants every reader relies on: valid digests (a kGzipMember/kZstdFrame unit
+// from a TOC may have an empty sha256, see estargz.h), known codecs and entry types,
 // chunks sorted, contiguous, covering [0, size) and inside their unit's decoded length.
 // Deserialize applies it to what it reads; builders apply it before storing an index.
 Status ValidateLayerIndex(const LayerIndex& index);

@@ -1,0 +1,499 @@
+// The streaming indexing pass end to end: real tars (GNU tar), real gzip (zlib and gzip -9),
+// a real cache on a temp dir, and reads of file ranges through the units it records.
+#include "fs/layer/stream_index.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "base/digest.h"
+#include "cache/cache.h"
+#include "fs/layer/decode.h"
+#include "fs/layer/layer_builder.h"
+
+namespace imgfs::fs {
+namespace {
+
+namespace stdfs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> counter{0};
+    path_ = stdfs::temp_directory_path() /
+            ("imgfs-layer-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++));
+    stdfs::remove_all(path_);
+    stdfs::create_directories(path_);
+  }
+  ~TempDir() { stdfs::remove_all(path_); }
+  const stdfs::path& path() const { return path_; }
+
+ private:
+  stdfs::path path_;
+};
+
+std::string ReadFile(const stdfs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void WriteFile(const stdfs::path& p, const std::string& data) {
+  stdfs::create_directories(p.parent_path());
+  std::ofstream(p, std::ios::binary) << data;
+}
+
+std::string RandomBytes(std::mt19937_64& rng, size_t n) {
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+std::string RandomText(std::mt19937_64& rng, size_t n) {
+  static const char* kWords[] = {"layer ", "index ", "gzip ", "checkpoint ", "window ",
+                                 "tar\n",  "the ",   "of ",   "registry ",   "0123456789 "};
+  std::string s;
+  while (s.size() < n) s += kWords[rng() % 10];
+  s.resize(n);
+  return s;
+}
+
+// A tree with random (incompressible) and text (compressible) files of a few MiB in total,
+// small files, an empty file, a long name, a symlink and a hard link.
+void MakeTree(const stdfs::path& root, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  WriteFile(root / "bin/random1", RandomBytes(rng, 1500000));
+  WriteFile(root / "usr/share/doc/text1", RandomText(rng, 2500000));
+  WriteFile(root / "bin/random2", RandomBytes(rng, 700001));
+  for (int i = 0; i < 40; ++i) {
+    WriteFile(root / ("etc/small" + std::to_string(i)), RandomText(rng, 1 + rng() % 5000));
+  }
+  WriteFile(root / "etc/empty", "");
+  WriteFile(root / "var" / std::string(150, 'n') / "deep", RandomText(rng, 3000));
+  WriteFile(root / "usr/share/doc/text2", RandomText(rng, 1200000) + RandomBytes(rng, 300000));
+  stdfs::create_symlink("../bin/random1", root / "etc/link");
+  stdfs::create_hard_link(root / "etc/small1", root / "etc/hardlink");
+}
+
+std::string MakeTar(const stdfs::path& root, const stdfs::path& out) {
+  std::string cmd = "tar --format=pax --sort=name -C " + root.string() + " -cf " + out.string() +
+                    " .";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "GNU tar is needed (scripts/setup): " << cmd;
+  return ReadFile(out);
+}
+
+// gzip members of `piece` input bytes each (one member when piece is 0).
+std::string Gzip(std::string_view data, size_t piece = 0, int level = 6) {
+  if (piece == 0) piece = data.size() ? data.size() : 1;
+  std::string out;
+  size_t pos = 0;
+  do {
+    std::string_view part = data.substr(pos, piece);
+    pos += part.size();
+    z_stream zs{};
+    EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    std::string buf(deflateBound(&zs, part.size()) + 64, '\0');
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(part.data()));
+    zs.avail_in = static_cast<uInt>(part.size());
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
+    EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    buf.resize(zs.total_out);
+    deflateEnd(&zs);
+    out += buf;
+  } while (pos < data.size());
+  return out;
+}
+
+// Serves blobs from memory, streaming in uneven pieces like a network would.
+class FakeSource : public cache::BlobSource {
+ public:
+  void Add(const std::string& digest, std::string bytes) { blobs_[digest] = std::move(bytes); }
+  void set_delay(std::chrono::milliseconds d) { delay_ = d; }
+  int read_alls() const { return read_alls_; }
+
+  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
+                   std::string* out) override {
+    auto it = blobs_.find(std::string(digest));
+    if (it == blobs_.end()) return Status::NotFound("no blob");
+    if (offset > it->second.size() || length > it->second.size() - offset) {
+      return Status::InvalidArgument("range outside blob");
+    }
+    out->append(it->second, offset, length);
+    return Status::Ok();
+  }
+
+  Status ReadAll(std::string_view digest,
+                 const std::function<Status(std::string_view)>& sink) override {
+    ++read_alls_;
+    std::this_thread::sleep_for(delay_);
+    auto it = blobs_.find(std::string(digest));
+    if (it == blobs_.end()) return Status::NotFound("no blob " + std::string(digest));
+    std::string_view all = it->second;
+    std::mt19937 rng(static_cast<unsigned>(all.size()));
+    while (!all.empty()) {
+      size_t n = std::min<size_t>(all.size(), 1 + rng() % 100000);
+      IMGFS_RETURN_IF_ERROR(sink(all.substr(0, n)));
+      all.remove_prefix(n);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::map<std::string, std::string> blobs_;
+  std::atomic<int> read_alls_{0};
+  std::chrono::milliseconds delay_{0};
+};
+
+LayerDescriptor Describe(const std::string& blob, std::string media_type) {
+  LayerDescriptor d;
+  d.media_type = std::move(media_type);
+  d.digest = Sha256Digest(blob);
+  d.size = blob.size();
+  return d;
+}
+
+std::unique_ptr<cache::Cache> OpenCache(const stdfs::path& root) {
+  auto c = cache::Cache::Open(root.string());
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return c.ok() ? std::move(c).value() : nullptr;
+}
+
+// Reads file bytes through the index the way the tree does: chunks -> units -> decode.
+class UnitReader {
+ public:
+  UnitReader(const LayerIndex& index, std::string_view blob) : index_(index), blob_(blob) {}
+
+  const std::string& Decoded(uint32_t u) {
+    auto it = decoded_.find(u);
+    if (it != decoded_.end()) return it->second;
+    const Unit& unit = index_.units[u];
+    std::string_view compressed = blob_.substr(unit.coff, unit.clen);
+    EXPECT_EQ(Sha256Digest(compressed), unit.sha256) << "unit " << u;
+    Result<std::string> out = DecodeUnit(unit, compressed);
+    EXPECT_TRUE(out.ok()) << "unit " << u << ": " << out.status().ToString();
+    std::string bytes = out.ok() ? std::move(out).value() : std::string();
+    EXPECT_EQ(bytes.size(), unit.ulen);
+    return decoded_[u] = std::move(bytes);
+  }
+
+  std::string Read(const Entry& e, uint64_t off, uint64_t len) {
+    std::string out;
+    for (const Chunk& c : e.chunks) {
+      uint64_t start = std::max(off, c.file_offset);
+      uint64_t end = std::min(off + len, c.file_offset + c.length);
+      if (start >= end) continue;
+      const std::string& d = Decoded(c.unit);
+      out += d.substr(c.unit_offset + (start - c.file_offset), end - start);
+    }
+    return out;
+  }
+
+ private:
+  const LayerIndex& index_;
+  std::string_view blob_;
+  std::map<uint32_t, std::string> decoded_;
+};
+
+// Every regular file read whole and at random ranges equals the file on disk.
+void ExpectContentMatches(const LayerIndex& index, std::string_view blob, const stdfs::path& root,
+                          int random_reads = 300) {
+  UnitReader reader(index, blob);
+  std::vector<const Entry*> files;
+  std::set<std::string> paths;
+  for (const Entry& e : index.entries) {
+    paths.insert(e.path);
+    if (e.type != EntryType::kRegular) continue;
+    files.push_back(&e);
+    std::string want = ReadFile(root / e.path);
+    ASSERT_EQ(e.size, want.size()) << e.path;
+    ASSERT_TRUE(reader.Read(e, 0, e.size) == want) << "content of " << e.path << " differs";
+  }
+  EXPECT_TRUE(paths.count("bin/random1"));
+  EXPECT_TRUE(paths.count("var/" + std::string(150, 'n') + "/deep"));
+  EXPECT_TRUE(paths.count("etc/link"));
+  EXPECT_TRUE(paths.count("etc/hardlink"));
+  std::mt19937_64 rng(99);
+  for (int i = 0; i < random_reads; ++i) {
+    const Entry& e = *files[rng() % files.size()];
+    if (e.size == 0) continue;
+    uint64_t off = rng() % e.size;
+    uint64_t len = 1 + rng() % std::min<uint64_t>(e.size - off, 3 << 20);
+    std::string want = ReadFile(root / e.path).substr(off, len);
+    ASSERT_TRUE(reader.Read(e, off, len) == want) << e.path << " @" << off << "+" << len;
+  }
+}
+
+class StreamIndexTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    MakeTree(tree_.path(), 1);
+    tar_ = MakeTar(tree_.path(), work_.path() / "layer.tar");
+    ASSERT_GT(tar_.size(), 6u << 20);
+    cache_ = OpenCache(work_.path() / "cache");
+    ASSERT_NE(cache_, nullptr);
+  }
+
+  TempDir tree_;
+  TempDir work_;
+  std::string tar_;
+  std::unique_ptr<cache::Cache> cache_;
+  FakeSource source_;
+};
+
+TEST_F(StreamIndexTest, SingleMemberGzipWithManyCheckpoints) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  StreamIndexOptions options;
+  options.span = 256 << 10;
+  Result<LayerIndex> index = BuildStreamedLayerIndex(d, cache_.get(), &source_, options);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_EQ(index->format, "gzip");
+  EXPECT_EQ(index->blob_digest, d.digest);
+  EXPECT_EQ(index->blob_size, blob.size());
+  ASSERT_GT(index->units.size(), 20u);
+  EXPECT_TRUE(index->units[0].at_member_start);
+  EXPECT_EQ(index->units[0].coff, 0u);
+  int with_bits = 0;
+  uint64_t total_ulen = 0;
+  for (size_t i = 0; i < index->units.size(); ++i) {
+    const Unit& u = index->units[i];
+    EXPECT_EQ(u.codec, UnitCodec::kZran);
+    total_ulen += u.ulen;
+    if (u.bits) ++with_bits;
+    if (i > 0) {
+      EXPECT_FALSE(u.at_member_start);
+      EXPECT_EQ(u.window.size(), 32768u) << i;
+      const Unit& prev = index->units[i - 1];
+      // Ranges tile the blob, sharing at most the byte that holds a checkpoint's bits.
+      EXPECT_EQ(prev.coff + prev.clen, u.coff + (u.bits ? 1 : 0)) << i;
+    }
+  }
+  EXPECT_GT(with_bits, 0);
+  EXPECT_EQ(total_ulen, tar_.size());
+  const Unit& last = index->units.back();
+  EXPECT_EQ(last.coff + last.clen, blob.size());
+  ExpectContentMatches(*index, blob, tree_.path());
+
+  // The pass kept the blob and the index: both readable offline.
+  EXPECT_TRUE(cache_->GetBlobStats(d.digest).complete);
+  Result<std::string> stored = cache_->GetLayerIndex(d.digest);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  Result<LayerIndex> back = LayerIndex::Deserialize(*stored);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->units.size(), index->units.size());
+  const Unit& u = index->units[index->units.size() / 2];
+  Result<std::string> unit_bytes =
+      cache_->ReadUnit(cache::UnitRef{d.digest, u.coff, u.clen, u.sha256}, nullptr);
+  ASSERT_TRUE(unit_bytes.ok()) << unit_bytes.status().ToString();
+  EXPECT_TRUE(*unit_bytes == blob.substr(u.coff, u.clen));
+}
+
+TEST_F(StreamIndexTest, ConcatenatedMembersAndZeroPadding) {
+  // Members that end in the middle of deflate-sized spans, an empty member, and padding.
+  std::string blob = Gzip(tar_.substr(0, 3000000), 700000, 1) + Gzip("") +
+                     Gzip(tar_.substr(3000000), 1234567, 9) + std::string(4096, '\0');
+  LayerDescriptor d = Describe(blob, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+  source_.Add(d.digest, blob);
+  StreamIndexOptions options;
+  options.span = 300 << 10;
+  options.min_member_span = 100 << 10;
+  Result<LayerIndex> index = BuildStreamedLayerIndex(d, cache_.get(), &source_, options);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  int member_starts = 0;
+  for (const Unit& u : index->units) member_starts += u.at_member_start;
+  EXPECT_GE(member_starts, 5);
+  EXPECT_EQ(index->units.back().coff + index->units.back().clen, blob.size());
+  ExpectContentMatches(*index, blob, tree_.path());
+
+  // Units that span member boundaries (every member start checkpointed only after 100 KiB)
+  // still decode: with a huge min_member_span no member start becomes a checkpoint.
+  TempDir cache2_dir;
+  auto cache2 = OpenCache(cache2_dir.path());
+  options.min_member_span = uint64_t{1} << 40;
+  Result<LayerIndex> spanning = BuildStreamedLayerIndex(d, cache2.get(), &source_, options);
+  ASSERT_TRUE(spanning.ok()) << spanning.status().ToString();
+  EXPECT_EQ(std::count_if(spanning->units.begin(), spanning->units.end(),
+                          [](const Unit& u) { return u.at_member_start; }),
+            1);
+  ExpectContentMatches(*spanning, blob, tree_.path());
+}
+
+TEST_F(StreamIndexTest, RealGzipDashNineThroughGetOrBuild) {
+  stdfs::path tar_path = work_.path() / "layer.tar";
+  std::string cmd = "gzip -9 -k -f " + tar_path.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "gzip is needed (scripts/setup)";
+  std::string blob = ReadFile(tar_path.string() + ".gz");
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_GE(index->units.size(), 6u);  // ~1 MiB spans over ~8 MiB
+  ExpectContentMatches(*index, blob, tree_.path());
+  EXPECT_EQ(source_.read_alls(), 1);
+
+  // Cached: no second pass, and it works offline.
+  Result<LayerIndex> again = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(source_.read_alls(), 1);
+  Result<LayerIndex> offline = GetOrBuildLayerIndex(d, cache_.get(), nullptr);
+  ASSERT_TRUE(offline.ok()) << offline.status().ToString();
+  EXPECT_EQ(offline->entries.size(), index->entries.size());
+}
+
+TEST_F(StreamIndexTest, UncompressedTarGetsRawUnits) {
+  LayerDescriptor d = Describe(tar_, "application/vnd.oci.image.layer.v1.tar");
+  source_.Add(d.digest, tar_);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_EQ(index->format, "tar");
+  ASSERT_EQ(index->units.size(), (tar_.size() + (1 << 20) - 1) >> 20);
+  for (size_t i = 0; i < index->units.size(); ++i) {
+    EXPECT_EQ(index->units[i].codec, UnitCodec::kRaw);
+    EXPECT_EQ(index->units[i].coff, i << 20);
+  }
+  ExpectContentMatches(*index, tar_, tree_.path());
+}
+
+TEST_F(StreamIndexTest, MislabelledMediaTypeFollowsTheMagic) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar");
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_EQ(index->format, "gzip");
+}
+
+TEST_F(StreamIndexTest, DigestMismatchCommitsNothing) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  std::string tampered = blob;
+  tampered[tampered.size() / 2] ^= 0x40;
+  source_.Add(d.digest, tampered);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_FALSE(index.ok());
+  // A flipped bit usually breaks inflate too; the digest is still what gets reported.
+  EXPECT_EQ(index.status().code(), Code::kDigestMismatch) << index.status().ToString();
+  EXPECT_FALSE(cache_->GetBlobStats(d.digest).complete);
+  EXPECT_EQ(cache_->GetBlobStats(d.digest).units_present, 0u);
+  EXPECT_TRUE(cache_->GetLayerIndex(d.digest).status().IsNotFound());
+}
+
+TEST_F(StreamIndexTest, WrongSizeIsCorrupt) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  d.size -= 1;
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  EXPECT_EQ(index.status().code(), Code::kCorrupt) << index.status().ToString();
+  EXPECT_TRUE(cache_->GetLayerIndex(d.digest).status().IsNotFound());
+}
+
+TEST_F(StreamIndexTest, TruncatedOrDamagedStreamsAreCorrupt) {
+  std::string blob = Gzip(tar_);
+  // The descriptor matches the damaged bytes: the damage is the blob's own.
+  std::string truncated = blob.substr(0, blob.size() / 2);
+  LayerDescriptor d = Describe(truncated, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, truncated);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  EXPECT_EQ(index.status().code(), Code::kCorrupt) << index.status().ToString();
+  EXPECT_FALSE(cache_->GetBlobStats(d.digest).complete);
+
+  std::string garbage_tail = blob + "garbage";
+  LayerDescriptor g = Describe(garbage_tail, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(g.digest, garbage_tail);
+  EXPECT_EQ(GetOrBuildLayerIndex(g, cache_.get(), &source_).status().code(), Code::kCorrupt);
+
+  std::string not_a_tar = Gzip(RandomText(*std::make_unique<std::mt19937_64>(5), 100000));
+  LayerDescriptor n = Describe(not_a_tar, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(n.digest, not_a_tar);
+  Result<LayerIndex> r = GetOrBuildLayerIndex(n, cache_.get(), &source_);
+  EXPECT_EQ(r.status().code(), Code::kCorrupt) << r.status().ToString();
+  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("offset"));
+}
+
+TEST_F(StreamIndexTest, CorruptCachedIndexIsRebuilt) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  ASSERT_TRUE(cache_->PutLayerIndex(d.digest, "IMGFSLIX garbage").ok());
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_EQ(source_.read_alls(), 1);
+  Result<std::string> stored = cache_->GetLayerIndex(d.digest);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_TRUE(LayerIndex::Deserialize(*stored).ok());
+}
+
+TEST_F(StreamIndexTest, OfflineWithoutCachedIndexIsUnavailable) {
+  LayerDescriptor d = Describe(tar_, "application/vnd.oci.image.layer.v1.tar");
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), nullptr);
+  EXPECT_EQ(index.status().code(), Code::kUnavailable);
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("offline"));
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr(d.digest));
+}
+
+TEST_F(StreamIndexTest, ConcurrentRequestsShareOneBuild) {
+  std::string blob = Gzip(tar_, 0, 1);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  source_.set_delay(std::chrono::milliseconds(300));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      if (GetOrBuildLayerIndex(d, cache_.get(), &source_).ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(source_.read_alls(), 1);
+}
+
+TEST_F(StreamIndexTest, UnsupportedLayers) {
+  std::string zstd(ZSTD_compressBound(tar_.size()), '\0');
+  zstd.resize(ZSTD_compress(zstd.data(), zstd.size(), tar_.data(), tar_.size(), 1));
+  LayerDescriptor z = Describe(zstd, "application/vnd.oci.image.layer.v1.tar+zstd");
+  source_.Add(z.digest, zstd);
+  Result<LayerIndex> r = GetOrBuildLayerIndex(z, cache_.get(), &source_);
+  EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
+  EXPECT_THAT(r.status().message(), ::testing::HasSubstr("zstd"));
+
+  LayerDescriptor b = Describe(tar_, "application/vnd.oci.image.layer.v1.tar+bzip2");
+  source_.Add(b.digest, tar_);
+  EXPECT_EQ(GetOrBuildLayerIndex(b, cache_.get(), &source_).status().code(),
+            Code::kUnsupported);
+}
+
+TEST(StreamIndexerTest, EmptyAndTinyBlobs) {
+  for (std::string blob : {std::string(), std::string(1024, '\0'), std::string("ab")}) {
+    StreamIndexer indexer;
+    ASSERT_TRUE(indexer.Feed(blob).ok());
+    Result<LayerIndex> index = indexer.Finish();
+    if (blob == "ab") {
+      EXPECT_EQ(index.status().code(), Code::kCorrupt);
+      continue;
+    }
+    ASSERT_TRUE(index.ok()) << index.status().ToString();
+    EXPECT_TRUE(index->entries.empty());
+    EXPECT_EQ(indexer.blob_digest(), Sha256Digest(blob));
+  }
+}
+
+}  // namespace
+}  // namespace imgfs::fs
