@@ -10,6 +10,7 @@
 
 #include "base/digest.h"
 #include "base/log.h"
+#include "fs/layer/zstd_chunked.h"
 
 namespace imgfs::fs {
 namespace {
@@ -218,6 +219,52 @@ Result<uint32_t> GetUint32(const json& obj, const char* key) {
   return static_cast<uint32_t>(v);
 }
 
+// The LayerIndex schema may carry the TOC's digests itself (Chunk::sha256, the digest of the
+// chunk's decoded bytes; LayerIndex::prefetch_end). Filled in when the fields exist, so the
+// index stored in the cache keeps what the reader needs to verify TOC-described units.
+template <typename C>
+void SetChunkDigest(C* chunk, const std::string& digest) {
+  if constexpr (requires { chunk->sha256 = digest; }) chunk->sha256 = digest;
+}
+template <typename L>
+void SetPrefetchEnd(L* index, uint64_t end) {
+  if constexpr (requires { index->prefetch_end = end; }) index->prefetch_end = end;
+}
+template <typename C>
+constexpr bool ChunkHasDigest() {
+  return requires(C c) { c.sha256 = std::string(); };
+}
+
+// UnitChecksFromIndex, on entries whose chunk type is a template parameter so that the
+// Chunk::sha256 accesses are only compiled when the field exists.
+template <typename E>
+Result<std::vector<std::vector<ChunkCheck>>> UnitChecksFrom(const std::vector<E>& entries,
+                                                            const std::vector<Unit>& units) {
+  using C = typename decltype(E::chunks)::value_type;
+  if constexpr (!ChunkHasDigest<C>()) {
+    return Status::Unsupported("this build's LayerIndex keeps no chunk digests");
+  } else {
+    std::vector<std::vector<ChunkCheck>> checks(units.size());
+    for (const E& e : entries) {
+      for (const C& c : e.chunks) {
+        if (c.unit == C::kZeroUnit || c.sha256.empty()) continue;
+        if (c.unit >= checks.size()) return Status::Corrupt("chunk points at a missing unit");
+        checks[c.unit].push_back({c.unit_offset, c.length, c.sha256});
+      }
+    }
+    for (size_t u = 0; u < checks.size(); ++u) {
+      std::sort(checks[u].begin(), checks[u].end(), [](const ChunkCheck& a, const ChunkCheck& b) {
+        return a.unit_offset < b.unit_offset;
+      });
+      if (units[u].sha256.empty() && checks[u].empty()) {
+        return Status::Corrupt("unit at offset " + std::to_string(units[u].coff) +
+                               " has neither a digest nor chunk digests");
+      }
+    }
+    return checks;
+  }
+}
+
 // A content chunk as the TOC describes it, before units are assigned.
 struct RawChunk {
   size_t entry = 0;  // index into the output entries
@@ -260,6 +307,7 @@ class TocConverter {
     }
     IMGFS_RETURN_IF_ERROR(FinishFile());
     IMGFS_RETURN_IF_ERROR(AssignUnits());
+    SetPrefetchEnd(&out_.index, out_.prefetch_end);
     return std::move(out_);
   }
 
@@ -482,6 +530,7 @@ class TocConverter {
       u.ulen = std::max(u.ulen, end);
       c.unit = it->second;
       c.unit_offset = raw.inner_offset;
+      SetChunkDigest(&c, raw.digest);
       out_.unit_checks[it->second].push_back({raw.inner_offset, c.length, raw.digest});
     }
     for (size_t u = 0; u < units.size(); ++u) {
@@ -609,6 +658,10 @@ Result<TocLayerIndex> IndexFromTocJson(std::string_view toc_json, const LayerDes
   }
 }
 
+Result<std::vector<std::vector<ChunkCheck>>> UnitChecksFromIndex(const LayerIndex& index) {
+  return UnitChecksFrom(index.entries, index.units);
+}
+
 Status VerifyDecodedUnit(const std::vector<ChunkCheck>& checks, std::string_view decoded) {
   for (const ChunkCheck& c : checks) {
     if (c.unit_offset > decoded.size() || c.length > decoded.size() - c.unit_offset) {
@@ -626,6 +679,9 @@ Status VerifyDecodedUnit(const std::vector<ChunkCheck>& checks, std::string_view
 }
 
 Result<TocLayerIndex> ReadEstargzIndex(const LayerDescriptor& layer, cache::BlobSource* source) {
+  // stargz-snapshotter's zstd:chunked layers carry the eStargz TOC annotation too, but their
+  // TOC sits in a zstd skippable frame, not behind a gzip footer.
+  if (IsZstdChunkedLayer(layer)) return ReadZstdChunkedIndex(layer, source);
   auto annotation = layer.annotations.find(std::string(kEstargzTocDigestAnnotation));
   if (annotation == layer.annotations.end()) {
     return Status::InvalidArgument("layer " + layer.digest + " has no " +

@@ -75,8 +75,16 @@ struct TocLayerIndex {
 // such layers must take the full-pass path) and layer.size is the blob's size.
 Result<TocLayerIndex> ReadEstargzIndex(const LayerDescriptor& layer, cache::BlobSource* source);
 
+// A layer that also carries a zstd:chunked checksum annotation (stargz-snapshotter writes both
+// on its zstd:chunked layers) is read as zstd:chunked.
+
 // ReadEstargzIndex(...).index: the form the layer builder stores.
 Result<LayerIndex> BuildEstargzIndex(const LayerDescriptor& layer, cache::BlobSource* source);
+
+// The unit_checks of an index read back from the cache, from Chunk::sha256 (the digest of the
+// chunk's decoded bytes, filled by this reader when LayerIndex has that field). kUnsupported
+// when LayerIndex has no such field; kCorrupt when a unit without sha256 has no chunk digest.
+Result<std::vector<std::vector<ChunkCheck>>> UnitChecksFromIndex(const LayerIndex& index);
 
 // Checks `decoded` (a unit's decoded output) against its chunk digests. kDigestMismatch when
 // one does not match, kCorrupt when `decoded` is too short for a chunk.

@@ -438,6 +438,30 @@ TEST(EstargzTest, BuildEstargzIndexReturnsTheSameIndex) {
   EXPECT_FALSE(index->units.empty());
 }
 
+TEST(EstargzTest, ChunkDigestsSurviveInTheIndexWhenItKeepsThem) {
+  EstargzWriter w;
+  w.chunk_size = 1000;
+  Blob b = w.Write(SampleItems());
+  FakeSource source(b.bytes);
+  auto toc = ReadEstargzIndex(Descriptor(b), &source);
+  ASSERT_TRUE(toc.ok()) << toc.status().ToString();
+  auto checks = UnitChecksFromIndex(toc->index);
+  if (checks.ok()) {
+    ASSERT_EQ(checks->size(), toc->unit_checks.size());
+    for (size_t u = 0; u < checks->size(); ++u) {
+      ASSERT_EQ((*checks)[u].size(), toc->unit_checks[u].size());
+      for (size_t k = 0; k < (*checks)[u].size(); ++k) {
+        EXPECT_EQ((*checks)[u][k].sha256, toc->unit_checks[u][k].sha256);
+        EXPECT_EQ((*checks)[u][k].unit_offset, toc->unit_checks[u][k].unit_offset);
+        EXPECT_EQ((*checks)[u][k].length, toc->unit_checks[u][k].length);
+      }
+    }
+  } else {
+    // The stored index cannot carry the digests: say so instead of verifying nothing.
+    EXPECT_EQ(checks.status().code(), Code::kUnsupported) << checks.status().ToString();
+  }
+}
+
 TEST(EstargzTest, SmallFilesSharingOneMemberUseInnerOffset) {
   EstargzWriter w;
   w.share_members = true;

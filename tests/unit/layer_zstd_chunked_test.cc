@@ -371,6 +371,18 @@ TEST(ZstdChunkedTest, BuildZstdChunkedIndexReturnsTheIndex) {
   EXPECT_EQ(index->blob_size, b.bytes.size());
 }
 
+TEST(ZstdChunkedTest, LayerWithBothAnnotationsIsReadAsZstdChunked) {
+  // stargz-snapshotter annotates its zstd:chunked layers with the eStargz TOC digest too.
+  ZstdChunkedWriter w(Layout::kStargzSnapshotter);
+  Blob b = w.Write(SampleItems());
+  LayerDescriptor d = Descriptor(b, /*legacy_names=*/true);
+  d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest(b.toc_json);
+  FakeSource source(b.bytes);
+  auto toc = ReadEstargzIndex(d, &source);
+  ASSERT_TRUE(toc.ok()) << toc.status().ToString();
+  ExpectSampleIndex(*toc, b);
+}
+
 TEST(ZstdChunkedTest, ChecksumMismatchIsRefused) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
