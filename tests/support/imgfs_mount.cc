@@ -111,6 +111,12 @@ RunResult ImgfsMount::Unmount() {
   return r;
 }
 
+std::string ImgfsMount::LogTail() const {
+  auto log = ReadFile(cache_dir_ + "/imgfs.log");
+  if (!log.ok()) return "(no daemon log at " + cache_dir_ + "/imgfs.log)";
+  return log->size() > 4000 ? "..." + log->substr(log->size() - 4000) : *log;
+}
+
 void ImgfsMount::ForceCleanup() {
   // Give a daemon that was asked to unmount a moment to exit on its own.
   for (int i = 0; i < 50 && mounted(); ++i) {

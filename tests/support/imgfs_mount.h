@@ -50,6 +50,8 @@ class ImgfsMount {
   std::string Path(const std::string& rel) const { return mount_point_ + "/" + rel; }
   bool mounted() const { return IsMountPoint(mount_point_); }
   const std::string& docker_config() const { return docker_config_; }
+  // The end of the background daemon's log (<cache>/imgfs.log), for failure messages.
+  std::string LogTail() const;
 
  private:
   void ForceCleanup();
