@@ -519,9 +519,17 @@ Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& opt
                  const std::function<void()>& on_ready) {
   if (options.mountpoint.empty()) return Status::InvalidArgument("no mountpoint given");
   struct stat st;
-  if (stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Status::InvalidArgument("mountpoint " + options.mountpoint +
-                                   " is not an existing directory");
+  if (stat(options.mountpoint.c_str(), &st) != 0) {
+    if (errno == ENOTCONN) {
+      return Status::InvalidArgument("mountpoint " + options.mountpoint +
+                                     " holds a stale FUSE mount whose server is gone: run "
+                                     "`imgfs umount " + options.mountpoint + "` first");
+    }
+    return Status::InvalidArgument("mountpoint " + options.mountpoint + ": " +
+                                   std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("mountpoint " + options.mountpoint + " is not a directory");
   }
 
   std::string mount_opts = "default_permissions,subtype=imgfs,fsname=" +

@@ -419,5 +419,38 @@ TEST(FuseSignalTest, SigtermUnmountsAndReturns) {
   }
 }
 
+TEST(FuseSignalTest, StaleMountIsReportedClearly) {
+  test::TempDir dir("fuse-stale");
+  std::string mnt = dir.MakeDir("mnt");
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Result<std::unique_ptr<Tree>> tree = Tree::Build({});
+    ContentReader reader({}, nullptr, nullptr);
+    FuseOptions options;
+    options.mountpoint = mnt;
+    (void)ServeFuse(**tree, reader, options, [] {});
+    _exit(0);
+  }
+  for (int i = 0; i < 200 && !test::IsMountPoint(mnt); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(test::IsMountPoint(mnt)) << "the mount never came up";
+  kill(child, SIGKILL);  // the server dies without unmounting
+  int status;
+  waitpid(child, &status, 0);
+
+  Result<std::unique_ptr<Tree>> tree = Tree::Build({});
+  ContentReader reader({}, nullptr, nullptr);
+  FuseOptions options;
+  options.mountpoint = mnt;
+  Status s = ServeFuse(**tree, reader, options,
+                       [] { ADD_FAILURE() << "mounted over a stale mount"; });
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("stale"), std::string::npos) << s.ToString();
+  EXPECT_EQ(umount2(mnt.c_str(), MNT_DETACH), 0) << strerror(errno);
+  EXPECT_FALSE(test::IsMountPoint(mnt));
+}
+
 }  // namespace
 }  // namespace imgfs::fs
