@@ -44,8 +44,8 @@ Status SplitPath(std::string_view path, std::vector<std::string_view>* parts) {
   size_t start = 0;
   while (true) {
     size_t slash = path.find('/', start);
-    std::string_view part =
-        path.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    size_t len = slash == std::string_view::npos ? std::string_view::npos : slash - start;
+    std::string_view part = path.substr(start, len);
     if (part.empty() || part == "." || part == "..") {
       return Status::Corrupt("layer index holds an unclean path \"" + std::string(path) + "\"");
     }

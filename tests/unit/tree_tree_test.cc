@@ -230,7 +230,8 @@ TEST(TreeTest, DirectoryLinkCountIsTwoPlusSubdirectories) {
 }
 
 TEST(TreeTest, HardLinksShareInodeAndCountNamesAcrossLayers) {
-  auto tree = BuildOrDie({Layer({File("bin/busybox", 100, 0755), Hardlink("bin/sh", "bin/busybox")}),
+  auto tree = BuildOrDie({Layer({File("bin/busybox", 100, 0755),
+                                 Hardlink("bin/sh", "bin/busybox")}),
                           Layer({Hardlink("usr/bin/env", "bin/sh")})});
   Tree::Attr a = AttrOf(*tree, "bin/busybox");
   Tree::Attr b = AttrOf(*tree, "bin/sh");
