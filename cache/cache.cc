@@ -498,9 +498,14 @@ Result<bool> CacheImpl::IsPublished(const UnitRef& unit) {
   Status s = env().Read([&](MDB_txn* txn) {
     MDB_val k = MdbVal(hex), v;
     int rc = mdb_get(txn, dbi(LmdbEnv::kBlobs), &k, &v);
-    if (rc == MDB_SUCCESS && DecodeBlobRecord(MdbView(v)).complete) {
-      present = true;
-      return MDB_SUCCESS;
+    if (rc == MDB_SUCCESS) {
+      BlobRecord r = DecodeBlobRecord(MdbView(v));
+      // A range past the end of a complete blob is a bad UnitRef, not a damaged store: it
+      // must not cost the blob its complete flag.
+      if (r.complete && unit.coff + unit.clen <= r.size) {
+        present = true;
+        return MDB_SUCCESS;
+      }
     }
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return rc;
     k = MdbVal(key);

@@ -21,6 +21,7 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "cache/lmdb_env.h"
 
 namespace imgfs::cache {
 namespace {
@@ -397,6 +398,43 @@ TEST_F(CacheContentTest, CorruptCompleteBlobLosesItsCompleteFlagAndHeals) {
   EXPECT_EQ(source_.range_calls, 1);
   EXPECT_FALSE(cache_->GetBlobStats(source_.digest()).complete);
   EXPECT_TRUE(cache_->ReadUnit(units_[3], nullptr).ok());
+}
+
+TEST_F(CacheContentTest, RangePastTheEndOfACompleteBlobKeepsItComplete) {
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(blob_).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  UnitRef past = units_.back();
+  past.clen += 10;
+  EXPECT_FALSE(cache_->HasUnit(past));
+  EXPECT_EQ(cache_->ReadUnit(past, nullptr).status().code(), Code::kUnavailable);
+  EXPECT_EQ(cache_->ReadUnit(past, &source_).status().code(), Code::kNotFound);
+  EXPECT_TRUE(cache_->GetBlobStats(source_.digest()).complete);
+}
+
+TEST_F(CacheContentTest, ReadsRecordTheBlobAccessTime) {
+  int64_t before = std::chrono::duration_cast<std::chrono::seconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  ASSERT_TRUE(cache_->ReadUnit(units_[0], &source_).ok());
+  cache_.reset();
+  // The blobs record as docs/cache.md describes it: version, flags, size, last access.
+  auto env = LmdbEnv::Open(root_ + "/index", root_);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  std::string hex(DigestHex(source_.digest())), record;
+  ASSERT_TRUE((*env)->Read([&](MDB_txn* txn) {
+                  MDB_val k = MdbVal(hex), v;
+                  int rc = mdb_get(txn, (*env)->dbi(LmdbEnv::kBlobs), &k, &v);
+                  if (rc == MDB_SUCCESS) record.assign(MdbView(v));
+                  return rc;
+                }).ok());
+  ASSERT_EQ(record.size(), 18u);
+  EXPECT_EQ(record[0], 1);
+  int64_t access = 0;
+  for (int i = 10; i < 18; ++i) access = (access << 8) | static_cast<unsigned char>(record[i]);
+  EXPECT_GE(access, before);
+  EXPECT_LE(access, before + 60);
 }
 
 TEST_F(CacheContentTest, TwoOpensOfOneRootSeeEachOthersWrites) {

@@ -64,7 +64,8 @@ TEST_F(CacheMetadataTest, OpenCreatesTheLayout) {
 TEST_F(CacheMetadataTest, ReferencesDocumentsAndLayerIndexesSurviveReopen) {
   std::string digest = Sha256Digest(kManifest);
   std::string blob = Sha256Digest("layer bytes");
-  std::string index("\x00\x01binary\xffindex", 15);
+  const char kIndex[] = "\x00\x01binary\xffindex";
+  std::string index(kIndex, sizeof(kIndex) - 1);
   {
     auto cache = OpenCache();
     ASSERT_TRUE(cache);
