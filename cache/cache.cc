@@ -2,7 +2,9 @@
 // and the record formats written here.
 #include "cache/cache.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <future>
 #include <map>
 #include <mutex>
@@ -145,6 +148,33 @@ int DelIfPresent(MDB_txn* txn, MDB_dbi dbi, std::string_view key) {
   MDB_val k = MdbVal(key);
   int rc = mdb_del(txn, dbi, &k, nullptr);
   return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+// Removes `<hex>.tmp.<pid>.<n>` files in `dir` left by writers that died (a crash, a killed
+// pull). A file counts as stale only when its process is gone and it has not been written for
+// an hour: a live writer in another PID namespace (a container sharing the cache) has a pid
+// that means nothing here, but it keeps its file's mtime fresh.
+void RemoveStaleTempFiles(const std::string& dir, std::string_view hex) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const std::string prefix = std::string(hex) + ".tmp.";
+  const time_t cutoff = ::time(nullptr) - 3600;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string_view name(e->d_name);
+    if (name.substr(0, prefix.size()) != prefix) continue;
+    long pid = std::strtol(e->d_name + prefix.size(), nullptr, 10);
+    if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 ||
+        errno != ESRCH) {
+      continue;
+    }
+    std::string path = dir + "/" + std::string(name);
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0 && st.st_mtime < cutoff) {
+      IMGFS_LOG(kInfo, "removing " << path << ", left by a writer that died");
+      ::unlink(path.c_str());
+    }
+  }
+  ::closedir(d);
 }
 
 }  // namespace
@@ -714,6 +744,7 @@ Result<std::unique_ptr<BlobWriter>> CacheImpl::CreateBlobWriter(std::string_view
   std::string dir = core_->files.DirOf(hex);
   Status s = MakeDirs(dir, 0700);
   if (!s.ok()) return s.WithContext("cache " + core_->root);
+  RemoveStaleTempFiles(dir, hex);
   // Bytes stream into a private file and replace the blob file only at Commit, so neither
   // this process nor another ever reads an unverified stream through the blob's path.
   std::string temp = dir + "/" + std::string(hex) + ".tmp." + std::to_string(::getpid()) + "." +

@@ -437,6 +437,28 @@ TEST_F(CacheContentTest, ReadsRecordTheBlobAccessTime) {
   EXPECT_LE(access, before + 60);
 }
 
+TEST_F(CacheContentTest, TempFilesOfDeadWritersAreRemoved) {
+  pid_t dead = fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) _exit(0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
+  std::string dir = std::filesystem::path(BlobPath()).parent_path();
+  std::filesystem::create_directories(dir);
+  std::string stale = BlobPath() + ".tmp." + std::to_string(dead) + ".0";
+  std::string fresh = BlobPath() + ".tmp." + std::to_string(dead) + ".1";
+  std::string mine = BlobPath() + ".tmp." + std::to_string(getpid()) + ".999";
+  for (const std::string& path : {stale, fresh, mine}) std::ofstream(path) << "partial";
+  auto old = std::filesystem::file_time_type::clock::now() - std::chrono::hours(2);
+  std::filesystem::last_write_time(stale, old);
+  std::filesystem::last_write_time(mine, old);
+
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(fresh)) << "a recently written file may be a live writer's";
+  EXPECT_TRUE(std::filesystem::exists(mine));
+}
+
 TEST_F(CacheContentTest, TwoOpensOfOneRootSeeEachOthersWrites) {
   auto other = OpenCache();
   ASSERT_TRUE(other);
