@@ -509,6 +509,49 @@ TEST_F(CacheContentTest, ForkedChildWithItsOwnCacheSharesTheStore) {
   EXPECT_EQ(doc->bytes, "{}");
 }
 
+TEST_F(CacheContentTest, ProcessesAndThreadsFillOneBlobAtOnce) {
+  std::vector<pid_t> children;
+  for (int c = 0; c < 3; ++c) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      auto child = Cache::Open(root_);
+      if (!child.ok()) _exit(2);
+      FakeSource child_source(blob_);
+      for (size_t i = 0; i < units_.size(); ++i) {
+        const UnitRef& u = units_[(i + c * 4) % units_.size()];
+        auto r = (*child)->ReadUnit(u, &child_source);
+        if (!r.ok() || *r != Expected(u)) _exit(3);
+      }
+      _exit(0);
+    }
+    children.push_back(pid);
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = 0; i < units_.size(); ++i) {
+        const UnitRef& u = units_[(units_.size() - 1 - i + t) % units_.size()];
+        auto r = cache_->ReadUnit(u, &source_);
+        if (r.ok() && *r == Expected(u)) ++good;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (pid_t pid : children) {
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFEXITED(wstatus));
+    EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+  }
+  EXPECT_EQ(good, static_cast<int>(4 * units_.size()));
+  EXPECT_EQ(cache_->GetBlobStats(source_.digest()).units_present, units_.size());
+  std::ifstream in(BlobPath(), std::ios::binary);
+  std::string whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(whole, blob_);
+}
+
 TEST_F(CacheContentTest, BlobStatsCountPublishedUnits) {
   for (int i : {0, 2, 10}) ASSERT_TRUE(cache_->ReadUnit(units_[i], &source_).ok());
   BlobStats stats = cache_->GetBlobStats(source_.digest());
