@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ostream>
 #include <nlohmann/json.hpp>
 
 #include "base/digest.h"
@@ -75,6 +76,11 @@ struct ImageCase {
   ManifestFormat format;
 };
 
+// Readable test names in ctest and failure messages.
+void PrintTo(const ImageCase& c, std::ostream* os) {
+  *os << c.name << (c.format == ManifestFormat::kOci ? "/oci" : "/docker-v2");
+}
+
 class MountEqualsUnpackTest : public MountTest, public ::testing::WithParamInterface<ImageCase> {};
 
 TEST_P(MountEqualsUnpackTest, MountedTreeEqualsUmociUnpack) {
@@ -86,6 +92,7 @@ TEST_P(MountEqualsUnpackTest, MountedTreeEqualsUmociUnpack) {
   RunResult u = mount.Unmount();
   EXPECT_TRUE(u.ok()) << u.Describe();
   EXPECT_FALSE(mount.mounted());
+  EXPECT_EQ(mount.forced_cleanup(), "") << "imgfs umount must unmount and end the daemon";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -212,9 +219,10 @@ TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
     ASSERT_TRUE(u.ok()) << u.Describe();
   }
   (*registry)->Stop();
-  {
+  for (const std::string pull : {"missing", "never"}) {
+    SCOPED_TRACE("offline, --pull " + pull);
     ImgfsMount mount(cache_.path());
-    MountOrFail(mount, pushed->ByTag());
+    MountOrFail(mount, pushed->ByTag(), {"--pull", pull});
     ExpectEqualsReference(mount, "layered");
   }
   {

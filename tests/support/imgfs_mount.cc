@@ -107,7 +107,7 @@ RunResult ImgfsMount::Mount(const std::string& image, const std::vector<std::str
 
 RunResult ImgfsMount::Unmount() {
   RunResult r = RunImgfs({"umount", mount_point_}, docker_config_);
-  ForceCleanup();
+  forced_cleanup_ = ForceCleanup();
   return r;
 }
 
@@ -117,23 +117,28 @@ std::string ImgfsMount::LogTail() const {
   return log->size() > 4000 ? "..." + log->substr(log->size() - 4000) : *log;
 }
 
-void ImgfsMount::ForceCleanup() {
+std::string ImgfsMount::ForceCleanup() {
+  std::string forced;
   // Give a daemon that was asked to unmount a moment to exit on its own.
   for (int i = 0; i < 50 && mounted(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (mounted()) {
+    forced += "still mounted after imgfs umount: fusermount3 -u -z; ";
     RunCommand({"fusermount3", "-u", "-z", mount_point_}, ShortRun());
   }
   // A daemon whose mount is gone should exit; one that does not would leak between tests.
   for (int i = 0; i < 100 && !ImgfsProcessesFor(mount_point_).empty(); ++i) {
-    if (i == 50) KillImgfsProcessesFor(mount_point_);
+    if (i == 50 && KillImgfsProcessesFor(mount_point_) > 0) {
+      forced += "daemon still running 1 s after the unmount: killed; ";
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (mounted()) {
     RunCommand({"fusermount3", "-u", "-z", mount_point_}, ShortRun());
   }
   if (mounted()) RunCommand({"umount", "-l", mount_point_}, ShortRun());
+  return forced;
 }
 
 std::vector<pid_t> ImgfsProcessesFor(const std::string& mount_point) {

@@ -50,16 +50,21 @@ class ImgfsMount {
   std::string Path(const std::string& rel) const { return mount_point_ + "/" + rel; }
   bool mounted() const { return IsMountPoint(mount_point_); }
   const std::string& docker_config() const { return docker_config_; }
+  // What the last Unmount() had to force after `imgfs umount` ("" when imgfs unmounted and
+  // its daemon exited by itself), so tests can insist that imgfs cleans up on its own.
+  const std::string& forced_cleanup() const { return forced_cleanup_; }
   // The end of the background daemon's log (<cache>/imgfs.log), for failure messages.
   std::string LogTail() const;
 
  private:
-  void ForceCleanup();
+  // Returns what had to be forced, "" when nothing.
+  std::string ForceCleanup();
 
   TempDir dir_;
   std::string cache_dir_;
   std::string docker_config_;
   std::string mount_point_;
+  std::string forced_cleanup_;
 };
 
 // Writes DIR/config.json with {"auths": {host: {"auth": base64(user:password)}}}.

@@ -11,7 +11,11 @@ real image builder (docker, buildah) produces and what imgfs must merge correctl
   links/{relative,absolute,dangling}  symlinks
   deep/<...>                    a path longer than 100 bytes (needs a PAX path record)
   bin/setuid-tool               mode 04755
-  etc/xattr-file                user.imgfs.test and user.imgfs.empty xattrs (SCHILY.xattr)
+  etc/xattr-file                user.imgfs.test xattr (SCHILY.xattr), plus an empty-valued
+                                SCHILY.xattr.user.imgfs.empty record: POSIX pax says a
+                                zero-length value deletes the keyword, so the file must NOT
+                                have that xattr (Go's archive/tar, hence umoci and docker,
+                                drop it)
   big/blob.bin                  17 MiB: 12 MiB random then 5 MiB of repetitive text
   etc/nsec-file                 PAX mtime with nanoseconds
   etc/owned                     uid 1234, gid 5678
