@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sys/xattr.h>
 #include <thread>
 
 #include "base/log.h"
@@ -96,9 +97,63 @@ Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
   return layers;
 }
 
-bool IsDirectory(const std::string& path) {
+// What `imgfs stats` shows: per layer, what this mount fetched and what the cache holds.
+nlohmann::json MountStatsJson(const OpenedImage& image,
+                              const std::vector<std::shared_ptr<const fs::LayerIndex>>& layers,
+                              cache::Cache* cache, const MeteredBlobSource& source,
+                              const fs::ContentReader& reader) {
+  nlohmann::json out;
+  out["reference"] = image.ref.String();
+  out["digest"] = image.manifest_digest;
+  out["layers"] = nlohmann::json::array();
+  std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const fs::LayerIndex& layer = *layers[i];
+    uint64_t units_present = 0, unit_bytes = 0, unit_bytes_present = 0;
+    for (const fs::Unit& unit : layer.units) {
+      cache::UnitRef ref{layer.blob_digest, unit.coff, unit.clen, unit.sha256};
+      unit_bytes += unit.clen;
+      if (cache->HasUnit(ref)) {
+        ++units_present;
+        unit_bytes_present += unit.clen;
+      }
+    }
+    MeteredBlobSource::Counts fetched = source.Get(layer.blob_digest);
+    nlohmann::json l = {
+        {"digest", layer.blob_digest},
+        {"format", layer.format},
+        {"size", layer.blob_size},
+        {"fetched_bytes", fetched.bytes},
+        {"fetch_requests", fetched.requests},
+        {"units_present", units_present},
+        {"units_total", layer.units.size()},
+        {"percent", unit_bytes == 0 ? 100.0 : 100.0 * unit_bytes_present / unit_bytes},
+    };
+    if (i < reads.size()) {
+      l["unit_decodes"] = reads[i].unit_decodes;
+      l["lru_hits"] = reads[i].lru_hits;
+      l["read_failures"] = reads[i].failures;
+      l["bytes_read"] = reads[i].bytes_read;
+    }
+    out["layers"].push_back(l);
+  }
+  return out;
+}
+
+Status CheckMountpoint(const std::string& path) {
   struct stat st;
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOTCONN) {
+      return Status::InvalidArgument("mount point " + path +
+                                     " is a stale mount whose process has gone: run imgfs umount " +
+                                     path + " first");
+    }
+    return Status::InvalidArgument("mount point " + path + " does not exist: create it first (mkdir -p)");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("mount point " + path + " is not a directory");
+  }
+  return Status::Ok();
 }
 
 void WriteAll(int fd, const std::string& s) {
@@ -119,7 +174,8 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   registry::Client client;
   IMGFS_ASSIGN_OR_RETURN(OpenedImage image, ResolveImage(target.ref, target.platform,
                                                          target.policy, &client, cache.get()));
-  RegistryBlobSource source(&client, target.ref);
+  RegistryBlobSource registry_source(&client, target.ref);
+  MeteredBlobSource source(&registry_source);
   IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.manifest, cache.get(), &source));
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::Tree> tree, fs::Tree::Build(layers));
   fs::ContentReader reader(layers, cache.get(), &source);
@@ -128,6 +184,9 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   fuse.fuse_args = options.fuse_options;
   fuse.debug = options.debug;
   fuse.fsname = "imgfs:" + target.ref.String();
+  fuse.stats = [&] {
+    return MountStatsJson(image, layers, cache.get(), source, reader).dump();
+  };
   return fs::ServeFuse(*tree, reader, fuse, ready);
 }
 
@@ -136,10 +195,7 @@ Status MountAndServe(const MountOptions& options, const Target& target,
 int RunMount(const MountOptions& options) {
   auto target = ParseTarget(options.image, options.common);
   if (!target.ok()) return Fail(target.status());
-  if (!IsDirectory(options.mountpoint)) {
-    return Fail(Status::InvalidArgument("mount point " + options.mountpoint +
-                                        " is not a directory: create it first (mkdir -p)"));
-  }
+  if (Status s = CheckMountpoint(options.mountpoint); !s.ok()) return Fail(s);
   if (options.foreground) {
     Status s = MountAndServe(options, *target, [] {});
     return s.ok() ? 0 : Fail(s);
@@ -273,6 +329,43 @@ int RunInspect(const InspectOptions& options) {
   }
   if (!config.is_discarded() && config.contains("config") && config["config"].is_object()) {
     std::cout << "Config:\n" << config["config"].dump(2) << "\n";
+  }
+  return 0;
+}
+
+int RunStats(const std::string& mountpoint, const std::string& format) {
+  std::string value(1 << 16, '\0');
+  ssize_t n;
+  for (;;) {
+    n = ::getxattr(mountpoint.c_str(), fs::kStatsXattr, value.data(), value.size());
+    if (n >= 0 || errno != ERANGE) break;
+    value.resize(value.size() * 4);
+  }
+  if (n < 0) {
+    return Fail(Status::InvalidArgument(mountpoint + " is not an imgfs mount (" +
+                                        std::strerror(errno) + ")"));
+  }
+  value.resize(static_cast<size_t>(n));
+  nlohmann::json stats = nlohmann::json::parse(value, nullptr, false);
+  if (stats.is_discarded()) return Fail(Status::Corrupt("the mount answered unreadable stats"));
+  if (format == "json") {
+    std::cout << stats.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "Reference: " << stats.value("reference", "") << "\n"
+            << "Digest:    " << stats.value("digest", "") << "\n";
+  std::printf("%-19s  %-12s  %12s  %12s  %15s  %7s\n", "LAYER", "FORMAT", "SIZE", "FETCHED",
+              "UNITS", "PRESENT");
+  for (const auto& l : stats["layers"]) {
+    std::string digest = l.value("digest", "");
+    std::string units = std::to_string(l.value("units_present", 0)) + "/" +
+                        std::to_string(l.value("units_total", 0));
+    std::printf("%-19s  %-12s  %12llu  %12llu  %15s  %6.1f%%\n",
+                digest.substr(0, std::min<size_t>(digest.size(), 19)).c_str(),
+                l.value("format", "").c_str(),
+                static_cast<unsigned long long>(l.value("size", 0ull)),
+                static_cast<unsigned long long>(l.value("fetched_bytes", 0ull)), units.c_str(),
+                l.value("percent", 0.0));
   }
   return 0;
 }

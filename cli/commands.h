@@ -32,5 +32,7 @@ struct InspectOptions {
 int RunMount(const MountOptions& options);
 int RunUmount(const std::string& mountpoint);
 int RunInspect(const InspectOptions& options);
+// Prints what the mount at `mountpoint` fetched and holds, per layer; format text or json.
+int RunStats(const std::string& mountpoint, const std::string& format);
 
 }  // namespace imgfs::cli

@@ -48,10 +48,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
   inspect_cmd->add_option("IMAGE", inspect.image)->required();
 
+  std::string stats_point, stats_format = "text";
+  CLI::App* stats_cmd =
+      app.add_subcommand("stats", "Show per layer what a mount fetched and what is cached");
+  stats_cmd->add_option("--format", stats_format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  stats_cmd->add_option("MOUNTPOINT", stats_point)->required();
+
   CLI11_PARSE(app, argc, argv);
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
   if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
+  if (*stats_cmd) return imgfs::cli::RunStats(stats_point, stats_format);
   return 2;
 }

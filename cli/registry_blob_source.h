@@ -6,6 +6,9 @@
 // Thread-safety: as registry::Client (safe for concurrent use). Does not own the client.
 #pragma once
 
+#include <map>
+#include <mutex>
+
 #include "cache/blob_source.h"
 #include "registry/client.h"
 #include "registry/reference.h"
@@ -30,6 +33,60 @@ class RegistryBlobSource : public cache::BlobSource {
  private:
   registry::Client* const client_;
   const registry::Reference repo_;
+};
+
+}  // namespace imgfs::cli
+
+namespace imgfs::cli {
+
+// Counts what passes through another BlobSource, per blob: the bytes a mount really fetched
+// from the registry (what `imgfs stats` reports; the cache's hits never come here).
+// Thread-safe. Does not own `inner`.
+class MeteredBlobSource : public cache::BlobSource {
+ public:
+  struct Counts {
+    uint64_t bytes = 0;
+    uint64_t requests = 0;
+  };
+
+  explicit MeteredBlobSource(cache::BlobSource* inner) : inner_(inner) {}
+
+  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
+                   std::string* out) override {
+    size_t before = out->size();
+    Status s = inner_->ReadRange(digest, offset, length, out);
+    Add(digest, out->size() - before);
+    return s;
+  }
+
+  Status ReadAll(std::string_view digest,
+                 const std::function<Status(std::string_view)>& sink) override {
+    uint64_t bytes = 0;
+    Status s = inner_->ReadAll(digest, [&](std::string_view piece) {
+      bytes += piece.size();
+      return sink(piece);
+    });
+    Add(digest, bytes);
+    return s;
+  }
+
+  Counts Get(std::string_view digest) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = counts_.find(std::string(digest));
+    return it == counts_.end() ? Counts{} : it->second;
+  }
+
+ private:
+  void Add(std::string_view digest, uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Counts& c = counts_[std::string(digest)];
+    c.bytes += bytes;
+    c.requests += 1;
+  }
+
+  cache::BlobSource* const inner_;
+  mutable std::mutex mu_;
+  std::map<std::string, Counts> counts_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace imgfs::cli

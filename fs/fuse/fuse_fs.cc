@@ -45,6 +45,7 @@ struct OpCounters {
 struct Mount {
   const Tree& tree;
   ContentReader& reader;
+  std::function<std::string()> stats;
   std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
 };
 
@@ -91,6 +92,7 @@ class Request {
   fuse_req_t req() const { return req_; }
   const Tree& tree() const { return mount_->tree; }
   ContentReader& reader() const { return mount_->reader; }
+  const std::function<std::string()>& stats() const { return mount_->stats; }
 
   void Error(int err) {
     failed_ = err != 0;
@@ -332,6 +334,9 @@ void OnStatfs(fuse_req_t req, fuse_ino_t /*ino*/) noexcept {
 
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Serve(req, Op::kGetxattr, [&](Request& r) {
+    if (ino == FUSE_ROOT_ID && r.stats() && std::strcmp(name, kStatsXattr) == 0) {
+      return ReplyXattr(r, size, r.stats()());
+    }
     Result<std::string> value = r.tree().GetXattr(ino, name);
     if (value.status().IsNotFound() && r.tree().GetAttr(ino).ok()) return r.Error(ENODATA);
     if (!value.ok()) return r.Fail(value.status());
@@ -545,7 +550,7 @@ Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& opt
     if (fuse_opt_add_arg(args.get(), a.c_str()) != 0) return Status::Internal("out of memory");
   }
 
-  Mount mount{tree, reader, {}};
+  Mount mount{tree, reader, options.stats, {}};
   fuse_lowlevel_ops ops = MakeOps();
   fuse_session* se = fuse_session_new(args.get(), &ops, sizeof(ops), &mount);
   if (!se) {

@@ -30,7 +30,12 @@ struct FuseOptions {
   bool debug = false;  // libfuse's request trace on stderr
   // Shown as the mount's source in /proc/mounts, e.g. "imgfs:docker.io/library/alpine:latest".
   std::string fsname;
+  // When set, a getxattr of kStatsXattr on the mount's root answers with what this returns
+  // (JSON, for `imgfs stats`). The name is never listed, so the tree stays as in the image.
+  std::function<std::string()> stats;
 };
+
+inline constexpr const char* kStatsXattr = "user.imgfs.stats";
 
 // Mounts `tree` at options.mountpoint, calls `on_ready` once the kernel mount exists (the
 // CLI then tells its parent process it may exit), serves requests until the filesystem is
