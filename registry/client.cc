@@ -284,7 +284,10 @@ class Client::Impl {
       bool from_registry = true;
       Status st = SendOnce(counted, resp, &sent_auth, &from_registry);
       if (!st.ok()) {
-        if (st.code() != Code::kUnavailable || delivered > 0 || attempt >= options_.max_attempts) {
+        // A certificate the registry will present again is not worth retrying.
+        bool tls_refused = st.message().find("certificate") != std::string::npos;
+        if (st.code() != Code::kUnavailable || delivered > 0 || tls_refused ||
+            attempt >= options_.max_attempts) {
           return st;
         }
         Backoff(attempt, 0);
@@ -331,9 +334,16 @@ class Client::Impl {
       }
       Status st = transport_->Perform(req, resp);
       if (!st.ok()) {
+        IMGFS_LOG(kDebug, req.method << " " << url << ": " << st.message());
         std::string host = *from_registry ? repo.domain : UrlSchemeAndAuthority(url).second;
-        return Status::Unavailable("registry " + host + " unreachable: " + st.message());
+        std::string hint;
+        if (st.message().find("certificate") != std::string::npos) {
+          hint = " (if the registry uses a private CA, put it in " + options_.certs_dir + "/" +
+                 UrlSchemeAndAuthority(url).second + "/ca.crt)";
+        }
+        return Status::Unavailable("registry " + host + " unreachable: " + st.message() + hint);
       }
+      IMGFS_LOG(kDebug, req.method << " " << url << ": HTTP " << resp->status);
       if (!IsRedirect(resp->status)) return Status::Ok();
       std::string location = resp->Header("location");
       if (location.empty()) {

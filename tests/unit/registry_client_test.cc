@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -533,6 +534,57 @@ TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
   for (size_t i = before; i < transport_->seen().size(); ++i) {
     EXPECT_EQ(transport_->seen()[i].url.find("ignored"), std::string::npos);
   }
+}
+
+TEST_F(ClientTest, ConcurrentReadsShareTheClient) {
+  std::string blob;
+  for (int i = 0; i < 20000; ++i) blob += static_cast<char>(i * 13 % 256);
+  FakeTransport::Handler ranged = BlobServer(blob, true);
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{200, {}, R"({"token":"T"})"};
+    if (r.Header("Authorization") != "Bearer T") {
+      return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+    }
+    return ranged(r);
+  });
+  Reference ref = Ref("registry.example.com/app");
+  std::vector<std::thread> threads;
+  std::vector<int> failures(8, 0);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        uint64_t off = static_cast<uint64_t>((t * 997 + i * 131) % 19000);
+        std::string out;
+        Status st = client.GetBlobRange(ref, Sha256Digest(blob), off, 700, &out);
+        if (!st.ok() || out != blob.substr(off, 700)) ++failures[t];
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(failures[t], 0) << "thread " << t;
+}
+
+TEST_F(ClientTest, CertificateProblemsAreNotRetriedAndSayWhereTheCaGoes) {
+  int calls = 0;
+  class TlsFailing : public HttpTransport {
+   public:
+    explicit TlsFailing(int* calls) : calls_(calls) {}
+    Status Perform(const HttpRequest&, HttpResponse*) override {
+      ++*calls_;
+      return Status::Unavailable("SSL certificate problem: self-signed certificate");
+    }
+    int* calls_;
+  };
+  ClientOptions options;
+  options.retry_base_delay_ms = 1;
+  options.certs_dir = "/etc/docker/certs.d";
+  Client client(options, std::make_unique<TlsFailing>(&calls));
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com:5443/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnavailable);
+  EXPECT_NE(m.status().message().find("/etc/docker/certs.d/registry.example.com:5443/ca.crt"), std::string::npos)
+      << m.status().message();
+  EXPECT_EQ(calls, 1);
 }
 
 }  // namespace
