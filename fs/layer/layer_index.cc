@@ -2,12 +2,14 @@
 //
 // Serialized form (all integers are LEB128 varints unless noted):
 //   "IMGFSLIX"                   8-byte magic
-//   version                      currently 1
+//   version                      currently 2 (an index of another version is kCorrupt, so
+//                                the cache entry is rebuilt and replaced)
 //   body_len                     length of the body once inflated
 //   zlib(body)                   the rest of the bytes; zlib's adler32 catches bit rot
 // body:
-//   blob_digest, format (strings: len + bytes), blob_size
+//   blob_digest, format (strings: len + bytes), blob_size, prefetch_end
 //   entry_count, entries..., unit_count, units...
+//   (version 2 added prefetch_end and each chunk's decoded-bytes sha256)
 // The body is compressed as a whole because entries (paths) and zran windows (mostly text and
 // binaries) both shrink well, and one zlib stream is simpler than per-field codecs.
 #include "fs/layer/layer_index.h"
@@ -22,7 +24,7 @@ namespace imgfs::fs {
 namespace {
 
 constexpr std::string_view kMagic = "IMGFSLIX";
-constexpr uint64_t kVersion = 1;
+constexpr uint64_t kVersion = 2;
 // An index is a few MiB even for huge layers; anything claiming more is not ours.
 constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
 
@@ -130,6 +132,7 @@ void WriteEntry(Writer& w, const Entry& e) {
     w.Varint(c.length);
     w.Varint(c.unit);
     w.Varint(c.unit_offset);
+    w.Str(c.sha256);
   }
 }
 
@@ -162,11 +165,11 @@ bool ReadEntry(Reader& r, Entry* e) {
   if (!r.Byte(&flags) || flags > 3) return false;
   e->whiteout = flags & 1;
   e->opaque = flags & 2;
-  if (!r.Count(&nchunks, 4)) return false;
+  if (!r.Count(&nchunks, 5)) return false;
   e->chunks.resize(nchunks);
   for (Chunk& c : e->chunks) {
     if (!r.Varint(&c.file_offset) || !r.Varint(&c.length) || !r.U32(&c.unit) ||
-        !r.Varint(&c.unit_offset)) {
+        !r.Varint(&c.unit_offset) || !r.Str(&c.sha256)) {
       return false;
     }
   }
@@ -192,6 +195,7 @@ std::string LayerIndex::Serialize() const {
   body.Str(blob_digest);
   body.Str(format);
   body.Varint(blob_size);
+  body.Varint(prefetch_end);
   body.Varint(entries.size());
   for (const Entry& e : entries) WriteEntry(body, e);
   body.Varint(units.size());
@@ -248,7 +252,7 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   LayerIndex index;
   uint64_t nentries, nunits;
   if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Count(&nentries, 16)) {
+      !r.Varint(&index.prefetch_end) || !r.Count(&nentries, 16)) {
     return Status::Corrupt("layer index: truncated body");
   }
   index.entries.resize(nentries);
@@ -268,6 +272,11 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
 Status ValidateLayerIndex(const LayerIndex& index) {
   if (Status s = ValidateDigest(index.blob_digest); !s.ok()) {
     return Status::Corrupt("blob digest: " + s.message());
+  }
+  if (index.prefetch_end > index.blob_size) {
+    return Status::Corrupt("prefetch region ends at " + std::to_string(index.prefetch_end) +
+                           ", past the end of the " + std::to_string(index.blob_size) +
+                           "-byte blob");
   }
   for (size_t i = 0; i < index.units.size(); ++i) {
     const Unit& u = index.units[i];
@@ -303,9 +312,20 @@ Status ValidateLayerIndex(const LayerIndex& index) {
           c.length > e.size - c.file_offset) {
         return Status::Corrupt("entry " + e.path + ": chunks do not tile the file");
       }
+      if (!c.sha256.empty()) {
+        if (Status s = ValidateDigest(c.sha256); !s.ok()) {
+          return Status::Corrupt("entry " + e.path + ": chunk digest: " + s.message());
+        }
+      }
       if (c.unit != Chunk::kZeroUnit) {
         if (c.unit >= index.units.size()) {
           return Status::Corrupt("entry " + e.path + ": chunk names a missing unit");
+        }
+        // Without a compressed digest, the chunk digests are the unit's only trust.
+        if (index.units[c.unit].sha256.empty() && c.sha256.empty()) {
+          return Status::Corrupt("entry " + e.path + ": chunk at file offset " +
+                                 std::to_string(c.file_offset) + " has no digest and its " +
+                                 "unit has none either: its bytes cannot be verified");
         }
         uint64_t ulen = index.units[c.unit].ulen;
         if (c.unit_offset > ulen || c.length > ulen - c.unit_offset) {

@@ -69,6 +69,11 @@ struct Chunk {
   uint64_t length = 0;
   uint32_t unit = 0;
   uint64_t unit_offset = 0;
+  // "sha256:<hex>" of the chunk's DECODED bytes (eStargz/zstd:chunked chunkDigest); "" when
+  // the unit's own compressed digest covers it. A unit with an empty Unit::sha256 is trusted
+  // only through the digests of the chunks that point at it (see estargz.h). The braces keep
+  // brace-initialized Chunks of four values free of -Wmissing-field-initializers.
+  std::string sha256{};
 };
 
 struct Entry {
@@ -100,14 +105,17 @@ struct LayerIndex {
   uint64_t blob_size = 0;
   std::vector<Entry> entries;
   std::vector<Unit> units;
+  // Compressed offset where the eStargz prioritized (prefetch landmark) region ends; 0 = none.
+  uint64_t prefetch_end = 0;
 
   std::string Serialize() const;
   static Result<LayerIndex> Deserialize(std::string_view bytes);
 };
 
 // Checks the invariants every reader relies on: valid digests (a kGzipMember/kZstdFrame unit
-// from a TOC may have an empty sha256, see estargz.h), known codecs and entry types,
-// chunks sorted, contiguous, covering [0, size) and inside their unit's decoded length.
+// from a TOC may have an empty sha256, see estargz.h, but then every chunk pointing at it
+// carries a Chunk::sha256), known codecs and entry types, chunks sorted, contiguous, covering
+// [0, size) and inside their unit's decoded length, prefetch_end inside the blob.
 // Deserialize applies it to what it reads; builders apply it before storing an index.
 Status ValidateLayerIndex(const LayerIndex& index);
 
