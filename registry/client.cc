@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -113,6 +115,7 @@ class Client::Impl {
     std::function<bool(std::string_view)> sink;
     uint64_t max_body = 64 << 10;
     std::string what;  // what was asked for, for messages
+    std::string base;  // "scheme://host[:port]" to send to; "" = the registry of `repo`
   };
 
   Result<ManifestResponse> GetManifest(const Reference& repo, std::string_view tag_or_digest) {
@@ -266,15 +269,39 @@ class Client::Impl {
   }
 
   // Sends `call`, authenticating, following redirects and retrying. OK means some HTTP answer
-  // came back from the final location; *resp holds it (401 only when authentication failed
-  // for good, which is already turned into a Status here).
+  // came back from the final location; *resp holds it (a 401 from the registry is already
+  // turned into a Status here). Docker Hub requests try the configured mirrors first, each
+  // once, and fall back to the next source on any failure that delivered no bytes.
   Status Send(const Call& call, HttpResponse* resp) {
-    const Reference& repo = *call.repo;
+    if (call.repo->domain == "docker.io") {
+      for (const std::string& mirror : options_.mirrors) {
+        auto [scheme, authority] = UrlSchemeAndAuthority(mirror);
+        if (scheme.empty() || authority.empty()) continue;
+        // The mirror is a registry of its own: its challenges, tokens and credentials.
+        Reference via = *call.repo;
+        via.domain = authority;
+        Call mirrored = call;
+        mirrored.repo = &via;
+        mirrored.base = scheme + "://" + authority;
+        uint64_t delivered = 0;
+        Status st = SendTo(mirrored, resp, /*max_attempts=*/1, &delivered);
+        if (delivered > 0) return st;
+        if (st.ok() && resp->status >= 200 && resp->status < 300) return st;
+        IMGFS_LOG(kInfo, "mirror " << authority << " did not serve " << call.what << " ("
+                                   << (st.ok() ? "HTTP " + std::to_string(resp->status) : st.message())
+                                   << "); trying the next source");
+      }
+    }
     uint64_t delivered = 0;
+    return SendTo(call, resp, options_.max_attempts, &delivered);
+  }
+
+  Status SendTo(const Call& call, HttpResponse* resp, int max_attempts, uint64_t* delivered) {
+    const Reference& repo = *call.repo;
     Call counted = call;
     if (call.sink) {
       counted.sink = [&](std::string_view chunk) {
-        delivered += chunk.size();
+        *delivered += chunk.size();
         return call.sink(chunk);
       };
     }
@@ -286,8 +313,8 @@ class Client::Impl {
       if (!st.ok()) {
         // A certificate the registry will present again is not worth retrying.
         bool tls_refused = st.message().find("certificate") != std::string::npos;
-        if (st.code() != Code::kUnavailable || delivered > 0 || tls_refused ||
-            attempt >= options_.max_attempts) {
+        if (st.code() != Code::kUnavailable || *delivered > 0 || tls_refused ||
+            attempt >= max_attempts) {
           return st;
         }
         Backoff(attempt, 0);
@@ -300,7 +327,7 @@ class Client::Impl {
         --attempt;  // the challenge round is not a failure
         continue;
       }
-      if ((resp->status == 429 || resp->status >= 500) && attempt < options_.max_attempts) {
+      if ((resp->status == 429 || resp->status >= 500) && attempt < max_attempts) {
         int retry_after = std::atoi(resp->Header("retry-after").c_str());
         IMGFS_LOG(kInfo, "HTTP " << resp->status << " for " << call.what << ", retrying");
         Backoff(attempt, retry_after);
@@ -313,7 +340,7 @@ class Client::Impl {
   // One request and its redirects, with the registry's Authorization on registry URLs only.
   Status SendOnce(const Call& call, HttpResponse* resp, bool* sent_auth, bool* from_registry) {
     const Reference& repo = *call.repo;
-    const std::string base = BaseUrl(repo);
+    const std::string base = call.base.empty() ? BaseUrl(repo) : call.base;
     const auto registry_origin = UrlSchemeAndAuthority(base);
     std::string url = base + call.path;
     for (int hop = 0; hop <= kMaxRedirects; ++hop) {
@@ -594,6 +621,24 @@ class Client::Impl {
   std::map<std::string, Token> tokens_;                          // GUARDED_BY(mu_)
   std::map<std::string, std::optional<Credentials>> creds_;      // GUARDED_BY(mu_), by domain
 };
+
+std::vector<std::string> DockerDaemonMirrors(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  if (!in) return out;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json doc = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return out;
+  auto mirrors = doc.find("registry-mirrors");
+  if (mirrors == doc.end() || !mirrors->is_array()) return out;
+  for (const json& m : *mirrors) {
+    if (m.is_string() && !UrlSchemeAndAuthority(m.get<std::string>()).first.empty()) {
+      out.push_back(m.get<std::string>());
+    }
+  }
+  return out;
+}
 
 Client::Client(ClientOptions options)
     : Client(options, NewCurlTransport(CurlTransportOptions{options.user_agent, options.certs_dir})) {}

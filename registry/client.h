@@ -10,6 +10,7 @@
 //   authenticate up front;
 // - redirects (blob GETs are usually 307 to a CDN) followed here, at most 5, and the
 //   Authorization header is only ever sent to the registry's own scheme://host:port;
+// - docker.io requests go to the configured mirrors first (ClientOptions::mirrors);
 // - 429, 5xx and failures to get a response retried with exponential backoff up to
 //   max_attempts (honouring a short Retry-After); a blob stream that breaks after some bytes
 //   resumes with a Range request from where it stopped.
@@ -26,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "registry/http.h"
@@ -39,7 +41,15 @@ struct ClientOptions {
   int max_attempts = 3;
   int retry_base_delay_ms = 250;   // doubled on each retry, at most 8 s
   std::string certs_dir = "/etc/docker/certs.d";
+  // docker's "registry-mirrors" ("https://mirror.example.com"): tried in order, before
+  // registry-1.docker.io, for docker.io images only. A mirror is asked once; any failure that
+  // delivered no bytes moves on to the next source. Credentials are those of the mirror's host.
+  std::vector<std::string> mirrors;
 };
+
+// The "registry-mirrors" of docker's daemon.json at `path`; empty when the file is missing or
+// says nothing usable.
+std::vector<std::string> DockerDaemonMirrors(const std::string& path = "/etc/docker/daemon.json");
 
 struct ManifestResponse {
   std::string bytes;

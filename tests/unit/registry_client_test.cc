@@ -536,6 +536,63 @@ TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
   }
 }
 
+TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {
+  WriteCredentials("https://index.docker.io/v1/", "hubuser", "hubpass");
+  bool mirror_has_it = true;
+  auto transport = std::make_unique<FakeTransport>([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://down.example.com/", 0) == 0) {
+      Answer a;
+      a.unreachable = true;
+      return a;
+    }
+    if (r.url.rfind("http://mirror.example.com:5000/", 0) == 0) {
+      EXPECT_EQ(r.Header("Authorization"), "");  // Docker Hub credentials stay with Docker Hub
+      if (r.url.find("/private/") != std::string::npos) {
+        return Answer{401, {{"www-authenticate", R"(Basic realm="mirror")"}}, ""};
+      }
+      return mirror_has_it ? Answer{200, {}, kManifest} : NotFound("MANIFEST_UNKNOWN");
+    }
+    if (r.url.rfind("https://quay.io/", 0) == 0) return Answer{200, {}, kManifest};
+    EXPECT_EQ(r.url.rfind("https://registry-1.docker.io/v2/", 0), 0u) << r.url;
+    return Answer{200, {}, kManifest};
+  });
+  FakeTransport* fake = transport.get();
+  ClientOptions options;
+  options.docker_config_dir = config_dir_;
+  options.retry_base_delay_ms = 1;
+  options.mirrors = {"https://down.example.com", "http://mirror.example.com:5000/"};
+  Client client(options, std::move(transport));
+  auto upstream_requests = [&] {
+    int n = 0;
+    for (const Seen& s : fake->seen()) n += s.url.find("registry-1.docker.io") != std::string::npos;
+    return n;
+  };
+
+  ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
+  EXPECT_EQ(upstream_requests(), 0);
+  EXPECT_EQ(fake->seen().back().url, "http://mirror.example.com:5000/v2/library/alpine/manifests/latest");
+
+  mirror_has_it = false;
+  ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
+  EXPECT_EQ(upstream_requests(), 1);
+  ASSERT_TRUE(client.GetManifest(Ref("someone/private"), "latest").ok());
+  EXPECT_EQ(upstream_requests(), 2);
+
+  // Other registries never go through Docker Hub mirrors.
+  ASSERT_TRUE(client.GetManifest(Ref("quay.io/a/b"), "latest").ok());
+  EXPECT_EQ(fake->seen().back().url, "https://quay.io/v2/a/b/manifests/latest");
+}
+
+TEST_F(ClientTest, ReadsMirrorsFromDaemonJson) {
+  std::string path = config_dir_ + "/daemon.json";
+  EXPECT_TRUE(DockerDaemonMirrors(path).empty());
+  std::ofstream(path) << R"({"registry-mirrors": ["https://m1.example.com", 7, "not a url", "http://10.0.0.1:5000"]})";
+  EXPECT_EQ(DockerDaemonMirrors(path),
+            (std::vector<std::string>{"https://m1.example.com", "http://10.0.0.1:5000"}));
+  std::ofstream(path) << "{broken";
+  EXPECT_TRUE(DockerDaemonMirrors(path).empty());
+}
+
 TEST_F(ClientTest, ConcurrentReadsShareTheClient) {
   std::string blob;
   for (int i = 0; i < 20000; ++i) blob += static_cast<char>(i * 13 % 256);
