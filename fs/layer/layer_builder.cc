@@ -1,5 +1,6 @@
 #include "fs/layer/layer_builder.h"
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
@@ -8,29 +9,12 @@
 
 #include "base/digest.h"
 #include "base/log.h"
-#include "fs/layer/stream_index.h"
-
-// The TOC readers live in their own files; until they are part of the build, layers that carry
-// their annotations fall back to what the design allows without them (see BuildLayerIndex).
-#if __has_include("fs/layer/estargz.h")
 #include "fs/layer/estargz.h"
-#define IMGFS_HAVE_ESTARGZ 1
-#else
-#define IMGFS_HAVE_ESTARGZ 0
-#endif
-#if __has_include("fs/layer/zstd_chunked.h")
+#include "fs/layer/stream_index.h"
 #include "fs/layer/zstd_chunked.h"
-#define IMGFS_HAVE_ZSTD_CHUNKED 1
-#else
-#define IMGFS_HAVE_ZSTD_CHUNKED 0
-#endif
 
 namespace imgfs::fs {
 namespace {
-
-constexpr const char* kEstargzTocAnnotation = "containerd.io/snapshot/stargz/toc.digest";
-constexpr const char* kZstdChunkedAnnotation =
-    "io.github.containers.zstd-chunked.manifest-checksum";
 
 // Media types the streaming pass reads. The blob's magic decides gzip vs tar vs zstd.
 const std::set<std::string, std::less<>>& StreamableMediaTypes() {
@@ -81,31 +65,37 @@ Result<LayerIndex> StoreTocIndex(const LayerDescriptor& layer, cache::Cache* cac
   return built;
 }
 
+// Zran checkpoints cost a 32 KiB window each; past 128 MiB of blob, spans grow (up to 4 MiB)
+// so that the index of a huge layer stays a few tens of MiB at most.
+StreamIndexOptions StreamOptionsFor(const LayerDescriptor& layer) {
+  StreamIndexOptions options;
+  options.span = std::clamp<uint64_t>(layer.size / 128, options.span, uint64_t{4} << 20);
+  return options;
+}
+
 Result<LayerIndex> BuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
                                    cache::BlobSource* source) {
   // Another process may have finished the same layer while this one waited.
   if (Result<LayerIndex> cached = LoadCached(layer, cache); cached.ok()) return cached;
 
-  if (layer.annotations.count(kEstargzTocAnnotation)) {
-#if IMGFS_HAVE_ESTARGZ
-    return StoreTocIndex(layer, cache, BuildEstargzIndex(layer, source));
-#else
-    // eStargz is valid gzip: the full pass reads it correctly, only more slowly.
-    IMGFS_LOG(kInfo, "layer " << layer.digest << " is eStargz; indexing it as plain gzip");
-#endif
-  } else if (layer.annotations.count(kZstdChunkedAnnotation)) {
-#if IMGFS_HAVE_ZSTD_CHUNKED
+  if (IsZstdChunkedLayer(layer)) {
     return StoreTocIndex(layer, cache, BuildZstdChunkedIndex(layer, source));
-#else
-    return Status::Unsupported("layer " + layer.digest +
-                               " is zstd:chunked, which this build cannot read yet");
-#endif
+  }
+  if (layer.annotations.count(std::string(kEstargzTocDigestAnnotation))) {
+    Result<LayerIndex> toc = StoreTocIndex(layer, cache, BuildEstargzIndex(layer, source));
+    Code code = toc.status().code();
+    if (toc.ok() || (code != Code::kCorrupt && code != Code::kUnsupported)) return toc;
+    // An unreadable TOC does not make the layer unreadable: eStargz is a valid gzip tar, and
+    // the full pass verifies it against the descriptor's digest. A TOC that does not match its
+    // annotation (kDigestMismatch) is not forgiven.
+    IMGFS_LOG(kWarning, "layer " << layer.digest << ": cannot use its eStargz TOC ("
+                                 << toc.status().message() << "); reading it as plain gzip");
   }
   if (!StreamableMediaTypes().count(layer.media_type)) {
     return Status::Unsupported("layer " + layer.digest + " has media type '" + layer.media_type +
                                "', which imgfs cannot read");
   }
-  return BuildStreamedLayerIndex(layer, cache, source);
+  return BuildStreamedLayerIndex(layer, cache, source, StreamOptionsFor(layer));
 }
 
 struct InFlight {

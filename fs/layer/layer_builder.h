@@ -5,7 +5,8 @@
 // requests); everything else (plain gzip, uncompressed tar, eStargz without the annotation)
 // gets one streaming pass over the whole blob, which verifies the blob's digest and size,
 // keeps the bytes in the store, and only then commits the index (see DESIGN.md, "One index for
-// every layer format").
+// every layer format"). An eStargz layer whose TOC cannot be read (kCorrupt, kUnsupported)
+// falls back to the full pass; a TOC that does not match its annotation is an error.
 //
 // Thread-safety: safe to call for different layers from several threads at once (layers of
 // one image are indexed in parallel).

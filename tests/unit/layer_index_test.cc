@@ -30,6 +30,7 @@ LayerIndex SampleIndex() {
   u1.ulen = 4096;
   u1.bits = 5;
   u1.window = std::string(32768, 'w');
+  index.prefetch_end = 1234;
   index.units = {u0, u1};
 
   Entry dir;
@@ -46,6 +47,7 @@ LayerIndex SampleIndex() {
   file.size = 1000;
   file.xattrs = {{"security.capability", std::string("\0\x01\xff", 3)}, {"user.a", ""}};
   file.chunks = {{0, 600, 0, (1 << 20) - 600}, {600, 400, 1, 0}};
+  file.chunks[1].sha256 = Sha256Digest("decoded chunk");
   Entry dev;
   dev.path = "dev/sda";
   dev.type = EntryType::kBlockDevice;
@@ -73,6 +75,7 @@ void ExpectSame(const LayerIndex& a, const LayerIndex& b) {
   EXPECT_EQ(a.blob_digest, b.blob_digest);
   EXPECT_EQ(a.format, b.format);
   EXPECT_EQ(a.blob_size, b.blob_size);
+  EXPECT_EQ(a.prefetch_end, b.prefetch_end);
   ASSERT_EQ(a.entries.size(), b.entries.size());
   for (size_t i = 0; i < a.entries.size(); ++i) {
     const Entry& x = a.entries[i];
@@ -97,6 +100,7 @@ void ExpectSame(const LayerIndex& a, const LayerIndex& b) {
       EXPECT_EQ(x.chunks[c].length, y.chunks[c].length);
       EXPECT_EQ(x.chunks[c].unit, y.chunks[c].unit);
       EXPECT_EQ(x.chunks[c].unit_offset, y.chunks[c].unit_offset);
+      EXPECT_EQ(x.chunks[c].sha256, y.chunks[c].sha256);
     }
   }
   ASSERT_EQ(a.units.size(), b.units.size());

@@ -379,6 +379,18 @@ TEST_F(StreamIndexTest, MislabelledMediaTypeFollowsTheMagic) {
   EXPECT_EQ(index->format, "gzip");
 }
 
+TEST_F(StreamIndexTest, EstargzAnnotationWithoutUsableTocFallsBackToFullPass) {
+  std::string blob = Gzip(tar_);  // plain gzip: no eStargz footer
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  d.annotations["containerd.io/snapshot/stargz/toc.digest"] = Sha256Digest("toc");
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_EQ(index->format, "gzip");
+  EXPECT_EQ(source_.read_alls(), 1);
+  ExpectContentMatches(*index, blob, tree_.path(), 20);
+}
+
 TEST_F(StreamIndexTest, DigestMismatchCommitsNothing) {
   std::string blob = Gzip(tar_);
   LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
