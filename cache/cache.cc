@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,8 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <system_error>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -55,7 +58,8 @@ uint64_t ReadU64(std::string_view s, size_t pos) {
 
 constexpr size_t kHexLen = 64;
 
-// units: key = blob hex + coff; value = clen + unit sha256 hex.
+// units: key = blob hex + coff; value = clen + unit sha256 hex (no hex for a unit verified by
+// its caller's UnitRef::verify: its value is the 8-byte clen alone).
 std::string UnitKey(std::string_view blob_hex, uint64_t coff) {
   std::string key(blob_hex);
   AppendU64(&key, coff);
@@ -69,9 +73,42 @@ std::string UnitValue(uint64_t clen, std::string_view sha_hex) {
   return v;
 }
 
+std::string_view UnitShaHex(const UnitRef& unit) {
+  return unit.sha256.empty() ? std::string_view() : DigestHex(unit.sha256);
+}
+
 bool UnitValueMatches(std::string_view value, const UnitRef& unit) {
-  return value.size() == 8 + kHexLen && ReadU64(value, 0) == unit.clen &&
-         value.substr(8) == DigestHex(unit.sha256);
+  std::string_view hex = UnitShaHex(unit);
+  return value.size() == 8 + hex.size() && ReadU64(value, 0) == unit.clen &&
+         value.substr(8) == hex;
+}
+
+// What a unit's bytes must satisfy, for messages.
+std::string Expectation(const UnitRef& unit) {
+  return unit.sha256.empty() ? std::string("the digests of its decoded chunks") : unit.sha256;
+}
+
+// Checks `bytes` against the unit's sha256 or its verify. On failure `*actual` says what was
+// found instead ("sha256:..." or the verifier's complaint).
+bool VerifyUnitBytes(const UnitRef& unit, std::string_view bytes, std::string* actual) {
+  if (bytes.size() != unit.clen) {
+    *actual = std::to_string(bytes.size()) + " bytes instead of " + std::to_string(unit.clen);
+    return false;
+  }
+  if (!unit.sha256.empty()) {
+    *actual = Sha256Digest(bytes);
+    return *actual == unit.sha256;
+  }
+  Status s;
+  try {
+    s = unit.verify(bytes);
+  } catch (const std::exception& e) {
+    s = Status::Internal(std::string("unit verifier threw: ") + e.what());
+  } catch (...) {
+    s = Status::Internal("unit verifier threw");
+  }
+  *actual = s.ok() ? std::string() : s.ToString();
+  return s.ok();
 }
 
 // blobs: key = blob hex; value = version, flags, size, last access (unix seconds).
@@ -112,11 +149,25 @@ std::string RangeText(const UnitRef& unit) {
   return "[" + std::to_string(unit.coff) + ", " + std::to_string(unit.coff + unit.clen) + ")";
 }
 
+// Single-flight key: units differing in any field are different fetches.
+std::string FlightKey(const UnitRef& unit) {
+  return std::string(DigestHex(unit.blob)) + ":" + std::to_string(unit.coff) + ":" +
+         std::to_string(unit.clen) + ":" + std::string(UnitShaHex(unit));
+}
+
 Status CheckUnit(const UnitRef& unit) {
   Status s = ValidateDigest(unit.blob);
   if (!s.ok()) return s.WithContext("unit blob");
-  s = ValidateDigest(unit.sha256);
-  if (!s.ok()) return s.WithContext("unit of blob " + unit.blob);
+  if (unit.sha256.empty()) {
+    if (!unit.verify) {
+      return Status::InvalidArgument("unit of blob " + unit.blob + " at offset " +
+                                     std::to_string(unit.coff) +
+                                     " has neither a digest nor a verifier");
+    }
+  } else {
+    s = ValidateDigest(unit.sha256);
+    if (!s.ok()) return s.WithContext("unit of blob " + unit.blob);
+  }
   if (unit.clen == 0 || unit.clen > kMaxUnitSize) {
     return Status::InvalidArgument("unit of blob " + unit.blob + " at offset " +
                                    std::to_string(unit.coff) + " has length " +
@@ -198,6 +249,7 @@ struct Core {
   // Single-flight: one fetch per unit at a time; other readers wait for its result.
   std::mutex flight_mu;
   std::map<std::string, std::shared_future<Result<std::string>>> in_flight;  // GUARDED_BY
+  std::atomic<int> fetches_in_flight{0};  // range requests to a BlobSource right now
 
   std::mutex access_mu;
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> access_written;
@@ -361,8 +413,11 @@ class CacheImpl : public Cache {
   Status PutLayerIndex(std::string_view blob_digest, std::string_view serialized) override;
   Result<std::string> GetLayerIndex(std::string_view blob_digest) override;
   Result<std::string> ReadUnit(const UnitRef& unit, BlobSource* source) override;
+  Status FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,
+                    uint64_t max_request_bytes) override;
   Status PutUnit(const UnitRef& unit, std::string_view bytes) override;
   bool HasUnit(const UnitRef& unit) override;
+  int FetchesInFlight() override { return core_->fetches_in_flight.load(); }
   Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
                                                        uint64_t size) override;
   BlobStats GetBlobStats(std::string_view blob_digest) override;
@@ -379,6 +434,14 @@ class CacheImpl : public Cache {
   Result<std::optional<std::string>> ReadStored(const UnitRef& unit);
   Status Unpublish(const UnitRef& unit);
   Result<std::string> FetchAndStore(const UnitRef& unit, BlobSource* source);
+  // Up to `attempts` fetches of the unit alone until one verifies; stores it.
+  Result<std::string> FetchVerifyStore(const UnitRef& unit, BlobSource* source, int attempts);
+  // One FetchUnits request: `jobs` (sorted, one blob) from one ReadRange.
+  struct FetchJob;
+  void FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source);
+  void Finish(FetchJob* job, Result<std::string> result);
+  Status SourceRead(BlobSource* source, std::string_view blob, uint64_t offset, uint64_t length,
+                    std::string* out);
   // pwrite + fdatasync + publish of verified bytes.
   Status Store(const UnitRef& unit, std::string_view bytes);
   // Records the blob's access time, at most once per kAccessInterval per blob and process.
@@ -559,7 +622,7 @@ Result<std::optional<std::string>> CacheImpl::ReadStored(const UnitRef& unit) {
       actual = s.ToString();
     } else if (bytes.size() != unit.clen) {
       actual = "a short file (" + std::to_string(bytes.size()) + " bytes)";
-    } else if ((actual = Sha256Digest(bytes)) == unit.sha256) {
+    } else if (VerifyUnitBytes(unit, bytes, &actual)) {
       return std::optional<std::string>(std::move(bytes));
     }
     // The blob file may have been replaced by a committed BlobWriter since the descriptor was
@@ -567,7 +630,7 @@ Result<std::optional<std::string>> CacheImpl::ReadStored(const UnitRef& unit) {
     core_->files.Forget(hex);
   }
   IMGFS_LOG(kWarning, Prefix() << "stored unit " << RangeText(unit) << " of blob " << unit.blob
-                               << " is corrupt (expected " << unit.sha256 << ", found "
+                               << " is corrupt (expected " << Expectation(unit) << ", found "
                                << actual << "); dropping it and fetching it again");
   IMGFS_RETURN_IF_ERROR(Unpublish(unit));
   return std::optional<std::string>();
@@ -605,7 +668,7 @@ Status CacheImpl::Store(const UnitRef& unit, std::string_view bytes) {
   if (::fdatasync(file->fd()) != 0) return ErrnoStatus(Prefix() + "fdatasync", path, errno);
 
   std::string key = UnitKey(hex, unit.coff);
-  std::string value = UnitValue(unit.clen, DigestHex(unit.sha256));
+  std::string value = UnitValue(unit.clen, UnitShaHex(unit));
   int64_t now = NowUnix();
   s = env().Write([&](MDB_txn* txn) {
     int rc = Put(txn, dbi(LmdbEnv::kUnits), key, value);
@@ -658,8 +721,7 @@ Result<std::string> CacheImpl::ReadUnit(const UnitRef& unit, BlobSource* source)
                                " are not in the cache and offline");
   }
 
-  std::string key = std::string(DigestHex(unit.blob)) + ":" + std::to_string(unit.coff) + ":" +
-                    std::to_string(unit.clen) + ":" + std::string(DigestHex(unit.sha256));
+  std::string key = FlightKey(unit);
   std::promise<Result<std::string>> promise;
   std::shared_future<Result<std::string>> future;
   bool leader = false;
@@ -676,7 +738,13 @@ Result<std::string> CacheImpl::ReadUnit(const UnitRef& unit, BlobSource* source)
   }
   if (!leader) return future.get();
 
-  Result<std::string> result = FetchAndStore(unit, source);
+  Result<std::string> result = Status::Internal("unit fetch did not run");
+  try {
+    result = FetchAndStore(unit, source);
+  } catch (const std::exception& e) {
+    // Waiters must get an answer whatever happens (bad_alloc on a huge unit).
+    result = Status::Internal(std::string("fetching a unit: ") + e.what());
+  }
   promise.set_value(result);
   {
     std::lock_guard<std::mutex> lock(core_->flight_mu);
@@ -689,15 +757,30 @@ Result<std::string> CacheImpl::FetchAndStore(const UnitRef& unit, BlobSource* so
   // Another thread may have published the unit between our miss and our turn as leader.
   IMGFS_ASSIGN_OR_RETURN(std::optional<std::string> stored, ReadStored(unit));
   if (stored) return std::move(*stored);
+  return FetchVerifyStore(unit, source, kFetchAttempts);
+}
 
+Status CacheImpl::SourceRead(BlobSource* source, std::string_view blob, uint64_t offset,
+                             uint64_t length, std::string* out) {
+  core_->fetches_in_flight.fetch_add(1);
+  Status s;
+  try {
+    s = source->ReadRange(blob, offset, length, out);
+  } catch (const std::exception& e) {
+    s = Status::Internal(std::string("blob source threw: ") + e.what());
+  }
+  core_->fetches_in_flight.fetch_sub(1);
+  return s;
+}
+
+Result<std::string> CacheImpl::FetchVerifyStore(const UnitRef& unit, BlobSource* source,
+                                                int attempts) {
   std::string bytes, actual;
-  for (int attempt = 1; attempt <= kFetchAttempts; ++attempt) {
+  for (int attempt = 1; attempt <= attempts; ++attempt) {
     bytes.clear();
-    Status s = source->ReadRange(unit.blob, unit.coff, unit.clen, &bytes);
+    Status s = SourceRead(source, unit.blob, unit.coff, unit.clen, &bytes);
     if (!s.ok()) return s.WithContext("fetching bytes " + RangeText(unit) + " of " + unit.blob);
-    actual = bytes.size() == unit.clen ? Sha256Digest(bytes)
-                                       : std::to_string(bytes.size()) + " bytes";
-    if (actual == unit.sha256) {
+    if (VerifyUnitBytes(unit, bytes, &actual)) {
       Status stored_status = Store(unit, bytes);
       // The bytes are verified: a full or failing disk costs the cache entry, not the read.
       if (!stored_status.ok()) {
@@ -706,14 +789,179 @@ Result<std::string> CacheImpl::FetchAndStore(const UnitRef& unit, BlobSource* so
       return bytes;
     }
     IMGFS_LOG(kWarning, Prefix() << "fetched bytes " << RangeText(unit) << " of blob "
-                                 << unit.blob << " do not verify: expected " << unit.sha256
-                                 << ", got " << actual << " (attempt " << attempt << " of "
-                                 << kFetchAttempts << ")");
+                                 << unit.blob << " do not verify: expected "
+                                 << Expectation(unit) << ", got " << actual << " (attempt "
+                                 << attempt << " of " << attempts << ")");
   }
+  IMGFS_LOG(kError, Prefix() << "giving up on bytes " << RangeText(unit) << " of blob "
+                             << unit.blob << " (coff " << unit.coff
+                             << "): they do not verify; nothing was cached");
   return Status::DigestMismatch("bytes " + RangeText(unit) + " of blob " + unit.blob +
-                                " do not match their digest " + unit.sha256 + " (got " + actual +
+                                " do not match " + Expectation(unit) + " (got " + actual +
                                 ") after " + std::to_string(kFetchAttempts) +
                                 " fetches; nothing was cached");
+}
+
+// A unit this FetchUnits call leads the fetch of: readers of the same unit wait on `promise`.
+struct CacheImpl::FetchJob {
+  const UnitRef* unit = nullptr;
+  std::string key;
+  std::promise<Result<std::string>> promise;
+  Status status;  // the outcome, for FetchUnits' return value
+  bool done = false;
+};
+
+void CacheImpl::Finish(FetchJob* job, Result<std::string> result) {
+  job->status = result.status();
+  job->done = true;
+  job->promise.set_value(std::move(result));
+  std::lock_guard<std::mutex> lock(core_->flight_mu);
+  core_->in_flight.erase(job->key);
+}
+
+void CacheImpl::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source) {
+  auto fetch_alone = [&](FetchJob* job, int attempts) {
+    Result<std::string> r = Status::Internal("unit fetch did not run");
+    try {
+      r = FetchVerifyStore(*job->unit, source, attempts);
+    } catch (const std::exception& e) {
+      r = Status::Internal(std::string("fetching a unit: ") + e.what());
+    }
+    Finish(job, std::move(r));
+  };
+  if (jobs.size() == 1) {
+    fetch_alone(jobs[0], kFetchAttempts);
+    return;
+  }
+  const UnitRef& first = *jobs.front()->unit;
+  const uint64_t start = first.coff;
+  const uint64_t end = jobs.back()->unit->coff + jobs.back()->unit->clen;
+  std::string bytes;
+  Status s;
+  try {
+    s = SourceRead(source, first.blob, start, end - start, &bytes);
+  } catch (const std::bad_alloc&) {
+    s = Status::Internal("out of memory for a " + std::to_string(end - start) + "-byte request");
+  }
+  if (s.ok() && bytes.size() != end - start) {
+    s = Status::Unavailable("the source returned " + std::to_string(bytes.size()) +
+                            " bytes instead of " + std::to_string(end - start));
+  }
+  if (!s.ok()) {
+    s = s.WithContext("fetching bytes [" + std::to_string(start) + ", " + std::to_string(end) +
+                      ") of " + first.blob);
+    for (FetchJob* job : jobs) Finish(job, s);
+    return;
+  }
+  for (FetchJob* job : jobs) {
+    const UnitRef& unit = *job->unit;
+    std::string_view piece = std::string_view(bytes).substr(unit.coff - start, unit.clen);
+    std::string actual;
+    if (!VerifyUnitBytes(unit, piece, &actual)) {
+      IMGFS_LOG(kWarning, Prefix() << "fetched bytes " << RangeText(unit) << " of blob "
+                                   << unit.blob << " do not verify: expected "
+                                   << Expectation(unit) << ", got " << actual
+                                   << " (coalesced fetch; fetching it alone)");
+      fetch_alone(job, kFetchAttempts - 1);
+      continue;
+    }
+    Status stored = Store(unit, piece);
+    if (!stored.ok()) IMGFS_LOG(kWarning, "not caching a verified unit: " << stored.ToString());
+    Finish(job, std::string(piece));
+  }
+}
+
+Status CacheImpl::FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,
+                             uint64_t max_request_bytes) {
+  for (const UnitRef& unit : units) IMGFS_RETURN_IF_ERROR(CheckUnit(unit));
+  std::vector<const UnitRef*> sorted;
+  sorted.reserve(units.size());
+  for (const UnitRef& unit : units) sorted.push_back(&unit);
+  std::sort(sorted.begin(), sorted.end(), [](const UnitRef* a, const UnitRef* b) {
+    return std::tie(a->blob, a->coff, a->clen) < std::tie(b->blob, b->coff, b->clen);
+  });
+
+  Status first_error;
+  auto note = [&](const Status& s) {
+    if (!s.ok() && first_error.ok()) first_error = s;
+  };
+  std::vector<std::unique_ptr<FetchJob>> jobs;
+  std::vector<std::shared_future<Result<std::string>>> others;
+  std::string last_key;
+  for (const UnitRef* unit : sorted) {
+    std::string key = FlightKey(*unit);
+    if (key == last_key) continue;  // the same unit twice
+    last_key = key;
+    Result<bool> published = IsPublished(*unit);
+    if (!published.ok()) {
+      note(published.status());
+      continue;
+    }
+    if (*published) continue;
+    if (source == nullptr) {
+      note(Status::Unavailable("bytes " + RangeText(*unit) + " of blob " + unit->blob +
+                               " are not in the cache and offline"));
+      continue;
+    }
+    std::lock_guard<std::mutex> lock(core_->flight_mu);
+    auto it = core_->in_flight.find(key);
+    if (it != core_->in_flight.end()) {
+      others.push_back(it->second);
+      continue;
+    }
+    auto job = std::make_unique<FetchJob>();
+    job->unit = unit;
+    job->key = key;
+    core_->in_flight.emplace(key, job->promise.get_future().share());
+    jobs.push_back(std::move(job));
+  }
+
+  // Runs of units close enough to share a request.
+  std::vector<std::vector<FetchJob*>> groups;
+  uint64_t group_start = 0, group_end = 0;
+  for (auto& job : jobs) {
+    const UnitRef& u = *job->unit;
+    bool join = !groups.empty() && groups.back().back()->unit->blob == u.blob &&
+                u.coff >= group_end && u.coff - group_end <= kCoalesceGapBytes &&
+                u.coff + u.clen - group_start <= max_request_bytes;
+    if (!join) {
+      groups.emplace_back();
+      group_start = u.coff;
+    }
+    groups.back().push_back(job.get());
+    group_end = u.coff + u.clen;
+  }
+
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < groups.size();) {
+      try {
+        FetchGroup(groups[i], source);
+      } catch (const std::exception& e) {
+        IMGFS_LOG(kError, Prefix() << "fetching units failed unexpectedly: " << e.what());
+      }
+    }
+  };
+  std::vector<std::thread> helpers;
+  size_t want = std::min<size_t>(kFetchParallelism, groups.size());
+  for (size_t i = 1; i < want; ++i) {
+    try {
+      helpers.emplace_back(worker);
+    } catch (const std::system_error& e) {
+      // No thread to spare: the calling thread fetches the rest itself.
+      IMGFS_LOG(kDebug, "FetchUnits runs with fewer threads: " << e.what());
+      break;
+    }
+  }
+  worker();
+  for (std::thread& t : helpers) t.join();
+  for (auto& job : jobs) {
+    // Waiters must always get an answer, even when a group failed unexpectedly.
+    if (!job->done) Finish(job.get(), Status::Internal("a unit fetch ended without a result"));
+    note(job->status);
+  }
+  for (auto& future : others) note(future.get().status());
+  return first_error;
 }
 
 Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
@@ -722,11 +970,11 @@ Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
     return Status::InvalidArgument("unit " + RangeText(unit) + " of " + unit.blob + " given " +
                                    std::to_string(bytes.size()) + " bytes");
   }
-  std::string actual = Sha256Digest(bytes);
-  if (actual != unit.sha256) {
+  std::string actual;
+  if (!VerifyUnitBytes(unit, bytes, &actual)) {
     return Status::DigestMismatch("bytes " + RangeText(unit) + " of blob " + unit.blob +
-                                  " hash to " + actual + ", expected " + unit.sha256 +
-                                  "; not cached");
+                                  " do not verify (" + actual + ", expected " +
+                                  Expectation(unit) + "); not cached");
   }
   return Store(unit, bytes);
 }
@@ -779,7 +1027,7 @@ BlobStats CacheImpl::GetBlobStats(std::string_view blob_digest) {
       std::string_view key = MdbView(k);
       if (key.size() != kHexLen + 8 || key.substr(0, kHexLen) != hex) break;
       std::string_view value = MdbView(v);
-      if (value.size() != 8 + kHexLen) continue;
+      if (value.size() != 8 + kHexLen && value.size() != 8) continue;
       ++stats.units_present;
       stats.bytes_present += ReadU64(value, 0);
     }

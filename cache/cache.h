@@ -12,11 +12,14 @@
 //
 // Contracts:
 // - Nothing is visible in the index before its bytes are written and fsync'd; a unit is
-//   published only after its bytes hash to the unit's sha256. A crash leaves at worst
-//   unreferenced bytes in a blob file, never a published lie.
+//   published only after its bytes verify: they hash to the unit's sha256, or, for a unit
+//   without one (eStargz/zstd:chunked chunks, whose trusted digests cover the DECODED bytes),
+//   the caller's UnitRef::verify accepts them. A crash leaves at worst unreferenced bytes in a
+//   blob file, never a published lie.
 // - ReadUnit verifies bytes read back from the store as well; a unit whose stored bytes do not
 //   verify is unpublished and fetched again (the cache heals, it is never poisoned).
-// - Concurrent ReadUnit calls for the same unit within a process are collapsed into one fetch.
+// - Concurrent ReadUnit and FetchUnits calls for the same unit within a process are collapsed
+//   into one fetch: whoever asks second waits for the first fetch's result.
 // - Several processes may use one root at once; LMDB's locking is the only coordination.
 //   A Cache must not cross fork(): open it in the process that uses it.
 //
@@ -24,6 +27,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,12 +38,20 @@
 
 namespace imgfs::cache {
 
-// A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256.
+// A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256,
+// or, when sha256 is empty, be accepted by `verify`.
 struct UnitRef {
   std::string blob;    // "sha256:<hex>" of the whole blob
   uint64_t coff = 0;
   uint64_t clen = 0;
-  std::string sha256;  // "sha256:<hex>" of the range's bytes
+  std::string sha256;  // "sha256:<hex>" of the range's bytes, or "" (then `verify` decides)
+  // REQUIRES: set when sha256 is empty (else kInvalidArgument). Called with exactly clen bytes
+  // fetched or read back from the store; OK means the bytes may be stored and served. Called
+  // on the calling thread or, in FetchUnits, on one of its workers (never after the call that
+  // was given it returns), at most once per fetch or store read; it must be thread-safe when
+  // the same UnitRef is used by several calls at once. Exceptions are caught (kInternal).
+  // The braces keep four-value brace initializers free of -Wmissing-field-initializers.
+  std::function<Status(std::string_view compressed)> verify{};
 };
 
 struct ReferenceRecord {
@@ -69,6 +81,11 @@ struct BlobStats {
   uint64_t units_present = 0;
   bool complete = false;
 };
+
+// FetchUnits coalescing: a gap this small between two missing units costs less to fetch and
+// drop than a second request's round trip.
+inline constexpr uint64_t kCoalesceGapBytes = 64 << 10;
+inline constexpr int kFetchParallelism = 4;
 
 class Cache {
  public:
@@ -103,10 +120,29 @@ class Cache {
   // then kUnavailable.
   virtual Result<std::string> ReadUnit(const UnitRef& unit, BlobSource* source) = 0;
 
+  // Makes every unit of `units` present: those not published yet (a cheap index lookup, the
+  // stored bytes are not re-read) are fetched from `source` with few range requests. Missing
+  // units of one blob, sorted by coff, that are adjacent or separated by gaps of at most
+  // kCoalesceGapBytes are fetched as one ReadRange of at most `max_request_bytes` (a unit
+  // longer than that gets a request of its own); up to kFetchParallelism requests run at once.
+  // Each unit of a response is verified on its own and stored and published when it verifies;
+  // one that does not is fetched alone once more and then fails with kDigestMismatch, without
+  // costing the other units of the response. Units another ReadUnit/FetchUnits is fetching
+  // are not fetched again; this call waits for that fetch. Returns OK when every unit is
+  // present, else the first error (the other units are still fetched). `source` may be null:
+  // then kUnavailable unless everything is present. Units may belong to several blobs.
+  virtual Status FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,
+                            uint64_t max_request_bytes) = 0;
+
   // Publishes a unit whose bytes the caller already holds. Verifies them first.
   virtual Status PutUnit(const UnitRef& unit, std::string_view bytes) = 0;
 
+  // Whether the index says the unit is present (its bytes are not re-read or verified here).
   virtual bool HasUnit(const UnitRef& unit) = 0;
+
+  // Range requests to a BlobSource in flight now from this process's Cache objects on this
+  // root (ReadUnit and FetchUnits). Background fetchers pause while others are in flight.
+  virtual int FetchesInFlight() = 0;
 
   // Starts writing blob `blob_digest` of `size` bytes as a whole (see BlobWriter).
   virtual Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
