@@ -136,7 +136,13 @@ Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cac
     }
     in_flight.builds.emplace(key, promise.get_future().share());
   }
-  Result<LayerIndex> result = BuildLayerIndex(layer, cache, source);
+  Result<LayerIndex> result = Status::Internal("unset");
+  try {
+    result = BuildLayerIndex(layer, cache, source);
+  } catch (const std::exception& e) {
+    // Only allocation failures can get here; waiters must still get an answer.
+    result = Status::Internal("indexing layer " + layer.digest + " failed: " + e.what());
+  }
   promise.set_value(result);
   {
     std::lock_guard lock(in_flight.mu);
