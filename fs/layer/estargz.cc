@@ -393,7 +393,9 @@ class TocConverter {
         if (!value || it.key().empty()) {
           return Status::Corrupt("xattr \"" + it.key() + "\" is not base64");
         }
-        e.xattrs.emplace_back(it.key(), std::move(*value));
+        // Empty values are dropped, as the tar reader drops them (see tar.cc): one image, one
+        // tree, whatever the layer format.
+        if (!value->empty()) e.xattrs.emplace_back(it.key(), std::move(*value));
       }
     }
     ApplyWhiteoutName(&e);

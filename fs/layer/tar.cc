@@ -443,6 +443,9 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
     if (!ParsePaxTime(*v, &e.mtime_sec, &e.mtime_nsec)) return Fail(at, "bad PAX mtime");
   }
   for (const auto& [key, value] : pax) {
+    // POSIX: a record with an empty value deletes the keyword. Go's archive/tar, which docker,
+    // containerd and umoci extract with, drops such xattrs; an image must look the same here.
+    if (value.empty()) continue;
     if (key.compare(0, kSchilyXattr.size(), kSchilyXattr) == 0 &&
         key.size() > kSchilyXattr.size()) {
       e.xattrs.emplace_back(key.substr(kSchilyXattr.size()), value);

@@ -312,6 +312,17 @@ TEST(TarReaderTest, LibarchiveXattrsAreDecoded) {
   EXPECT_EQ(p.entries[0].xattrs[0].second, "hello");
 }
 
+TEST(TarReaderTest, EmptyXattrRecordsAreDropped) {
+  // An empty pax value deletes the keyword; docker's and umoci's extraction omit the xattr.
+  std::string tar =
+      PaxHeader({{"SCHILY.xattr.user.empty", ""}, {"SCHILY.xattr.user.kept", "v"}}) +
+      File("f", "") + End();
+  Parsed p = Parse(tar);
+  ASSERT_TRUE(p.status.ok()) << p.status.ToString();
+  ASSERT_EQ(p.entries[0].xattrs.size(), 1u);
+  EXPECT_EQ(p.entries[0].xattrs[0].first, "user.kept");
+}
+
 TEST(TarReaderTest, GlobalPaxAppliesAttributesButNotPaths) {
   std::string tar = PaxHeader({{"mtime", "1234.5"}, {"path", "not-for-everyone"}}, 'g') +
                     File("a", "1") + File("b", "2") + End();
