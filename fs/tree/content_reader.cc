@@ -4,11 +4,63 @@
 #include <condition_variable>
 #include <cstring>
 #include <optional>
+#include <system_error>
+#include <tuple>
 
 #include "base/log.h"
 #include "fs/layer/decode.h"
 
 namespace imgfs::fs {
+namespace {
+
+// Read-ahead requests waiting for the worker; more are dropped (the reads fetch on demand).
+constexpr size_t kReadAheadQueue = 4;
+// Files whose sequential state is remembered; forgetting costs one missed read-ahead.
+constexpr size_t kMaxStreams = 4096;
+
+}  // namespace
+
+std::vector<std::vector<ChunkCheck>> DecodedChunkChecks(const LayerIndex& index) {
+  std::vector<std::vector<ChunkCheck>> checks(index.units.size());
+  for (const Entry& e : index.entries) {
+    for (const Chunk& c : e.chunks) {
+      if (c.unit == Chunk::kZeroUnit || c.unit >= index.units.size() ||
+          !index.units[c.unit].sha256.empty()) {
+        continue;
+      }
+      // An empty digest never matches a hash: the unit is refused, not served unverified.
+      checks[c.unit].push_back({c.unit_offset, c.length, c.sha256});
+    }
+  }
+  for (auto& list : checks) {
+    std::sort(list.begin(), list.end(), [](const ChunkCheck& a, const ChunkCheck& b) {
+      return std::tie(a.unit_offset, a.length, a.sha256) <
+             std::tie(b.unit_offset, b.length, b.sha256);
+    });
+    // Files that share content (hard links, identical chunks) list a chunk more than once.
+    list.erase(std::unique(list.begin(), list.end(),
+                           [](const ChunkCheck& a, const ChunkCheck& b) {
+                             return a.unit_offset == b.unit_offset && a.length == b.length &&
+                                    a.sha256 == b.sha256;
+                           }),
+               list.end());
+  }
+  return checks;
+}
+
+Result<std::string> DecodeAndVerifyUnit(const Unit& unit, const std::vector<ChunkCheck>& checks,
+                                        std::string_view compressed) {
+  if (checks.empty()) {
+    return Status::Corrupt("unit at compressed offset " + std::to_string(unit.coff) +
+                           " has neither a digest nor chunk digests: it cannot be verified");
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string decoded, DecodeUnit(unit, compressed));
+  Status s = VerifyDecodedUnit(checks, decoded);
+  if (!s.ok()) {
+    return s.WithContext("unit at compressed offset " + std::to_string(unit.coff));
+  }
+  return decoded;
+}
 
 // One fetch + decode of a unit that other readers of the same unit wait for.
 struct ContentReader::Flight {
@@ -18,14 +70,83 @@ struct ContentReader::Flight {
 };
 
 ContentReader::ContentReader(std::vector<std::shared_ptr<const LayerIndex>> layers,
-                             cache::Cache* cache, cache::BlobSource* source, size_t lru_bytes)
+                             cache::Cache* cache, cache::BlobSource* source, size_t lru_bytes,
+                             uint64_t read_ahead_bytes)
     : layers_(std::move(layers)),
       cache_(cache),
       source_(source),
       lru_limit_(lru_bytes),
-      counters_(new Counters[layers_.size()]) {}
+      read_ahead_bytes_(read_ahead_bytes),
+      counters_(new Counters[layers_.size()]) {
+  checks_.reserve(layers_.size());
+  for (const auto& layer : layers_) {
+    checks_.push_back(layer ? DecodedChunkChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
+  }
+  if (cache_ != nullptr && source_ != nullptr && read_ahead_bytes_ > 0) {
+    try {
+      ra_thread_ = std::thread([this] { ReadAheadLoop(); });
+    } catch (const std::system_error& e) {
+      IMGFS_LOG(kWarning, "no read-ahead: cannot start its thread: " << e.what());
+    }
+  }
+}
 
-ContentReader::~ContentReader() = default;
+ContentReader::~ContentReader() {
+  {
+    std::lock_guard<std::mutex> lock(ra_mu_);
+    ra_stop_ = true;
+    ra_queue_.clear();
+  }
+  ra_cv_.notify_all();
+  if (ra_thread_.joinable()) ra_thread_.join();
+}
+
+cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
+                                          std::shared_ptr<Decoded> slot) {
+  const LayerIndex& index = *layers_[layer];
+  const Unit& u = index.units[unit];
+  cache::UnitRef ref{index.blob_digest, u.coff, u.clen, u.sha256};
+  if (u.sha256.empty()) {
+    ref.verify = [this, layer, unit, slot](std::string_view compressed) -> Status {
+      const Unit& v = layers_[layer]->units[unit];
+      Result<std::string> decoded = DecodeAndVerifyUnit(v, checks_[layer][unit], compressed);
+      if (!decoded.ok()) return decoded.status();
+      counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
+      auto bytes = std::make_shared<const std::string>(std::move(decoded).value());
+      if (slot) {
+        *slot = std::move(bytes);
+      } else {
+        std::lock_guard<std::mutex> lock(mu_);
+        InsertLru(UnitKey{layer, unit}, bytes);
+      }
+      return Status::Ok();
+    };
+  }
+  return ref;
+}
+
+std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& entry,
+                                                  uint64_t begin, uint64_t end,
+                                                  uint64_t max_clen) {
+  const LayerIndex& index = *layers_[layer];
+  const std::vector<Chunk>& chunks = entry.chunks;
+  auto it = std::upper_bound(chunks.begin(), chunks.end(), begin,
+                             [](uint64_t off, const Chunk& c) { return off < c.file_offset; });
+  if (it != chunks.begin()) --it;
+  std::vector<uint32_t> out;
+  uint64_t clen = 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (; it != chunks.end() && it->file_offset < end; ++it) {
+    if (it->unit == Chunk::kZeroUnit || it->unit >= index.units.size()) continue;
+    if (std::find(out.begin(), out.end(), it->unit) != out.end()) continue;
+    if (lru_index_.count(UnitKey{layer, it->unit})) continue;
+    const uint64_t unit_clen = index.units[it->unit].clen;
+    if (max_clen != 0 && !out.empty() && clen + unit_clen > max_clen) break;
+    clen += unit_clen;
+    out.push_back(it->unit);
+  }
+  return out;
+}
 
 Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size_t len,
                                    char* out) {
@@ -44,6 +165,19 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
     return Status::Corrupt("layer " + layer.blob_digest + ": file \"" + entry.path + "\" " +
                            what);
   };
+
+  // Several missing units: one coalesced fetch instead of a request per unit. Failures are
+  // left to the unit reads below, which retry and report them per unit.
+  if (source_ != nullptr && cache_ != nullptr) {
+    std::vector<uint32_t> missing = UnitsToFetch(file.layer, entry, offset, end, 0);
+    if (missing.size() > 1) {
+      std::vector<cache::UnitRef> refs;
+      refs.reserve(missing.size());
+      for (uint32_t u : missing) refs.push_back(MakeUnitRef(file.layer, u));
+      Status s = cache_->FetchUnits(refs, source_, kForegroundRequestBytes);
+      if (!s.ok()) IMGFS_LOG(kDebug, "coalesced fetch: " << s.ToString());
+    }
+  }
 
   const std::vector<Chunk>& chunks = entry.chunks;
   auto it = std::upper_bound(chunks.begin(), chunks.end(), offset,
@@ -73,7 +207,58 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
   }
   if (pos < end) return corrupt("is longer than its chunks");
   counters_[file.layer].bytes_read.fetch_add(end - offset, std::memory_order_relaxed);
+  MaybeReadAhead(file, entry, offset, end);
   return static_cast<size_t>(end - offset);
+}
+
+void ContentReader::MaybeReadAhead(const FileSource& file, const Entry& entry, uint64_t offset,
+                                   uint64_t end) {
+  if (!ra_thread_.joinable() || end >= entry.size) return;
+  uint64_t from, until;
+  {
+    std::lock_guard<std::mutex> lock(ra_mu_);
+    if (streams_.size() >= kMaxStreams) streams_.clear();
+    Stream& stream = streams_[{file.layer, file.entry}];
+    const bool sequential = offset != 0 && offset == stream.next_offset;
+    stream.next_offset = end;
+    if (!sequential) {
+      stream.ahead_until = end;
+      return;
+    }
+    until = std::min<uint64_t>(entry.size, end + read_ahead_bytes_);
+    // Ask again only when the reader has used up half of the window, so requests stay large.
+    if (stream.ahead_until >= end + read_ahead_bytes_ / 2 || stream.ahead_until >= until) return;
+    from = std::max(end, stream.ahead_until);
+    stream.ahead_until = until;
+  }
+  std::vector<uint32_t> units = UnitsToFetch(file.layer, entry, from, until, read_ahead_bytes_);
+  if (units.empty()) return;
+  std::vector<cache::UnitRef> refs;
+  refs.reserve(units.size());
+  for (uint32_t u : units) refs.push_back(MakeUnitRef(file.layer, u));
+  {
+    std::lock_guard<std::mutex> lock(ra_mu_);
+    if (ra_stop_ || ra_queue_.size() >= kReadAheadQueue) return;
+    ra_queue_.push_back(std::move(refs));
+  }
+  counters_[file.layer].readahead_units.fetch_add(units.size(), std::memory_order_relaxed);
+  ra_cv_.notify_one();
+}
+
+void ContentReader::ReadAheadLoop() {
+  for (;;) {
+    std::vector<cache::UnitRef> refs;
+    {
+      std::unique_lock<std::mutex> lock(ra_mu_);
+      ra_cv_.wait(lock, [&] { return ra_stop_ || !ra_queue_.empty(); });
+      if (ra_stop_) return;
+      refs = std::move(ra_queue_.front());
+      ra_queue_.pop_front();
+    }
+    // Read-ahead is a guess: its failures cost nothing but a later on-demand fetch.
+    Status s = cache_->FetchUnits(refs, source_, read_ahead_bytes_);
+    if (!s.ok()) IMGFS_LOG(kDebug, "read-ahead: " << s.ToString());
+  }
 }
 
 Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t unit) {
@@ -132,15 +317,22 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
     return s.WithContext(context);
   };
   if (!cache_) return fail(Status::Internal("content reader has no cache"));
-  Result<std::string> raw =
-      cache_->ReadUnit(cache::UnitRef{index.blob_digest, u.coff, u.clen, u.sha256}, source_);
+  auto slot = std::make_shared<Decoded>();
+  Result<std::string> raw = cache_->ReadUnit(MakeUnitRef(layer, unit, slot), source_);
   if (!raw.ok()) return fail(raw.status());
   if (raw->size() != u.clen) {
     return fail(Status::Internal("cache returned " + std::to_string(raw->size()) +
                                  " bytes for a unit of " + std::to_string(u.clen)));
   }
+  // Our verify ran (and decoded) unless another fetch of the unit served us.
+  if (*slot) return *slot;
   Decoded decoded;
-  if (u.codec == UnitCodec::kRaw) {
+  if (u.sha256.empty()) {
+    // Verified by that other fetch's check; checked again here, as it costs only hashing.
+    Result<std::string> out = DecodeAndVerifyUnit(u, checks_[layer][unit], *raw);
+    if (!out.ok()) return fail(out.status());
+    decoded = std::make_shared<const std::string>(std::move(out).value());
+  } else if (u.codec == UnitCodec::kRaw) {
     // Decoding a raw unit is a copy; skip it (units can be MiBs).
     if (u.ulen != u.clen) return fail(Status::Corrupt("raw unit with ulen != clen"));
     decoded = std::make_shared<const std::string>(std::move(raw).value());
@@ -177,6 +369,7 @@ std::vector<ContentReader::LayerStats> ContentReader::stats() const {
     out[i].shared_waits = c.shared_waits.load(std::memory_order_relaxed);
     out[i].failures = c.failures.load(std::memory_order_relaxed);
     out[i].bytes_read = c.bytes_read.load(std::memory_order_relaxed);
+    out[i].readahead_units = c.readahead_units.load(std::memory_order_relaxed);
   }
   return out;
 }

@@ -9,10 +9,23 @@
 //
 // Concurrent reads that need the same unit share one fetch and one decode (single-flight).
 //
+// Units without a compressed sha256 (eStargz, zstd:chunked: the TOC only has digests of the
+// decoded chunks) are handed to the cache with a UnitRef::verify that decodes them and checks
+// every chunk of the unit against its Chunk::sha256; the decoded bytes that check produced go
+// to the LRU, so such a unit is decoded once per fetch or store read, never twice.
+//
+// Fetching: when one Read needs several units that are not decoded yet, they are fetched with
+// one cache::Cache::FetchUnits call (few coalesced range requests) before they are decoded.
+// Sequential read-ahead: when reads of a file continue where the previous one ended, the units
+// of the next read_ahead_bytes of the file are fetched in the background (one worker thread, a
+// short bounded queue; work that does not fit is dropped, never waited for), so the next reads
+// find them present. The worker is stopped and joined by the destructor.
+//
 // Ownership: the reader keeps the layers alive; `cache` and `source` are borrowed and must
 // outlive it. `source` may be null (offline): a unit not in the store is then kUnavailable.
 //
-// Thread-safety: Read and stats are safe from many threads at once.
+// Thread-safety: Read and stats are safe from many threads at once. The read-ahead worker only
+// touches the cache, the source and the LRU (under its mutex).
 //
 // Failure: Read returns the Status of the first unit that could not be had (kDigestMismatch,
 // kCorrupt, kUnavailable, kNotFound, kIoError...), logged once per unit with the layer digest
@@ -21,7 +34,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <cstdint>
 #include <list>
 #include <map>
@@ -29,16 +44,29 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "base/status.h"
 #include "cache/blob_source.h"
 #include "cache/cache.h"
+#include "fs/layer/estargz.h"
 #include "fs/layer/layer_index.h"
 #include "fs/tree/file_source.h"
 
 namespace imgfs::fs {
+
+// The chunk digests that the decoded output of each unit of `index` must satisfy, for units
+// with an empty Unit::sha256 (empty lists for the others). A chunk of such a unit without a
+// digest yields a check that always fails: no byte of the unit is served unverified.
+std::vector<std::vector<ChunkCheck>> DecodedChunkChecks(const LayerIndex& index);
+
+// Decodes `compressed` (the clen bytes of `unit`) and checks the result against `checks`
+// (kCorrupt when there are none: a unit without a sha256 needs chunk digests).
+Result<std::string> DecodeAndVerifyUnit(const Unit& unit, const std::vector<ChunkCheck>& checks,
+                                        std::string_view compressed);
 
 class ContentReader {
  public:
@@ -50,10 +78,18 @@ class ContentReader {
     uint64_t shared_waits = 0;  // reads that waited for another read's fetch of the same unit
     uint64_t failures = 0;      // unit reads that failed
     uint64_t bytes_read = 0;    // file bytes returned to callers
+    uint64_t readahead_units = 0;  // units handed to the background read-ahead
   };
 
+  static constexpr uint64_t kReadAheadBytes = 4 << 20;
+  // Most units one Read fetches in one coalesced request.
+  static constexpr uint64_t kForegroundRequestBytes = 16 << 20;
+
+  // `read_ahead_bytes`: how far ahead of a sequential reader units are fetched (file bytes,
+  // and at most that many compressed bytes per background request); 0 turns read-ahead off.
   ContentReader(std::vector<std::shared_ptr<const LayerIndex>> layers, cache::Cache* cache,
-                cache::BlobSource* source, size_t lru_bytes = 64 << 20);
+                cache::BlobSource* source, size_t lru_bytes = 64 << 20,
+                uint64_t read_ahead_bytes = kReadAheadBytes);
   ~ContentReader();
   ContentReader(const ContentReader&) = delete;
   ContentReader& operator=(const ContentReader&) = delete;
@@ -80,16 +116,32 @@ class ContentReader {
     std::atomic<uint64_t> shared_waits{0};
     std::atomic<uint64_t> failures{0};
     std::atomic<uint64_t> bytes_read{0};
+    std::atomic<uint64_t> readahead_units{0};
+  };
+  // Where a sequential reader of one file is.
+  struct Stream {
+    uint64_t next_offset = 0;   // where the last read ended
+    uint64_t ahead_until = 0;   // file offset up to which read-ahead was requested
   };
 
   Result<Decoded> GetUnit(uint32_t layer, uint32_t unit);
   Result<Decoded> FetchAndDecode(uint32_t layer, uint32_t unit);
   void InsertLru(const UnitKey& key, const Decoded& bytes);  // REQUIRES: mu_ held
-
+  // The cache's view of a unit. For a unit without sha256, verify decodes and checks it and
+  // puts the decoded bytes in *slot when given, else in the LRU.
+  cache::UnitRef MakeUnitRef(uint32_t layer, uint32_t unit,
+                             std::shared_ptr<Decoded> slot = nullptr);
+  // Units of `entry` overlapping file bytes [begin, end) that are not decoded in the LRU, at
+  // most `max_clen` compressed bytes of them (0 = no bound), in file order.
+  std::vector<uint32_t> UnitsToFetch(uint32_t layer, const Entry& entry, uint64_t begin,
+                                     uint64_t end, uint64_t max_clen);
+  void MaybeReadAhead(const FileSource& file, const Entry& entry, uint64_t offset, uint64_t end);
+  void ReadAheadLoop();
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   cache::Cache* const cache_;
   cache::BlobSource* const source_;
   const size_t lru_limit_;
+  const uint64_t read_ahead_bytes_;
   std::unique_ptr<Counters[]> counters_;  // one per layer
 
   mutable std::mutex mu_;
@@ -98,6 +150,15 @@ class ContentReader {
   size_t lru_used_ = 0;                                           // GUARDED_BY(mu_)
   std::map<UnitKey, std::shared_ptr<Flight>> in_flight_;          // GUARDED_BY(mu_)
   std::set<UnitKey> failure_logged_;                              // GUARDED_BY(mu_)
+  // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
+  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
+
+  std::mutex ra_mu_;
+  std::condition_variable ra_cv_;
+  std::map<std::pair<uint32_t, uint32_t>, Stream> streams_;      // GUARDED_BY(ra_mu_)
+  std::deque<std::vector<cache::UnitRef>> ra_queue_;               // GUARDED_BY(ra_mu_)
+  bool ra_stop_ = false;                                           // GUARDED_BY(ra_mu_)
+  std::thread ra_thread_;  // last: started once everything above exists
 };
 
 }  // namespace imgfs::fs

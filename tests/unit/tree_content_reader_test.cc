@@ -5,12 +5,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "base/digest.h"
 #include "cache/cache.h"
@@ -26,12 +28,27 @@ class MemoryBlobSource : public cache::BlobSource {
   Status ReadRange(std::string_view /*digest*/, uint64_t offset, uint64_t length,
                    std::string* out) override {
     ++range_reads;
+    bytes_served += length;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ranges_.emplace_back(offset, length);
+    }
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     if (offset + length > blob_.size()) return Status::NotFound("range past the blob");
     std::string bytes = blob_.substr(offset, length);
     if (flip_bits && !bytes.empty()) bytes[0] ^= 0x40;
+    int64_t at = flip_at.load();
+    if (at >= 0 && static_cast<uint64_t>(at) >= offset &&
+        static_cast<uint64_t>(at) < offset + length) {
+      bytes[at - offset] ^= 0x04;
+    }
     out->append(bytes);
     return Status::Ok();
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> ranges() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ranges_;
   }
   Status ReadAll(std::string_view /*digest*/,
                  const std::function<Status(std::string_view)>& sink) override {
@@ -41,9 +58,13 @@ class MemoryBlobSource : public cache::BlobSource {
   std::atomic<int> range_reads{0};
   std::atomic<int> delay_ms{0};
   std::atomic<bool> flip_bits{false};
+  std::atomic<int64_t> flip_at{-1};  // a blob offset whose byte is served damaged
+  std::atomic<uint64_t> bytes_served{0};
 
  private:
   std::string blob_;
+  std::mutex mu_;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // GUARDED_BY(mu_)
 };
 
 constexpr uint64_t kUnitSize = 1000;
@@ -114,9 +135,11 @@ class ContentReaderTest : public ::testing::Test {
     layer_ = layer;
   }
 
+  // Read-ahead off: these tests count requests, which background fetches would blur.
   std::unique_ptr<ContentReader> MakeReader(size_t lru_bytes = 64 << 20) {
     return std::make_unique<ContentReader>(std::vector<std::shared_ptr<const LayerIndex>>{layer_},
-                                           cache_.get(), source_.get(), lru_bytes);
+                                           cache_.get(), source_.get(), lru_bytes,
+                                           /*read_ahead_bytes=*/0);
   }
 
   std::string ReadAt(ContentReader& reader, uint32_t entry, uint64_t offset, size_t len) {
@@ -149,6 +172,14 @@ TEST_F(ContentReaderTest, ReadsAnyRangeCrossingChunkBoundaries) {
       ASSERT_EQ(ReadAt(*reader, 0, off, len), want) << "offset " << off << " len " << len;
     }
   }
+}
+
+TEST_F(ContentReaderTest, ReadOfSeveralMissingUnitsIsOneRequest) {
+  auto reader = MakeReader();
+  EXPECT_EQ(ReadAt(*reader, 0, 0, 2500), expected_);
+  EXPECT_EQ(source_->range_reads.load(), 1);
+  EXPECT_EQ(source_->bytes_served.load(), 4 * kUnitSize);
+  EXPECT_EQ(reader->stats()[0].unit_decodes, 4u);
 }
 
 TEST_F(ContentReaderTest, ShortReadAtEndOfFileAndEmptyPastIt) {
@@ -184,7 +215,8 @@ TEST_F(ContentReaderTest, LruStaysWithinItsByteBound) {
   EXPECT_EQ(reader->stats()[0].unit_decodes, decodes);
   ReadAt(*reader, 0, 0, 10);
   EXPECT_EQ(reader->stats()[0].unit_decodes, decodes + 1);
-  EXPECT_EQ(source_->range_reads.load(), 4);  // the cache had it: no refetch
+  // Units 0..3 came in one coalesced request; unit 0 was in the cache: no refetch.
+  EXPECT_EQ(source_->range_reads.load(), 1);
   EXPECT_LE(reader->lru_bytes_used(), 2 * kUnitSize + 10);
 
   auto tiny = MakeReader(10);  // smaller than a unit: nothing is kept, reads still work
@@ -249,6 +281,298 @@ TEST_F(ContentReaderTest, BrokenIndexOrBadFileSourceIsAnError) {
             Code::kInvalidArgument);
   EXPECT_EQ(reader->Read(FileSource{3, 0, 0}, 0, 20, out.data()).status().code(),
             Code::kInvalidArgument);
+}
+
+
+// ---- eStargz-style layers: gzip-member units verified by the digests of their chunks ----
+
+std::string GzipMember(std::string_view data) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+// A layer like the eStargz reader builds: one gzip member per unit, Unit::sha256 empty, each
+// chunk carrying the sha256 of its decoded bytes. Units hold 150 000 decoded bytes from a
+// 16-letter alphabet (about 90 KB compressed: more than the cache's coalescing gap).
+//   entry 0 "a":     units 0..kTocFileUnits-1, one chunk each
+//   entry 1 "pair1": the first 1000 bytes of the next unit; entry 2 "pair2": the rest of it
+struct TocLayer {
+  std::string blob;
+  std::shared_ptr<LayerIndex> index;
+  std::vector<std::string> files;  // contents of entries 0..2
+};
+
+constexpr int kTocFileUnits = 12;
+constexpr uint64_t kTocUnitLen = 150000;
+
+TocLayer MakeTocLayer() {
+  TocLayer t;
+  t.index = std::make_shared<LayerIndex>();
+  t.files.resize(3);
+  std::mt19937 rng(99);
+  std::vector<std::string> decoded;
+  for (int u = 0; u <= kTocFileUnits; ++u) {
+    std::string d(kTocUnitLen, '\0');
+    for (char& c : d) c = static_cast<char>('a' + rng() % 16);
+    std::string member = GzipMember(d);
+    Unit unit;
+    unit.codec = UnitCodec::kGzipMember;
+    unit.coff = t.blob.size();
+    unit.clen = member.size();
+    unit.ulen = d.size();
+    t.index->units.push_back(unit);
+    t.blob += member;
+    decoded.push_back(std::move(d));
+  }
+  t.blob += std::string(51, '\0');  // where TOC and footer would be
+  t.index->blob_digest = Sha256Digest(t.blob);
+  t.index->format = "estargz";
+  t.index->blob_size = t.blob.size();
+
+  Entry a;
+  a.path = "a";
+  for (int u = 0; u < kTocFileUnits; ++u) {
+    Chunk c;
+    c.file_offset = a.size;
+    c.length = kTocUnitLen;
+    c.unit = u;
+    c.sha256 = Sha256Digest(decoded[u]);
+    a.chunks.push_back(c);
+    a.size += kTocUnitLen;
+    t.files[0] += decoded[u];
+  }
+  const std::string& shared = decoded[kTocFileUnits];
+  Entry p1;
+  p1.path = "pair1";
+  p1.size = 1000;
+  p1.chunks.push_back({0, 1000, kTocFileUnits, 0, Sha256Digest(shared.substr(0, 1000))});
+  Entry p2;
+  p2.path = "pair2";
+  p2.size = kTocUnitLen - 1000;
+  p2.chunks.push_back({0, p2.size, kTocFileUnits, 1000, Sha256Digest(shared.substr(1000))});
+  t.files[1] = shared.substr(0, 1000);
+  t.files[2] = shared.substr(1000);
+  t.index->entries = {a, p1, p2};
+  EXPECT_TRUE(ValidateLayerIndex(*t.index).ok()) << ValidateLayerIndex(*t.index).ToString();
+  return t;
+}
+
+class TocReaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    toc_ = MakeTocLayer();
+    checks_ = DecodedChunkChecks(*toc_.index);
+    source_ = std::make_unique<MemoryBlobSource>(toc_.blob);
+    Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
+    ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
+    cache_ = std::move(cache).value();
+  }
+
+  std::unique_ptr<ContentReader> MakeReader(uint64_t read_ahead = 0, size_t lru = 64 << 20) {
+    return std::make_unique<ContentReader>(
+        std::vector<std::shared_ptr<const LayerIndex>>{toc_.index}, cache_.get(), source_.get(),
+        lru, read_ahead);
+  }
+
+  Result<std::string> Read(ContentReader& reader, uint32_t entry, uint64_t offset, size_t len) {
+    std::string out(len, '\0');
+    Result<size_t> n = reader.Read(FileSource{0, entry, 0}, offset, len, out.data());
+    if (!n.ok()) return n.status();
+    out.resize(*n);
+    return out;
+  }
+
+  // The cache's view of unit `u`, checked the way the reader checks it.
+  cache::UnitRef Ref(uint32_t u) {
+    const Unit& unit = toc_.index->units[u];
+    cache::UnitRef ref{toc_.index->blob_digest, unit.coff, unit.clen, ""};
+    ref.verify = [this, u](std::string_view bytes) {
+      return DecodeAndVerifyUnit(toc_.index->units[u], checks_[u], bytes).status();
+    };
+    return ref;
+  }
+
+  test::TempDir dir_{"content-reader-toc"};
+  TocLayer toc_;
+  std::vector<std::vector<ChunkCheck>> checks_;
+  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<cache::Cache> cache_;
+};
+
+TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
+  auto reader = MakeReader();
+  Result<std::string> a = Read(*reader, 0, 0, toc_.files[0].size());
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(*a, toc_.files[0]);
+  EXPECT_EQ(source_->range_reads.load(), 1) << "the units of one read come in one request";
+  EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits))
+      << "the decode that verified a unit must also serve it";
+  for (uint32_t u = 0; u < kTocFileUnits; ++u) EXPECT_TRUE(cache_->HasUnit(Ref(u))) << u;
+
+  // Two files in one unit: one fetch, one decode, both served.
+  Result<std::string> p1 = Read(*reader, 1, 0, 1000);
+  Result<std::string> p2 = Read(*reader, 2, 0, 1 << 20);
+  ASSERT_TRUE(p1.ok() && p2.ok());
+  EXPECT_EQ(*p1, toc_.files[1]);
+  EXPECT_EQ(*p2, toc_.files[2]);
+  EXPECT_EQ(source_->range_reads.load(), 2);
+  EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits) + 1);
+
+  // A new reader (a new mount) is served from the store, offline, still verified.
+  ContentReader offline({toc_.index}, cache_.get(), nullptr);
+  std::string out(5000, '\0');
+  Result<size_t> n = offline.Read(FileSource{0, 0, 0}, 3 * kTocUnitLen - 100, 5000, out.data());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(out, toc_.files[0].substr(3 * kTocUnitLen - 100, 5000));
+  EXPECT_EQ(offline.stats()[0].unit_decodes, 2u);
+}
+
+TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
+  const Unit& unit = toc_.index->units[4];
+  source_->flip_at = static_cast<int64_t>(unit.coff + unit.clen / 2);
+  auto reader = MakeReader();
+  Result<std::string> r = Read(*reader, 0, 4 * kTocUnitLen + 10, 100);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
+  EXPECT_NE(r.status().message().find(toc_.index->blob_digest), std::string::npos);
+  EXPECT_EQ(source_->range_reads.load(), 2) << "one fetch and one retry";
+  EXPECT_FALSE(cache_->HasUnit(Ref(4)));
+  EXPECT_EQ(reader->lru_bytes_used(), 0u);
+
+  // A read of several units, one of them bad: the good ones are kept.
+  r = Read(*reader, 0, 3 * kTocUnitLen, 3 * kTocUnitLen);
+  EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
+  EXPECT_TRUE(cache_->HasUnit(Ref(3)));
+  EXPECT_FALSE(cache_->HasUnit(Ref(4)));
+  EXPECT_TRUE(cache_->HasUnit(Ref(5)));
+
+  source_->flip_at = -1;
+  r = Read(*reader, 0, 4 * kTocUnitLen + 10, 100);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, toc_.files[0].substr(4 * kTocUnitLen + 10, 100));
+  EXPECT_TRUE(cache_->HasUnit(Ref(4)));
+}
+
+TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
+  auto bad = std::make_shared<LayerIndex>(*toc_.index);
+  bad->entries[0].chunks[2].sha256 = Sha256Digest("something else");
+  ContentReader reader({bad}, cache_.get(), source_.get(), 64 << 20, 0);
+  std::string out(100, '\0');
+  Result<size_t> n = reader.Read(FileSource{0, 0, 0}, 2 * kTocUnitLen, 100, out.data());
+  EXPECT_EQ(n.status().code(), Code::kDigestMismatch) << n.status().ToString();
+  // Its neighbours are fine.
+  n = reader.Read(FileSource{0, 0, 0}, kTocUnitLen, 100, out.data());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+
+  // A chunk without a digest in a unit without one cannot be verified: refused too.
+  auto unverifiable = std::make_shared<LayerIndex>(*toc_.index);
+  unverifiable->entries[0].chunks[5].sha256.clear();
+  EXPECT_EQ(ValidateLayerIndex(*unverifiable).code(), Code::kCorrupt);
+  ContentReader reader2({unverifiable}, cache_.get(), source_.get(), 64 << 20, 0);
+  n = reader2.Read(FileSource{0, 0, 0}, 5 * kTocUnitLen, 100, out.data());
+  EXPECT_FALSE(n.ok());
+}
+
+TEST_F(TocReaderTest, SixteenThreadsReadingRandomRangesFetchEachUnitOnce) {
+  source_->delay_ms = 20;
+  auto reader = MakeReader(/*read_ahead=*/0, /*lru=*/3 * kTocUnitLen);
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  const std::string& want = toc_.files[0];
+  for (int t = 0; t < 16; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      for (int k = 0; k < 25; ++k) {
+        uint64_t off = rng() % want.size();
+        size_t len = 1 + rng() % (3 * kTocUnitLen);
+        std::string out(len, '\0');
+        Result<size_t> n = reader->Read(FileSource{0, 0, 0}, off, len, out.data());
+        size_t expect = std::min<uint64_t>(len, want.size() - off);
+        if (!n.ok() || *n != expect || out.compare(0, expect, want, off, expect) != 0) ++bad;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = source_->ranges();
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    EXPECT_GE(ranges[i].first, ranges[i - 1].first + ranges[i - 1].second)
+        << "bytes at " << ranges[i].first << " were fetched twice";
+  }
+  uint64_t fetched_units_bytes = 0;
+  for (int u = 0; u < kTocFileUnits; ++u) fetched_units_bytes += toc_.index->units[u].clen;
+  EXPECT_LE(source_->bytes_served.load(), fetched_units_bytes);
+}
+
+TEST_F(TocReaderTest, SequentialReadsFetchTheNextUnitsInTheBackground) {
+  auto reader = MakeReader(/*read_ahead=*/6 * kTocUnitLen);
+  const std::string& want = toc_.files[0];
+  constexpr size_t kRead = 128 << 10;
+  for (uint64_t off = 0; off < 2 * kRead; off += kRead) {
+    Result<std::string> r = Read(*reader, 0, off, kRead);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(*r, want.substr(off, kRead));
+  }
+  EXPECT_GT(reader->stats()[0].readahead_units, 0u);
+  // Within the window (bytes up to 2 * kRead + 6 units): units 1..7 become present.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  bool present = false;
+  while (!present && std::chrono::steady_clock::now() < deadline) {
+    present = true;
+    for (uint32_t u = 1; u <= 7; ++u) present = present && cache_->HasUnit(Ref(u));
+    if (!present) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(present) << "read-ahead did not fetch the next units";
+  EXPECT_FALSE(cache_->HasUnit(Ref(kTocFileUnits - 1))) << "read-ahead went past its window";
+  // The read-ahead decoded what it verified: reading on needs neither fetch nor decode.
+  int requests = source_->range_reads.load();
+  uint64_t decodes = reader->stats()[0].unit_decodes;
+  // (One byte off the sequence, so that this read starts no read-ahead of its own.)
+  Result<std::string> r = Read(*reader, 0, 2 * kRead + 1, 4 * kTocUnitLen);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, want.substr(2 * kRead + 1, 4 * kTocUnitLen));
+  EXPECT_EQ(source_->range_reads.load(), requests);
+  EXPECT_EQ(reader->stats()[0].unit_decodes, decodes);
+}
+
+TEST_F(TocReaderTest, RandomReadsStartNoReadAhead) {
+  auto reader = MakeReader(/*read_ahead=*/6 * kTocUnitLen);
+  for (uint64_t off : {5 * kTocUnitLen, 1 * kTocUnitLen, 9 * kTocUnitLen}) {
+    ASSERT_TRUE(Read(*reader, 0, off, 1000).ok());
+  }
+  EXPECT_EQ(reader->stats()[0].readahead_units, 0u);
+  EXPECT_EQ(source_->range_reads.load(), 3);
+}
+
+TEST_F(TocReaderTest, ChunkDigestsAndPrefetchEndSurviveTheIndexFormat) {
+  toc_.index->prefetch_end = toc_.index->units[3].coff;
+  Result<LayerIndex> back = LayerIndex::Deserialize(toc_.index->Serialize());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->prefetch_end, toc_.index->prefetch_end);
+  ASSERT_EQ(back->entries.size(), 3u);
+  for (size_t e = 0; e < 3; ++e) {
+    ASSERT_EQ(back->entries[e].chunks.size(), toc_.index->entries[e].chunks.size());
+    for (size_t c = 0; c < back->entries[e].chunks.size(); ++c) {
+      EXPECT_EQ(back->entries[e].chunks[c].sha256, toc_.index->entries[e].chunks[c].sha256);
+    }
+  }
+  Result<std::vector<std::vector<ChunkCheck>>> checks = UnitChecksFromIndex(*back);
+  ASSERT_TRUE(checks.ok()) << checks.status().ToString();
+  EXPECT_EQ((*checks)[kTocFileUnits].size(), 2u);
+
+  LayerIndex past_end = *toc_.index;
+  past_end.prefetch_end = past_end.blob_size + 1;
+  EXPECT_EQ(ValidateLayerIndex(past_end).code(), Code::kCorrupt);
 }
 
 }  // namespace
