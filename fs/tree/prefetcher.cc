@@ -1,0 +1,190 @@
+#include "fs/tree/prefetcher.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <system_error>
+
+#include "base/log.h"
+#include "fs/tree/content_reader.h"
+
+namespace imgfs::fs {
+namespace {
+
+// How long the background pass sleeps while other fetches are in flight before looking again.
+constexpr auto kYieldPause = std::chrono::milliseconds(20);
+
+}  // namespace
+
+Result<Prefetcher::Mode> Prefetcher::ParseMode(std::string_view text) {
+  if (text == "none") return Mode::kNone;
+  if (text == "landmark") return Mode::kLandmark;
+  if (text == "all") return Mode::kAll;
+  return Status::InvalidArgument("unknown prefetch mode \"" + std::string(text) +
+                                 "\": use landmark, all or none");
+}
+
+Prefetcher::Prefetcher(std::vector<std::shared_ptr<const LayerIndex>> layers,
+                       cache::Cache* cache, cache::BlobSource* source, Mode mode)
+    : layers_(std::move(layers)), cache_(cache), source_(source), mode_(mode) {
+  if (mode_ == Mode::kNone) return;
+  checks_.reserve(layers_.size());
+  for (const auto& layer : layers_) {
+    checks_.push_back(layer ? DecodedChunkChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
+  }
+}
+
+Prefetcher::~Prefetcher() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+void Prefetcher::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_) return;
+  started_ = true;
+  if (mode_ == Mode::kNone || cache_ == nullptr || source_ == nullptr) {
+    done_ = true;
+    return;
+  }
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& e) {
+    IMGFS_LOG(kWarning, "prefetch disabled: cannot start its thread: " << e.what());
+    done_ = true;
+  }
+}
+
+Status Prefetcher::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!started_) return Status::Ok();
+  done_cv_.wait(lock, [&] { return done_; });
+  return first_error_;
+}
+
+Prefetcher::Stats Prefetcher::stats() const {
+  Stats s;
+  s.requests_started = requests_started_.load();
+  s.units_wanted = units_wanted_.load();
+  s.failures = failures_.load();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.done = done_ || !started_;
+  return s;
+}
+
+void Prefetcher::Run() {
+  std::vector<uint32_t> landmarks;
+  for (uint32_t l = 0; l < layers_.size(); ++l) {
+    if (layers_[l] && layers_[l]->prefetch_end > 0) landmarks.push_back(l);
+  }
+  // Landmark regions are what a container reads first: all layers at once.
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; !stopping() && (i = next.fetch_add(1)) < landmarks.size();) {
+      FetchLandmark(landmarks[i]);
+    }
+  };
+  std::vector<std::thread> helpers;
+  size_t want = std::min<size_t>(cache::kFetchParallelism, landmarks.size());
+  for (size_t i = 1; i < want; ++i) {
+    try {
+      helpers.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // the controller does the rest itself
+    }
+  }
+  worker();
+  for (std::thread& t : helpers) t.join();
+
+  if (mode_ == Mode::kAll) FetchEverything();
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+  }
+  done_cv_.notify_all();
+  IMGFS_LOG(kInfo, "prefetch finished: " << requests_started_.load() << " fetches of "
+                                         << units_wanted_.load() << " units, "
+                                         << failures_.load() << " failed");
+}
+
+void Prefetcher::FetchLandmark(uint32_t layer) {
+  const LayerIndex& index = *layers_[layer];
+  std::vector<uint32_t> units;
+  uint64_t begin = UINT64_MAX, end = 0;
+  for (uint32_t u = 0; u < index.units.size(); ++u) {
+    const Unit& unit = index.units[u];
+    if (unit.coff >= index.prefetch_end || unit.clen == 0) continue;
+    units.push_back(u);
+    begin = std::min(begin, unit.coff);
+    end = std::max(end, unit.coff + unit.clen);
+  }
+  if (units.empty()) return;
+  // The last unit of the region may reach past prefetch_end: size the request by the units.
+  Fetch(layer, units, std::min(kMaxLandmarkRequestBytes, end - begin));
+}
+
+void Prefetcher::FetchEverything() {
+  for (uint32_t l = 0; l < layers_.size() && !stopping(); ++l) {
+    if (!layers_[l]) continue;
+    const LayerIndex& index = *layers_[l];
+    std::vector<uint32_t> order;
+    for (uint32_t u = 0; u < index.units.size(); ++u) {
+      if (index.units[u].clen > 0) order.push_back(u);
+    }
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return index.units[a].coff < index.units[b].coff;
+    });
+    size_t i = 0;
+    while (i < order.size() && !stopping()) {
+      // A batch: missing units worth about one request.
+      std::vector<uint32_t> batch;
+      uint64_t bytes = 0;
+      for (; i < order.size() && !stopping(); ++i) {
+        const Unit& u = index.units[order[i]];
+        cache::UnitRef probe{index.blob_digest, u.coff, u.clen, u.sha256};
+        if (u.sha256.empty()) probe.verify = [](std::string_view) { return Status::Ok(); };
+        if (cache_->HasUnit(probe)) continue;  // the probe's verify is never called
+        if (!batch.empty() && bytes + u.clen > kAllRequestBytes) break;
+        batch.push_back(order[i]);
+        bytes += u.clen;
+      }
+      if (batch.empty()) break;
+      // Low priority: let the mount's own reads go first.
+      while (!stopping() && cache_->FetchesInFlight() > 0) std::this_thread::sleep_for(kYieldPause);
+      if (stopping()) break;
+      Fetch(l, batch, kAllRequestBytes);
+    }
+  }
+}
+
+void Prefetcher::Fetch(uint32_t layer, const std::vector<uint32_t>& units,
+                       uint64_t max_request_bytes) {
+  const LayerIndex& index = *layers_[layer];
+  std::vector<cache::UnitRef> refs;
+  refs.reserve(units.size());
+  for (uint32_t unit : units) {
+    const Unit& u = index.units[unit];
+    cache::UnitRef ref{index.blob_digest, u.coff, u.clen, u.sha256};
+    if (u.sha256.empty()) {
+      const std::vector<ChunkCheck>* checks = &checks_[layer][unit];
+      const Unit* unit_ptr = &u;
+      ref.verify = [checks, unit_ptr](std::string_view compressed) {
+        return DecodeAndVerifyUnit(*unit_ptr, *checks, compressed).status();
+      };
+    }
+    refs.push_back(std::move(ref));
+  }
+  requests_started_.fetch_add(1);
+  units_wanted_.fetch_add(refs.size());
+  Status s = cache_->FetchUnits(refs, source_, max_request_bytes);
+  if (s.ok()) return;
+  failures_.fetch_add(1);
+  s = s.WithContext("prefetching layer " + index.blob_digest);
+  IMGFS_LOG(kWarning, s.ToString());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (first_error_.ok()) first_error_ = s;
+}
+
+}  // namespace imgfs::fs

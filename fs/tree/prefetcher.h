@@ -1,0 +1,104 @@
+// Prefetcher: fetches units of a mounted image into the cache before anyone reads them.
+//
+// Modes (`imgfs mount --prefetch landmark|all|none`):
+//   kLandmark (default)  for each layer with LayerIndex::prefetch_end > 0 (eStargz layers
+//                        built with a prioritized file list), the units that start before
+//                        prefetch_end are fetched with ONE range request per layer (up to
+//                        kMaxLandmarkRequestBytes; a region beyond that takes several). Layers
+//                        are done in parallel (at most cache::kFetchParallelism at once).
+//   kAll                 kLandmark, then every unit of every layer that is not present yet,
+//                        in the background at low priority: one thread, coalesced requests of
+//                        about kAllRequestBytes, pausing while other fetches (reads of the
+//                        mount, read-ahead) are in flight in this process.
+//   kNone                nothing.
+// Units are verified like any other fetch (cache::Cache::FetchUnits; units without a sha256
+// are decoded and checked against their chunk digests, the decoded bytes then dropped).
+//
+// Ownership: the Prefetcher keeps the layers alive; `cache` and `source` are borrowed and must
+// outlive it. Work runs on threads started by Start(); the destructor asks them to stop (they
+// finish the request in flight) and joins them.
+//
+// Thread-safety: Start, Wait and stats may be called from any thread; Start at most once.
+//
+// Failure: never fatal. Errors are logged (kWarning) and the work goes on with the next
+// layer or request; Wait reports the first one. A missing source (offline) does nothing.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/blob_source.h"
+#include "cache/cache.h"
+#include "fs/layer/estargz.h"
+#include "fs/layer/layer_index.h"
+
+namespace imgfs::fs {
+
+class Prefetcher {
+ public:
+  enum class Mode { kNone, kLandmark, kAll };
+
+  // "none", "landmark" or "all"; anything else is kInvalidArgument naming the choices.
+  static Result<Mode> ParseMode(std::string_view text);
+
+  static constexpr uint64_t kMaxLandmarkRequestBytes = 128 << 20;
+  static constexpr uint64_t kAllRequestBytes = 4 << 20;
+
+  struct Stats {
+    uint64_t requests_started = 0;  // FetchUnits calls made
+    uint64_t units_wanted = 0;      // units handed to them (present ones cost nothing)
+    uint64_t failures = 0;          // FetchUnits calls that returned an error
+    bool done = false;              // all work has ended (or there was none)
+  };
+
+  Prefetcher(std::vector<std::shared_ptr<const LayerIndex>> layers, cache::Cache* cache,
+             cache::BlobSource* source, Mode mode = Mode::kLandmark);
+  ~Prefetcher();
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  // Starts the background work. Calls after the first do nothing.
+  void Start();
+
+  // Blocks until the background work has ended; the first error it met, OK when none (or
+  // when Start was never called).
+  Status Wait();
+
+  Stats stats() const;
+
+ private:
+  void Run();
+  void FetchLandmark(uint32_t layer);
+  void FetchEverything();
+  // One FetchUnits call on `units` of `layer`; records its outcome.
+  void Fetch(uint32_t layer, const std::vector<uint32_t>& units, uint64_t max_request_bytes);
+  bool stopping() const { return stop_.load(std::memory_order_relaxed); }
+
+  const std::vector<std::shared_ptr<const LayerIndex>> layers_;
+  cache::Cache* const cache_;
+  cache::BlobSource* const source_;
+  const Mode mode_;
+  // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
+  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> requests_started_{0};
+  std::atomic<uint64_t> units_wanted_{0};
+  std::atomic<uint64_t> failures_{0};
+
+  mutable std::mutex mu_;
+  std::condition_variable done_cv_;
+  bool started_ = false;  // GUARDED_BY(mu_)
+  bool done_ = false;     // GUARDED_BY(mu_)
+  Status first_error_;    // GUARDED_BY(mu_)
+  std::thread thread_;    // the controller; joined by the destructor
+};
+
+}  // namespace imgfs::fs

@@ -1,0 +1,297 @@
+// Prefetcher on eStargz-style layers (gzip-member units verified by chunk digests) through a
+// real Cache in a temp dir, with a BlobSource that counts requests and can damage bytes.
+#include "fs/tree/prefetcher.h"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include "base/digest.h"
+#include "cache/cache.h"
+#include "fs/tree/content_reader.h"
+#include "tests/support/files.h"
+
+namespace imgfs::fs {
+namespace {
+
+// Serves several blobs from memory; counts requests per blob.
+class Blobs : public cache::BlobSource {
+ public:
+  void Add(const std::string& digest, std::string bytes) { blobs_[digest] = std::move(bytes); }
+
+  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
+                   std::string* out) override {
+    ++requests;
+    ++inside;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++requests_of_[std::string(digest)];
+    }
+    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    --inside;
+    auto it = blobs_.find(std::string(digest));
+    if (it == blobs_.end()) return Status::NotFound("no such blob");
+    if (offset + length > it->second.size()) return Status::NotFound("range past the blob");
+    size_t start = out->size();
+    out->append(it->second, offset, length);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (digest == flip_blob_ && flip_at_ >= offset && flip_at_ < offset + length) {
+      (*out)[start + (flip_at_ - offset)] ^= 0x08;
+    }
+    return Status::Ok();
+  }
+  Status ReadAll(std::string_view digest,
+                 const std::function<Status(std::string_view)>& sink) override {
+    auto it = blobs_.find(std::string(digest));
+    if (it == blobs_.end()) return Status::NotFound("no such blob");
+    return sink(it->second);
+  }
+
+  // Serves the byte at `offset` of blob `digest` damaged from now on.
+  void FlipAt(const std::string& digest, uint64_t offset) {
+    std::lock_guard<std::mutex> lock(mu_);
+    flip_blob_ = digest;
+    flip_at_ = offset;
+  }
+
+  int RequestsOf(const std::string& digest) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return requests_of_[digest];
+  }
+
+  std::atomic<int> requests{0};
+  std::atomic<int> inside{0};  // requests being served now
+  std::atomic<int> delay_ms{0};
+
+ private:
+  std::map<std::string, std::string> blobs_;  // filled before use, then read-only
+  std::mutex mu_;
+  std::map<std::string, int> requests_of_;  // GUARDED_BY(mu_)
+  std::string flip_blob_;                   // GUARDED_BY(mu_)
+  uint64_t flip_at_ = 0;                    // GUARDED_BY(mu_)
+};
+
+std::string GzipMember(std::string_view data) {
+  z_stream zs{};
+  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+constexpr uint64_t kUnitLen = 100000;
+
+// An eStargz-like layer of `units` gzip members, one file per unit, chunk digests only; the
+// prioritized region ends where unit `landmark_units` starts (0 = no landmark).
+std::shared_ptr<LayerIndex> MakeLayer(int units, int landmark_units, uint32_t seed,
+                                      std::string* blob) {
+  auto index = std::make_shared<LayerIndex>();
+  std::mt19937 rng(seed);
+  blob->clear();
+  for (int u = 0; u < units; ++u) {
+    std::string d(kUnitLen, '\0');
+    for (char& c : d) c = static_cast<char>('a' + rng() % 16);
+    std::string member = GzipMember(d);
+    Unit unit;
+    unit.codec = UnitCodec::kGzipMember;
+    unit.coff = blob->size();
+    unit.clen = member.size();
+    unit.ulen = d.size();
+    if (u == landmark_units && landmark_units > 0) index->prefetch_end = unit.coff;
+    index->units.push_back(unit);
+    *blob += member;
+    Entry e;
+    e.path = "f" + std::to_string(u);
+    e.size = kUnitLen;
+    e.chunks.push_back({0, kUnitLen, static_cast<uint32_t>(u), 0, Sha256Digest(d)});
+    index->entries.push_back(e);
+  }
+  *blob += std::string(51, '\0');
+  index->blob_digest = Sha256Digest(*blob);
+  index->format = "estargz";
+  index->blob_size = blob->size();
+  EXPECT_TRUE(ValidateLayerIndex(*index).ok()) << ValidateLayerIndex(*index).ToString();
+  return index;
+}
+
+class PrefetcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string blob;
+    // Layer 0: 10 units, the first 4 prioritized. Layer 1: 6 units, no landmark. Layer 2:
+    // 8 units, the first 3 prioritized.
+    layers_.push_back(MakeLayer(10, 4, 1, &blob));
+    source_.Add(layers_.back()->blob_digest, blob);
+    layers_.push_back(MakeLayer(6, 0, 2, &blob));
+    source_.Add(layers_.back()->blob_digest, blob);
+    layers_.push_back(MakeLayer(8, 3, 3, &blob));
+    source_.Add(layers_.back()->blob_digest, blob);
+    Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
+    ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
+    cache_ = std::move(cache).value();
+  }
+
+  bool Present(uint32_t layer, uint32_t unit) {
+    const LayerIndex& index = *layers_[layer];
+    const Unit& u = index.units[unit];
+    cache::UnitRef ref{index.blob_digest, u.coff, u.clen, ""};
+    ref.verify = [](std::string_view) { return Status::Ok(); };  // HasUnit does not call it
+    return cache_->HasUnit(ref);
+  }
+
+  test::TempDir dir_{"prefetcher"};
+  std::vector<std::shared_ptr<const LayerIndex>> layers_;
+  Blobs source_;
+  std::unique_ptr<cache::Cache> cache_;
+};
+
+TEST_F(PrefetcherTest, LandmarkFetchesEachPrioritizedRegionInOneRequest) {
+  Prefetcher prefetcher(layers_, cache_.get(), &source_);  // kLandmark is the default
+  prefetcher.Start();
+  Status s = prefetcher.Wait();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(source_.RequestsOf(layers_[0]->blob_digest), 1);
+  EXPECT_EQ(source_.RequestsOf(layers_[1]->blob_digest), 0);
+  EXPECT_EQ(source_.RequestsOf(layers_[2]->blob_digest), 1);
+  for (uint32_t u = 0; u < 10; ++u) EXPECT_EQ(Present(0, u), u < 4) << "layer 0 unit " << u;
+  for (uint32_t u = 0; u < 6; ++u) EXPECT_FALSE(Present(1, u)) << "layer 1 unit " << u;
+  for (uint32_t u = 0; u < 8; ++u) EXPECT_EQ(Present(2, u), u < 3) << "layer 2 unit " << u;
+  EXPECT_TRUE(prefetcher.stats().done);
+
+  // Prefetched units are served offline, verified.
+  ContentReader reader(layers_, cache_.get(), nullptr);
+  std::string out(10, '\0');
+  Result<size_t> n = reader.Read(FileSource{0, 2, 0}, 0, 10, out.data());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(reader.Read(FileSource{0, 5, 0}, 0, 10, out.data()).status().code(),
+            Code::kUnavailable);
+}
+
+TEST_F(PrefetcherTest, AllFetchesEveryUnitAfterTheLandmarks) {
+  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  prefetcher.Start();
+  Status s = prefetcher.Wait();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  for (uint32_t l = 0; l < layers_.size(); ++l) {
+    for (uint32_t u = 0; u < layers_[l]->units.size(); ++u) {
+      EXPECT_TRUE(Present(l, u)) << "layer " << l << " unit " << u;
+    }
+  }
+  // Landmark request + one for the rest (each layer is far below kAllRequestBytes).
+  EXPECT_EQ(source_.RequestsOf(layers_[0]->blob_digest), 2);
+  EXPECT_EQ(source_.RequestsOf(layers_[1]->blob_digest), 1);
+  EXPECT_EQ(source_.RequestsOf(layers_[2]->blob_digest), 2);
+
+  // A second run finds everything present.
+  int before = source_.requests.load();
+  Prefetcher again(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  again.Start();
+  ASSERT_TRUE(again.Wait().ok());
+  EXPECT_EQ(source_.requests.load(), before);
+}
+
+TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
+  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kNone);
+  EXPECT_TRUE(prefetcher.Wait().ok()) << "Wait before Start";
+  prefetcher.Start();
+  EXPECT_TRUE(prefetcher.Wait().ok());
+  EXPECT_EQ(source_.requests.load(), 0);
+
+  Prefetcher offline(layers_, cache_.get(), nullptr, Prefetcher::Mode::kAll);
+  offline.Start();
+  EXPECT_TRUE(offline.Wait().ok());
+}
+
+TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
+  const Unit& bad = layers_[0]->units[2];
+  source_.FlipAt(layers_[0]->blob_digest, bad.coff + bad.clen / 2);
+  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kLandmark);
+  prefetcher.Start();
+  Status s = prefetcher.Wait();
+  EXPECT_EQ(s.code(), Code::kDigestMismatch) << s.ToString();
+  EXPECT_NE(s.message().find(layers_[0]->blob_digest), std::string::npos) << s.ToString();
+  EXPECT_FALSE(Present(0, 2));
+  EXPECT_TRUE(Present(0, 1));
+  EXPECT_TRUE(Present(0, 3));
+  for (uint32_t u = 0; u < 3; ++u) EXPECT_TRUE(Present(2, u)) << "layer 2 unit " << u;
+  EXPECT_EQ(prefetcher.stats().failures, 1u);
+}
+
+TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
+  source_.delay_ms = 5;
+  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  // A long foreground fetch is in flight when the background pass starts.
+  std::atomic<bool> foreground_done{false};
+  std::string slow_blob;
+  auto slow = std::make_shared<LayerIndex>(*MakeLayer(1, 0, 9, &slow_blob));
+  Blobs slow_source;
+  slow_source.Add(slow->blob_digest, slow_blob);
+  slow_source.delay_ms = 1000;
+  std::thread foreground([&] {
+    ContentReader reader({slow}, cache_.get(), &slow_source);
+    std::string out(10, '\0');
+    EXPECT_TRUE(reader.Read(FileSource{0, 0, 0}, 0, 10, out.data()).ok());
+    foreground_done = true;
+  });
+  while (cache_->FetchesInFlight() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  prefetcher.Start();
+  // Landmarks go at once; the rest waits for the foreground read.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!(Present(0, 3) && Present(2, 2)) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(Present(0, 3) && Present(2, 2)) << "landmarks were not fetched";
+  // While the foreground fetch has been in flight all along, nothing else may have started.
+  bool foreground_in_flight = slow_source.inside.load() > 0;
+  bool other_present = Present(1, 0);
+  EXPECT_TRUE(foreground_in_flight) << "landmarks took longer than the slow read";
+  if (foreground_in_flight) {
+    EXPECT_FALSE(other_present) << "the background pass did not wait for the foreground read";
+  }
+  foreground.join();
+  EXPECT_TRUE(foreground_done);
+  ASSERT_TRUE(prefetcher.Wait().ok());
+  EXPECT_TRUE(Present(1, 0));
+}
+
+TEST_F(PrefetcherTest, DestructionStopsTheWorkWithoutWaitingForIt) {
+  source_.delay_ms = 200;
+  auto start = std::chrono::steady_clock::now();
+  {
+    Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+    prefetcher.Start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto took = std::chrono::steady_clock::now() - start;
+  // Landmarks in flight finish (one request each), the full pass never starts.
+  EXPECT_LT(took, std::chrono::seconds(2));
+  EXPECT_FALSE(Present(1, 0));
+}
+
+TEST(PrefetcherModeTest, ParsesTheCommandLineNames) {
+  EXPECT_EQ(Prefetcher::ParseMode("none").value(), Prefetcher::Mode::kNone);
+  EXPECT_EQ(Prefetcher::ParseMode("landmark").value(), Prefetcher::Mode::kLandmark);
+  EXPECT_EQ(Prefetcher::ParseMode("all").value(), Prefetcher::Mode::kAll);
+  Result<Prefetcher::Mode> bad = Prefetcher::ParseMode("some");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("landmark, all or none"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace imgfs::fs
