@@ -25,6 +25,7 @@
 #include "fs/fuse/fuse_fs.h"
 #include "fs/layer/layer_builder.h"
 #include "fs/tree/content_reader.h"
+#include "fs/tree/prefetcher.h"
 #include "fs/tree/tree.h"
 #include "registry/client.h"
 
@@ -134,6 +135,7 @@ nlohmann::json MountStatsJson(const OpenedImage& image,
       l["lru_hits"] = reads[i].lru_hits;
       l["read_failures"] = reads[i].failures;
       l["bytes_read"] = reads[i].bytes_read;
+      l["readahead_units"] = reads[i].readahead_units;
     }
     out["layers"].push_back(l);
   }
@@ -187,7 +189,15 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   fuse.stats = [&] {
     return MountStatsJson(image, layers, cache.get(), source, reader).dump();
   };
-  return fs::ServeFuse(*tree, reader, fuse, ready);
+  IMGFS_ASSIGN_OR_RETURN(fs::Prefetcher::Mode prefetch_mode,
+                         fs::Prefetcher::ParseMode(options.prefetch));
+  // Made before the mount and started once it is ready: prefetching must not delay the
+  // moment the user can read, and it stops (joins) before the cache closes.
+  fs::Prefetcher prefetcher(layers, cache.get(), &source, prefetch_mode);
+  return fs::ServeFuse(*tree, reader, fuse, [&] {
+    ready();
+    prefetcher.Start();
+  });
 }
 
 }  // namespace
@@ -196,6 +206,9 @@ int RunMount(const MountOptions& options) {
   auto target = ParseTarget(options.image, options.common);
   if (!target.ok()) return Fail(target.status());
   if (Status s = CheckMountpoint(options.mountpoint); !s.ok()) return Fail(s);
+  if (auto mode = fs::Prefetcher::ParseMode(options.prefetch); !mode.ok()) {
+    return Fail(mode.status());
+  }
   if (options.foreground) {
     Status s = MountAndServe(options, *target, [] {});
     return s.ok() ? 0 : Fail(s);

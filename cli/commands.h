@@ -21,6 +21,7 @@ struct MountOptions {
   bool debug = false;
   std::vector<std::string> fuse_options;  // -o values, passed to FUSE
   std::string log_file;                   // "" = <cache>/imgfs.log for a background mount
+  std::string prefetch = "landmark";      // landmark, all or none (fs::Prefetcher)
 };
 
 struct InspectOptions {

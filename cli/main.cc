@@ -29,6 +29,11 @@ int main(int argc, char** argv) {
   mount_cmd->add_flag("-d,--debug", mount.debug, "Print FUSE requests (implies nothing else)");
   mount_cmd->add_option("-o", mount.fuse_options, "FUSE mount option, e.g. allow_other")
       ->delimiter(',');
+  mount_cmd
+      ->add_option("--prefetch", mount.prefetch,
+                   "landmark: fetch eStargz layers' prioritized files in the background "
+                   "(default); all: then the whole image at low priority; none: only what is read")
+      ->check(CLI::IsMember({"landmark", "all", "none"}));
   mount_cmd->add_option("--log", mount.log_file,
                         "Where a background mount logs (default: <cache>/imgfs.log)");
   mount_cmd->add_option("IMAGE", mount.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
