@@ -1,18 +1,22 @@
 // Lazy pulling of eStargz and zstd:chunked images made by the real converter: containerd with a
 // private root and socket, `ctr-remote image convert --estargz` / `--zstdchunked` of the
 // standard "layered" image, pushed to the test registry. A mount must equal `umoci unpack` of
-// the original image, and reading one small file must not fetch the layers' contents.
+// the original image, reading one small file must not fetch the layers' contents, and a TOC
+// that does not match the digest its manifest annotation promises must fail the mount.
 #include <sys/stat.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
-#include <thread>
 
+#include "base/digest.h"
+#include "tests/support/containerd.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
+#include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_images.h"
@@ -28,59 +32,6 @@ class WorldEnvironment : public ::testing::Environment {
 };
 [[maybe_unused]] auto* const kWorldEnvironment =
     ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
-// A containerd of our own: its root, state and socket live in a temp dir, so nothing of the
-// host's containerd (if any) is touched, and it stops with the test binary.
-class PrivateContainerd {
- public:
-  PrivateContainerd() : dir_("containerd") {}
-
-  Status Start() {
-    for (const char* tool : {"/usr/bin/containerd", "/usr/bin/ctr-remote"}) {
-      if (!IsExecutable(tool)) {
-        return Status::NotFound(std::string(tool) +
-                                " is not installed (packages containerd and "
-                                "stargz-snapshotter): run scripts/setup");
-      }
-    }
-    socket_ = dir_.Sub("containerd.sock");
-    std::string config =
-        "version = 2\n"
-        "root = \"" + dir_.MakeDir("root") + "\"\n"
-        "state = \"" + dir_.MakeDir("state") + "\"\n"
-        "disabled_plugins = [\"io.containerd.grpc.v1.cri\", "
-        "\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", "
-        "\"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n"
-        "[grpc]\n  address = \"" + socket_ + "\"\n"
-        "[ttrpc]\n  address = \"" + socket_ + ".ttrpc\"\n";
-    IMGFS_RETURN_IF_ERROR(WriteFile(dir_.Sub("config.toml"), config));
-    IMGFS_RETURN_IF_ERROR(process_.Start(
-        {"/usr/bin/containerd", "--config", dir_.Sub("config.toml")}, dir_.Sub("out.log"),
-        dir_.Sub("containerd.log")));
-    for (int i = 0; i < 300; ++i) {
-      if (RunCommand({"/usr/bin/ctr-remote", "--address", socket_, "version"}).ok()) {
-        return Status::Ok();
-      }
-      if (!process_.running()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    auto log = ReadFile(dir_.Sub("containerd.log"));
-    return Status::Unavailable("containerd did not start: " + (log.ok() ? *log : ""));
-  }
-
-  // `ctr-remote --address SOCK ARGS...`
-  Status Ctr(std::vector<std::string> args) {
-    args.insert(args.begin(), {"/usr/bin/ctr-remote", "--address", socket_});
-    RunOptions options;
-    options.timeout_seconds = 600;
-    return RunOk(args, options);
-  }
-
- private:
-  TempDir dir_;
-  std::string socket_;
-  BackgroundProcess process_;
-};
 
 // Bytes the cache holds on disk (allocated blocks of its sparse blob files).
 uint64_t CachedBlobBytes(const std::string& cache_dir) {
@@ -99,7 +50,9 @@ uint64_t CachedBlobBytes(const std::string& cache_dir) {
 }
 
 struct Converted {
-  std::string image;  // host/repo:tag in the test registry
+  std::string host;   // the test registry
+  std::string repo;   // imgfs/layered-<kind>, tag latest
+  std::string image;  // host/repo:tag
   Status status;      // why it is missing
 };
 
@@ -121,7 +74,9 @@ class LazyPullTest : public ::testing::TestWithParam<std::string> {
     if (!setup_.ok()) return;
     for (const std::string& kind : {std::string("estargz"), std::string("zstdchunked")}) {
       Converted& c = (*converted_)[kind];
-      c.image = pushed->host + "/imgfs/layered-" + kind + ":latest";
+      c.host = pushed->host;
+      c.repo = "imgfs/layered-" + kind;
+      c.image = c.host + "/" + c.repo + ":latest";
       c.status = containerd_->Ctr({"image", "convert", "--" + kind, "--oci", source, c.image});
       if (c.status.ok()) {
         c.status = containerd_->Ctr({"image", "push", "--plain-http", c.image});
@@ -139,12 +94,14 @@ class LazyPullTest : public ::testing::TestWithParam<std::string> {
     const Converted& c = (*converted_)[GetParam()];
     ASSERT_TRUE(c.status.ok()) << "converting to " << GetParam() << ": " << c.status.ToString();
     image_ = c.image;
+    converted_image_ = &c;
   }
 
   static PrivateContainerd* containerd_;
   static Status setup_;
   static std::map<std::string, Converted>* converted_;
   std::string image_;
+  const Converted* converted_image_ = nullptr;
   TempDir cache_{"cache"};
 };
 
@@ -182,6 +139,57 @@ TEST_P(LazyPullTest, ReadingOneSmallFileFetchesLittle) {
   EXPECT_LT(after_one_file, after_everything / 4)
       << "reading one small file stored " << after_one_file << " bytes of "
       << after_everything << ": the layer was not pulled lazily";
+}
+
+// The TOC is trusted only because a verified manifest names its digest: a manifest whose
+// annotation names another digest must not mount, and the error must say why.
+TEST_P(LazyPullTest, TocNotMatchingItsAnnotationFailsTheMount) {
+  auto manifest = FetchManifest(converted_image_->host, converted_image_->repo, "latest");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  // zstd:chunked layers are verified against their manifest checksum; stargz-snapshotter
+  // also gives them a toc.digest. Every TOC digest of every layer is made wrong.
+  const std::string wrong = Sha256Digest("not the table of contents of any layer");
+  int changed = 0;
+  std::string first_layer;
+  for (auto& layer : manifest->json["layers"]) {
+    if (!layer.contains("annotations")) continue;
+    for (const char* key : {kEstargzTocDigestAnnotation, kZstdChunkedChecksumAnnotation,
+                            kZstdChunkedLegacyChecksumAnnotation}) {
+      if (layer["annotations"].contains(key)) {
+        layer["annotations"][key] = wrong;
+        ++changed;
+        if (first_layer.empty()) first_layer = layer.value("digest", "");
+      }
+    }
+  }
+  ASSERT_GT(changed, 0) << "the " << GetParam() << " conversion has no TOC digest annotation: "
+                        << manifest->body;
+  const std::string media_type = manifest->media_type.empty()
+                                     ? "application/vnd.oci.image.manifest.v1+json"
+                                     : manifest->media_type;
+  auto put = PutManifest(converted_image_->host, converted_image_->repo, "wrong-toc",
+                         manifest->json.dump(), media_type);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+
+  ImgfsMount mount(cache_.path());
+  RunResult r = mount.Mount(converted_image_->host + "/" + converted_image_->repo + ":wrong-toc",
+                            {"--prefetch", "none"});
+  EXPECT_FALSE(r.ok()) << "a " << GetParam() << " image whose TOC does not match its "
+                       << "annotation was mounted:\n" << r.Describe() << "\nmanifest: "
+                       << manifest->json.dump() << "\ndaemon log:\n" << mount.LogTail();
+  EXPECT_FALSE(mount.mounted());
+  std::string message = r.err + r.out;
+  std::string lower = message;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  EXPECT_TRUE(lower.find("toc") != std::string::npos ||
+              lower.find("table of contents") != std::string::npos ||
+              lower.find("manifest checksum") != std::string::npos)
+      << "the error does not say that the TOC is wrong: " << r.Describe();
+  EXPECT_TRUE(message.find(DigestHex(first_layer).substr(0, 12)) != std::string::npos ||
+              message.find(DigestHex(wrong).substr(0, 12)) != std::string::npos)
+      << "the error names neither the layer " << first_layer << " nor the digest " << wrong
+      << ": " << r.Describe();
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LazyPullTest, ::testing::Values("estargz", "zstdchunked"),

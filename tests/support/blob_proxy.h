@@ -1,0 +1,78 @@
+// A forwarding HTTP proxy between imgfs and the test registry that counts what the registry
+// sends and can corrupt it on demand (tests/support/blob_proxy.py, driven from here).
+//
+// The proxy listens on 127.0.0.1 (an image reference "127.0.0.1:PORT/repo:tag" is plain HTTP
+// for imgfs) and forwards every request unchanged to the registry's port. Each finished request
+// is logged with its method, path, Range header, status, the response body bytes actually sent
+// and, for blob bodies, the blob digest and the blob offset of the first byte. That is the
+// registry side of a transfer: what imgfs received, whatever imgfs itself reports.
+//
+// Faults: SetFlip() makes every later response body that carries byte OFFSET of blob DIGEST
+// carry it with its lowest bit inverted; ClearFlips() returns to pass-through. Both take effect
+// for requests that start after they return (a control file the proxy re-reads per request).
+//
+// Ownership: a BlobProxy owns its process and temp dir; the destructor stops the process, and
+// the proxy also exits by itself when the test binary dies. Not thread-safe (one owner), but
+// Requests() may be called while imgfs is using the proxy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "tests/support/files.h"
+#include "tests/support/process.h"
+
+namespace imgfs::test {
+
+struct ProxiedRequest {
+  std::string method;
+  std::string path;
+  std::string range;     // the request's Range header, "" when none
+  int status = 0;        // 0: the registry never answered
+  uint64_t bytes = 0;    // response body bytes sent to the client
+  std::string digest;    // blob digest of a successful blob GET, else ""
+  int64_t start = -1;    // blob offset of the body's first byte; -1 when not a blob body
+  bool flipped = false;  // a bit of this body was inverted
+  bool aborted = false;  // the client went away before the body was complete
+
+  bool IsBlobBody() const { return !digest.empty() && start >= 0; }
+  // One line for assertion messages: "GET /v2/.../blobs/sha256:ab.. Range=bytes=0-9 206 10".
+  std::string ToString() const;
+};
+
+class BlobProxy {
+ public:
+  // Starts a proxy in front of 127.0.0.1:`upstream_port` and waits until it listens.
+  static Result<std::unique_ptr<BlobProxy>> Start(int upstream_port);
+  ~BlobProxy();
+  BlobProxy(const BlobProxy&) = delete;
+  BlobProxy& operator=(const BlobProxy&) = delete;
+
+  int port() const { return port_; }
+  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  Status SetFlip(const std::string& digest, uint64_t offset);
+  Status ClearFlips();
+
+  // Every request finished so far, in the order they finished.
+  Result<std::vector<ProxiedRequest>> Requests() const;
+  // Requests() as text, one per line, for failure messages.
+  std::string Describe() const;
+  std::string log_path() const { return dir_.Sub("requests.jsonl"); }
+
+ private:
+  BlobProxy() : dir_("proxy") {}
+  Status WriteControl(const std::string& json);
+
+  TempDir dir_;
+  BackgroundProcess process_;
+  int port_ = 0;
+};
+
+// Bytes of blob bodies per blob digest, over `requests`.
+uint64_t BlobBytes(const std::vector<ProxiedRequest>& requests, const std::string& digest);
+
+}  // namespace imgfs::test

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""A counting, fault-injecting HTTP proxy for the integration tests (see blob_proxy.h).
+
+Listens on 127.0.0.1 only and forwards every request unchanged (Host header included, so
+registry URLs in Location headers keep naming the proxy) to one upstream registry on
+127.0.0.1. For each request it appends one JSON line to the log file:
+
+  {"method", "path", "range", "status", "bytes", "digest", "start", "flipped", "aborted"}
+
+where bytes counts the response body bytes actually sent to the client, digest is the blob
+digest of a /v2/<repo>/blobs/<digest> path ("" otherwise) and start is the blob offset of the
+body's first byte (from Content-Range, 0 for a whole-blob 200, -1 when not a blob body).
+
+Faults: the control file (JSON, re-read on every request, replaced atomically by the test)
+may hold {"flips": [{"digest": "sha256:...", "offset": N}]}: the lowest bit of blob byte N is
+inverted in every response body that carries it. A missing or empty file means pass-through.
+
+The proxy exits when its parent (the test binary) goes away, so it never outlives a test.
+Python 3 standard library only.
+"""
+
+import argparse
+import http.client
+import http.server
+import json
+import os
+import re
+import socketserver
+import sys
+import threading
+import time
+
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailers", "transfer-encoding", "upgrade",
+}
+BLOB_PATH = re.compile(r"^/v2/.+/blobs/(sha256:[0-9a-f]{64})(?:\?.*)?$")
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+PIECE = 1 << 20
+
+
+class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr, upstream_port, log_path, control_path):
+        super().__init__(addr, Handler)
+        self.upstream_port = upstream_port
+        self.control_path = control_path
+        self.log_lock = threading.Lock()
+        self.log = open(log_path, "a", buffering=1)
+
+    def flips(self, digest):
+        if not digest or not self.control_path:
+            return []
+        try:
+            with open(self.control_path) as f:
+                control = json.load(f)
+        except (OSError, ValueError):
+            return []
+        return [int(x["offset"]) for x in control.get("flips", [])
+                if x.get("digest") == digest]
+
+    def record(self, entry):
+        line = json.dumps(entry, sort_keys=True)
+        with self.log_lock:
+            self.log.write(line + "\n")
+            self.log.flush()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # the JSON log is the record; keep stderr quiet
+        pass
+
+    def do_GET(self):
+        self.forward()
+
+    do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = do_GET
+
+    def forward(self):
+        server = self.server
+        entry = {"method": self.command, "path": self.path,
+                 "range": self.headers.get("Range", ""), "status": 0, "bytes": 0,
+                 "digest": "", "start": -1, "flipped": False, "aborted": False}
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            upstream = http.client.HTTPConnection("127.0.0.1", server.upstream_port,
+                                                  timeout=120)
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            resp = upstream.getresponse()
+            entry["status"] = resp.status
+            m = BLOB_PATH.match(self.path)
+            if m and self.command == "GET" and resp.status in (200, 206):
+                entry["digest"] = m.group(1)
+                entry["start"] = 0
+                if resp.status == 206:
+                    cr = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
+                    entry["start"] = int(cr.group(1)) if cr else -1
+            flips = server.flips(entry["digest"]) if entry["start"] >= 0 else []
+
+            declared = resp.getheader("Content-Length")
+            chunked = declared is None and self.command != "HEAD"
+            buffered = resp.read() if chunked else None
+            self.send_response_only(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() in HOP_BY_HOP or (chunked and k.lower() == "content-length"):
+                    continue
+                self.send_header(k, v)
+            if chunked:
+                self.send_header("Content-Length", str(len(buffered)))
+            self.end_headers()
+            if self.command == "HEAD":
+                upstream.close()
+                return
+            pos = entry["start"] if entry["start"] >= 0 else 0
+            while True:
+                if buffered is not None:
+                    data, buffered = buffered, None
+                    if not data:
+                        break
+                else:
+                    data = resp.read(PIECE)
+                    if not data:
+                        break
+                if flips:
+                    piece = bytearray(data)
+                    for off in flips:
+                        if pos <= off < pos + len(piece):
+                            piece[off - pos] ^= 1
+                            entry["flipped"] = True
+                    data = bytes(piece)
+                self.wfile.write(data)
+                entry["bytes"] += len(data)
+                pos += len(data)
+            self.wfile.flush()
+            upstream.close()
+        except (BrokenPipeError, ConnectionResetError, OSError) as e:
+            entry["aborted"] = True
+            entry["error"] = str(e)
+            self.close_connection = True
+        finally:
+            server.record(entry)
+
+
+def watch_parent(parent):
+    while True:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.5)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream-port", type=int, required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--control", default="")
+    parser.add_argument("--port-file", required=True)
+    args = parser.parse_args()
+
+    proxy = Proxy(("127.0.0.1", 0), args.upstream_port, args.log, args.control)
+    threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(proxy.server_address[1]))
+    os.replace(tmp, args.port_file)
+    try:
+        proxy.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
