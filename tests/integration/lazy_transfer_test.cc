@@ -4,11 +4,14 @@
 // of the test registry, so every byte the registry sends is accounted for, whatever imgfs
 // reports about itself:
 //   - a cold read of one small file costs no more than what a minimal client needs: each
-//     layer's TOC and footer, the file's chunks, and 64 KiB;
+//     layer's TOC and footer, the file's chunks, and 64 KiB (the design promises "footer +
+//     TOC only", so a speculative read of the blob's tail beyond the TOC counts against the
+//     slack), and the cache holds no more than that;
 //   - a chunk whose bytes are damaged in transit fails the read with EIO, is named in the log
 //     and not stored, and the same read succeeds once the registry sends the right bytes;
-//   - 16 threads reading random ranges of every file get exactly the reference bytes, and no
-//     byte range of a blob is fetched twice.
+//   - 16 threads reading random ranges of every file get exactly the reference bytes, the
+//     mount equals umoci unpack of the original, and no byte range of a blob is fetched twice
+//     (footer and TOC reads aside).
 // The image is built and converted once per test binary and per format (a test of one format
 // does not pay for the other).
 #include <fcntl.h>
