@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/base64.h"
 #include "base/status.h"
 
 namespace imgfs::registry {
@@ -48,8 +49,8 @@ std::string CredentialServerKey(std::string_view domain);
 Result<std::optional<Credentials>> LookupCredentials(std::string_view config_dir,
                                                      std::string_view domain);
 
-// Standard base64 with padding; DecodeBase64 returns nullopt on malformed input.
-std::string EncodeBase64(std::string_view bytes);
-std::optional<std::string> DecodeBase64(std::string_view text);
+// Base64 as docker's config.json uses it (base/base64.h).
+using ::imgfs::DecodeBase64;
+using ::imgfs::EncodeBase64;
 
 }  // namespace imgfs::registry

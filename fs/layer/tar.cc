@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 
+#include "base/base64.h"
 #include "base/log.h"
 
 namespace imgfs::fs {
@@ -119,32 +121,6 @@ bool ParsePaxTime(std::string_view s, int64_t* sec, uint32_t* nsec) {
   } else {
     *sec = -static_cast<int64_t>(w) - 1;
     *nsec = 1000000000u - n;
-  }
-  return true;
-}
-
-bool Base64Decode(std::string_view in, std::string* out) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  out->clear();
-  uint32_t acc = 0;
-  int nbits = 0;
-  for (char c : in) {
-    if (c == '=') break;
-    int v = val(c);
-    if (v < 0) return false;
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    nbits += 6;
-    if (nbits >= 8) {
-      nbits -= 8;
-      out->push_back(static_cast<char>((acc >> nbits) & 0xff));
-    }
   }
   return true;
 }
@@ -451,16 +427,17 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
       e.xattrs.emplace_back(key.substr(kSchilyXattr.size()), value);
     } else if (key.compare(0, kLibarchiveXattr.size(), kLibarchiveXattr) == 0 &&
                key.size() > kLibarchiveXattr.size()) {
-      std::string name, decoded;
+      std::string name;
+      std::optional<std::string> decoded = DecodeBase64(value);
       if (!PercentDecode(std::string_view(key).substr(kLibarchiveXattr.size()), &name) ||
-          !Base64Decode(value, &decoded)) {
+          !decoded) {
         return Fail(at, "bad LIBARCHIVE.xattr record");
       }
       // SCHILY wins when a writer emits both forms of one attribute.
       bool dup = std::any_of(e.xattrs.begin(), e.xattrs.end(),
                              [&](const auto& x) { return x.first == name; }) ||
                  pax.count(std::string(kSchilyXattr) + name);
-      if (!dup) e.xattrs.emplace_back(std::move(name), std::move(decoded));
+      if (!dup) e.xattrs.emplace_back(std::move(name), std::move(*decoded));
     }
   }
 
