@@ -400,8 +400,17 @@ class Client::Impl {
     std::string http = " (HTTP " + std::to_string(resp.status) + ")";
     switch (resp.status) {
       case 404:
-        if (e.code == "NAME_UNKNOWN") return Status::NotFound("repository not found: " + repo.Repo());
-        return Status::NotFound(std::string(manifest ? "manifest unknown: " : "blob unknown: ") + call.what);
+        if (e.code == "NAME_UNKNOWN") {
+          return Status::NotFound("repository not found: " + repo.Repo() +
+                                  " (check the name, or whether you need to log in)");
+        }
+        if (manifest) {
+          // Most registries answer MANIFEST_UNKNOWN for an unknown repository as well.
+          return Status::NotFound("manifest unknown: " + call.what +
+                                  " (no such tag or digest in that repository, or no such "
+                                  "repository)");
+        }
+        return Status::NotFound("blob unknown: " + call.what);
       case 401:
       case 403:
         return Status::Unauthorized("access to " + call.what + " denied" + http + detail);
