@@ -46,8 +46,22 @@ std::string CacheRoot(const CommonOptions& common) {
 struct Target {
   registry::Reference ref;
   registry::Platform platform;
+  bool platform_given = false;  // --platform, rather than this host's
   PullPolicy policy = PullPolicy::kMissing;
 };
+
+// A single-platform image for another platform: an error when --platform asked for it, as
+// docker's "does not match the specified platform"; a warning when only the host's differs
+// (one may well look inside an arm64 image on an amd64 machine).
+Status CheckPlatform(const OpenedImage& image, const Target& target) {
+  if (!image.index_digest.empty()) return Status::Ok();  // chosen from the index already
+  if (registry::PlatformMatch(target.platform, image.platform) > 0) return Status::Ok();
+  std::string text = image.ref.String() + " is an image for " + image.platform.String() +
+                     " only, not " + target.platform.String();
+  if (target.platform_given) return Status::NotFound(text);
+  IMGFS_LOG(kWarning, text << " (this host's platform); its programs may not run here");
+  return Status::Ok();
+}
 
 // Everything that can be checked without network or cache, so that a mistake is reported
 // before a mount forks.
@@ -58,6 +72,7 @@ Result<Target> ParseTarget(const std::string& image, const CommonOptions& common
     t.platform = registry::Platform::Host();
   } else {
     IMGFS_ASSIGN_OR_RETURN(t.platform, registry::Platform::Parse(common.platform));
+    t.platform_given = true;
   }
   IMGFS_ASSIGN_OR_RETURN(t.policy, ParsePullPolicy(common.pull));
   return t;
@@ -176,6 +191,7 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   registry::Client client;
   IMGFS_ASSIGN_OR_RETURN(OpenedImage image, ResolveImage(target.ref, target.platform,
                                                          target.policy, &client, cache.get()));
+  IMGFS_RETURN_IF_ERROR(CheckPlatform(image, target));
   RegistryBlobSource registry_source(&client, target.ref);
   MeteredBlobSource source(&registry_source);
   IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.manifest, cache.get(), &source));
@@ -306,6 +322,7 @@ int RunInspect(const InspectOptions& options) {
   registry::Client client;
   auto image = ResolveImage(target->ref, target->platform, target->policy, &client, cache->get());
   if (!image.ok()) return Fail(image.status());
+  if (Status s = CheckPlatform(*image, *target); !s.ok()) return Fail(s);
 
   nlohmann::json config = nlohmann::json::parse(image->config_bytes, nullptr, false);
   if (options.format == "json") {

@@ -201,6 +201,18 @@ TEST_F(MountTest, UnavailablePlatformFailsListingTheAvailableOnes) {
   EXPECT_FALSE(mount.mounted());
 }
 
+TEST_F(MountTest, SinglePlatformImageForAnotherPlatformFailsWhenAskedFor) {
+  // busybox is a plain manifest for this host; asking for another platform must not silently
+  // mount it (docker: "does not match the specified platform").
+  auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  ImgfsMount mount(cache_.path());
+  RunResult r = mount.Mount(pushed->ByDigest(), {"--platform", "linux/s390x"});
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.err, AllOf(HasSubstr("linux/s390x"), HasSubstr("only"))) << r.Describe();
+  EXPECT_FALSE(mount.mounted());
+}
+
 // ---- offline ----
 
 TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
