@@ -63,6 +63,13 @@ Status CheckPlatform(const OpenedImage& image, const Target& target) {
   return Status::Ok();
 }
 
+// As docker: Docker Hub pulls go through the mirrors of docker's daemon.json first.
+registry::ClientOptions DefaultClientOptions() {
+  registry::ClientOptions options;
+  options.mirrors = registry::DockerDaemonMirrors();
+  return options;
+}
+
 // Everything that can be checked without network or cache, so that a mistake is reported
 // before a mount forks.
 Result<Target> ParseTarget(const std::string& image, const CommonOptions& common) {
@@ -188,7 +195,7 @@ Status MountAndServe(const MountOptions& options, const Target& target,
                      const std::function<void()>& ready) {
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
                          cache::Cache::Open(CacheRoot(options.common)));
-  registry::Client client;
+  registry::Client client(DefaultClientOptions());
   IMGFS_ASSIGN_OR_RETURN(OpenedImage image, ResolveImage(target.ref, target.platform,
                                                          target.policy, &client, cache.get()));
   IMGFS_RETURN_IF_ERROR(CheckPlatform(image, target));
@@ -319,7 +326,7 @@ int RunInspect(const InspectOptions& options) {
   }
   auto cache = cache::Cache::Open(CacheRoot(options.common));
   if (!cache.ok()) return Fail(cache.status());
-  registry::Client client;
+  registry::Client client(DefaultClientOptions());
   auto image = ResolveImage(target->ref, target->platform, target->policy, &client, cache->get());
   if (!image.ok()) return Fail(image.status());
   if (Status s = CheckPlatform(*image, *target); !s.ok()) return Fail(s);
