@@ -53,8 +53,8 @@ struct Target {
 // A single-platform image for another platform: an error when --platform asked for it, as
 // docker's "does not match the specified platform"; a warning when only the host's differs
 // (one may well look inside an arm64 image on an amd64 machine).
-Status CheckPlatform(const OpenedImage& image, const Target& target) {
-  if (!image.index_digest.empty()) return Status::Ok();  // chosen from the index already
+Status CheckPlatform(const registry::ResolvedImage& image, const Target& target) {
+  if (image.index) return Status::Ok();  // chosen from the index already
   if (registry::PlatformMatch(target.platform, image.platform) > 0) return Status::Ok();
   std::string text = image.ref.String() + " is an image for " + image.platform.String() +
                      " only, not " + target.platform.String();
@@ -121,13 +121,13 @@ Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
 }
 
 // What `imgfs stats` shows: per layer, what this mount fetched and what the cache holds.
-nlohmann::json MountStatsJson(const OpenedImage& image,
+nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
                               const std::vector<std::shared_ptr<const fs::LayerIndex>>& layers,
                               cache::Cache* cache, const MeteredBlobSource& source,
                               const fs::ContentReader& reader) {
   nlohmann::json out;
   out["reference"] = image.ref.String();
-  out["digest"] = image.manifest_digest;
+  out["digest"] = image.manifest.digest;
   out["layers"] = nlohmann::json::array();
   std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -196,12 +196,12 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
                          cache::Cache::Open(CacheRoot(options.common)));
   registry::Client client(DefaultClientOptions());
-  IMGFS_ASSIGN_OR_RETURN(OpenedImage image, ResolveImage(target.ref, target.platform,
+  IMGFS_ASSIGN_OR_RETURN(registry::ResolvedImage image, ResolveImage(target.ref, target.platform,
                                                          target.policy, &client, cache.get()));
   IMGFS_RETURN_IF_ERROR(CheckPlatform(image, target));
   RegistryBlobSource registry_source(&client, target.ref);
   MeteredBlobSource source(&registry_source);
-  IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.manifest, cache.get(), &source));
+  IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.parsed, cache.get(), &source));
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::Tree> tree, fs::Tree::Build(layers));
   fs::ContentReader reader(layers, cache.get(), &source);
   fs::FuseOptions fuse;
@@ -331,37 +331,37 @@ int RunInspect(const InspectOptions& options) {
   if (!image.ok()) return Fail(image.status());
   if (Status s = CheckPlatform(*image, *target); !s.ok()) return Fail(s);
 
-  nlohmann::json config = nlohmann::json::parse(image->config_bytes, nullptr, false);
+  nlohmann::json config = nlohmann::json::parse(image->config, nullptr, false);
   if (options.format == "json") {
     nlohmann::json out;
     out["reference"] = image->ref.String();
-    out["digest"] = image->manifest_digest;
-    out["mediaType"] = image->manifest_media_type;
-    if (!image->index_digest.empty()) {
-      out["index"] = {{"digest", image->index_digest}, {"mediaType", image->index_media_type}};
+    out["digest"] = image->manifest.digest;
+    out["mediaType"] = image->manifest.media_type;
+    if (image->index) {
+      out["index"] = {{"digest", image->index->digest}, {"mediaType", image->index->media_type}};
     }
     out["platform"] = image->platform.String();
     out["layers"] = nlohmann::json::array();
-    for (const auto& layer : image->manifest.layers) {
+    for (const auto& layer : image->parsed.layers) {
       nlohmann::json l = {
           {"mediaType", layer.media_type}, {"size", layer.size}, {"digest", layer.digest}};
       if (!layer.annotations.empty()) l["annotations"] = layer.annotations;
       out["layers"].push_back(l);
     }
-    out["config"] = config.is_discarded() ? nlohmann::json(image->config_bytes) : config;
+    out["config"] = config.is_discarded() ? nlohmann::json(image->config) : config;
     std::cout << out.dump(2) << "\n";
     return 0;
   }
   uint64_t total = 0;
-  for (const auto& layer : image->manifest.layers) total += layer.size;
+  for (const auto& layer : image->parsed.layers) total += layer.size;
   std::cout << "Reference: " << image->ref.String() << "\n";
-  if (!image->index_digest.empty()) std::cout << "Index:     " << image->index_digest << "\n";
-  std::cout << "Digest:    " << image->manifest_digest << "\n"
-            << "MediaType: " << image->manifest_media_type << "\n"
+  if (image->index) std::cout << "Index:     " << image->index->digest << "\n";
+  std::cout << "Digest:    " << image->manifest.digest << "\n"
+            << "MediaType: " << image->manifest.media_type << "\n"
             << "Platform:  " << image->platform.String() << "\n"
-            << "Layers:    " << image->manifest.layers.size() << " (" << total
+            << "Layers:    " << image->parsed.layers.size() << " (" << total
             << " bytes compressed)\n";
-  for (const auto& layer : image->manifest.layers) {
+  for (const auto& layer : image->parsed.layers) {
     std::cout << "  " << layer.digest << "  " << layer.size << "  " << layer.media_type << "\n";
   }
   if (!config.is_discarded() && config.contains("config") && config["config"].is_object()) {

@@ -17,11 +17,32 @@ std::optional<Platform> PlatformOfConfig(std::string_view config_bytes) {
   return p;
 }
 
+Result<ManifestResponse> ClientManifestSource::GetManifest(const Reference& repo,
+                                                           std::string_view tag_or_digest) {
+  return client_->GetManifest(repo, tag_or_digest);
+}
+
+Result<std::string> ClientManifestSource::GetConfig(const Reference& repo,
+                                                    const Descriptor& config) {
+  IMGFS_ASSIGN_OR_RETURN(std::string bytes, client_->GetBlobVerified(repo, config.digest));
+  if (bytes.size() != config.size) {
+    return Status::DigestMismatch("config " + config.digest + " of " + repo.Repo() + " has " +
+                                  std::to_string(bytes.size()) + " bytes, the manifest says " +
+                                  std::to_string(config.size));
+  }
+  return bytes;
+}
+
 Result<ResolvedImage> Resolve(Client& client, const Reference& ref, const Platform& want) {
+  ClientManifestSource source(&client);
+  return Resolve(source, ref, want);
+}
+
+Result<ResolvedImage> Resolve(ManifestSource& source, const Reference& ref, const Platform& want) {
   ResolvedImage out;
   out.ref = ref;
   const std::string& target = ref.digest.empty() ? ref.tag : ref.digest;
-  IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, client.GetManifest(ref, target));
+  IMGFS_ASSIGN_OR_RETURN(ManifestResponse top, source.GetManifest(ref, target));
   Result<ManifestKind> kind = ClassifyManifest(top.bytes, top.media_type);
   if (!kind.ok()) return kind.status().WithContext(ref.String());
 
@@ -30,7 +51,7 @@ Result<ResolvedImage> Resolve(Client& client, const Reference& ref, const Platfo
     Result<ImageIndex> index = ParseImageIndex(top.bytes);
     if (!index.ok()) return index.status().WithContext(ref.String());
     IMGFS_ASSIGN_OR_RETURN(Descriptor desc, SelectPlatform(*index, want, ref.String()));
-    IMGFS_ASSIGN_OR_RETURN(ManifestResponse m, client.GetManifest(ref, desc.digest));
+    IMGFS_ASSIGN_OR_RETURN(ManifestResponse m, source.GetManifest(ref, desc.digest));
     if (desc.size != 0 && m.bytes.size() != desc.size) {
       return Status::Corrupt(ref.String() + ": manifest " + desc.digest + " is " +
                              std::to_string(m.bytes.size()) + " bytes, the index says " +
@@ -56,11 +77,8 @@ Result<ResolvedImage> Resolve(Client& client, const Reference& ref, const Platfo
     return Status::Unsupported(ref.String() + " is not a container image (config media type '" +
                                out.parsed.config.media_type + "')");
   }
-  if (!chosen) {
-    Result<std::string> config = client.GetBlobVerified(ref, out.parsed.config.digest);
-    if (!config.ok()) return config.status();
-    chosen = PlatformOfConfig(*config);
-  }
+  IMGFS_ASSIGN_OR_RETURN(out.config, source.GetConfig(ref, out.parsed.config));
+  if (!chosen) chosen = PlatformOfConfig(out.config);
   out.platform = chosen ? *chosen : want;
   return out;
 }
