@@ -1,6 +1,5 @@
 // Cache content store: units are fetched once, verified, stored, healed when damaged, shared
 // between opens and processes; whole blobs appear only when committed.
-#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,15 +21,16 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "tests/support/cache_store.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::cache {
 namespace {
 
 // A BlobSource over one in-memory blob that counts calls and injects faults.
-class FakeSource : public BlobSource {
+class FakeSource : public test::SingleBlobSource {
  public:
-  explicit FakeSource(std::string blob)
-      : blob_(std::move(blob)), digest_(Sha256Digest(blob_)) {}
+  explicit FakeSource(std::string blob) : SingleBlobSource(std::move(blob)) {}
 
   Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
                    std::string* out) override {
@@ -38,22 +38,12 @@ class FakeSource : public BlobSource {
     WaitForCompany();
     if (delay.count() > 0) std::this_thread::sleep_for(delay);
     if (!fail_with.ok()) return fail_with;
-    if (digest != digest_ || offset + length > blob_.size()) {
-      return Status::NotFound("no such range");
-    }
     size_t start = out->size();
-    out->append(blob_, offset, length);
+    Status s = AppendRange(digest, offset, length, out);
+    if (!s.ok()) return s;
     if (always_corrupt || corrupt_next.fetch_sub(1) > 0) (*out)[start + length / 2] ^= 0x01;
     return Status::Ok();
   }
-
-  Status ReadAll(std::string_view digest,
-                 const std::function<Status(std::string_view)>& sink) override {
-    if (digest != digest_) return Status::NotFound("no such blob");
-    return sink(blob_);
-  }
-
-  const std::string& digest() const { return digest_; }
 
   std::atomic<int> range_calls{0};
   std::atomic<int> corrupt_next{0};
@@ -74,8 +64,6 @@ class FakeSource : public BlobSource {
     cv_.wait_for(lock, std::chrono::seconds(10), [&] { return inside_ >= rendezvous; });
   }
 
-  const std::string blob_;
-  const std::string digest_;
   std::mutex mu_;
   std::condition_variable cv_;
   int inside_ = 0;
@@ -124,20 +112,9 @@ class CacheContentTest : public ::testing::Test {
 
   std::string Expected(const UnitRef& u) const { return blob_.substr(u.coff, u.clen); }
 
-  std::string BlobPath() const {
-    std::string hex(DigestHex(source_.digest()));
-    return root_ + "/blobs/sha256/" + hex.substr(0, 2) + "/" + hex;
-  }
+  std::string BlobPath() const { return test::StoredBlobPath(root_, source_.digest()); }
 
-  void FlipStoredByte(uint64_t offset) {
-    int fd = open(BlobPath().c_str(), O_RDWR);
-    ASSERT_GE(fd, 0);
-    char c;
-    ASSERT_EQ(pread(fd, &c, 1, offset), 1);
-    c ^= 0x40;
-    ASSERT_EQ(pwrite(fd, &c, 1, offset), 1);
-    close(fd);
-  }
+  void FlipStoredByte(uint64_t offset) { test::FlipByteInFile(BlobPath(), offset); }
 
   std::string blob_;
   FakeSource source_;

@@ -1,8 +1,5 @@
 // Cache fetch path: units verified by a caller's check instead of a digest, and FetchUnits
 // (coalesced range requests, per-unit verification, single flight with ReadUnit).
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -19,16 +16,17 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "tests/support/cache_store.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::cache {
 namespace {
 
 // One in-memory blob; counts requests and bytes, records the ranges asked for, and can flip a
 // bit at chosen blob offsets.
-class CountingSource : public BlobSource {
+class CountingSource : public test::SingleBlobSource {
  public:
-  explicit CountingSource(std::string blob)
-      : blob_(std::move(blob)), digest_(Sha256Digest(blob_)) {}
+  explicit CountingSource(std::string blob) : SingleBlobSource(std::move(blob)) {}
 
   Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
                    std::string* out) override {
@@ -44,22 +42,14 @@ class CountingSource : public BlobSource {
     }
     if (delay.count() > 0) std::this_thread::sleep_for(delay);
     inside_.fetch_sub(1);
-    if (digest != digest_ || offset + length > blob_.size()) {
-      return Status::NotFound("no such range");
-    }
     size_t start = out->size();
-    out->append(blob_, offset, length);
+    Status s = AppendRange(digest, offset, length, out);
+    if (!s.ok()) return s;
     std::lock_guard<std::mutex> lock(mu_);
     for (uint64_t bad : flip_at_) {
       if (bad >= offset && bad < offset + length) (*out)[start + (bad - offset)] ^= 0x10;
     }
     return Status::Ok();
-  }
-
-  Status ReadAll(std::string_view digest,
-                 const std::function<Status(std::string_view)>& sink) override {
-    if (digest != digest_) return Status::NotFound("no such blob");
-    return sink(blob_);
   }
 
   void FlipAt(uint64_t offset) {
@@ -80,7 +70,6 @@ class CountingSource : public BlobSource {
     requests = 0;
     bytes = 0;
   }
-  const std::string& digest() const { return digest_; }
 
   std::atomic<int> requests{0};
   std::atomic<uint64_t> bytes{0};
@@ -88,8 +77,6 @@ class CountingSource : public BlobSource {
   std::chrono::milliseconds delay{0};
 
  private:
-  const std::string blob_;
-  const std::string digest_;
   std::atomic<int> inside_{0};
   std::mutex mu_;
   std::set<uint64_t> flip_at_;                          // GUARDED_BY(mu_)
@@ -154,15 +141,7 @@ class CacheFetchTest : public ::testing::Test {
   std::string Expected(const UnitRef& u) const { return blob_.substr(u.coff, u.clen); }
 
   void FlipStoredByte(uint64_t offset) {
-    std::string hex(DigestHex(source_.digest()));
-    std::string path = dir_ + "/cache/blobs/sha256/" + hex.substr(0, 2) + "/" + hex;
-    int fd = open(path.c_str(), O_RDWR);
-    ASSERT_GE(fd, 0) << path;
-    char c;
-    ASSERT_EQ(pread(fd, &c, 1, offset), 1);
-    c ^= 0x40;
-    ASSERT_EQ(pwrite(fd, &c, 1, offset), 1);
-    close(fd);
+    test::FlipByteInFile(test::StoredBlobPath(dir_ + "/cache", source_.digest()), offset);
   }
 
   std::string blob_;

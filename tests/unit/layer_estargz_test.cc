@@ -6,34 +6,27 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "base/digest.h"
 #include "fs/layer/decode.h"
+#include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
+#include "tests/support/toc_layer_read.h"
 
 namespace imgfs::fs {
 namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
-
-std::string Gzip(std::string_view data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using test::FindEntry;
+using test::GzipMember;
+using test::InMemoryBlobSource;
+using test::RandomBytes;
+using test::ReadEntry;
+using test::TarPadding;
 
 std::string Octal(uint64_t v, size_t width) {
   std::string s(width - 1, '0');
@@ -62,8 +55,6 @@ std::string TarHeader(const std::string& name, char type, uint64_t size,
   h.replace(148, 8, Octal(sum, 7) + ' ');
   return h;
 }
-
-std::string Padding(uint64_t size) { return std::string((512 - size % 512) % 512, '\0'); }
 
 std::string Footer(uint64_t toc_off, bool legacy) {
   char hex[17];
@@ -160,7 +151,7 @@ class EstargzWriter {
   // A gzip member of arbitrary bytes, as the data of hand-made TOCs.
   void AppendMember(const std::string& data) {
     CloseMember();
-    blob_ += Gzip(data);
+    blob_ += GzipMember(data);
   }
 
   // Ends the data and writes `toc_json` as the TOC (for hand-made, possibly broken, TOCs).
@@ -169,8 +160,8 @@ class EstargzWriter {
     Blob b;
     b.toc_offset = blob_.size();
     std::string tar = TarHeader("stargz.index.json", '0', toc_json.size()) + toc_json +
-                      Padding(toc_json.size()) + std::string(1024, '\0');
-    blob_ += Gzip(tar);
+                      TarPadding(toc_json.size()) + std::string(1024, '\0');
+    blob_ += GzipMember(tar);
     blob_ += Footer(b.toc_offset, legacy_footer);
     b.bytes = blob_;
     b.toc_json = toc_json;
@@ -180,7 +171,7 @@ class EstargzWriter {
 
  private:
   void CloseMember() {
-    if (open_) blob_ += Gzip(cur_);
+    if (open_) blob_ += GzipMember(cur_);
     cur_.clear();
     open_ = false;
   }
@@ -247,7 +238,7 @@ class EstargzWriter {
       e["name"] = it.name;
       e["type"] = "chunk";
     }
-    cur_ += Padding(it.content.size());
+    cur_ += TarPadding(it.content.size());
   }
 
   std::string blob_;
@@ -257,29 +248,6 @@ class EstargzWriter {
   json toc_ = json{{"version", 1}, {"entries", json::array()}};
 };
 
-class FakeSource : public cache::BlobSource {
- public:
-  explicit FakeSource(std::string blob) : blob_(std::move(blob)) {}
-  Status ReadRange(std::string_view, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++range_requests;
-    if (!fail.ok()) return fail;
-    if (offset > blob_.size() || length > blob_.size() - offset) {
-      return Status::InvalidArgument("range outside the blob");
-    }
-    out->append(blob_, offset, length);
-    return Status::Ok();
-  }
-  Status ReadAll(std::string_view, const std::function<Status(std::string_view)>& sink) override {
-    return sink(blob_);
-  }
-  int range_requests = 0;
-  Status fail;
-
- private:
-  std::string blob_;
-};
-
 LayerDescriptor Descriptor(const Blob& b) {
   LayerDescriptor d;
   d.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -287,41 +255,6 @@ LayerDescriptor Descriptor(const Blob& b) {
   d.size = b.bytes.size();
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = b.toc_digest;
   return d;
-}
-
-// Reads a file's bytes through the index: fetch each unit's range, decode, verify its chunk
-// digests, copy the chunk out. This is what the content reader does.
-std::string ReadFile(const TocLayerIndex& toc, const std::string& blob, const Entry& e) {
-  std::string out;
-  for (const Chunk& c : e.chunks) {
-    EXPECT_EQ(c.file_offset, out.size());
-    if (c.unit == Chunk::kZeroUnit) {
-      out.append(c.length, '\0');
-      continue;
-    }
-    const Unit& u = toc.index.units.at(c.unit);
-    auto decoded = DecodeUnit(u, std::string_view(blob).substr(u.coff, u.clen));
-    EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
-    if (!decoded.ok()) return out;
-    Status s = VerifyDecodedUnit(toc.unit_checks.at(c.unit), *decoded);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    out += decoded->substr(c.unit_offset, c.length);
-  }
-  return out;
-}
-
-const Entry* Find(const LayerIndex& index, const std::string& path) {
-  for (const Entry& e : index.entries) {
-    if (e.path == path) return &e;
-  }
-  return nullptr;
-}
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng());
-  return s;
 }
 
 std::vector<Item> SampleItems() {
@@ -350,7 +283,7 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   EstargzWriter w;
   w.chunk_size = 1000;
   Blob b = w.Write(SampleItems(), /*prefetch_after=*/"etc/hosts");
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   EXPECT_EQ(source.range_requests, 1) << "a small layer's TOC comes with the footer";
@@ -364,18 +297,18 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   EXPECT_THAT(paths, ::testing::ElementsAre("", "etc", "etc/hosts", "bin", "bin/big", "bin/link",
                                             "bin/hard", "dev/null", "run/fifo", "etc/empty",
                                             "etc/cap", "old/gone", "opq", "usr/share/doc"));
-  EXPECT_EQ(Find(index, ".prefetch.landmark"), nullptr);
+  EXPECT_EQ(FindEntry(index, ".prefetch.landmark"), nullptr);
 
-  const Entry* hosts = Find(index, "etc/hosts");
+  const Entry* hosts = FindEntry(index, "etc/hosts");
   EXPECT_EQ(hosts->type, EntryType::kRegular);
   EXPECT_EQ(hosts->mode, 0644u);
   EXPECT_EQ(hosts->uid, 1000u);
   EXPECT_EQ(hosts->gid, 100u);
   EXPECT_EQ(hosts->mtime_sec, 1614834367);
   EXPECT_EQ(hosts->size, 20u);
-  EXPECT_EQ(Find(index, "etc")->type, EntryType::kDirectory);
+  EXPECT_EQ(FindEntry(index, "etc")->type, EntryType::kDirectory);
 
-  const Entry* big = Find(index, "bin/big");
+  const Entry* big = FindEntry(index, "bin/big");
   EXPECT_EQ(big->mode, 04755u);
   ASSERT_EQ(big->chunks.size(), 3u);
   EXPECT_EQ(big->chunks[0].file_offset, 0u);
@@ -384,23 +317,23 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   EXPECT_EQ(big->chunks[2].length, 500u);
   EXPECT_NE(big->chunks[0].unit, big->chunks[1].unit);
 
-  EXPECT_EQ(Find(index, "bin/link")->type, EntryType::kSymlink);
-  EXPECT_EQ(Find(index, "bin/link")->link_target, "big");
-  EXPECT_EQ(Find(index, "bin/hard")->type, EntryType::kHardlink);
-  EXPECT_EQ(Find(index, "bin/hard")->link_target, "bin/big");
-  const Entry* null_dev = Find(index, "dev/null");
+  EXPECT_EQ(FindEntry(index, "bin/link")->type, EntryType::kSymlink);
+  EXPECT_EQ(FindEntry(index, "bin/link")->link_target, "big");
+  EXPECT_EQ(FindEntry(index, "bin/hard")->type, EntryType::kHardlink);
+  EXPECT_EQ(FindEntry(index, "bin/hard")->link_target, "bin/big");
+  const Entry* null_dev = FindEntry(index, "dev/null");
   EXPECT_EQ(null_dev->type, EntryType::kCharDevice);
   EXPECT_EQ(null_dev->dev_major, 1u);
   EXPECT_EQ(null_dev->dev_minor, 3u);
-  EXPECT_EQ(Find(index, "run/fifo")->type, EntryType::kFifo);
-  EXPECT_TRUE(Find(index, "etc/empty")->chunks.empty());
-  EXPECT_THAT(Find(index, "etc/cap")->xattrs,
+  EXPECT_EQ(FindEntry(index, "run/fifo")->type, EntryType::kFifo);
+  EXPECT_TRUE(FindEntry(index, "etc/empty")->chunks.empty());
+  EXPECT_THAT(FindEntry(index, "etc/cap")->xattrs,
               ::testing::ElementsAre(
                   std::make_pair(std::string("security.capability"),
                                  std::string("\x01\x00\x00\x02", 4)),
                   std::make_pair(std::string("user.note"), std::string("hi"))));
-  EXPECT_TRUE(Find(index, "old/gone")->whiteout);
-  EXPECT_TRUE(Find(index, "opq")->opaque);
+  EXPECT_TRUE(FindEntry(index, "old/gone")->whiteout);
+  EXPECT_TRUE(FindEntry(index, "opq")->opaque);
 
   // Units: one gzip member per chunk, ranges disjoint, inside the data region, no digest of
   // the compressed range (verified after decode), one check per chunk.
@@ -421,16 +354,16 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   std::vector<Item> items = SampleItems();
   for (const Item& it : items) {
     if (it.type != "reg" || it.name.find(".wh.") != std::string::npos) continue;
-    const Entry* e = Find(index, it.name);
+    const Entry* e = FindEntry(index, it.name);
     ASSERT_NE(e, nullptr) << it.name;
-    EXPECT_EQ(ReadFile(*toc, b.bytes, *e), it.content) << it.name;
+    EXPECT_EQ(ReadEntry(*toc, b.bytes, *e), it.content) << it.name;
   }
 }
 
 TEST(EstargzTest, BuildEstargzIndexReturnsTheSameIndex) {
   EstargzWriter w;
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto index = BuildEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   EXPECT_EQ(index->entries.size(), SampleItems().size());
@@ -442,7 +375,7 @@ TEST(EstargzTest, ChunkDigestsSurviveInTheIndexWhenItKeepsThem) {
   EstargzWriter w;
   w.chunk_size = 1000;
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   auto checks = UnitChecksFromIndex(toc->index);
@@ -470,16 +403,16 @@ TEST(EstargzTest, SmallFilesSharingOneMemberUseInnerOffset) {
   items.push_back(File("b", "second file, a bit longer\n"));
   items.push_back(File("c", RandomBytes(3000, 7)));
   Blob b = w.Write(items);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ASSERT_EQ(toc->index.units.size(), 1u);
   EXPECT_EQ(toc->unit_checks[0].size(), 3u);
-  const Entry* fb = Find(toc->index, "b");
+  const Entry* fb = FindEntry(toc->index, "b");
   EXPECT_EQ(fb->chunks[0].unit, 0u);
   EXPECT_GT(fb->chunks[0].unit_offset, 512u) << "a tar header precedes b's data";
   for (const Item& it : items) {
-    EXPECT_EQ(ReadFile(*toc, b.bytes, *Find(toc->index, it.name)), it.content) << it.name;
+    EXPECT_EQ(ReadEntry(*toc, b.bytes, *FindEntry(toc->index, it.name)), it.content) << it.name;
   }
 }
 
@@ -492,10 +425,10 @@ TEST(EstargzTest, LegacyStargzFooterOf47Bytes) {
   ASSERT_TRUE(off.ok()) << off.status().ToString();
   EXPECT_EQ(footer_size, 47u);
   EXPECT_EQ(*off, b.toc_offset);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-  EXPECT_EQ(ReadFile(*toc, b.bytes, *Find(toc->index, "usr/share/doc")), std::string(5000, 'd'));
+  EXPECT_EQ(ReadEntry(*toc, b.bytes, *FindEntry(toc->index, "usr/share/doc")), std::string(5000, 'd'));
 }
 
 TEST(EstargzTest, FooterOf51Bytes) {
@@ -513,7 +446,7 @@ TEST(EstargzTest, TocDigestMismatchIsRefused) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest("another toc");
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(d, &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kDigestMismatch);
@@ -526,7 +459,7 @@ TEST(EstargzTest, LayerWithoutAnnotationIsNotTrusted) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations.clear();
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = BuildEstargzIndex(d, &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kInvalidArgument);
@@ -541,14 +474,14 @@ TEST(EstargzTest, LargeTocIsFetchedWithASecondRequest) {
                            {{"user.big", RandomBytes(700 << 10, 3)}}));
   Blob b = w.Write(items);
   ASSERT_GT(b.bytes.size() - b.toc_offset, (512u << 10) + 51);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   EXPECT_EQ(source.range_requests, 2);
-  const Entry* e = Find(toc->index, "etc/blob-xattr");
+  const Entry* e = FindEntry(toc->index, "etc/blob-xattr");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->xattrs.at(0).second, RandomBytes(700 << 10, 3));
-  EXPECT_EQ(ReadFile(*toc, b.bytes, *e), "x");
+  EXPECT_EQ(ReadEntry(*toc, b.bytes, *e), "x");
 }
 
 TEST(EstargzTest, ChunkNotMatchingItsDigestFailsVerification) {
@@ -556,7 +489,7 @@ TEST(EstargzTest, ChunkNotMatchingItsDigestFailsVerification) {
   w.wrong_chunk_digest_for_first_file = true;
   std::vector<Item> items = {File("f", "payload")};
   Blob b = w.Write(items);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   const Unit& u = toc->index.units.at(0);
@@ -577,7 +510,7 @@ TEST(EstargzTest, VerifyDecodedUnitRejectsShortOrAlteredBytes) {
 TEST(EstargzTest, SourceErrorsArePassedOn) {
   EstargzWriter w;
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   source.fail = Status::Unavailable("registry said 503");
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_FALSE(toc.ok());
@@ -590,7 +523,7 @@ TEST(EstargzTest, GarbageFooterIsCorrupt) {
   Blob b;
   b.bytes = blob;
   b.toc_digest = Sha256Digest("x");
-  FakeSource source(blob);
+  InMemoryBlobSource source(blob);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kCorrupt);
@@ -599,7 +532,7 @@ TEST(EstargzTest, GarbageFooterIsCorrupt) {
   Blob tiny;
   tiny.bytes = "abc";
   tiny.toc_digest = Sha256Digest("x");
-  FakeSource tiny_source(tiny.bytes);
+  InMemoryBlobSource tiny_source(tiny.bytes);
   EXPECT_EQ(ReadEstargzIndex(Descriptor(tiny), &tiny_source).status().code(), Code::kCorrupt);
 }
 
@@ -609,7 +542,7 @@ TEST(EstargzTest, FooterPointingOutsideTheBlobIsCorrupt) {
   std::string bytes = b.bytes.substr(0, b.bytes.size() - 51) + Footer(1ull << 40, false);
   Blob bad = b;
   bad.bytes = bytes;
-  FakeSource source(bytes);
+  InMemoryBlobSource source(bytes);
   auto toc = ReadEstargzIndex(Descriptor(bad), &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kCorrupt);
@@ -624,7 +557,7 @@ Blob BlobWithToc(const std::string& toc_json) {
 
 Status IndexStatusOf(const std::string& toc_json) {
   Blob b = BlobWithToc(toc_json);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   return ReadEstargzIndex(Descriptor(b), &source).status();
 }
 

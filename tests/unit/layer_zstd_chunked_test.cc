@@ -10,16 +10,23 @@
 #include <zstd.h>
 
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "base/digest.h"
 #include "fs/layer/decode.h"
+#include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
+#include "tests/support/toc_layer_read.h"
 
 namespace imgfs::fs {
 namespace {
 
 using nlohmann::json;
 using ::testing::HasSubstr;
+using test::FindEntry;
+using test::InMemoryBlobSource;
+using test::RandomBytes;
+using test::ReadEntry;
+using test::TarPadding;
 
 std::string Zstd(std::string_view data) {
   std::string out(ZSTD_compressBound(data.size()), '\0');
@@ -47,15 +54,6 @@ std::string TarHeader(const std::string& name, uint64_t size) {
   h.replace(124, 11, sz);
   h[156] = '0';
   return h;
-}
-
-std::string Padding(uint64_t size) { return std::string((512 - size % 512) % 512, '\0'); }
-
-std::string RandomBytes(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng());
-  return s;
 }
 
 struct Piece {
@@ -189,7 +187,7 @@ class ZstdChunkedWriter {
     }
     if (layout_ == Layout::kContainersStorage) out[0]["endOffset"] = cur_off_;
     for (json& c : out) toc_["entries"].push_back(c);
-    cur_ += Padding(content.size());
+    cur_ += TarPadding(content.size());
   }
 
   Layout layout_;
@@ -198,27 +196,6 @@ class ZstdChunkedWriter {
   uint64_t cur_off_ = 0;
   bool started_data_frame_ = false;
   json toc_ = json{{"version", 1}, {"entries", json::array()}};
-};
-
-class FakeSource : public cache::BlobSource {
- public:
-  explicit FakeSource(std::string blob) : blob_(std::move(blob)) {}
-  Status ReadRange(std::string_view, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++range_requests;
-    if (offset > blob_.size() || length > blob_.size() - offset) {
-      return Status::InvalidArgument("range outside the blob");
-    }
-    out->append(blob_, offset, length);
-    return Status::Ok();
-  }
-  Status ReadAll(std::string_view, const std::function<Status(std::string_view)>& sink) override {
-    return sink(blob_);
-  }
-  int range_requests = 0;
-
- private:
-  std::string blob_;
 };
 
 LayerDescriptor Descriptor(const Blob& b, bool legacy_names = false) {
@@ -232,32 +209,6 @@ LayerDescriptor Descriptor(const Blob& b, bool legacy_names = false) {
   d.annotations[std::string(legacy_names ? kZstdChunkedLegacyPositionAnnotation
                                          : kZstdChunkedPositionAnnotation)] = b.position;
   return d;
-}
-
-std::string ReadFile(const TocLayerIndex& toc, const std::string& blob, const Entry& e) {
-  std::string out;
-  for (const Chunk& c : e.chunks) {
-    EXPECT_EQ(c.file_offset, out.size());
-    if (c.unit == Chunk::kZeroUnit) {
-      out.append(c.length, '\0');
-      continue;
-    }
-    const Unit& u = toc.index.units.at(c.unit);
-    auto decoded = DecodeUnit(u, std::string_view(blob).substr(u.coff, u.clen));
-    EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
-    if (!decoded.ok()) return out;
-    Status s = VerifyDecodedUnit(toc.unit_checks.at(c.unit), *decoded);
-    EXPECT_TRUE(s.ok()) << s.ToString();
-    out += decoded->substr(c.unit_offset, c.length);
-  }
-  return out;
-}
-
-const Entry* Find(const LayerIndex& index, const std::string& path) {
-  for (const Entry& e : index.entries) {
-    if (e.path == path) return &e;
-  }
-  return nullptr;
 }
 
 std::vector<Item> SampleItems() {
@@ -286,19 +237,19 @@ void ExpectSampleIndex(const TocLayerIndex& toc, const Blob& b) {
   EXPECT_THAT(paths, ::testing::ElementsAre("usr", "usr/small", "usr/sparse", "usr/empty",
                                             "usr/link", "usr/hard", "usr/x", "usr/removed",
                                             "usr/big"));
-  const Entry* sparse = Find(index, "usr/sparse");
+  const Entry* sparse = FindEntry(index, "usr/sparse");
   ASSERT_EQ(sparse->chunks.size(), 3u);
   EXPECT_EQ(sparse->chunks[1].unit, Chunk::kZeroUnit);
   EXPECT_EQ(sparse->chunks[1].file_offset, 3000u);
   EXPECT_EQ(sparse->chunks[1].length, 4096u);
-  EXPECT_EQ(Find(index, "usr/link")->link_target, "small");
-  EXPECT_EQ(Find(index, "usr/hard")->link_target, "usr/small");
-  EXPECT_TRUE(Find(index, "usr/removed")->whiteout);
-  EXPECT_EQ(Find(index, "usr/x")->xattrs.at(0),
+  EXPECT_EQ(FindEntry(index, "usr/link")->link_target, "small");
+  EXPECT_EQ(FindEntry(index, "usr/hard")->link_target, "usr/small");
+  EXPECT_TRUE(FindEntry(index, "usr/removed")->whiteout);
+  EXPECT_EQ(FindEntry(index, "usr/x")->xattrs.at(0),
             std::make_pair(std::string("user.k"), std::string("value")));
-  EXPECT_EQ(Find(index, "usr/small")->mtime_sec, 1672621445);
-  EXPECT_EQ(Find(index, "usr/small")->mtime_nsec, 500000000u);
-  EXPECT_EQ(Find(index, "usr")->mode, 0755u);
+  EXPECT_EQ(FindEntry(index, "usr/small")->mtime_sec, 1672621445);
+  EXPECT_EQ(FindEntry(index, "usr/small")->mtime_nsec, 500000000u);
+  EXPECT_EQ(FindEntry(index, "usr")->mode, 0755u);
   for (const Unit& u : index.units) {
     EXPECT_EQ(u.codec, UnitCodec::kZstdFrame);
     EXPECT_TRUE(u.sha256.empty());
@@ -306,17 +257,17 @@ void ExpectSampleIndex(const TocLayerIndex& toc, const Blob& b) {
   }
   for (const Item& it : SampleItems()) {
     if (it.type != "reg" || it.name.find(".wh.") != std::string::npos) continue;
-    const Entry* e = Find(index, it.name);
+    const Entry* e = FindEntry(index, it.name);
     ASSERT_NE(e, nullptr) << it.name;
     EXPECT_EQ(e->size, it.Content().size());
-    EXPECT_EQ(ReadFile(toc, b.bytes, *e), it.Content()) << it.name;
+    EXPECT_EQ(ReadEntry(toc, b.bytes, *e), it.Content()) << it.name;
   }
 }
 
 TEST(ZstdChunkedTest, ContainersStorageLayout) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadZstdChunkedIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   EXPECT_EQ(source.range_requests, 1) << "the TOC position comes from the annotation";
@@ -334,12 +285,12 @@ TEST(ZstdChunkedTest, StargzSnapshotterLayoutWithLegacyAnnotations) {
   w.footer40 = true;
   w.share_small_files = true;
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   ASSERT_TRUE(IsZstdChunkedLayer(Descriptor(b, /*legacy_names=*/true)));
   auto toc = ReadZstdChunkedIndex(Descriptor(b, /*legacy_names=*/true), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ExpectSampleIndex(*toc, b);
-  EXPECT_GT(Find(toc->index, "usr/x")->chunks[0].unit_offset, 0u) << "shares a frame";
+  EXPECT_GT(FindEntry(toc->index, "usr/x")->chunks[0].unit_offset, 0u) << "shares a frame";
 }
 
 TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
@@ -349,7 +300,7 @@ TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
     Blob b = w.Write(SampleItems());
     LayerDescriptor d = Descriptor(b);
     d.annotations.erase(std::string(kZstdChunkedPositionAnnotation));
-    FakeSource source(b.bytes);
+    InMemoryBlobSource source(b.bytes);
     auto toc = ReadZstdChunkedIndex(d, &source);
     ASSERT_TRUE(toc.ok()) << toc.status().ToString();
     EXPECT_EQ(source.range_requests, 2);
@@ -364,7 +315,7 @@ TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
 TEST(ZstdChunkedTest, BuildZstdChunkedIndexReturnsTheIndex) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto index = BuildZstdChunkedIndex(Descriptor(b), &source);
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   EXPECT_EQ(index->entries.size(), 9u);
@@ -377,7 +328,7 @@ TEST(ZstdChunkedTest, LayerWithBothAnnotationsIsReadAsZstdChunked) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b, /*legacy_names=*/true);
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest(b.toc_json);
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadEstargzIndex(d, &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ExpectSampleIndex(*toc, b);
@@ -388,7 +339,7 @@ TEST(ZstdChunkedTest, ChecksumMismatchIsRefused) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest("other");
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   auto toc = ReadZstdChunkedIndex(d, &source);
   EXPECT_EQ(toc.status().code(), Code::kDigestMismatch);
   EXPECT_THAT(toc.status().message(),
@@ -401,7 +352,7 @@ TEST(ZstdChunkedTest, LayerWithoutChecksumIsNotTrusted) {
   LayerDescriptor d = Descriptor(b);
   d.annotations.erase(std::string(kZstdChunkedChecksumAnnotation));
   EXPECT_FALSE(IsZstdChunkedLayer(d));
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kInvalidArgument);
 }
 
@@ -424,7 +375,7 @@ TEST(ZstdChunkedTest, BadPositionsAreRefused) {
                                std::to_string(b.toc_offset) + ":99999999999:10:1"}) {
     LayerDescriptor d = Descriptor(b);
     d.annotations[std::string(kZstdChunkedPositionAnnotation)] = position;
-    FakeSource source(b.bytes);
+    InMemoryBlobSource source(b.bytes);
     EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kCorrupt) << position;
   }
 }
@@ -441,7 +392,7 @@ Status StatusForToc(const std::string& toc_json) {
   blob.position = std::to_string(blob.toc_offset) + ":" +
                   std::to_string(blob.compressed_toc.size()) + ":" +
                   std::to_string(toc_json.size()) + ":1";
-  FakeSource source(blob.bytes);
+  InMemoryBlobSource source(blob.bytes);
   return ReadZstdChunkedIndex(Descriptor(blob), &source).status();
 }
 
@@ -472,7 +423,7 @@ TEST(ZstdChunkedTest, TocThatIsNotZstdIsCorrupt) {
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kZstdChunkedPositionAnnotation)] = "8:32:100:1";
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest(b.bytes.substr(8, 32));
-  FakeSource source(b.bytes);
+  InMemoryBlobSource source(b.bytes);
   Status s = ReadZstdChunkedIndex(d, &source).status();
   EXPECT_EQ(s.code(), Code::kCorrupt) << s.ToString();
 }

@@ -12,11 +12,11 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "tests/support/files.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
@@ -286,19 +286,7 @@ TEST_F(ContentReaderTest, BrokenIndexOrBadFileSourceIsAnError) {
 
 // ---- eStargz-style layers: gzip-member units verified by the digests of their chunks ----
 
-std::string GzipMember(std::string_view data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using test::GzipMember;
 
 // A layer like the eStargz reader builds: one gzip member per unit, Unit::sha256 empty, each
 // chunk carrying the sha256 of its decoded bytes. Units hold 150 000 decoded bytes from a

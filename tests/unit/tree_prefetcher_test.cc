@@ -13,12 +13,12 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "fs/tree/content_reader.h"
 #include "tests/support/files.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
@@ -80,19 +80,7 @@ class Blobs : public cache::BlobSource {
   uint64_t flip_at_ = 0;                    // GUARDED_BY(mu_)
 };
 
-std::string GzipMember(std::string_view data) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
+using test::GzipMember;
 
 constexpr uint64_t kUnitLen = 100000;
 
