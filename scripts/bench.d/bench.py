@@ -527,8 +527,11 @@ class Bench:
         except OSError:
             pass
         info["loadavg_1m"] = os.getloadavg()[0]
-        for tool, argv in (("imgfs_commit", ["git", "-C", self.root, "rev-parse", "--short",
-                                             "HEAD"]),
+        # The binary is not rebuilt when present: its time tells whether it matches the tree.
+        info["imgfs_binary_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                   time.localtime(os.path.getmtime(self.imgfs)))
+        for tool, argv in (("source_commit", ["git", "-C", self.root, "rev-parse", "--short",
+                                              "HEAD"]),
                            ("skopeo", ["skopeo", "--version"]),
                            ("umoci", ["umoci", "--version"])):
             try:
