@@ -26,6 +26,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxRedirects = 5;
 constexpr int kMaxResumes = 20;
+// Bytes a 206 answer may run past the requested range before the transfer is cut off.
+constexpr uint64_t kMaxRangeOverrun = 64 << 10;
 
 bool IsRedirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
@@ -193,6 +195,7 @@ class Client::Impl {
       Status sink_status;
       bool checked = false;
       uint64_t skip = 0;
+      uint64_t overrun = 0;  // bytes after the range's end in a 206 response
       const uint64_t attempt_start = pos;
       call.sink = [&](std::string_view chunk) {
         if (!checked) {
@@ -227,7 +230,12 @@ class Client::Impl {
             return false;
           }
         }
-        return pos < end;
+        if (pos < end) return true;
+        // Done. An exact 206 is let run to its end, which is here or a few bytes on: aborting
+        // a transfer closes its connection, and the next range request would pay a new one.
+        // A whole blob sent for a range (200) is cut off at once.
+        overrun += chunk.size() - take;
+        return resp.status == 206 && overrun <= kMaxRangeOverrun;
       };
       Status st = Send(call, &resp);
       if (!sink_status.ok()) return sink_status;

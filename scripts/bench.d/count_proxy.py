@@ -42,6 +42,10 @@ class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, a kept-alive connection
+    # waits for the client's delayed ACK (40 ms) on every response. Registries set
+    # TCP_NODELAY (Go does by default), so the proxy must too, or it measures itself.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
