@@ -77,7 +77,8 @@ ContentReader::ContentReader(std::vector<std::shared_ptr<const LayerIndex>> laye
       source_(source),
       lru_limit_(lru_bytes),
       read_ahead_bytes_(read_ahead_bytes),
-      counters_(new Counters[layers_.size()]) {
+      counters_(new Counters[layers_.size()]),
+      walks_(layers_.size()) {
   checks_.reserve(layers_.size());
   for (const auto& layer : layers_) {
     checks_.push_back(layer ? DecodedChunkChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
@@ -184,6 +185,8 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
                              [](uint64_t off, const Chunk& c) { return off < c.file_offset; });
   if (it != chunks.begin()) --it;
   uint64_t pos = offset;
+  uint32_t first_unit = Chunk::kZeroUnit;
+  uint32_t last_unit = 0;
   for (; pos < end && it != chunks.end(); ++it) {
     const Chunk& c = *it;
     if (c.file_offset > pos) return corrupt("has a hole its chunks do not cover");
@@ -202,12 +205,15 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
         return corrupt("has a chunk past the end of its unit");
       }
       std::memcpy(dst, bytes->data() + c.unit_offset + within, take);
+      if (first_unit == Chunk::kZeroUnit) first_unit = c.unit;
+      last_unit = c.unit;
     }
     pos += take;
   }
   if (pos < end) return corrupt("is longer than its chunks");
   counters_[file.layer].bytes_read.fetch_add(end - offset, std::memory_order_relaxed);
   MaybeReadAhead(file, entry, offset, end);
+  if (first_unit != Chunk::kZeroUnit) MaybeReadAheadAcrossFiles(file, offset, first_unit, last_unit);
   return static_cast<size_t>(end - offset);
 }
 
@@ -231,17 +237,57 @@ void ContentReader::MaybeReadAhead(const FileSource& file, const Entry& entry, u
     from = std::max(end, stream.ahead_until);
     stream.ahead_until = until;
   }
-  std::vector<uint32_t> units = UnitsToFetch(file.layer, entry, from, until, read_ahead_bytes_);
+  QueueReadAhead(file.layer, UnitsToFetch(file.layer, entry, from, until, read_ahead_bytes_));
+}
+
+void ContentReader::MaybeReadAheadAcrossFiles(const FileSource& file, uint64_t offset,
+                                              uint32_t first_unit, uint32_t last_unit) {
+  if (!ra_thread_.joinable()) return;
+  const LayerIndex& layer = *layers_[file.layer];
+  std::vector<uint32_t> units;
+  {
+    std::lock_guard<std::mutex> lock(ra_mu_);
+    LayerWalk& walk = walks_[file.layer];
+    if (file.entry != walk.last_entry) {
+      // A new file, read from its start, whose data follows the last file's in the blob.
+      const bool next = walk.last_entry != LayerWalk::kNone && offset == 0 &&
+                        (first_unit == walk.last_unit || first_unit == walk.last_unit + 1);
+      walk.run = next ? walk.run + 1 : 0;
+      if (!next) walk.ahead_until = walk.ahead_mid = 0;
+    }
+    walk.last_entry = file.entry;
+    walk.last_unit = last_unit;
+    // The third file in a row in blob order: a walk of the tree (tar, cp -r, a scanner), which
+    // will want the following files too.
+    if (walk.run < 2) return;
+    // Ask again only once the walk is past the middle of the last window: requests stay large.
+    if (walk.ahead_mid > last_unit) return;
+    uint32_t from = std::max(last_unit + 1, walk.ahead_until);
+    uint64_t bytes = 0;
+    uint32_t until = from;
+    while (until < layer.units.size() && bytes < read_ahead_bytes_) {
+      bytes += layer.units[until++].clen;
+    }
+    if (until <= from) return;
+    walk.ahead_mid = from + (until - from) / 2;
+    walk.ahead_until = until;
+    units.reserve(until - from);
+    for (uint32_t u = from; u < until; ++u) units.push_back(u);
+  }
+  QueueReadAhead(file.layer, units);
+}
+
+void ContentReader::QueueReadAhead(uint32_t layer, const std::vector<uint32_t>& units) {
   if (units.empty()) return;
   std::vector<cache::UnitRef> refs;
   refs.reserve(units.size());
-  for (uint32_t u : units) refs.push_back(MakeUnitRef(file.layer, u));
+  for (uint32_t u : units) refs.push_back(MakeUnitRef(layer, u));
   {
     std::lock_guard<std::mutex> lock(ra_mu_);
     if (ra_stop_ || ra_queue_.size() >= kReadAheadQueue) return;
     ra_queue_.push_back(std::move(refs));
   }
-  counters_[file.layer].readahead_units.fetch_add(units.size(), std::memory_order_relaxed);
+  counters_[layer].readahead_units.fetch_add(units.size(), std::memory_order_relaxed);
   ra_cv_.notify_one();
 }
 

@@ -19,7 +19,11 @@
 // Sequential read-ahead: when reads of a file continue where the previous one ended, the units
 // of the next read_ahead_bytes of the file are fetched in the background (one worker thread, a
 // short bounded queue; work that does not fit is dropped, never waited for), so the next reads
-// find them present. The worker is stopped and joined by the destructor.
+// find them present. Walks of the tree (tar, cp -r, scanners) read small files one after the
+// other, mostly in blob order: from the third file in a row that starts where the last one's
+// data ended, the next read_ahead_bytes of the layer's units are fetched the same way. A read
+// of one file, or reads in any other order, start nothing. The worker is stopped and joined by
+// the destructor.
 //
 // Ownership: the reader keeps the layers alive; `cache` and `source` are borrowed and must
 // outlive it. `source` may be null (offline): a unit not in the store is then kUnavailable.
@@ -124,6 +128,16 @@ class ContentReader {
     uint64_t ahead_until = 0;   // file offset up to which read-ahead was requested
   };
 
+  // Where a reader walking a layer's files in blob order is.
+  struct LayerWalk {
+    static constexpr uint32_t kNone = 0xffffffffu;
+    uint32_t last_entry = kNone;  // entry of the last read
+    uint32_t last_unit = 0;       // last unit that read touched
+    int run = 0;                  // files in a row, each starting where the last one ended
+    uint32_t ahead_until = 0;     // read-ahead was asked for units below this
+    uint32_t ahead_mid = 0;       // ask again once reads reach this unit
+  };
+
   Result<Decoded> GetUnit(uint32_t layer, uint32_t unit);
   Result<Decoded> FetchAndDecode(uint32_t layer, uint32_t unit);
   void InsertLru(const UnitKey& key, const Decoded& bytes);  // REQUIRES: mu_ held
@@ -136,6 +150,11 @@ class ContentReader {
   std::vector<uint32_t> UnitsToFetch(uint32_t layer, const Entry& entry, uint64_t begin,
                                      uint64_t end, uint64_t max_clen);
   void MaybeReadAhead(const FileSource& file, const Entry& entry, uint64_t offset, uint64_t end);
+  // Read-ahead in blob order, for walks of the tree that read file after file.
+  void MaybeReadAheadAcrossFiles(const FileSource& file, uint64_t offset, uint32_t first_unit,
+                                 uint32_t last_unit);
+  // Hands `units` of `layer` to the read-ahead thread (dropped when its queue is full).
+  void QueueReadAhead(uint32_t layer, const std::vector<uint32_t>& units);
   void ReadAheadLoop();
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   cache::Cache* const cache_;
@@ -156,6 +175,7 @@ class ContentReader {
   std::mutex ra_mu_;
   std::condition_variable ra_cv_;
   std::map<std::pair<uint32_t, uint32_t>, Stream> streams_;      // GUARDED_BY(ra_mu_)
+  std::vector<LayerWalk> walks_;                                   // GUARDED_BY(ra_mu_), per layer
   std::deque<std::vector<cache::UnitRef>> ra_queue_;               // GUARDED_BY(ra_mu_)
   bool ra_stop_ = false;                                           // GUARDED_BY(ra_mu_)
   std::thread ra_thread_;  // last: started once everything above exists

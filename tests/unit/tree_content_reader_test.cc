@@ -565,3 +565,86 @@ TEST_F(TocReaderTest, ChunkDigestsAndPrefetchEndSurviveTheIndexFormat) {
 
 }  // namespace
 }  // namespace imgfs::fs
+
+namespace imgfs::fs {
+namespace {
+
+// A layer of small files, one raw unit each, in blob order: what a tree walk reads.
+class WalkReadAheadTest : public ::testing::Test {
+ protected:
+  static constexpr int kFiles = 40;
+  static constexpr uint64_t kFileSize = 1000;
+
+  void SetUp() override {
+    std::mt19937 rng(7);
+    blob_.resize(kFiles * kFileSize);
+    for (char& c : blob_) c = static_cast<char>(rng());
+    source_ = std::make_unique<MemoryBlobSource>(blob_);
+    Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
+    ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+    cache_ = std::move(cache).value();
+    auto layer = std::make_shared<LayerIndex>();
+    layer->blob_digest = Sha256Digest(blob_);
+    layer->format = "tar";
+    layer->blob_size = blob_.size();
+    for (int i = 0; i < kFiles; ++i) {
+      Unit u;
+      u.codec = UnitCodec::kRaw;
+      u.coff = i * kFileSize;
+      u.clen = u.ulen = kFileSize;
+      u.sha256 = Sha256Digest(std::string_view(blob_).substr(u.coff, u.clen));
+      layer->units.push_back(u);
+      Entry e;
+      e.path = "f" + std::to_string(i);
+      e.size = kFileSize;
+      e.chunks = {{0, kFileSize, static_cast<uint32_t>(i), 0}};
+      layer->entries.push_back(e);
+    }
+    layer_ = layer;
+    reader_ = std::make_unique<ContentReader>(
+        std::vector<std::shared_ptr<const LayerIndex>>{layer_}, cache_.get(), source_.get(),
+        64 << 20, /*read_ahead_bytes=*/8 * kFileSize);
+  }
+
+  void ReadWhole(uint32_t file) {
+    std::string out(kFileSize, '\0');
+    Result<size_t> n = reader_->Read(FileSource{0, file, kFileSize}, 0, kFileSize, out.data());
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    ASSERT_EQ(out, blob_.substr(file * kFileSize, kFileSize));
+  }
+
+  bool Present(uint32_t unit) {
+    const Unit& u = layer_->units[unit];
+    return cache_->HasUnit({layer_->blob_digest, u.coff, u.clen, u.sha256});
+  }
+
+  test::TempDir dir_{"content-reader-walk"};
+  std::string blob_;
+  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<cache::Cache> cache_;
+  std::shared_ptr<const LayerIndex> layer_;
+  std::unique_ptr<ContentReader> reader_;
+};
+
+TEST_F(WalkReadAheadTest, FilesReadInBlobOrderFetchTheFollowingFilesAhead) {
+  for (uint32_t f = 0; f < 3; ++f) ReadWhole(f);
+  EXPECT_GT(reader_->stats()[0].readahead_units, 0u);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(Present(3) && Present(10)) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(Present(3) && Present(10)) << "the next 8 files were not fetched ahead";
+  EXPECT_FALSE(Present(20)) << "read-ahead went past its window";
+  // Walking on is served from what was fetched ahead, with few and large requests.
+  for (uint32_t f = 3; f < kFiles; ++f) ReadWhole(f);
+  EXPECT_LT(source_->range_reads.load(), kFiles / 2);
+}
+
+TEST_F(WalkReadAheadTest, OneFileOrFilesOutOfOrderStartNothing) {
+  for (uint32_t f : {5u, 30u, 2u, 17u, 9u}) ReadWhole(f);
+  EXPECT_EQ(reader_->stats()[0].readahead_units, 0u);
+  EXPECT_EQ(source_->range_reads.load(), 5);
+}
+
+}  // namespace
+}  // namespace imgfs::fs
