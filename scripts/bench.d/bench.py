@@ -19,7 +19,7 @@ Scenarios, per layer format (plain gzip OCI, eStargz, zstd:chunked):
   4. sequential read:    a 64 MiB file through a warm mount vs cat from the unpacked tree,
                          the page cache dropped before each read when the kernel allows it
   5. peak RSS:           the imgfs daemon's VmHWM during (2) vs skopeo's ru_maxrss
-Registry-side bytes are what the counting proxy (count_proxy.py, next to this file) sent;
+Registry-side bytes are what the counting proxy (tests/support/blob_proxy.py) sent;
 every tool, imgfs included, talks to the registry through it. Where umoci cannot unpack a
 format as pulled (zstd layers, umoci < 0.4.8) the alternative is skopeo copy recompressing to
 gzip + umoci unpack, and the report says so.
@@ -171,7 +171,8 @@ class Bench:
         port_file = os.path.join(self.work, "proxy.port")
         registry_port = self.registry.split(":")[1]
         proc = self.start_background(
-            "proxy", ["/usr/bin/python3", os.path.join(os.path.dirname(__file__), "count_proxy.py"),
+            "proxy", ["/usr/bin/python3", os.path.join(self.root, "tests", "support",
+                                                        "blob_proxy.py"),
                       "--upstream-port", registry_port, "--log", self.proxy_log,
                       "--port-file", port_file])
 
@@ -183,7 +184,7 @@ class Bench:
                 return False
             return http_ok(f"http://{self.proxy}/v2/")
 
-        wait_until(ready, proc, 20, "the counting proxy (scripts/bench.d/count_proxy.py)")
+        wait_until(ready, proc, 20, "the counting proxy (tests/support/blob_proxy.py)")
 
     def proxy_mark(self):
         return len(self.proxy_lines())

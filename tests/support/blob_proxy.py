@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A counting, fault-injecting HTTP proxy for the integration tests (see blob_proxy.h).
 
-Listens on 127.0.0.1 only and forwards every request unchanged (Host header included, so
+Listens on 127.0.0.1 only and forwards every request unchanged (Host header and repeated
+header lines included, so
 registry URLs in Location headers keep naming the proxy) to one upstream registry on
 127.0.0.1. For each request it appends one JSON line to the log file:
 
@@ -91,10 +92,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             upstream = http.client.HTTPConnection("127.0.0.1", server.upstream_port,
                                                   timeout=120)
-            upstream.request(self.command, self.path, body=body, headers=headers)
+            # Every header line, repeated ones included: skopeo sends one Accept line per
+            # manifest type, and a registry that saw only the last would refuse OCI manifests.
+            upstream.putrequest(self.command, self.path, skip_host=True,
+                                skip_accept_encoding=True)
+            for key, value in self.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    upstream.putheader(key, value)
+            upstream.endheaders(body)
             resp = upstream.getresponse()
             entry["status"] = resp.status
             m = BLOB_PATH.match(self.path)
