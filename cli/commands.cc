@@ -192,7 +192,7 @@ void WriteAll(int fd, const std::string& s) {
 
 // Resolves, indexes and serves the mount. `ready` is called once the kernel mount exists.
 Status MountAndServe(const MountOptions& options, const Target& target,
-                     const std::function<void()>& ready) {
+                     fs::Prefetcher::Mode prefetch_mode, const std::function<void()>& ready) {
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
                          cache::Cache::Open(CacheRoot(options.common)));
   registry::Client client(DefaultClientOptions());
@@ -212,8 +212,6 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   fuse.stats = [&] {
     return MountStatsJson(image, layers, cache.get(), source, reader).dump();
   };
-  IMGFS_ASSIGN_OR_RETURN(fs::Prefetcher::Mode prefetch_mode,
-                         fs::Prefetcher::ParseMode(options.prefetch));
   // Made before the mount and started once it is ready: prefetching must not delay the
   // moment the user can read, and it stops (joins) before the cache closes.
   fs::Prefetcher prefetcher(layers, cache.get(), &source, prefetch_mode);
@@ -229,11 +227,10 @@ int RunMount(const MountOptions& options) {
   auto target = ParseTarget(options.image, options.common);
   if (!target.ok()) return Fail(target.status());
   if (Status s = CheckMountpoint(options.mountpoint); !s.ok()) return Fail(s);
-  if (auto mode = fs::Prefetcher::ParseMode(options.prefetch); !mode.ok()) {
-    return Fail(mode.status());
-  }
+  auto prefetch = fs::Prefetcher::ParseMode(options.prefetch);
+  if (!prefetch.ok()) return Fail(prefetch.status());
   if (options.foreground) {
-    Status s = MountAndServe(options, *target, [] {});
+    Status s = MountAndServe(options, *target, *prefetch, [] {});
     return s.ok() ? 0 : Fail(s);
   }
 
@@ -275,7 +272,7 @@ int RunMount(const MountOptions& options) {
                              ? CacheRoot(options.common) + "/imgfs.log"
                              : options.log_file;
   int ready_fd = pipefd[1];
-  Status s = MountAndServe(options, *target, [&] {
+  Status s = MountAndServe(options, *target, *prefetch, [&] {
     WriteAll(ready_fd, "ok");
     ::close(ready_fd);
     ready_fd = -1;
