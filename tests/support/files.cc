@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "base/digest.h"
@@ -83,13 +84,15 @@ Status MakeDirs(const std::string& path, int mode) {
   return Status::Ok();
 }
 
-Result<std::string> ReadFile(const std::string& path) {
+namespace {
+
+// Calls `piece` with the file's bytes in order, a buffer at a time.
+Status ReadPieces(const std::string& path, const std::function<void(std::string_view)>& piece) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IoError("open " + path + ": " + strerror(errno));
-  std::string data;
-  char buf[1 << 16];
+  std::string buf(1 << 17, '\0');
   for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
+    ssize_t n = read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       Status s = Status::IoError("read " + path + ": " + strerror(errno));
@@ -97,9 +100,17 @@ Result<std::string> ReadFile(const std::string& path) {
       return s;
     }
     if (n == 0) break;
-    data.append(buf, static_cast<size_t>(n));
+    piece(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
   close(fd);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::string data;
+  IMGFS_RETURN_IF_ERROR(ReadPieces(path, [&](std::string_view p) { data.append(p); }));
   return data;
 }
 
@@ -122,22 +133,8 @@ Status WriteFile(const std::string& path, std::string_view data, int mode) {
 }
 
 Result<std::string> FileSha256(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError("open " + path + ": " + strerror(errno));
   Sha256 hash;
-  char buf[1 << 17];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      Status s = Status::IoError("read " + path + ": " + strerror(errno));
-      close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    hash.Update(buf, static_cast<size_t>(n));
-  }
-  close(fd);
+  IMGFS_RETURN_IF_ERROR(ReadPieces(path, [&](std::string_view p) { hash.Update(p); }));
   return hash.FinishDigest();
 }
 
