@@ -1,5 +1,6 @@
-// The imgfs subcommands. Each returns the process exit status and prints what went wrong,
-// with what to do about it, on stderr ("imgfs: <message>").
+// The imgfs subcommands, one file each (cli/<command>.cc; what they share is in cli/common.h).
+// Each returns the process exit status and prints what went wrong, with what to do about it,
+// on stderr ("imgfs: <message>").
 #pragma once
 
 #include <string>

@@ -1,0 +1,48 @@
+#include "cli/common.h"
+
+#include <iostream>
+
+#include "base/log.h"
+#include "cache/cache.h"
+
+namespace imgfs::cli {
+
+int Fail(const Status& status) {
+  std::cerr << "imgfs: " << status.message() << "\n";
+  return 1;
+}
+
+std::string CacheRoot(const CommonOptions& common) {
+  return common.cache_dir.empty() ? cache::Cache::DefaultRoot() : common.cache_dir;
+}
+
+Result<Target> ParseTarget(const std::string& image, const CommonOptions& common) {
+  Target t;
+  IMGFS_ASSIGN_OR_RETURN(t.ref, registry::Reference::Parse(image));
+  if (common.platform.empty()) {
+    t.platform = registry::Platform::Host();
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(t.platform, registry::Platform::Parse(common.platform));
+    t.platform_given = true;
+  }
+  IMGFS_ASSIGN_OR_RETURN(t.policy, ParsePullPolicy(common.pull));
+  return t;
+}
+
+Status CheckPlatform(const registry::ResolvedImage& image, const Target& target) {
+  if (image.index) return Status::Ok();  // chosen from the index already
+  if (registry::PlatformMatch(target.platform, image.platform) > 0) return Status::Ok();
+  std::string text = image.ref.String() + " is an image for " + image.platform.String() +
+                     " only, not " + target.platform.String();
+  if (target.platform_given) return Status::NotFound(text);
+  IMGFS_LOG(kWarning, text << " (this host's platform); its programs may not run here");
+  return Status::Ok();
+}
+
+registry::ClientOptions DefaultClientOptions() {
+  registry::ClientOptions options;
+  options.mirrors = registry::DockerDaemonMirrors();
+  return options;
+}
+
+}  // namespace imgfs::cli

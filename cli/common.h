@@ -1,0 +1,46 @@
+// What every imgfs command shares before it does its own work: the image argument checked
+// and resolved into a Target, the cache root, the registry client's options, and the one way
+// a command reports failure.
+//
+// Nothing here touches the network or the cache: ParseTarget catches a mistake before a
+// mount forks. Free functions, no state.
+#pragma once
+
+#include <string>
+
+#include "base/status.h"
+#include "cli/commands.h"
+#include "cli/image_resolver.h"
+#include "registry/client.h"
+#include "registry/platform.h"
+#include "registry/reference.h"
+#include "registry/resolve.h"
+
+namespace imgfs::cli {
+
+// Prints "imgfs: <message>" on stderr; returns the exit status 1.
+int Fail(const Status& status);
+
+// --cache, or cache::Cache::DefaultRoot().
+std::string CacheRoot(const CommonOptions& common);
+
+// The image a command works on, with the platform and pull policy it asked for.
+struct Target {
+  registry::Reference ref;
+  registry::Platform platform;
+  bool platform_given = false;  // --platform, rather than this host's
+  PullPolicy policy = PullPolicy::kMissing;
+};
+
+// Parses NAME[:TAG|@DIGEST], --platform and --pull: kInvalidArgument on a mistake.
+Result<Target> ParseTarget(const std::string& image, const CommonOptions& common);
+
+// A single-platform image for another platform: an error when --platform asked for it, as
+// docker's "does not match the specified platform"; a warning when only the host's differs
+// (one may well look inside an arm64 image on an amd64 machine).
+Status CheckPlatform(const registry::ResolvedImage& image, const Target& target);
+
+// As docker: Docker Hub pulls go through the mirrors of docker's daemon.json first.
+registry::ClientOptions DefaultClientOptions();
+
+}  // namespace imgfs::cli

@@ -1,0 +1,94 @@
+#include "cli/daemon.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include "base/log.h"
+#include "cli/common.h"
+
+namespace imgfs::cli {
+namespace {
+
+void WriteAll(int fd, const std::string& s) {
+  size_t done = 0;
+  while (done < s.size()) {
+    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// The parent's side: everything the child writes to the pipe until it closes it.
+int WaitForChild(pid_t pid, int read_fd) {
+  std::string message;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(read_fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    message.append(buf, static_cast<size_t>(n));
+  }
+  ::close(read_fd);
+  if (message == "ok") return 0;
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  if (message.empty()) message = "the mount process ended before the mount was ready";
+  std::cerr << "imgfs: " << message << "\n";
+  return 1;
+}
+
+[[noreturn]] void ServeInChild(const std::string& what, const std::string& log_file,
+                               const ServeFunction& serve, int ready_fd) {
+  ::setsid();
+  int devnull = ::open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    ::dup2(devnull, 0);
+    ::dup2(devnull, 1);
+  }
+  Status s = serve([&] {
+    WriteAll(ready_fd, "ok");
+    ::close(ready_fd);
+    ready_fd = -1;
+    int log_fd = ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd >= 0) {
+      ::dup2(log_fd, 2);
+      ::close(log_fd);
+    } else if (devnull >= 0) {
+      ::dup2(devnull, 2);
+    }
+  });
+  if (ready_fd >= 0) {
+    WriteAll(ready_fd, s.ok() ? std::string("the mount ended before it was ready")
+                              : s.message());
+    ::close(ready_fd);
+    ::_exit(1);
+  }
+  if (!s.ok()) IMGFS_LOG(kError, what << " ended: " << s.message());
+  ::_exit(s.ok() ? 0 : 1);
+}
+
+}  // namespace
+
+int RunInBackground(const std::string& what, const std::string& log_file,
+                    const ServeFunction& serve) {
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) {
+    return Fail(Status::IoError(std::string("pipe: ") + std::strerror(errno)));
+  }
+  pid_t pid = ::fork();
+  if (pid < 0) return Fail(Status::IoError(std::string("fork: ") + std::strerror(errno)));
+  if (pid > 0) {
+    ::close(pipefd[1]);
+    return WaitForChild(pid, pipefd[0]);
+  }
+  ::close(pipefd[0]);
+  ServeInChild(what, log_file, serve, pipefd[1]);
+}
+
+}  // namespace imgfs::cli

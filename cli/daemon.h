@@ -1,0 +1,26 @@
+// RunInBackground: how a background mount starts, as a daemon does. The command forks; the
+// child leaves the terminal (setsid, stdin and stdout on /dev/null) and runs `serve`; the
+// parent waits on a pipe and returns only once the child says it is ready (exit status 0) or
+// has failed (exit status 1, the child's error printed as "imgfs: <message>").
+//
+// `serve` calls `ready()` at most once, when the service can be used. From then on nobody
+// reads the child's stderr, so it is sent to `log_file` (appended; /dev/null when it cannot be
+// opened). A failure after ready is logged there, naming `what`.
+//
+// REQUIRES: called before anything opens LMDB, starts threads or initialises libcurl; none of
+// them survive fork(). Returns in the parent only; the child ends with _exit.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "base/status.h"
+
+namespace imgfs::cli {
+
+using ServeFunction = std::function<Status(const std::function<void()>& ready)>;
+
+int RunInBackground(const std::string& what, const std::string& log_file,
+                    const ServeFunction& serve);
+
+}  // namespace imgfs::cli

@@ -1,0 +1,89 @@
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "base/log.h"
+#include "cache/cache.h"
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/daemon.h"
+#include "cli/layer_indexing.h"
+#include "cli/registry_blob_source.h"
+#include "cli/stats.h"
+#include "fs/fuse/fuse_fs.h"
+#include "fs/tree/content_reader.h"
+#include "fs/tree/prefetcher.h"
+#include "fs/tree/tree.h"
+
+namespace imgfs::cli {
+namespace {
+
+Status CheckMountpoint(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOTCONN) {
+      return Status::InvalidArgument("mount point " + path +
+                                     " is a stale mount whose process has gone: run imgfs umount " +
+                                     path + " first");
+    }
+    return Status::InvalidArgument("mount point " + path + " does not exist: create it first (mkdir -p)");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return Status::InvalidArgument("mount point " + path + " is not a directory");
+  }
+  return Status::Ok();
+}
+
+// Resolves, indexes and serves the mount. `ready` is called once the kernel mount exists.
+Status MountAndServe(const MountOptions& options, const Target& target,
+                     fs::Prefetcher::Mode prefetch_mode, const std::function<void()>& ready) {
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
+                         cache::Cache::Open(CacheRoot(options.common)));
+  registry::Client client(DefaultClientOptions());
+  IMGFS_ASSIGN_OR_RETURN(registry::ResolvedImage image, ResolveImage(target.ref, target.platform,
+                                                         target.policy, &client, cache.get()));
+  IMGFS_RETURN_IF_ERROR(CheckPlatform(image, target));
+  RegistryBlobSource registry_source(&client, target.ref);
+  MeteredBlobSource source(&registry_source);
+  IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.parsed, cache.get(), &source));
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::Tree> tree, fs::Tree::Build(layers));
+  fs::ContentReader reader(layers, cache.get(), &source);
+  fs::FuseOptions fuse;
+  fuse.mountpoint = options.mountpoint;
+  fuse.fuse_args = options.fuse_options;
+  fuse.debug = options.debug;
+  fuse.fsname = "imgfs:" + target.ref.String();
+  fuse.stats = [&] {
+    return MountStatsJson(image, layers, cache.get(), source, reader).dump();
+  };
+  // Made before the mount and started once it is ready: prefetching must not delay the
+  // moment the user can read, and it stops (joins) before the cache closes.
+  fs::Prefetcher prefetcher(layers, cache.get(), &source, prefetch_mode);
+  return fs::ServeFuse(*tree, reader, fuse, [&] {
+    ready();
+    prefetcher.Start();
+  });
+}
+
+}  // namespace
+
+int RunMount(const MountOptions& options) {
+  auto target = ParseTarget(options.image, options.common);
+  if (!target.ok()) return Fail(target.status());
+  if (Status s = CheckMountpoint(options.mountpoint); !s.ok()) return Fail(s);
+  auto prefetch = fs::Prefetcher::ParseMode(options.prefetch);
+  if (!prefetch.ok()) return Fail(prefetch.status());
+  if (options.foreground) {
+    Status s = MountAndServe(options, *target, *prefetch, [] {});
+    return s.ok() ? 0 : Fail(s);
+  }
+  std::string log_file = options.log_file.empty() ? CacheRoot(options.common) + "/imgfs.log"
+                                                  : options.log_file;
+  return RunInBackground("mount of " + options.image, log_file,
+                         [&](const std::function<void()>& ready) {
+                           return MountAndServe(options, *target, *prefetch, ready);
+                         });
+}
+
+}  // namespace imgfs::cli
