@@ -83,6 +83,11 @@ bool UnitValueMatches(std::string_view value, const UnitRef& unit) {
          value.substr(8) == hex;
 }
 
+// Whether a units record is of a unit of `clen` bytes, whatever its digest.
+bool UnitValueHasLength(std::string_view value, uint64_t clen) {
+  return value.size() >= 8 && ReadU64(value, 0) == clen;
+}
+
 // What a unit's bytes must satisfy, for messages.
 std::string Expectation(const UnitRef& unit) {
   return unit.sha256.empty() ? std::string("the digests of its decoded chunks") : unit.sha256;
@@ -416,7 +421,7 @@ class CacheImpl : public Cache {
   Status FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,
                     uint64_t max_request_bytes) override;
   Status PutUnit(const UnitRef& unit, std::string_view bytes) override;
-  bool HasUnit(const UnitRef& unit) override;
+  bool HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) override;
   int FetchesInFlight() override { return core_->fetches_in_flight.load(); }
   Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
                                                        uint64_t size) override;
@@ -429,6 +434,10 @@ class CacheImpl : public Cache {
 
   // Whether the index says the unit's bytes are in the blob file.
   Result<bool> IsPublished(const UnitRef& unit);
+  // IsPublished of the range [coff, coff + clen) of `blob`; with `unit` given, its record must
+  // also carry the unit's digest.
+  Result<bool> IsPublished(std::string_view blob, uint64_t coff, uint64_t clen,
+                           const UnitRef* unit);
   // The unit's verified bytes from the store, or nullopt when they are not there. Stored bytes
   // that do not verify are unpublished (and the blob's complete flag cleared) first.
   Result<std::optional<std::string>> ReadStored(const UnitRef& unit);
@@ -585,8 +594,13 @@ void CacheImpl::DropCorrupt(LmdbEnv::Db db, std::string_view key, std::string_vi
 // ---- content ----
 
 Result<bool> CacheImpl::IsPublished(const UnitRef& unit) {
-  std::string_view hex = DigestHex(unit.blob);
-  std::string key = UnitKey(hex, unit.coff);
+  return IsPublished(unit.blob, unit.coff, unit.clen, &unit);
+}
+
+Result<bool> CacheImpl::IsPublished(std::string_view blob, uint64_t coff, uint64_t clen,
+                                    const UnitRef* unit) {
+  std::string_view hex = DigestHex(blob);
+  std::string key = UnitKey(hex, coff);
   bool present = false;
   Status s = env().Read([&](MDB_txn* txn) {
     MDB_val k = MdbVal(hex), v;
@@ -595,7 +609,7 @@ Result<bool> CacheImpl::IsPublished(const UnitRef& unit) {
       BlobRecord r = DecodeBlobRecord(MdbView(v));
       // A range past the end of a complete blob is a bad UnitRef, not a damaged store: it
       // must not cost the blob its complete flag.
-      if (r.complete && unit.coff + unit.clen <= r.size) {
+      if (r.complete && coff + clen <= r.size) {
         present = true;
         return MDB_SUCCESS;
       }
@@ -603,7 +617,10 @@ Result<bool> CacheImpl::IsPublished(const UnitRef& unit) {
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return rc;
     k = MdbVal(key);
     rc = mdb_get(txn, dbi(LmdbEnv::kUnits), &k, &v);
-    if (rc == MDB_SUCCESS) present = UnitValueMatches(MdbView(v), unit);
+    if (rc == MDB_SUCCESS) {
+      present = unit != nullptr ? UnitValueMatches(MdbView(v), *unit)
+                                : UnitValueHasLength(MdbView(v), clen);
+    }
     return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
   });
   IMGFS_RETURN_IF_ERROR(s);
@@ -979,13 +996,12 @@ Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
   return Store(unit, bytes);
 }
 
-bool CacheImpl::HasUnit(const UnitRef& unit) {
-  // A presence question (imgfs stats, prefetch planning): no bytes are returned, so a unit
-  // verified by its caller's check needs no verifier here.
-  UnitRef probe = unit;
-  if (probe.sha256.empty() && !probe.verify) probe.verify = [](std::string_view) { return Status(); };
-  if (!CheckUnit(probe).ok()) return false;
-  Result<bool> r = IsPublished(unit);
+bool CacheImpl::HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) {
+  if (!ValidateDigest(blob).ok() || clen == 0 || clen > kMaxUnitSize ||
+      coff > (uint64_t{1} << 62)) {
+    return false;
+  }
+  Result<bool> r = IsPublished(blob, coff, clen, nullptr);
   return r.ok() && *r;
 }
 

@@ -137,8 +137,11 @@ class Cache {
   // Publishes a unit whose bytes the caller already holds. Verifies them first.
   virtual Status PutUnit(const UnitRef& unit, std::string_view bytes) = 0;
 
-  // Whether the index says the unit is present (its bytes are not re-read or verified here).
-  virtual bool HasUnit(const UnitRef& unit) = 0;
+  // Whether the index says the unit of `blob` at `coff`, `clen` bytes long, is present: it was
+  // published with that length, or the whole blob is. A presence question (imgfs stats,
+  // prefetch planning): the bytes are not re-read or verified, so no digest or verifier is
+  // needed; a later ReadUnit verifies them as always.
+  virtual bool HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) = 0;
 
   // Range requests to a BlobSource in flight now from this process's Cache objects on this
   // root (ReadUnit and FetchUnits). Background fetchers pause while others are in flight.

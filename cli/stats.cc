@@ -27,9 +27,8 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
     const fs::LayerIndex& layer = *layers[i];
     uint64_t units_present = 0, unit_bytes = 0, unit_bytes_present = 0;
     for (const fs::Unit& unit : layer.units) {
-      cache::UnitRef ref{layer.blob_digest, unit.coff, unit.clen, unit.sha256};
       unit_bytes += unit.clen;
-      if (cache->HasUnit(ref)) {
+      if (cache->HasUnit(layer.blob_digest, unit.coff, unit.clen)) {
         ++units_present;
         unit_bytes_present += unit.clen;
       }

@@ -143,9 +143,7 @@ void Prefetcher::FetchEverything() {
       uint64_t bytes = 0;
       for (; i < order.size() && !stopping(); ++i) {
         const Unit& u = index.units[order[i]];
-        cache::UnitRef probe{index.blob_digest, u.coff, u.clen, u.sha256};
-        if (u.sha256.empty()) probe.verify = [](std::string_view) { return Status::Ok(); };
-        if (cache_->HasUnit(probe)) continue;  // the probe's verify is never called
+        if (cache_->HasUnit(index.blob_digest, u.coff, u.clen)) continue;
         if (!batch.empty() && bytes + u.clen > kAllRequestBytes) break;
         batch.push_back(order[i]);
         bytes += u.clen;

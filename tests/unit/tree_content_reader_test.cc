@@ -358,7 +358,6 @@ class TocReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     toc_ = MakeTocLayer();
-    checks_ = DecodedChunkChecks(*toc_.index);
     source_ = std::make_unique<MemoryBlobSource>(toc_.blob);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
@@ -379,19 +378,14 @@ class TocReaderTest : public ::testing::Test {
     return out;
   }
 
-  // The cache's view of unit `u`, checked the way the reader checks it.
-  cache::UnitRef Ref(uint32_t u) {
+  // Whether the cache holds unit `u`.
+  bool Present(uint32_t u) {
     const Unit& unit = toc_.index->units[u];
-    cache::UnitRef ref{toc_.index->blob_digest, unit.coff, unit.clen, ""};
-    ref.verify = [this, u](std::string_view bytes) {
-      return DecodeAndVerifyUnit(toc_.index->units[u], checks_[u], bytes).status();
-    };
-    return ref;
+    return cache_->HasUnit(toc_.index->blob_digest, unit.coff, unit.clen);
   }
 
   test::TempDir dir_{"content-reader-toc"};
   TocLayer toc_;
-  std::vector<std::vector<ChunkCheck>> checks_;
   std::unique_ptr<MemoryBlobSource> source_;
   std::unique_ptr<cache::Cache> cache_;
 };
@@ -404,7 +398,7 @@ TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
   EXPECT_EQ(source_->range_reads.load(), 1) << "the units of one read come in one request";
   EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits))
       << "the decode that verified a unit must also serve it";
-  for (uint32_t u = 0; u < kTocFileUnits; ++u) EXPECT_TRUE(cache_->HasUnit(Ref(u))) << u;
+  for (uint32_t u = 0; u < kTocFileUnits; ++u) EXPECT_TRUE(Present(u)) << u;
 
   // Two files in one unit: one fetch, one decode, both served.
   Result<std::string> p1 = Read(*reader, 1, 0, 1000);
@@ -433,21 +427,21 @@ TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
   EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
   EXPECT_NE(r.status().message().find(toc_.index->blob_digest), std::string::npos);
   EXPECT_EQ(source_->range_reads.load(), 2) << "one fetch and one retry";
-  EXPECT_FALSE(cache_->HasUnit(Ref(4)));
+  EXPECT_FALSE(Present(4));
   EXPECT_EQ(reader->lru_bytes_used(), 0u);
 
   // A read of several units, one of them bad: the good ones are kept.
   r = Read(*reader, 0, 3 * kTocUnitLen, 3 * kTocUnitLen);
   EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
-  EXPECT_TRUE(cache_->HasUnit(Ref(3)));
-  EXPECT_FALSE(cache_->HasUnit(Ref(4)));
-  EXPECT_TRUE(cache_->HasUnit(Ref(5)));
+  EXPECT_TRUE(Present(3));
+  EXPECT_FALSE(Present(4));
+  EXPECT_TRUE(Present(5));
 
   source_->flip_at = -1;
   r = Read(*reader, 0, 4 * kTocUnitLen + 10, 100);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, toc_.files[0].substr(4 * kTocUnitLen + 10, 100));
-  EXPECT_TRUE(cache_->HasUnit(Ref(4)));
+  EXPECT_TRUE(Present(4));
 }
 
 TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
@@ -517,11 +511,11 @@ TEST_F(TocReaderTest, SequentialReadsFetchTheNextUnitsInTheBackground) {
   bool present = false;
   while (!present && std::chrono::steady_clock::now() < deadline) {
     present = true;
-    for (uint32_t u = 1; u <= 7; ++u) present = present && cache_->HasUnit(Ref(u));
+    for (uint32_t u = 1; u <= 7; ++u) present = present && Present(u);
     if (!present) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(present) << "read-ahead did not fetch the next units";
-  EXPECT_FALSE(cache_->HasUnit(Ref(kTocFileUnits - 1))) << "read-ahead went past its window";
+  EXPECT_FALSE(Present(kTocFileUnits - 1)) << "read-ahead went past its window";
   // The read-ahead decoded what it verified: reading on needs neither fetch nor decode.
   int requests = source_->range_reads.load();
   uint64_t decodes = reader->stats()[0].unit_decodes;
@@ -615,7 +609,7 @@ class WalkReadAheadTest : public ::testing::Test {
 
   bool Present(uint32_t unit) {
     const Unit& u = layer_->units[unit];
-    return cache_->HasUnit({layer_->blob_digest, u.coff, u.clen, u.sha256});
+    return cache_->HasUnit(layer_->blob_digest, u.coff, u.clen);
   }
 
   test::TempDir dir_{"content-reader-walk"};
