@@ -21,6 +21,7 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
   nlohmann::json out;
   out["reference"] = image.ref.String();
   out["digest"] = image.manifest.digest;
+  out["readahead_idle"] = reader.IsIdle();
   out["layers"] = nlohmann::json::array();
   std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
   for (size_t i = 0; i < layers.size(); ++i) {

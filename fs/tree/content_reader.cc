@@ -99,6 +99,7 @@ ContentReader::~ContentReader() {
     ra_queue_.clear();
   }
   ra_cv_.notify_all();
+  ra_idle_cv_.notify_all();
   if (ra_thread_.joinable()) ra_thread_.join();
 }
 
@@ -300,11 +301,27 @@ void ContentReader::ReadAheadLoop() {
       if (ra_stop_) return;
       refs = std::move(ra_queue_.front());
       ra_queue_.pop_front();
+      ra_busy_ = true;
     }
     // Read-ahead is a guess: its failures cost nothing but a later on-demand fetch.
     Status s = cache_->FetchUnits(refs, source_, read_ahead_bytes_);
     if (!s.ok()) IMGFS_LOG(kDebug, "read-ahead: " << s.ToString());
+    {
+      std::lock_guard<std::mutex> lock(ra_mu_);
+      ra_busy_ = false;
+    }
+    ra_idle_cv_.notify_all();
   }
+}
+
+void ContentReader::WaitIdle() {
+  std::unique_lock<std::mutex> lock(ra_mu_);
+  ra_idle_cv_.wait(lock, [&] { return ra_stop_ || (ra_queue_.empty() && !ra_busy_); });
+}
+
+bool ContentReader::IsIdle() const {
+  std::lock_guard<std::mutex> lock(ra_mu_);
+  return ra_stop_ || (ra_queue_.empty() && !ra_busy_);
 }
 
 Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t unit) {

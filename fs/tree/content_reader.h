@@ -103,6 +103,13 @@ class ContentReader {
   Result<size_t> Read(const FileSource& file, uint64_t offset, size_t len, char* out);
 
   std::vector<LayerStats> stats() const;
+  // Blocks until the read-ahead has nothing queued and nothing running: every unit it was
+  // handed so far is in the store, or its fetch failed. Returns at once without read-ahead.
+  // For tests, which can then check exactly what was fetched ahead.
+  void WaitIdle();
+  // True when WaitIdle would return at once (`imgfs stats` shows it, so that tests of a
+  // mount can wait for the read-ahead to settle).
+  bool IsIdle() const;
   // Bytes of decoded units held in the LRU now (never above lru_bytes).
   size_t lru_bytes_used() const;
 
@@ -172,11 +179,13 @@ class ContentReader {
   // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
 
-  std::mutex ra_mu_;
+  mutable std::mutex ra_mu_;
   std::condition_variable ra_cv_;
   std::map<std::pair<uint32_t, uint32_t>, Stream> streams_;      // GUARDED_BY(ra_mu_)
   std::vector<LayerWalk> walks_;                                   // GUARDED_BY(ra_mu_), per layer
   std::deque<std::vector<cache::UnitRef>> ra_queue_;               // GUARDED_BY(ra_mu_)
+  bool ra_busy_ = false;  // GUARDED_BY(ra_mu_): the worker is fetching a popped item
+  std::condition_variable ra_idle_cv_;  // signalled when the queue and the worker go idle
   bool ra_stop_ = false;                                           // GUARDED_BY(ra_mu_)
   std::thread ra_thread_;  // last: started once everything above exists
 };

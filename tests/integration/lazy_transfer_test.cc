@@ -283,8 +283,9 @@ TEST_P(LazyTransferTest, ColdReadOfOneSmallFileFetchesOnlyTocsAndItsChunks) {
   auto content = ReadFile(mount.Path(file));
   ASSERT_TRUE(content.ok()) << content.status().ToString() << "\nimgfs log:\n" << Log();
   EXPECT_EQ(*content, BigImageHelloText());
-  // Background read-ahead counts as well: give it time to show up at the registry.
-  std::this_thread::sleep_for(std::chrono::seconds(1));
+  // Background read-ahead counts as well: wait until it has reached the registry.
+  Status idle = mount.WaitReadAheadIdle();
+  ASSERT_TRUE(idle.ok()) << idle.ToString() << "\nimgfs log:\n" << Log();
 
   auto requests = proxy_->Requests();
   ASSERT_TRUE(requests.ok()) << requests.status().ToString();

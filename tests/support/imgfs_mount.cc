@@ -3,10 +3,14 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 namespace imgfs::test {
@@ -109,6 +113,33 @@ RunResult ImgfsMount::Unmount() {
   RunResult r = RunImgfs({"umount", mount_point_}, docker_config_);
   forced_cleanup_ = ForceCleanup();
   return r;
+}
+
+Status ImgfsMount::WaitReadAheadIdle(std::chrono::milliseconds timeout) const {
+  // The stats xattr of fs/fuse/fuse_fs.h (kStatsXattr), read directly: no process per poll.
+  constexpr const char* kStatsXattr = "user.imgfs.stats";
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last;
+  for (;;) {
+    ssize_t n = ::getxattr(mount_point_.c_str(), kStatsXattr, nullptr, 0);
+    if (n > 0) {
+      std::string value(static_cast<size_t>(n) + 4096, '\0');
+      n = ::getxattr(mount_point_.c_str(), kStatsXattr, value.data(), value.size());
+      if (n > 0) {
+        value.resize(static_cast<size_t>(n));
+        nlohmann::json stats = nlohmann::json::parse(value, nullptr, false);
+        if (stats.is_object() && stats.value("readahead_idle", false)) return Status::Ok();
+        last = value;
+      }
+    } else {
+      last = std::string("getxattr: ") + std::strerror(errno);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status::Unavailable("read-ahead of " + mount_point_ + " still busy after " +
+                                 std::to_string(timeout.count()) + " ms; last stats: " + last);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 std::string ImgfsMount::LogTail() const {

@@ -11,6 +11,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,6 +54,10 @@ class ImgfsMount {
   // What the last Unmount() had to force after `imgfs umount` ("" when imgfs unmounted and
   // its daemon exited by itself), so tests can insist that imgfs cleans up on its own.
   const std::string& forced_cleanup() const { return forced_cleanup_; }
+  // Waits until the mount's read-ahead has nothing queued or running (the "readahead_idle"
+  // of `imgfs stats`), polling up to `timeout`: what a read started in the background has
+  // then reached the registry. kUnavailable naming the last answer when it does not settle.
+  Status WaitReadAheadIdle(std::chrono::milliseconds timeout = std::chrono::seconds(30)) const;
   // The end of the background daemon's log (<cache>/imgfs.log), for failure messages.
   std::string LogTail() const;
 

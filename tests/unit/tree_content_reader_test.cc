@@ -506,16 +506,12 @@ TEST_F(TocReaderTest, SequentialReadsFetchTheNextUnitsInTheBackground) {
     ASSERT_EQ(*r, want.substr(off, kRead));
   }
   EXPECT_GT(reader->stats()[0].readahead_units, 0u);
-  // Within the window (bytes up to 2 * kRead + 6 units): units 1..7 become present.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  bool present = false;
-  while (!present && std::chrono::steady_clock::now() < deadline) {
-    present = true;
-    for (uint32_t u = 1; u <= 7; ++u) present = present && Present(u);
-    if (!present) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // The window ends at file byte 2 * kRead + 6 units: exactly units 0..7 are present then
+  // (0 and 1 read, 2..7 fetched ahead), none past it.
+  reader->WaitIdle();
+  for (uint32_t u = 0; u < kTocFileUnits; ++u) {
+    EXPECT_EQ(Present(u), u <= 7) << "unit " << u;
   }
-  EXPECT_TRUE(present) << "read-ahead did not fetch the next units";
-  EXPECT_FALSE(Present(kTocFileUnits - 1)) << "read-ahead went past its window";
   // The read-ahead decoded what it verified: reading on needs neither fetch nor decode.
   int requests = source_->range_reads.load();
   uint64_t decodes = reader->stats()[0].unit_decodes;
@@ -532,6 +528,7 @@ TEST_F(TocReaderTest, RandomReadsStartNoReadAhead) {
   for (uint64_t off : {5 * kTocUnitLen, 1 * kTocUnitLen, 9 * kTocUnitLen}) {
     ASSERT_TRUE(Read(*reader, 0, off, 1000).ok());
   }
+  reader->WaitIdle();
   EXPECT_EQ(reader->stats()[0].readahead_units, 0u);
   EXPECT_EQ(source_->range_reads.load(), 3);
 }
@@ -623,12 +620,9 @@ class WalkReadAheadTest : public ::testing::Test {
 TEST_F(WalkReadAheadTest, FilesReadInBlobOrderFetchTheFollowingFilesAhead) {
   for (uint32_t f = 0; f < 3; ++f) ReadWhole(f);
   EXPECT_GT(reader_->stats()[0].readahead_units, 0u);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!(Present(3) && Present(10)) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_TRUE(Present(3) && Present(10)) << "the next 8 files were not fetched ahead";
-  EXPECT_FALSE(Present(20)) << "read-ahead went past its window";
+  // Files 0..2 were read; the next 8 (read_ahead_bytes) were fetched ahead; nothing else.
+  reader_->WaitIdle();
+  for (uint32_t u = 0; u < kFiles; ++u) EXPECT_EQ(Present(u), u <= 10) << "unit " << u;
   // Walking on is served from what was fetched ahead, with few and large requests.
   for (uint32_t f = 3; f < kFiles; ++f) ReadWhole(f);
   EXPECT_LT(source_->range_reads.load(), kFiles / 2);
@@ -636,6 +630,7 @@ TEST_F(WalkReadAheadTest, FilesReadInBlobOrderFetchTheFollowingFilesAhead) {
 
 TEST_F(WalkReadAheadTest, OneFileOrFilesOutOfOrderStartNothing) {
   for (uint32_t f : {5u, 30u, 2u, 17u, 9u}) ReadWhole(f);
+  reader_->WaitIdle();
   EXPECT_EQ(reader_->stats()[0].readahead_units, 0u);
   EXPECT_EQ(source_->range_reads.load(), 5);
 }
