@@ -281,7 +281,8 @@ void ReadDirInto(Request& r, fuse_ino_t ino, size_t size, off_t off, bool plus) 
   std::unique_ptr<char[]> buf(new char[size]);
   size_t used = 0;
   std::string name;  // the tree's names are not NUL-terminated
-  Status s = r.tree().ReadDir(
+  Status s;
+  Status walk = r.tree().ReadDir(
       ino, static_cast<uint64_t>(off),
       [&](std::string_view entry_name, const Tree::Attr& attr, uint64_t next) {
         name.assign(entry_name);
@@ -295,11 +296,24 @@ void ReadDirInto(Request& r, fuse_ino_t ino, size_t size, off_t off, bool plus) 
           need = fuse_add_direntry(r.req(), buf.get() + used, size - used, name.c_str(), &st,
                                    static_cast<off_t>(next));
         }
-        if (need > size - used) return false;
+        if (need > size - used) {
+          // An entry that fits no buffer would end the listing early and hide the rest of the
+          // directory: that is an error, never a silent end.
+          if (used == 0) {
+            s = Status::Internal("directory entry '" + AbbreviateName(name) + "' (" +
+                                 std::to_string(name.size()) + " bytes) does not fit a " +
+                                 std::to_string(size) + "-byte readdir buffer");
+          }
+          return false;
+        }
         used += need;
         return true;
       });
-  if (!s.ok()) return r.Fail(s);
+  if (s.ok()) s = walk;
+  if (!s.ok()) {
+    IMGFS_LOG(kError, "readdir of inode " << ino << ": " << s.ToString());
+    return r.Fail(s);
+  }
   r.Replied(fuse_reply_buf(r.req(), buf.get(), used));
 }
 

@@ -306,6 +306,8 @@ Status ValidateLayerIndex(const LayerIndex& index) {
     const Entry& e = index.entries[i];
     if (e.type > EntryType::kFifo) return Status::Corrupt("entry " + e.path + ": unknown type");
     if (e.mtime_nsec >= 1000000000u) return Status::Corrupt("entry " + e.path + ": bad mtime");
+    IMGFS_RETURN_IF_ERROR(ValidateEntryName(e.path));
+    IMGFS_RETURN_IF_ERROR(ValidateXattrs(e));
     uint64_t next = 0;
     for (const Chunk& c : e.chunks) {
       if (c.file_offset != next || c.file_offset > e.size || c.length == 0 ||
@@ -341,7 +343,15 @@ Status ValidateLayerIndex(const LayerIndex& index) {
   return Status::Ok();
 }
 
+std::string AbbreviateName(std::string_view name) {
+  constexpr size_t kShown = 80;
+  if (name.size() <= kShown) return std::string(name);
+  return std::string(name.substr(0, kShown)) + "... (" + std::to_string(name.size()) +
+         " bytes)";
+}
+
 Result<std::string> CleanPath(std::string_view name) {
+  bool rooted = !name.empty() && name[0] == '/';
   std::vector<std::string_view> parts;
   size_t pos = 0;
   while (pos <= name.size()) {
@@ -351,15 +361,17 @@ Result<std::string> CleanPath(std::string_view name) {
     pos = slash + 1;
     if (part.empty() || part == ".") continue;
     if (part == "..") {
-      if (parts.empty()) {
-        return Status::Corrupt("tar member name '" + std::string(name) +
+      if (!parts.empty()) {
+        parts.pop_back();
+      } else if (!rooted) {
+        return Status::Corrupt("tar member name '" + AbbreviateName(name) +
                                "' points outside the layer root");
       }
-      parts.pop_back();
       continue;
     }
     if (part.find('\0') != std::string_view::npos) {
-      return Status::Corrupt("tar member name contains a NUL byte");
+      return Status::Corrupt("tar member name '" + AbbreviateName(name) +
+                             "' contains a NUL byte");
     }
     parts.push_back(part);
   }
@@ -368,7 +380,58 @@ Result<std::string> CleanPath(std::string_view name) {
     if (!out.empty()) out.push_back('/');
     out.append(part);
   }
+  IMGFS_RETURN_IF_ERROR(ValidateEntryName(out));
   return out;
+}
+
+Status ValidateEntryName(std::string_view path) {
+  if (path.size() > kMaxPathLength) {
+    return Status::Corrupt("name '" + AbbreviateName(path) + "' is longer than PATH_MAX (" +
+                           std::to_string(kMaxPathLength) + " bytes)");
+  }
+  size_t start = 0;
+  while (start < path.size()) {
+    size_t slash = path.find('/', start);
+    if (slash == std::string_view::npos) slash = path.size();
+    if (slash - start > kMaxNameComponent) {
+      return Status::Corrupt("name '" + AbbreviateName(path) + "' has a component of " +
+                             std::to_string(slash - start) + " bytes, longer than NAME_MAX (" +
+                             std::to_string(kMaxNameComponent) + ")");
+    }
+    start = slash + 1;
+  }
+  return Status::Ok();
+}
+
+Status ValidateXattrs(const Entry& entry) {
+  if (entry.xattrs.empty()) return Status::Ok();
+  auto fail = [&](const std::string& what) {
+    return Status::Corrupt("entry '" + AbbreviateName(entry.path) + "': " + what);
+  };
+  if (entry.xattrs.size() > kMaxXattrsPerEntry) {
+    return fail(std::to_string(entry.xattrs.size()) + " xattrs, more than the limit of " +
+                std::to_string(kMaxXattrsPerEntry));
+  }
+  size_t list = 0, total = 0;
+  for (const auto& [name, value] : entry.xattrs) {
+    if (name.empty() || name.size() > kMaxXattrName) {
+      return fail("xattr name '" + AbbreviateName(name) + "' is empty or longer than " +
+                  std::to_string(kMaxXattrName) + " bytes");
+    }
+    if (value.size() > kMaxXattrValue) {
+      return fail("xattr '" + name + "' has a value of " + std::to_string(value.size()) +
+                  " bytes, more than " + std::to_string(kMaxXattrValue));
+    }
+    list += name.size() + 1;
+    total += name.size() + value.size();
+  }
+  if (list > kMaxXattrNameList || total > kMaxXattrBytesPerEntry) {
+    return fail("xattrs take " + std::to_string(total) + " bytes (" + std::to_string(list) +
+                " for the names), more than the limits of " +
+                std::to_string(kMaxXattrBytesPerEntry) + " (" +
+                std::to_string(kMaxXattrNameList) + ")");
+  }
+  return Status::Ok();
 }
 
 bool ApplyWhiteoutName(Entry* entry) {
@@ -390,6 +453,14 @@ bool ApplyWhiteoutName(Entry* entry) {
   path = dir.empty() ? std::string(name) : dir + "/" + std::string(name);
   entry->whiteout = true;
   return true;
+}
+
+bool IsDroppedName(std::string_view path) {
+  constexpr std::string_view kMeta = ".wh..wh.";
+  if (path.substr(0, kMeta.size()) == kMeta && path != ".wh..wh..opq") return true;
+  size_t slash = path.rfind('/');
+  std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  return base == ".wh." || base == ".wh.." || base == ".wh...";
 }
 
 }  // namespace imgfs::fs

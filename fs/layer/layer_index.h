@@ -119,12 +119,44 @@ struct LayerIndex {
 // Deserialize applies it to what it reads; builders apply it before storing an index.
 Status ValidateLayerIndex(const LayerIndex& index);
 
-// Cleans a tar member name into Entry::path form ("./usr//bin/" -> "usr/bin"). A name that
-// escapes the root ("../x") is kCorrupt.
+// Limits on names from outside data (docs/architecture.md, "Limits on outside data"). They are
+// the kernel's: a name beyond them could not be extracted (ENAMETOOLONG, E2BIG, ERANGE), so
+// docker's and containerd's extraction fails on it; imgfs refuses the layer the same way.
+inline constexpr size_t kMaxNameComponent = 255;   // NAME_MAX, one path component
+inline constexpr size_t kMaxPathLength = 4095;     // PATH_MAX (4096) with its NUL
+inline constexpr size_t kMaxXattrsPerEntry = 1024;
+inline constexpr size_t kMaxXattrName = 255;        // XATTR_NAME_MAX
+inline constexpr size_t kMaxXattrValue = 65536;     // XATTR_SIZE_MAX
+inline constexpr size_t kMaxXattrNameList = 65536;  // XATTR_LIST_MAX: all names, NULs included
+inline constexpr size_t kMaxXattrBytesPerEntry = size_t{1} << 20;  // names + values
+
+// A name for error messages: at most ~80 bytes of `name`, with its length when cut.
+std::string AbbreviateName(std::string_view name);
+
+// Cleans a tar member name into Entry::path form ("./usr//bin/" -> "usr/bin"), as docker's
+// filepath.Clean + Join does: a ".." that would climb above a leading "/" stays at the root
+// ("/../etc" -> "etc"); a relative name that climbs out of the root ("../x", "a/../../x") is
+// kCorrupt naming it. Then ValidateEntryName.
 Result<std::string> CleanPath(std::string_view name);
+
+// kCorrupt, naming the (abbreviated) path, when a cleaned path breaks the limits above: a
+// component over kMaxNameComponent or the whole over kMaxPathLength (which also bounds a
+// path's depth: at most 2048 components). Every layer parser (tar and TOC formats) gets it through CleanPath, and
+// ValidateLayerIndex checks it again.
+Status ValidateEntryName(std::string_view path);
+
+// kCorrupt naming the entry when its xattrs break the limits above (count, name and value
+// sizes, the listed names' total, names + values). ValidateLayerIndex applies it to every entry.
+Status ValidateXattrs(const Entry& entry);
 
 // Turns a cleaned path whose last component starts with ".wh." into a whiteout or opaque
 // marker on `entry` (path rewritten as described above). Returns true when it did.
 bool ApplyWhiteoutName(Entry* entry);
+
+// True for a cleaned path that docker's extraction never turns into a file, which the layer
+// parsers therefore drop: a degenerate whiteout (last component ".wh.", ".wh..", ".wh...") and
+// AUFS metadata at the root (".wh..wh.plnk/...", any root name starting ".wh..wh." other than
+// the opaque marker ".wh..wh..opq").
+bool IsDroppedName(std::string_view path);
 
 }  // namespace imgfs::fs

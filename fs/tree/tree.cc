@@ -7,6 +7,7 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "base/log.h"
@@ -41,6 +42,10 @@ uint32_t TypeBits(EntryType type) {
 Status SplitPath(std::string_view path, std::vector<std::string_view>* parts) {
   parts->clear();
   if (path.empty()) return Status::Ok();
+  // PATH_MAX also bounds the depth of the tree (2048 levels), whatever built the index.
+  if (Status s = ValidateEntryName(path); !s.ok()) {
+    return Status::Corrupt("layer index breaks the name limits: " + s.message());
+  }
   size_t start = 0;
   while (true) {
     size_t slash = path.find('/', start);
@@ -119,7 +124,9 @@ class TreeBuilder {
   void SetAttrs(uint32_t ino, uint32_t li, uint32_t ei) {
     const Entry& e = layers_[li]->entries[ei];
     BNode& n = nodes_[ino];
-    n.mode = TypeBits(e.type) | (e.mode & 07777);
+    // A symlink's mode is 0777 whatever the archive says: Linux has no other (docker and
+    // containerd never chmod one).
+    n.mode = TypeBits(e.type) | (e.type == EntryType::kSymlink ? 0777 : e.mode & 07777);
     n.uid = e.uid;
     n.gid = e.gid;
     n.mtime_sec = e.mtime_sec;
@@ -135,15 +142,20 @@ class TreeBuilder {
   }
 
   // Drops a name; a directory's whole subtree goes with it (its descendants' link counts too,
-  // so that a hard link elsewhere keeps the right nlink).
+  // so that a hard link elsewhere keeps the right nlink). Iterative: a deep tree must not
+  // cost stack.
   void Unlink(uint32_t ino) {
-    BNode& n = nodes_[ino];
-    if (!n.children) {
-      if (n.names > 0) --n.names;
-      return;
+    std::vector<uint32_t> pending{ino};
+    while (!pending.empty()) {
+      BNode& n = nodes_[pending.back()];
+      pending.pop_back();
+      if (!n.children) {
+        if (n.names > 0) --n.names;
+        continue;
+      }
+      std::unique_ptr<ChildMap> children = std::move(n.children);
+      for (const auto& [name, child] : *children) pending.push_back(child);
     }
-    std::unique_ptr<ChildMap> children = std::move(n.children);
-    for (const auto& [name, child] : *children) Unlink(child);
   }
 
   void RemoveChild(uint32_t dir, std::string_view name) {
@@ -452,8 +464,11 @@ Result<std::vector<std::string>> Tree::ListXattrs(uint64_t ino) const {
   std::vector<std::string> names;
   const Entry* e = SourceEntry(*n);
   if (!e) return names;
+  // Linear whatever the count: a name recorded twice is listed once.
+  std::unordered_set<std::string_view> seen;
+  names.reserve(e->xattrs.size());
   for (const auto& [name, value] : e->xattrs) {
-    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+    if (seen.insert(name).second) names.push_back(name);
   }
   return names;
 }

@@ -13,7 +13,11 @@
 //   - a hard link shares its target's inode (same ino; nlink counts the names), the target
 //     being any path present when the link is applied (this layer or a lower one); a link to
 //     a missing path or to a directory is logged and skipped, as tar extraction would fail it;
-//   - the root entry "" (if any) gives the root its attributes.
+//   - the root entry "" (if any) gives the root its attributes;
+//   - a symlink's mode is 0777 whatever its entry says (Linux has no other; docker never
+//     chmods one).
+// An index whose paths break the name limits of layer_index.h (NAME_MAX, PATH_MAX, which also
+// bound the depth to 2048 levels) is kCorrupt; every walk is iterative.
 //
 // Inode numbers: root is 1 (FUSE_ROOT_ID); the others are dense (2..inode_count()) and
 // stable for the life of the Tree. Inodes are never forgotten: the tree is immutable.

@@ -1,5 +1,6 @@
 #include "fs/layer/layer_index.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <random>
@@ -209,6 +210,36 @@ TEST(CleanPathTest, Cleans) {
   EXPECT_EQ(CleanPath("..").status().code(), Code::kCorrupt);
   EXPECT_EQ(CleanPath("a/../../b").status().code(), Code::kCorrupt);
   EXPECT_EQ(CleanPath(std::string("a\0b", 3)).status().code(), Code::kCorrupt);
+  // Docker's filepath.Clean: ".." cannot climb above a leading "/".
+  EXPECT_EQ(*CleanPath("/../../etc/passwd"), "etc/passwd");
+  EXPECT_EQ(*CleanPath("/.."), "");
+}
+
+TEST(CleanPathTest, EnforcesNameMaxAndPathMaxNamingTheEntry) {
+  EXPECT_TRUE(CleanPath(std::string(255, 'n')).ok());
+  Result<std::string> component = CleanPath("dir/" + std::string(256, 'n'));
+  EXPECT_EQ(component.status().code(), Code::kCorrupt);
+  EXPECT_THAT(component.status().message(), ::testing::HasSubstr("NAME_MAX"));
+  EXPECT_THAT(component.status().message(), ::testing::HasSubstr("dir/nnn"));
+  std::string longest;
+  while (longest.size() < 4095) longest += longest.empty() ? "p" : "/p";
+  longest.resize(4095);
+  EXPECT_TRUE(CleanPath(longest).ok());
+  Result<std::string> path = CleanPath(longest + "p");
+  EXPECT_EQ(path.status().code(), Code::kCorrupt);
+  EXPECT_THAT(path.status().message(), ::testing::HasSubstr("PATH_MAX"));
+  EXPECT_LT(path.status().message().size(), 300u);
+}
+
+TEST(IsDroppedNameTest, DegenerateWhiteoutsAndAufsMetadata) {
+  for (const char* dropped : {".wh.", "a/.wh..", "a/b/.wh...", ".wh..wh.plnk", ".wh..wh.plnk/1",
+                              ".wh..wh.aufs"}) {
+    EXPECT_TRUE(IsDroppedName(dropped)) << dropped;
+  }
+  for (const char* kept : {".wh..wh..opq", "a/.wh..wh..opq", "a/.wh.x", "a/.wh..wh.plnk",
+                           "x.wh.", "a/wh..", ""}) {
+    EXPECT_FALSE(IsDroppedName(kept)) << kept;
+  }
 }
 
 TEST(ApplyWhiteoutNameTest, MarksWhiteoutsAndOpaqueDirectories) {

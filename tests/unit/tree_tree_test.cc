@@ -462,5 +462,57 @@ TEST(TreeTest, HundredThousandEntriesBuildWellUnderASecond) {
   EXPECT_EQ(AttrOf(*tree, "usr/share").nlink, 2u + 999u);
 }
 
+std::string Chain(size_t depth) {
+  std::string path = "a";
+  for (size_t i = 1; i < depth; ++i) path += "/a";
+  return path;
+}
+
+TEST(TreeTest, AMillionLevelChainIsCorruptAndTheDeepestLegalOneIsWhitedOut) {
+  // One entry a million directories deep: whiting it out once recursed per level and
+  // overflowed the stack. Names are bounded by PATH_MAX, which bounds the depth too.
+  Result<std::unique_ptr<Tree>> deep =
+      Tree::Build({Layer({File(Chain(1000000) + "/f")}), Layer({Whiteout("a")})});
+  EXPECT_EQ(deep.status().code(), Code::kCorrupt);
+  EXPECT_THAT(deep.status().message(), ::testing::HasSubstr("PATH_MAX"));
+
+  std::string deepest = Chain(2047);  // 4093 bytes; "/f" makes it 4095, PATH_MAX with its NUL
+  auto tree = BuildOrDie({Layer({File(deepest + "/f", 3)}), Layer({Whiteout("a")})});
+  ASSERT_NE(tree, nullptr);
+  EXPECT_FALSE(Exists(*tree, "a"));
+  auto kept = BuildOrDie({Layer({File(deepest + "/f", 3)})});
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(AttrOf(*kept, deepest + "/f").size, 3u);
+  EXPECT_EQ(kept->inode_count(), 2049u);
+}
+
+TEST(TreeTest, SymlinksHaveMode0777WhateverTheArchiveSays) {
+  Entry link;
+  link.path = "l";
+  link.type = EntryType::kSymlink;
+  link.mode = 0600;
+  link.link_target = "target";
+  auto tree = BuildOrDie({Layer({link})});
+  ASSERT_NE(tree, nullptr);
+  EXPECT_EQ(AttrOf(*tree, "l").mode, static_cast<uint32_t>(S_IFLNK | 0777));
+}
+
+TEST(TreeTest, ListingAHundredThousandXattrsIsLinear) {
+  // Such an entry can only come from an index built without the parse-time caps; the
+  // listing once compared every name with every other (a minute of CPU per listxattr).
+  Entry f = File("f");
+  for (int i = 0; i < 100000; ++i) f.xattrs.emplace_back("user.x" + std::to_string(i), "v");
+  f.xattrs.emplace_back("user.x7", "again");
+  auto tree = BuildOrDie({Layer({f})});
+  ASSERT_NE(tree, nullptr);
+  uint64_t ino = tree->InodeOfPath("f").value();
+  auto start = std::chrono::steady_clock::now();
+  Result<std::vector<std::string>> names = tree->ListXattrs(ino);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(names->size(), 100000u);
+  EXPECT_EQ(tree->GetXattr(ino, "user.x7").value(), "again");
+}
+
 }  // namespace
 }  // namespace imgfs::fs
