@@ -237,18 +237,35 @@ struct StreamIndexer::Impl {
     return Status::Ok();
   }
 
+  // Cuts the stored bytes of a file along the units. A sparse file comes with its layout
+  // (tar.h): holes stay, each data region is cut from data_offset + its unit_offset.
   Status MapChunks(Entry* e, uint64_t data_offset) {
-    uint64_t end = data_offset + e->size;
-    auto it = std::upper_bound(unit_uoff.begin(), unit_uoff.end(), data_offset);
+    std::vector<Chunk> layout = std::move(e->chunks);
+    if (layout.empty()) layout.push_back({0, e->size, 0, 0});
+    e->chunks.clear();
+    for (const Chunk& region : layout) {
+      if (region.unit == Chunk::kZeroUnit) {
+        e->chunks.push_back(region);
+        continue;
+      }
+      IMGFS_RETURN_IF_ERROR(MapRange(e, region.file_offset, data_offset + region.unit_offset,
+                                     region.length));
+    }
+    return Status::Ok();
+  }
+
+  Status MapRange(Entry* e, uint64_t file_offset, uint64_t start, uint64_t length) {
+    uint64_t end = start + length;
+    auto it = std::upper_bound(unit_uoff.begin(), unit_uoff.end(), start);
     if (it == unit_uoff.begin()) return Status::Internal("file data before the first unit");
     size_t u = static_cast<size_t>(it - unit_uoff.begin()) - 1;
-    uint64_t pos = data_offset;
+    uint64_t pos = start;
     for (; pos < end && u < units.size(); ++u) {
       uint64_t ustart = unit_uoff[u], uend = ustart + units[u].ulen;
       if (uend <= pos) continue;
       uint64_t stop = std::min(end, uend);
       Chunk c;
-      c.file_offset = pos - data_offset;
+      c.file_offset = file_offset + (pos - start);
       c.length = stop - pos;
       c.unit = static_cast<uint32_t>(u);
       c.unit_offset = pos - ustart;

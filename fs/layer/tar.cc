@@ -5,16 +5,16 @@
 #include <limits>
 #include <optional>
 
-#include "base/base64.h"
 #include "base/log.h"
+#include "fs/layer/tar_fields.h"
+#include "fs/layer/tar_sparse.h"
 
 namespace imgfs::fs {
 namespace {
 
 constexpr size_t kBlock = 512;
-// No real name, link or xattr set comes near these; they bound memory on hostile input.
-constexpr uint64_t kMaxLongName = 1 << 20;
-constexpr uint64_t kMaxPaxData = 16 << 20;
+// Go's maxSpecialFileSize: the most an 'x', 'g', 'L' or 'K' header may hold.
+constexpr uint64_t kMaxExtendedHeader = 1 << 20;
 // Keeps offset arithmetic far from overflow.
 constexpr uint64_t kMaxSize = uint64_t{1} << 56;
 
@@ -37,6 +37,10 @@ constexpr Field kVersion{263, 2, "version"};
 constexpr Field kDevmajor{329, 8, "devmajor"};
 constexpr Field kDevminor{337, 8, "devminor"};
 constexpr Field kPrefix{345, 155, "prefix"};
+constexpr Field kStarPrefix{345, 131, "prefix"};
+constexpr size_t kGnuSparse = 386;  // old GNU: 4 sparse entries, then isextended, realsize
+constexpr size_t kGnuIsExtended = 482;
+constexpr Field kGnuRealSize{483, 12, "realsize"};
 
 std::string_view FieldBytes(const uint8_t* h, Field f) {
   return std::string_view(reinterpret_cast<const char*>(h) + f.off, f.len);
@@ -49,104 +53,6 @@ std::string CString(const uint8_t* h, Field f) {
   return std::string(s.substr(0, nul));
 }
 
-// Octal (space/NUL padded on either side) or GNU base-256 number, as Go's archive/tar reads it.
-bool ParseNumeric(std::string_view b, int64_t* out) {
-  if (!b.empty() && (static_cast<uint8_t>(b[0]) & 0x80)) {
-    uint8_t inv = (static_cast<uint8_t>(b[0]) & 0x40) ? 0xff : 0;
-    uint64_t x = 0;
-    for (size_t i = 0; i < b.size(); ++i) {
-      uint8_t c = static_cast<uint8_t>(b[i]) ^ inv;
-      if (i == 0) c &= 0x7f;
-      if ((x >> 56) != 0) return false;
-      x = (x << 8) | c;
-    }
-    if ((x >> 63) != 0) return false;
-    *out = inv ? ~static_cast<int64_t>(x) : static_cast<int64_t>(x);
-    return true;
-  }
-  size_t start = 0, end = b.size();
-  while (start < end && (b[start] == ' ' || b[start] == '\0')) ++start;
-  while (end > start && (b[end - 1] == ' ' || b[end - 1] == '\0')) --end;
-  uint64_t x = 0;
-  for (size_t i = start; i < end; ++i) {
-    if (b[i] < '0' || b[i] > '7') return false;
-    if ((x >> 60) != 0) return false;
-    x = (x << 3) | static_cast<uint64_t>(b[i] - '0');
-  }
-  if ((x >> 63) != 0) return false;
-  *out = static_cast<int64_t>(x);
-  return true;
-}
-
-bool ParseDecimal(std::string_view s, uint64_t max, uint64_t* out) {
-  if (s.empty() || s.size() > 20) return false;
-  uint64_t x = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    uint64_t d = static_cast<uint64_t>(c - '0');
-    if (x > (std::numeric_limits<uint64_t>::max() - d) / 10) return false;
-    x = x * 10 + d;
-  }
-  if (x > max) return false;
-  *out = x;
-  return true;
-}
-
-// PAX time: "[-]sec[.frac]". Negative times with a fraction round toward -inf as POSIX says:
-// "-1.5" is sec = -2, nsec = 500000000.
-bool ParsePaxTime(std::string_view s, int64_t* sec, uint32_t* nsec) {
-  bool neg = !s.empty() && s[0] == '-';
-  if (neg) s.remove_prefix(1);
-  std::string_view whole = s, frac;
-  if (size_t dot = s.find('.'); dot != std::string_view::npos) {
-    whole = s.substr(0, dot);
-    frac = s.substr(dot + 1);
-  }
-  uint64_t w = 0;
-  if (!ParseDecimal(whole, static_cast<uint64_t>(std::numeric_limits<int64_t>::max() - 1), &w)) {
-    return false;
-  }
-  uint32_t n = 0;
-  for (size_t i = 0; i < frac.size(); ++i) {
-    if (frac[i] < '0' || frac[i] > '9') return false;
-    if (i < 9) n = n * 10 + static_cast<uint32_t>(frac[i] - '0');
-  }
-  for (size_t i = frac.size(); i < 9; ++i) n *= 10;
-  if (!neg) {
-    *sec = static_cast<int64_t>(w);
-    *nsec = n;
-  } else if (n == 0) {
-    *sec = -static_cast<int64_t>(w);
-    *nsec = 0;
-  } else {
-    *sec = -static_cast<int64_t>(w) - 1;
-    *nsec = 1000000000u - n;
-  }
-  return true;
-}
-
-bool PercentDecode(std::string_view in, std::string* out) {
-  out->clear();
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out->push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    auto hex = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    int hi = hex(in[i + 1]), lo = hex(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return true;
-}
-
 bool IsZeroBlock(const uint8_t* h) {
   for (size_t i = 0; i < kBlock; ++i) {
     if (h[i] != 0) return false;
@@ -156,12 +62,22 @@ bool IsZeroBlock(const uint8_t* h) {
 
 uint64_t Padding(uint64_t size) { return (kBlock - size % kBlock) % kBlock; }
 
-constexpr std::string_view kSchilyXattr = "SCHILY.xattr.";
-constexpr std::string_view kLibarchiveXattr = "LIBARCHIVE.xattr.";
 
 }  // namespace
 
+struct TarReader::PendingSparse {
+  Entry entry;
+  uint64_t header_offset = 0;
+  uint64_t logical = 0;   // the file's size, holes included
+  uint64_t physical = 0;  // bytes stored in the member (after the 1.0 map once it is read)
+  uint64_t map_bytes = 0;
+  bool dropped = false;  // IsDroppedName: read past, never delivered
+  std::vector<SparseRegion> regions;
+  SparseMap10 map10;
+};
+
 TarReader::TarReader(EntrySink sink) : sink_(std::move(sink)) {}
+TarReader::~TarReader() = default;
 
 Status TarReader::Fail(uint64_t at, std::string message) {
   error_ = Status::Corrupt("tar stream at offset " + std::to_string(at) + ": " + message);
@@ -200,7 +116,9 @@ Status TarReader::Feed(std::string_view bytes) {
         }
         break;
       }
-      case State::kHeader: {
+      case State::kHeader:
+      case State::kSparseExt:
+      case State::kSparseMap: {
         if (header_fill_ == 0) header_offset_ = offset_;
         size_t take = std::min(kBlock - header_fill_, avail);
         std::memcpy(header_ + header_fill_, bytes.data() + i, take);
@@ -209,7 +127,7 @@ Status TarReader::Feed(std::string_view bytes) {
         i += take;
         if (header_fill_ == kBlock) {
           header_fill_ = 0;
-          Status s = ProcessHeader();
+          Status s = state_ == State::kHeader ? ProcessHeader() : ProcessSparseBlock();
           if (!s.ok()) {
             if (error_.ok()) error_ = s;
             return error_;
@@ -228,13 +146,12 @@ Status TarReader::Finish() {
     case State::kEnd:
       return Status::Ok();
     case State::kHeader:
-      if (header_fill_ == 0) {
-        if (gnu_long_name_ || gnu_long_link_ || !pax_local_.empty()) {
-          return Fail(offset_, "archive ends right after an extended header");
-        }
-        return Status::Ok();
-      }
+      // Extension records with no member after them are dropped, as Go's reader drops them.
+      if (header_fill_ == 0) return Status::Ok();
       return Fail(offset_, "archive ends inside a header block");
+    case State::kSparseExt:
+    case State::kSparseMap:
+      return Fail(offset_, "archive ends inside a sparse member's map");
     case State::kSkip:
     case State::kCollect:
       return Fail(offset_, "archive ends inside a member's data");
@@ -283,10 +200,10 @@ Status TarReader::ProcessHeader() {
     case 'g':
     case 'L':
     case 'K': {
-      uint64_t limit = (typeflag == 'L' || typeflag == 'K') ? kMaxLongName : kMaxPaxData;
-      if (usize > limit) {
+      if (usize > kMaxExtendedHeader) {
         return Fail(at, std::string("extended header '") + typeflag + "' of " +
-                            std::to_string(usize) + " bytes is implausibly large");
+                            std::to_string(usize) + " bytes is larger than the limit of " +
+                            std::to_string(kMaxExtendedHeader));
       }
       collect_.clear();
       collect_.reserve(usize);
@@ -317,43 +234,22 @@ Status TarReader::FinishCollect() {
       (collect_type_ == 'L' ? gnu_long_name_ : gnu_long_link_) = std::move(data);
       return Status::Ok();
     }
-    case 'x':
-      return ApplyPax(data, /*global=*/false);
-    case 'g':
-      return ApplyPax(data, /*global=*/true);
-  }
-  return Status::Ok();
-}
-
-Status TarReader::ApplyPax(std::string_view records, bool global) {
-  uint64_t at = collect_offset_;
-  auto& target = global ? pax_global_ : pax_local_;
-  while (!records.empty()) {
-    size_t space = records.find(' ');
-    uint64_t len = 0;
-    if (space == std::string_view::npos || space == 0 ||
-        !ParseDecimal(records.substr(0, space), records.size(), &len) || len <= space + 1) {
-      return Fail(at, "PAX record length is malformed or exceeds the header");
+    case 'x': {
+      // Only the last 'x' header before a member counts (Go replaces its records).
+      std::map<std::string, std::string> records;
+      if (Status s = ParsePaxRecords(data, &records); !s.ok()) return Fail(collect_offset_, s.message());
+      pax_local_ = std::move(records);
+      return Status::Ok();
     }
-    std::string_view record = records.substr(0, len);
-    records.remove_prefix(len);
-    if (record.back() != '\n') return Fail(at, "PAX record does not end with a newline");
-    std::string_view kv = record.substr(space + 1, len - space - 2);
-    size_t eq = kv.find('=');
-    if (eq == std::string_view::npos || eq == 0) return Fail(at, "PAX record without a key");
-    std::string key(kv.substr(0, eq));
-    std::string value(kv.substr(eq + 1));
-    if (key.rfind("GNU.sparse.", 0) == 0) {
-      error_ = Status::Unsupported("tar stream at offset " + std::to_string(at) +
-                                   ": GNU sparse files are not supported");
-      return error_;
-    }
-    if (global && (key == "path" || key == "linkpath" || key == "size")) continue;
-    // An empty value removes the key (POSIX: "the corresponding field is deleted").
-    if (value.empty() && global) {
-      target.erase(key);
-    } else {
-      target[key] = std::move(value);
+    case 'g': {
+      // Checked, then ignored as docker ignores it; Go returns it as a member of its own, so
+      // the extension records before it apply to nothing.
+      std::map<std::string, std::string> records;
+      if (Status s = ParsePaxRecords(data, &records); !s.ok()) return Fail(collect_offset_, s.message());
+      pax_local_.clear();
+      gnu_long_name_.reset();
+      gnu_long_link_.reset();
+      return Status::Ok();
     }
   }
   return Status::Ok();
@@ -361,13 +257,13 @@ Status TarReader::ApplyPax(std::string_view records, bool global) {
 
 Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
   // Extension records apply to this member only, whatever happens next.
-  std::map<std::string, std::string> pax = pax_global_;
-  for (auto& [k, v] : pax_local_) pax[k] = std::move(v);
+  std::map<std::string, std::string> pax = std::move(pax_local_);
   pax_local_.clear();
   std::optional<std::string> long_name = std::move(gnu_long_name_);
   std::optional<std::string> long_link = std::move(gnu_long_link_);
   gnu_long_name_.reset();
   gnu_long_link_.reset();
+  // Go's mergePAX: a record with an empty value keeps the header's field.
   auto pax_value = [&pax](const char* key) -> const std::string* {
     auto it = pax.find(key);
     return it == pax.end() || it->second.empty() ? nullptr : &it->second;
@@ -384,10 +280,11 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
   }
   if (!ParseNumeric(FieldBytes(h, kMtime), &mtime)) return Fail(at, "bad number in mtime field");
 
+  // Go's getFormat: "ustar\0" whatever the version (star when the block ends in "tar\0").
   std::string_view magic = FieldBytes(h, kMagic);
-  std::string_view version = FieldBytes(h, kVersion);
-  bool ustar = magic == std::string_view("ustar\0", 6) && version == "00";
-  bool gnu = magic == "ustar " && version == std::string_view(" \0", 2);
+  bool ustar = magic == std::string_view("ustar\0", 6);
+  bool star = ustar && std::memcmp(h + 508, "tar\0", 4) == 0;
+  bool gnu = magic == "ustar " && FieldBytes(h, kVersion) == std::string_view(" \0", 2);
   if ((ustar || gnu) && (typeflag == '3' || typeflag == '4')) {
     if (!ParseNumeric(FieldBytes(h, kDevmajor), &devmajor) || devmajor < 0 ||
         devmajor > UINT32_MAX || !ParseNumeric(FieldBytes(h, kDevminor), &devminor) ||
@@ -398,72 +295,44 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
 
   uint64_t usize = static_cast<uint64_t>(size);
   if (const std::string* v = pax_value("size")) {
-    if (!ParseDecimal(*v, kMaxSize, &usize)) return Fail(at, "bad PAX size");
+    if (!ParsePaxUnsigned(*v, kMaxSize, &usize)) return Fail(at, "bad PAX size");
   }
   Entry e;
   e.mode = static_cast<uint32_t>(mode) & 07777;
   e.uid = static_cast<uint32_t>(uid);
   e.gid = static_cast<uint32_t>(gid);
   e.mtime_sec = mtime;
+  uint64_t x = 0;
   if (const std::string* v = pax_value("uid")) {
-    uint64_t x;
-    if (!ParseDecimal(*v, UINT32_MAX, &x)) return Fail(at, "bad PAX uid");
+    if (!ParsePaxUnsigned(*v, UINT32_MAX, &x)) return Fail(at, "bad PAX uid");
     e.uid = static_cast<uint32_t>(x);
   }
   if (const std::string* v = pax_value("gid")) {
-    uint64_t x;
-    if (!ParseDecimal(*v, UINT32_MAX, &x)) return Fail(at, "bad PAX gid");
+    if (!ParsePaxUnsigned(*v, UINT32_MAX, &x)) return Fail(at, "bad PAX gid");
     e.gid = static_cast<uint32_t>(x);
   }
   if (const std::string* v = pax_value("mtime")) {
     if (!ParsePaxTime(*v, &e.mtime_sec, &e.mtime_nsec)) return Fail(at, "bad PAX mtime");
   }
-  for (const auto& [key, value] : pax) {
-    // POSIX: a record with an empty value deletes the keyword. Go's archive/tar, which docker,
-    // containerd and umoci extract with, drops such xattrs; an image must look the same here.
-    if (value.empty()) continue;
-    if (key.compare(0, kSchilyXattr.size(), kSchilyXattr) == 0 &&
-        key.size() > kSchilyXattr.size()) {
-      e.xattrs.emplace_back(key.substr(kSchilyXattr.size()), value);
-    } else if (key.compare(0, kLibarchiveXattr.size(), kLibarchiveXattr) == 0 &&
-               key.size() > kLibarchiveXattr.size()) {
-      std::string name;
-      std::optional<std::string> decoded = DecodeBase64(value);
-      if (!PercentDecode(std::string_view(key).substr(kLibarchiveXattr.size()), &name) ||
-          !decoded) {
-        return Fail(at, "bad LIBARCHIVE.xattr record");
-      }
-      // SCHILY wins when a writer emits both forms of one attribute.
-      bool dup = std::any_of(e.xattrs.begin(), e.xattrs.end(),
-                             [&](const auto& x) { return x.first == name; }) ||
-                 pax.count(std::string(kSchilyXattr) + name);
-      if (!dup) e.xattrs.emplace_back(std::move(name), std::move(*decoded));
-    }
-  }
+  if (Status s = XattrsFromPax(pax, &e.xattrs); !s.ok()) return Fail(at, s.message());
 
-  std::string name;
-  if (const std::string* v = pax_value("path")) {
-    name = *v;
-  } else if (long_name) {
-    name = *long_name;
-  } else {
-    name = CString(h, kName);
-    std::string prefix = ustar ? CString(h, kPrefix) : std::string();
+  // Go: the header's name, then PAX path, then a GNU long name; the same for the link.
+  std::string name = CString(h, kName);
+  if (ustar) {
+    std::string prefix = CString(h, star ? kStarPrefix : kPrefix);
     if (!prefix.empty()) name = prefix + "/" + name;
   }
-  std::string link;
-  if (const std::string* v = pax_value("linkpath")) {
-    link = *v;
-  } else if (long_link) {
-    link = *long_link;
-  } else {
-    link = CString(h, kLinkname);
-  }
+  if (const std::string* v = pax_value("path")) name = *v;
+  if (long_name && !long_name->empty()) name = std::move(*long_name);
+  std::string link = CString(h, kLinkname);
+  if (const std::string* v = pax_value("linkpath")) link = *v;
+  if (long_link && !long_link->empty()) link = std::move(*long_link);
 
   bool has_data = false;  // whether content bytes follow the header
   switch (typeflag) {
     case '0':
     case '7':
+    case 'S':  // old GNU sparse: a regular file whose map is in the header
       e.type = EntryType::kRegular;
       has_data = true;
       break;
@@ -497,41 +366,156 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
     case 'D':  // GNU dumpdir: a directory whose data lists its contents
       e.type = EntryType::kDirectory;
       break;
-    case 'S':
-      error_ = Status::Unsupported("tar stream at offset " + std::to_string(at) + ": '" + name +
-                                   "' is a GNU sparse file, which is not supported");
-      return error_;
     default:
-      IMGFS_LOG(kWarning, "tar member '" << name << "' at offset " << at << " has type "
+      IMGFS_LOG(kWarning, "tar member '" << AbbreviateName(name) << "' at offset " << at
+                                         << " has type "
                                          << static_cast<int>(static_cast<uint8_t>(typeflag))
                                          << ", which is skipped");
       skip_remaining_ = usize + Padding(usize);
       state_ = skip_remaining_ ? State::kSkip : State::kHeader;
       return Status::Ok();
   }
-  // Typeflag 'D' and friends carry data that is not file content; skip it too.
+  // Typeflag 'D' carries data that is not file content; skip it too.
   uint64_t data_len = has_data || typeflag == 'D' ? usize : 0;
   skip_remaining_ = data_len + Padding(data_len);
   state_ = skip_remaining_ ? State::kSkip : State::kHeader;
   uint64_t data_offset = at + kBlock;
 
+  // GNU sparse (Go's readGNUSparsePAXHeaders): which form, if any.
+  enum { kNotSparse, kOldGnu, kPax0, kPax1 } sparse = kNotSparse;
+  uint64_t logical = usize;
+  if (typeflag == 'S') {
+    if (!gnu) return Fail(at, "sparse member 'S' in a header that is not GNU");
+    int64_t real = 0;
+    if (!ParseNumeric(FieldBytes(h, kGnuRealSize), &real) || real < 0) {
+      return Fail(at, "bad number in the GNU sparse real size");
+    }
+    logical = static_cast<uint64_t>(real);
+    sparse = kOldGnu;
+  } else {
+    auto record = [&pax](const char* key) {
+      auto it = pax.find(key);
+      return it == pax.end() ? std::string() : it->second;
+    };
+    std::string major = record("GNU.sparse.major"), minor = record("GNU.sparse.minor");
+    if (major == "0" && (minor == "0" || minor == "1")) {
+      sparse = kPax0;
+    } else if (major == "1" && minor == "0") {
+      sparse = kPax1;
+    } else if (major.empty() && minor.empty() && !record("GNU.sparse.map").empty()) {
+      sparse = kPax0;
+    }
+    if (sparse != kNotSparse) {
+      if (std::string n = record("GNU.sparse.name"); !n.empty()) name = n;
+      std::string sz = record("GNU.sparse.size");
+      if (sz.empty()) sz = record("GNU.sparse.realsize");
+      if (!sz.empty() && !ParsePaxUnsigned(sz, kMaxSize, &logical)) {
+        return Fail(at, "bad GNU sparse size");
+      }
+    }
+  }
+  if (sparse != kNotSparse && e.type != EntryType::kRegular) {
+    return Fail(at, "a member without data has a sparse map");
+  }
+
   Result<std::string> clean = CleanPath(name);
   if (!clean.ok()) return Fail(at, clean.status().message());
   e.path = std::move(clean).value();
-  e.size = e.type == EntryType::kRegular ? usize : 0;
+  e.size = e.type == EntryType::kRegular ? logical : 0;
   if (e.type == EntryType::kHardlink) {
     Result<std::string> target = CleanPath(link);
     if (!target.ok()) return Fail(at, "hard link target: " + target.status().message());
     if (target->empty()) return Fail(at, "hard link '" + e.path + "' has no target");
     e.link_target = std::move(target).value();
   } else if (e.type == EntryType::kSymlink) {
+    if (link.size() > kMaxPathLength) {
+      return Fail(at, "symlink '" + e.path + "' has a target of " + std::to_string(link.size()) +
+                          " bytes, longer than PATH_MAX (" + std::to_string(kMaxPathLength) +
+                          ")");
+    }
     e.link_target = std::move(link);
   }
   e.dev_major = static_cast<uint32_t>(devmajor);
   e.dev_minor = static_cast<uint32_t>(devminor);
+  if (Status s = ValidateXattrs(e); !s.ok()) return Fail(at, s.message());
+  bool dropped = IsDroppedName(e.path);
+  if (dropped) {
+    IMGFS_LOG(kWarning, "tar member '" << e.path << "' at offset " << at
+                                       << " is not extracted by docker either; dropping it");
+  }
   // Markers have no content of their own, whatever size the writer gave the marker file.
-  if (!e.path.empty() && ApplyWhiteoutName(&e)) e.size = 0;
-  return sink_(std::move(e), data_offset);
+  if (!dropped && !e.path.empty() && ApplyWhiteoutName(&e)) e.size = 0;
+  if (sparse == kNotSparse) return dropped ? Status::Ok() : Deliver(std::move(e), data_offset);
+
+  sparse_ = std::make_unique<PendingSparse>();
+  PendingSparse& p = *sparse_;
+  p.entry = std::move(e);
+  p.header_offset = at;
+  p.logical = logical;
+  p.physical = usize;
+  p.dropped = dropped;
+  switch (sparse) {
+    case kOldGnu: {
+      if (Status s = ParseOldGnuSparse(h + kGnuSparse, 4, &p.regions); !s.ok()) {
+        return Fail(at, s.message());
+      }
+      if (h[kGnuIsExtended] != 0) {
+        state_ = State::kSparseExt;
+        return Status::Ok();
+      }
+      return DeliverSparse(data_offset);
+    }
+    case kPax0: {
+      auto numblocks = pax.find("GNU.sparse.numblocks");
+      Status s = ParsePaxSparseMap(numblocks == pax.end() ? "" : numblocks->second,
+                                   pax["GNU.sparse.map"], &p.regions);
+      if (!s.ok()) return Fail(at, s.message());
+      return DeliverSparse(data_offset);
+    }
+    default:
+      state_ = State::kSparseMap;
+      return Status::Ok();
+  }
+}
+
+Status TarReader::ProcessSparseBlock() {
+  PendingSparse& p = *sparse_;
+  if (state_ == State::kSparseExt) {
+    // An old GNU extension block: 21 more entries, then its own "is extended" byte.
+    if (Status s = ParseOldGnuSparse(header_, 21, &p.regions); !s.ok()) {
+      return Fail(header_offset_, s.message());
+    }
+    if (header_[504] != 0) return Status::Ok();
+    return DeliverSparse(offset_);
+  }
+  if (p.map_bytes + kBlock > p.physical) {
+    return Fail(p.header_offset, "GNU sparse 1.0 map runs past the member's data");
+  }
+  p.map_bytes += kBlock;
+  if (Status s = p.map10.FeedBlock(header_); !s.ok()) return Fail(p.header_offset, s.message());
+  if (!p.map10.done()) return Status::Ok();
+  p.regions = p.map10.TakeRegions();
+  p.physical -= p.map_bytes;
+  return DeliverSparse(offset_);
+}
+
+Status TarReader::DeliverSparse(uint64_t data_offset) {
+  std::unique_ptr<PendingSparse> p = std::move(sparse_);
+  // The 1.0 map took whole blocks, so the padding is the same as for the whole member.
+  skip_remaining_ = p->physical + Padding(p->physical);
+  state_ = skip_remaining_ ? State::kSkip : State::kHeader;
+  Entry& e = p->entry;
+  if (p->dropped) return Status::Ok();
+  // A whiteout marker's data means nothing.
+  if (e.whiteout || e.opaque) return Deliver(std::move(e), data_offset);
+  if (Status s = SparseChunks(p->regions, p->logical, p->physical, &e.chunks); !s.ok()) {
+    return Fail(p->header_offset, "sparse member '" + e.path + "': " + s.message());
+  }
+  return Deliver(std::move(e), data_offset);
+}
+
+Status TarReader::Deliver(Entry entry, uint64_t data_offset) {
+  return sink_(std::move(entry), data_offset);
 }
 
 }  // namespace imgfs::fs

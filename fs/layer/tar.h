@@ -5,12 +5,27 @@
 // folded in) together with the stream offset where a regular file's content starts. Content
 // bytes are skipped, never buffered: memory stays bounded by the largest extension record.
 //
-// Formats: ustar (prefix + name), old GNU and V7 headers, GNU long names/links ('L'/'K'), PAX
-// extended ('x') and global ('g') headers (path, linkpath, size, uid, gid, mtime with
-// fractional seconds, SCHILY.xattr.*, LIBARCHIVE.xattr.*), base-256 numeric fields. Global
-// headers apply their attributes (uid, gid, mtime, xattrs) to later members but never a path,
-// link or size, which only make sense for one member. GNU sparse members are kUnsupported.
+// Formats: ustar (prefix + name), star, old GNU and V7 headers, GNU long names/links ('L'/'K'),
+// PAX extended headers (path, linkpath, size, uid, gid, mtime with fractional seconds,
+// SCHILY.xattr.*, LIBARCHIVE.xattr.*), base-256 numeric fields, GNU sparse members (old 'S',
+// PAX 0.0, 0.1 and 1.0: their entry carries the chunks, see below). The reading is Go's
+// archive/tar's, which docker and containerd extract with:
+//   - of several 'x' headers before a member only the last applies; a GNU long name or link
+//     wins over the PAX path/linkpath; a PAX record with an empty value keeps the header's;
+//   - global ('g') headers are checked and then ignored (docker skips them), and they end
+//     whatever extension records were pending;
+//   - PAX numbers are Go's ParseInt (sign, leading zeros);
+//   - names are cleaned by CleanPath (a rooted ".." stays at the root, an escape is an error,
+//     NAME_MAX/PATH_MAX enforced); symlink targets are kept as stored but may not exceed
+//     PATH_MAX; names docker never extracts (IsDroppedName) are dropped.
 // Members of unknown types are skipped (with their data) and logged.
+//
+// Limits (docs/architecture.md): an extended header ('x', 'g', 'L', 'K') holds at most 1 MiB
+// (Go's maxSpecialFileSize); xattrs per ValidateXattrs; sparse maps per tar_sparse.h.
+//
+// A sparse member's Entry comes with its chunks laid out: holes have unit Chunk::kZeroUnit,
+// data regions unit 0 and unit_offset = the offset of their bytes from `data_offset`. Other
+// regular files have no chunks; their content is entry.size bytes at `data_offset`.
 //
 // End of archive: two zero blocks; anything after them is ignored. A stream that simply stops
 // on a header boundary is accepted too (some tools omit the end blocks). Malformed input (bad
@@ -26,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,11 +55,12 @@ namespace imgfs::fs {
 class TarReader {
  public:
   // Receives each member in archive order. `data_offset` is the stream offset of the member's
-  // first content byte (meaningful for regular files, whose content is entry.size bytes).
+  // first content byte (meaningful for regular files; see above for sparse ones).
   // A non-OK Status stops the parse and is returned by Feed.
   using EntrySink = std::function<Status(Entry entry, uint64_t data_offset)>;
 
   explicit TarReader(EntrySink sink);
+  ~TarReader();
 
   // Consumes the next `bytes` of the stream.
   Status Feed(std::string_view bytes);
@@ -56,12 +73,15 @@ class TarReader {
   uint64_t offset() const { return offset_; }
 
  private:
-  enum class State { kHeader, kSkip, kCollect, kEnd };
+  enum class State { kHeader, kSparseExt, kSparseMap, kSkip, kCollect, kEnd };
 
+  Status ProcessBlock();
   Status ProcessHeader();
   Status FinishCollect();
   Status EmitEntry(const uint8_t* h, char typeflag, uint64_t header_offset);
-  Status ApplyPax(std::string_view records, bool global);
+  Status ProcessSparseBlock();
+  Status DeliverSparse(uint64_t data_offset);
+  Status Deliver(Entry entry, uint64_t data_offset);
   Status Fail(uint64_t at, std::string message);
 
   EntrySink sink_;
@@ -82,11 +102,14 @@ class TarReader {
   char collect_type_ = 0;
   uint64_t collect_offset_ = 0;
 
-  // Extension records waiting for the next real member.
+  // Extension records waiting for the next real member (the last 'x' header's only).
   std::optional<std::string> gnu_long_name_;
   std::optional<std::string> gnu_long_link_;
   std::map<std::string, std::string> pax_local_;
-  std::map<std::string, std::string> pax_global_;
+
+  // A sparse member whose map is still being read (old GNU extension blocks, PAX 1.0 map).
+  struct PendingSparse;
+  std::unique_ptr<PendingSparse> sparse_;
 };
 
 }  // namespace imgfs::fs
