@@ -1,8 +1,8 @@
 // The tar walk over a layer's uncompressed stream (fs/layer/tar.h): ustar, GNU and PAX
 // headers, extension records, whiteouts, names.
 // Invariants: errors are input errors; every entry's path is already clean; a regular file's
-// data lies inside the stream when the stream ended cleanly; and feeding the same bytes in
-// pieces of another size gives the same entries and the same outcome.
+// data (a sparse file's data regions) lies inside the stream when the stream ended cleanly;
+// and feeding the same bytes in pieces of another size gives the same entries and outcome.
 #include <string>
 #include <vector>
 
@@ -35,7 +35,14 @@ Walk RunWalk(std::string_view stream, size_t piece) {
   fs::TarReader reader([&](fs::Entry e, uint64_t data_offset) {
     auto clean = fs::CleanPath(e.path);
     FUZZ_CHECK(clean.ok() && *clean == e.path, "unclean path " + e.path);
-    if (e.type == fs::EntryType::kRegular) walk.data.emplace_back(data_offset, e.size);
+    if (e.type == fs::EntryType::kRegular && e.chunks.empty()) {
+      walk.data.emplace_back(data_offset, e.size);
+    }
+    for (const fs::Chunk& c : e.chunks) {  // a sparse file: its data regions, holes aside
+      if (c.unit != fs::Chunk::kZeroUnit) {
+        walk.data.emplace_back(data_offset + c.unit_offset, c.length);
+      }
+    }
     walk.entries.push_back(Describe(e, data_offset));
     return Status::Ok();
   });
