@@ -31,7 +31,22 @@ struct InspectOptions {
   std::string format = "text";  // or "json"
 };
 
+// `imgfs pull`: docker pull's options and output (README "imgfs pull").
+struct PullOptions {
+  CommonOptions common;  // its `pull` is not used: a pull always asks the registry
+  std::string image;
+  bool all_tags = false;
+  bool quiet = false;
+  // all: every byte of every layer (default); landmark: of eStargz layers, the TOC and the
+  // prioritized files' region only (what `mount --prefetch landmark` fetches first).
+  std::string prefetch_only = "all";
+};
+
 int RunMount(const MountOptions& options);
+// Fetches and verifies an image's every layer into the cache, so that later mounts need no
+// registry for it; prints docker's lines (cli/pull_output.h). Exit status 1 on failure, with
+// docker's message for an unknown tag or repository.
+int RunPull(const PullOptions& options);
 int RunUmount(const std::string& mountpoint);
 int RunInspect(const InspectOptions& options);
 // Prints what the mount at `mountpoint` fetched and holds, per layer; format text or json.

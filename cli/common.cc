@@ -39,6 +39,23 @@ Status CheckPlatform(const registry::ResolvedImage& image, const Target& target)
   return Status::Ok();
 }
 
+std::string FamiliarName(const registry::Reference& ref) {
+  if (ref.domain != "docker.io") return ref.Repo();
+  const std::string kLibrary = "library/";
+  if (ref.repository.rfind(kLibrary, 0) == 0 &&
+      ref.repository.find('/', kLibrary.size()) == std::string::npos) {
+    return ref.repository.substr(kLibrary.size());
+  }
+  return ref.repository;
+}
+
+std::string FamiliarString(const registry::Reference& ref) {
+  std::string out = FamiliarName(ref);
+  if (!ref.tag.empty()) out += ":" + ref.tag;
+  if (!ref.digest.empty()) out += "@" + ref.digest;
+  return out;
+}
+
 registry::ClientOptions DefaultClientOptions() {
   registry::ClientOptions options;
   options.mirrors = registry::DockerDaemonMirrors();

@@ -40,6 +40,12 @@ Result<Target> ParseTarget(const std::string& image, const CommonOptions& common
 // (one may well look inside an arm64 image on an amd64 machine).
 Status CheckPlatform(const registry::ResolvedImage& image, const Target& target);
 
+// The short names docker prints (distribution's FamiliarName / FamiliarString): without
+// "docker.io/", and without "library/" for official images ("alpine", "alpine:3.19",
+// "127.0.0.1:5000/team/app@sha256:...").
+std::string FamiliarName(const registry::Reference& ref);
+std::string FamiliarString(const registry::Reference& ref);
+
 // As docker: Docker Hub pulls go through the mirrors of docker's daemon.json first.
 registry::ClientOptions DefaultClientOptions();
 

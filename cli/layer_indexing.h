@@ -6,10 +6,12 @@
 // the first layer's error in manifest order, prefixed with that layer's digest; the layers
 // that did succeed stay cached.
 //
-// Thread-safety: a free function; it runs up to kMaxParallelLayers threads of its own and
-// joins them before returning. `cache` and `source` must be thread-safe.
+// Thread-safety: free functions; they work on the calling thread and up to
+// kMaxParallelLayers - 1 threads of their own, joined before they return. `cache` and
+// `source` must be thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -22,6 +24,11 @@
 namespace imgfs::cli {
 
 inline constexpr int kMaxParallelLayers = 4;
+
+// Calls fn(i) for every i in [0, n), on up to `max_threads` threads at once, lower i first.
+// Every i is called whatever the others return; the result is the Status of the lowest i that
+// failed, OK when none did.
+Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Status(size_t)>& fn);
 
 fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d);
 

@@ -9,13 +9,16 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "imgfs 0.1.0");
 
-  auto add_common = [](CLI::App* cmd, CommonOptions* common) {
+  auto add_cache_and_platform = [](CLI::App* cmd, CommonOptions* common) {
     cmd->add_option("--cache", common->cache_dir,
                     "Cache root (default: $IMGFS_CACHE, /var/lib/imgfs for root, "
                     "else $XDG_CACHE_HOME/imgfs)");
     cmd->add_option("--platform", common->platform,
                     "Platform to choose from a multi-platform image, os/arch[/variant] "
                     "(default: this host's)");
+  };
+  auto add_common = [&](CLI::App* cmd, CommonOptions* common) {
+    add_cache_and_platform(cmd, common);
     cmd->add_option("--pull", common->pull,
                     "missing: use the cached manifest when there is one (default); "
                     "always: revalidate with the registry; never: cache only")
@@ -40,6 +43,20 @@ int main(int argc, char** argv) {
       ->required();
   mount_cmd->add_option("MOUNTPOINT", mount.mountpoint, "An existing directory")->required();
 
+  imgfs::cli::PullOptions pull;
+  CLI::App* pull_cmd = app.add_subcommand(
+      "pull", "Fetch and verify an image into the cache, as docker pull does, for offline mounts");
+  add_cache_and_platform(pull_cmd, &pull.common);
+  pull_cmd->add_flag("-a,--all-tags", pull.all_tags, "Pull every tag of the repository");
+  pull_cmd->add_flag("-q,--quiet", pull.quiet, "Print only the image's full reference");
+  pull_cmd
+      ->add_option("--prefetch-only", pull.prefetch_only,
+                   "all: every layer whole (default); landmark: of eStargz layers only the TOC "
+                   "and the prioritized files")
+      ->check(CLI::IsMember({"landmark", "all"}));
+  pull_cmd->add_option("IMAGE", pull.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
+      ->required();
+
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
   umount_cmd->alias("unmount");
@@ -63,6 +80,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
+  if (*pull_cmd) return imgfs::cli::RunPull(pull);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
   if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
   if (*stats_cmd) return imgfs::cli::RunStats(stats_point, stats_format);

@@ -99,6 +99,30 @@ bool ParseContentRange(std::string_view v, uint64_t* first, uint64_t* last) {
   return parse(v.substr(0, dash), first) && parse(v.substr(dash + 1, slash - dash - 1), last);
 }
 
+// The target of the `rel="next"` entry of a Link header ("" when there is none).
+std::string NextLink(std::string_view header) {
+  size_t pos = 0;
+  while (pos < header.size()) {
+    size_t open = header.find('<', pos);
+    if (open == std::string_view::npos) return "";
+    size_t close = header.find('>', open);
+    if (close == std::string_view::npos) return "";
+    size_t end = header.find('<', close);  // the next entry, if any
+    std::string_view params = header.substr(close + 1, end == std::string_view::npos
+                                                           ? std::string_view::npos
+                                                           : end - close - 1);
+    std::string lower(params);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.find("rel=\"next\"") != std::string::npos ||
+        lower.find("rel=next") != std::string::npos) {
+      return std::string(header.substr(open + 1, close - open - 1));
+    }
+    pos = close + 1;
+  }
+  return "";
+}
+
 }  // namespace
 
 class Client::Impl {
@@ -167,6 +191,69 @@ class Client::Impl {
     // Not every registry sends the header on HEAD; the bytes decide then.
     IMGFS_ASSIGN_OR_RETURN(ManifestResponse full, GetManifest(repo, tag_or_digest));
     return full.digest;
+  }
+
+  Result<std::vector<std::string>> ListTags(const Reference& repo) {
+    std::vector<std::string> tags;
+    const std::string first = "/v2/" + repo.repository + "/tags/list";
+    std::string path = first;
+    for (int page = 1;; ++page) {
+      if (page > kMaxTagPages) {
+        return Status::Corrupt("registry " + repo.domain + " sent more than " +
+                               std::to_string(kMaxTagPages) + " pages of tags for " + repo.Repo());
+      }
+      Call call;
+      call.repo = &repo;
+      call.path = path;
+      call.max_body = 16 << 20;
+      call.what = "the tags of " + repo.Repo();
+      HttpResponse resp;
+      IMGFS_RETURN_IF_ERROR(Send(call, &resp));
+      if (resp.status == 404) {
+        return Status::NotFound("repository not found: " + repo.Repo() +
+                                " (check the name, or whether you need to log in)");
+      }
+      if (resp.status != 200) return MapStatus(call, resp, /*manifest=*/false);
+      json doc = json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
+      if (resp.truncated || !doc.is_object()) {
+        return Status::Corrupt("registry " + repo.domain + " sent an unreadable tags list for " +
+                               repo.Repo());
+      }
+      auto list = doc.find("tags");
+      if (list != doc.end() && !list->is_null()) {
+        if (!list->is_array()) {
+          return Status::Corrupt("registry " + repo.domain + " sent a tags list for " +
+                                 repo.Repo() + " whose \"tags\" is not an array");
+        }
+        for (const json& t : *list) {
+          if (!t.is_string()) {
+            return Status::Corrupt("registry " + repo.domain + " sent a tag of " + repo.Repo() +
+                                   " that is not a string");
+          }
+          if (tags.size() >= kMaxTags) {
+            return Status::Corrupt("registry " + repo.domain + " lists more than " +
+                                   std::to_string(kMaxTags) + " tags for " + repo.Repo());
+          }
+          tags.push_back(t.get<std::string>());
+        }
+      }
+      std::string next = NextLink(resp.Header("link"));
+      if (next.empty()) return tags;
+      // The link is a path on the registry, or an absolute URL that must name the registry.
+      auto [scheme, authority] = UrlSchemeAndAuthority(next);
+      if (!scheme.empty()) {
+        if (UrlSchemeAndAuthority(BaseUrl(repo)) != std::make_pair(scheme, authority)) {
+          return Status::Corrupt("registry " + repo.domain + " links the next page of tags to " +
+                                 "another host: " + next);
+        }
+        next = next.substr(scheme.size() + 3 + authority.size());
+      }
+      if (next.rfind(first, 0) != 0 || next == path) {
+        return Status::Corrupt("registry " + repo.domain + " links the next page of tags of " +
+                               repo.Repo() + " to " + next);
+      }
+      path = next;
+    }
   }
 
   // Streams [off, off + len) of a blob (to its end when len is nullopt) through `sink`.
@@ -671,6 +758,10 @@ Result<ManifestResponse> Client::GetManifest(const Reference& repo, std::string_
 
 Result<std::string> Client::HeadManifest(const Reference& repo, std::string_view tag_or_digest) {
   return impl_->HeadManifest(repo, tag_or_digest);
+}
+
+Result<std::vector<std::string>> Client::ListTags(const Reference& repo) {
+  return impl_->ListTags(repo);
 }
 
 Status Client::GetBlobRange(const Reference& repo, std::string_view digest, uint64_t off,

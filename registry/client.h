@@ -51,6 +51,9 @@ struct ClientOptions {
 // says nothing usable.
 std::vector<std::string> DockerDaemonMirrors(const std::string& path = "/etc/docker/daemon.json");
 
+inline constexpr size_t kMaxTags = 100000;
+inline constexpr int kMaxTagPages = 10000;
+
 struct ManifestResponse {
   std::string bytes;
   std::string media_type;  // Content-Type without parameters
@@ -87,6 +90,14 @@ class Client {
   // connections). A non-OK Status from `sink` stops the stream and is returned. Not verified.
   Status GetBlob(const Reference& repo, std::string_view digest,
                  const std::function<Status(std::string_view)>& sink);
+
+  // Every tag of the repository (GET /v2/<repo>/tags/list), in the registry's order, following
+  // the pages a registry announces with `Link: <...>; rel="next"` (distribution spec), as
+  // docker's `pull --all-tags` does. No page size is asked for: the registry chooses. An
+  // unknown repository is kNotFound "repository not found: ..."; more than kMaxTags tags or
+  // kMaxTagPages pages, a page that is not the spec's JSON, or a next link to another host is
+  // kCorrupt.
+  Result<std::vector<std::string>> ListTags(const Reference& repo);
 
   // A small blob (a config) read whole and checked against `digest`; larger than `max_size`
   // is kCorrupt.

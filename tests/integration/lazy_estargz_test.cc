@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "base/digest.h"
+#include "tests/support/blob_proxy.h"
 #include "tests/support/containerd.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
@@ -190,6 +191,29 @@ TEST_P(LazyPullTest, TocNotMatchingItsAnnotationFailsTheMount) {
               message.find(DigestHex(wrong).substr(0, 12)) != std::string::npos)
       << "the error names neither the layer " << first_layer << " nor the digest " << wrong
       << ": " << r.Describe();
+}
+
+// imgfs pull fetches a converted image's TOCs and every chunk, verified: afterwards, with
+// nothing listening where the image came from, a mount reads every file equal to the original.
+TEST_P(LazyPullTest, PullFetchesEveryChunkForAnOfflineMount) {
+  auto registry = TestWorld::Get().Registry();
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  auto proxy = BlobProxy::Start((*registry)->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+  const std::string image = (*proxy)->host() + "/" + converted_image_->repo + ":latest";
+  RunResult pull = RunImgfs({"pull", "--cache", cache_.path(), image});
+  ASSERT_TRUE(pull.ok()) << pull.Describe();
+  EXPECT_NE(pull.out.find(": Pull complete\n"), std::string::npos) << pull.out;
+  EXPECT_NE(pull.out.find("Status: Downloaded newer image for " + image), std::string::npos)
+      << pull.out;
+  proxy->reset();  // the image's registry is gone
+
+  ImgfsMount mount(cache_.path());
+  RunResult r = mount.Mount(image);
+  ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+  TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("layered"), mount.path());
+  EXPECT_TRUE(diff.empty()) << diff.ToString() << "daemon log:\n" << mount.LogTail();
+  EXPECT_GE(diff.entries_compared, 10u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LazyPullTest, ::testing::Values("estargz", "zstdchunked"),

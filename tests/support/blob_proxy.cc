@@ -54,7 +54,9 @@ Result<std::unique_ptr<BlobProxy>> BlobProxy::Start(int upstream_port) {
 
 BlobProxy::~BlobProxy() { process_.Stop(1000); }
 
-Status BlobProxy::WriteControl(const std::string& json) {
+Status BlobProxy::WriteControl() {
+  const std::string json = "{\"flips\": " + flips_ +
+                           ", \"tags_page_size\": " + std::to_string(tags_page_size_) + "}";
   // rename() makes the switch atomic for the proxy, which re-reads the file per request.
   const std::string tmp = dir_.Sub("control.json.tmp");
   IMGFS_RETURN_IF_ERROR(WriteFile(tmp, json));
@@ -65,11 +67,19 @@ Status BlobProxy::WriteControl(const std::string& json) {
 }
 
 Status BlobProxy::SetFlip(const std::string& digest, uint64_t offset) {
-  nlohmann::json control = {{"flips", {{{"digest", digest}, {"offset", offset}}}}};
-  return WriteControl(control.dump());
+  flips_ = nlohmann::json::array({{{"digest", digest}, {"offset", offset}}}).dump();
+  return WriteControl();
 }
 
-Status BlobProxy::ClearFlips() { return WriteControl("{\"flips\": []}"); }
+Status BlobProxy::ClearFlips() {
+  flips_ = "[]";
+  return WriteControl();
+}
+
+Status BlobProxy::SetTagsPageSize(int n) {
+  tags_page_size_ = n;
+  return WriteControl();
+}
 
 Result<std::vector<ProxiedRequest>> BlobProxy::Requests() const {
   auto data = ReadFile(log_path());

@@ -8,8 +8,10 @@
 // registry side of a transfer: what imgfs received, whatever imgfs itself reports.
 //
 // Faults: SetFlip() makes every later response body that carries byte OFFSET of blob DIGEST
-// carry it with its lowest bit inverted; ClearFlips() returns to pass-through. Both take effect
-// for requests that start after they return (a control file the proxy re-reads per request).
+// carry it with its lowest bit inverted; ClearFlips() returns to pass-through. Paging:
+// SetTagsPageSize(n) makes tags lists come in pages of at most n tags linked by Link headers,
+// as Docker Hub serves them (the test registry sends one page). All take effect for requests
+// that start after they return (a control file the proxy re-reads per request).
 //
 // Ownership: a BlobProxy owns its process and temp dir; the destructor stops the process, and
 // the proxy also exits by itself when the test binary dies. Not thread-safe (one owner), but
@@ -56,6 +58,8 @@ class BlobProxy {
 
   Status SetFlip(const std::string& digest, uint64_t offset);
   Status ClearFlips();
+  // 0: tags lists pass through unchanged.
+  Status SetTagsPageSize(int n);
 
   // Every request finished so far, in the order they finished.
   Result<std::vector<ProxiedRequest>> Requests() const;
@@ -65,11 +69,13 @@ class BlobProxy {
 
  private:
   BlobProxy() : dir_("proxy") {}
-  Status WriteControl(const std::string& json);
+  Status WriteControl();
 
   TempDir dir_;
   BackgroundProcess process_;
   int port_ = 0;
+  std::string flips_ = "[]";  // the control file's "flips", as JSON
+  int tags_page_size_ = 0;
 };
 
 // Bytes of blob bodies per blob digest, over `requests`.

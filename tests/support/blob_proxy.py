@@ -16,6 +16,12 @@ Faults: the control file (JSON, re-read on every request, replaced atomically by
 may hold {"flips": [{"digest": "sha256:...", "offset": N}]}: the lowest bit of blob byte N is
 inverted in every response body that carries it. A missing or empty file means pass-through.
 
+Paging: with {"tags_page_size": N} in the control file, GET /v2/<repo>/tags/list answers with
+at most N tags (fewer when the request's ?n= asks for fewer) after the request's ?last=, in
+lexical order, and a Link: <...?n=N&last=...>; rel="next" header while more remain: the
+pagination of the distribution spec, as Docker Hub and distribution 3 serve it (distribution
+2.8 always sends the whole list in one page).
+
 The proxy exits when its parent (the test binary) goes away, so it never outlives a test.
 Python 3 standard library only.
 """
@@ -30,11 +36,13 @@ import socketserver
 import sys
 import threading
 import time
+import urllib.parse
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailers", "transfer-encoding", "upgrade",
 }
+TAGS_PATH = re.compile(r"^(/v2/.+/tags/list)(?:\?(.*))?$")
 BLOB_PATH = re.compile(r"^/v2/.+/blobs/(sha256:[0-9a-f]{64})(?:\?.*)?$")
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 PIECE = 1 << 20
@@ -51,15 +59,19 @@ class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.log_lock = threading.Lock()
         self.log = open(log_path, "a", buffering=1)
 
-    def flips(self, digest):
-        if not digest or not self.control_path:
-            return []
+    def control(self):
+        if not self.control_path:
+            return {}
         try:
             with open(self.control_path) as f:
-                control = json.load(f)
+                return json.load(f)
         except (OSError, ValueError):
+            return {}
+
+    def flips(self, digest):
+        if not digest:
             return []
-        return [int(x["offset"]) for x in control.get("flips", [])
+        return [int(x["offset"]) for x in self.control().get("flips", [])
                 if x.get("digest") == digest]
 
     def record(self, entry):
@@ -86,6 +98,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def forward(self):
         server = self.server
+        page_size = int(server.control().get("tags_page_size", 0) or 0)
+        tags = TAGS_PATH.match(self.path)
+        if page_size > 0 and tags and self.command == "GET":
+            self.page_tags(tags.group(1), urllib.parse.parse_qs(tags.group(2) or ""), page_size)
+            return
         entry = {"method": self.command, "path": self.path,
                  "range": self.headers.get("Range", ""), "status": 0, "bytes": 0,
                  "digest": "", "start": -1, "flipped": False, "aborted": False}
@@ -150,6 +167,54 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             upstream.close()
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
+            entry["aborted"] = True
+            entry["error"] = str(e)
+            self.close_connection = True
+        finally:
+            server.record(entry)
+
+
+    def page_tags(self, path, query, page_size):
+        """One page of the upstream's whole tags list (see the module doc)."""
+        server = self.server
+        entry = {"method": self.command, "path": self.path, "range": "", "status": 0,
+                 "bytes": 0, "digest": "", "start": -1, "flipped": False, "aborted": False}
+        try:
+            upstream = http.client.HTTPConnection("127.0.0.1", server.upstream_port,
+                                                  timeout=120)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            upstream.request("GET", path, headers=headers)
+            resp = upstream.getresponse()
+            body = resp.read()
+            upstream.close()
+            status = resp.status
+            extra = []
+            content_type = resp.getheader("Content-Type", "application/json")
+            if status == 200:
+                doc = json.loads(body)
+                all_tags = sorted(doc.get("tags") or [])
+                n = page_size
+                if "n" in query:
+                    n = min(n, int(query["n"][0]))
+                last = query.get("last", [""])[0]
+                rest = [t for t in all_tags if t > last] if last else all_tags
+                doc["tags"] = rest[:n]
+                if len(rest) > n:
+                    nxt = urllib.parse.urlencode({"n": n, "last": rest[n - 1]})
+                    extra.append(("Link", "<%s?%s>; rel=\"next\"" % (path, nxt)))
+                body = json.dumps(doc).encode()
+                content_type = "application/json"
+            entry["status"] = status
+            self.send_response_only(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in extra:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            entry["bytes"] = len(body)
+        except (BrokenPipeError, ConnectionResetError, OSError, ValueError) as e:
             entry["aborted"] = True
             entry["error"] = str(e)
             self.close_connection = True

@@ -647,5 +647,71 @@ TEST_F(ClientTest, CertificateProblemsAreNotRetriedAndSayWhereTheCaGoes) {
   EXPECT_EQ(calls, 1);
 }
 
+// ---- tags list ----
+
+TEST_F(ClientTest, ListTagsFollowsLinkHeadersAcrossPages) {
+  Client& client = Make([&](const Seen& r) -> Answer {
+    const std::string base = "https://registry.example.com/v2/team/app/tags/list";
+    if (r.url == base) {
+      return Answer{200,
+                    {{"link", R"(</v2/team/app/tags/list?last=b&n=2>; rel="next")"}},
+                    R"({"name":"team/app","tags":["a","b"]})"};
+    }
+    if (r.url == base + "?last=b&n=2") {
+      // An absolute URL on the registry's own origin is as good as a path.
+      return Answer{200,
+                    {{"link", R"(<https://registry.example.com/v2/team/app/tags/list?last=d&n=2>; rel="next")"}},
+                    R"({"name":"team/app","tags":["c","d"]})"};
+    }
+    if (r.url == base + "?last=d&n=2") return Answer{200, {}, R"({"name":"team/app","tags":["e"]})"};
+    ADD_FAILURE() << "unexpected request " << r.url;
+    return NotFound("NAME_UNKNOWN");
+  });
+  auto tags = client.ListTags(Ref("registry.example.com/team/app"));
+  ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+  EXPECT_THAT(*tags, ::testing::ElementsAre("a", "b", "c", "d", "e"));
+  EXPECT_EQ(transport_->seen().size(), 3u);
+}
+
+TEST_F(ClientTest, ListTagsOfAnEmptyOrUnknownRepository) {
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.find("/v2/team/empty/") != std::string::npos) {
+      return Answer{200, {}, R"({"name":"team/empty","tags":null})"};
+    }
+    return NotFound("NAME_UNKNOWN");
+  });
+  auto empty = client.ListTags(Ref("registry.example.com/team/empty"));
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_TRUE(empty->empty());
+  auto unknown = client.ListTags(Ref("registry.example.com/team/nope"));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(unknown.status().IsNotFound());
+  EXPECT_THAT(unknown.status().message(), ::testing::HasSubstr("repository not found"));
+}
+
+TEST_F(ClientTest, ListTagsRefusesBadPagesAndForeignLinks) {
+  std::string body;
+  std::string link;
+  Client& client = Make([&](const Seen&) -> Answer {
+    Answer a{200, {}, body};
+    if (!link.empty()) a.headers.push_back({"link", link});
+    return a;
+  });
+  Reference ref = Ref("registry.example.com/team/app");
+  body = R"({"name":"team/app","tags":"latest"})";
+  EXPECT_EQ(client.ListTags(ref).status().code(), Code::kCorrupt);
+  body = "not json";
+  EXPECT_EQ(client.ListTags(ref).status().code(), Code::kCorrupt);
+  body = R"({"name":"team/app","tags":["a"]})";
+  link = R"(<https://evil.example.com/v2/team/app/tags/list?last=a>; rel="next")";
+  Status foreign = client.ListTags(ref).status();
+  EXPECT_EQ(foreign.code(), Code::kCorrupt);
+  EXPECT_THAT(foreign.message(), ::testing::HasSubstr("another host"));
+  // A registry whose next page is itself forever is cut off, not followed to the end of time.
+  link = R"(</v2/team/app/tags/list?last=a>; rel="next")";
+  Status endless = client.ListTags(ref).status();
+  EXPECT_EQ(endless.code(), Code::kCorrupt) << endless.ToString();
+}
+
 }  // namespace
 }  // namespace imgfs::registry
