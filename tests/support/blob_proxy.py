@@ -98,6 +98,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def forward(self):
         server = self.server
+        self._logged = None
         page_size = int(server.control().get("tags_page_size", 0) or 0)
         tags = TAGS_PATH.match(self.path)
         if page_size > 0 and tags and self.command == "GET":
@@ -140,20 +141,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header(k, v)
             if chunked:
                 self.send_header("Content-Length", str(len(buffered)))
+            if self.command == "HEAD" or declared == "0" or (chunked and not buffered):
+                self.log_entry(entry)  # the headers are the whole response
             self.end_headers()
             if self.command == "HEAD":
                 upstream.close()
                 return
             pos = entry["start"] if entry["start"] >= 0 else 0
+            pending = b""  # the last piece read, sent once the next one is known
             while True:
                 if buffered is not None:
                     data, buffered = buffered, None
-                    if not data:
-                        break
                 else:
                     data = resp.read(PIECE)
-                    if not data:
-                        break
+                if not data:
+                    break
                 if flips:
                     piece = bytearray(data)
                     for off in flips:
@@ -161,9 +163,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                             piece[off - pos] ^= 1
                             entry["flipped"] = True
                     data = bytes(piece)
-                self.wfile.write(data)
+                if pending:
+                    self.wfile.write(pending)
                 entry["bytes"] += len(data)
                 pos += len(data)
+                pending = data
+            self.log_entry(entry)
+            if pending:
+                self.wfile.write(pending)
             self.wfile.flush()
             upstream.close()
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
@@ -171,12 +178,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             entry["error"] = str(e)
             self.close_connection = True
         finally:
-            server.record(entry)
+            self.log_entry(entry)
+
+    def log_entry(self, entry):
+        """Logs the request once. Called before the response's last bytes go out, so a
+        client that has its whole response finds the request in the log (a failure while
+        those bytes are sent is then not logged)."""
+        if getattr(self, "_logged", None) is entry:
+            return
+        self._logged = entry
+        self.server.record(entry)
 
 
     def page_tags(self, path, query, page_size):
         """One page of the upstream's whole tags list (see the module doc)."""
         server = self.server
+        self._logged = None
         entry = {"method": self.command, "path": self.path, "range": "", "status": 0,
                  "bytes": 0, "digest": "", "start": -1, "flipped": False, "aborted": False}
         try:
@@ -210,16 +227,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             for k, v in extra:
                 self.send_header(k, v)
+            entry["bytes"] = len(body)
+            self.log_entry(entry)
             self.end_headers()
             self.wfile.write(body)
             self.wfile.flush()
-            entry["bytes"] = len(body)
         except (BrokenPipeError, ConnectionResetError, OSError, ValueError) as e:
             entry["aborted"] = True
             entry["error"] = str(e)
             self.close_connection = True
         finally:
-            server.record(entry)
+            self.log_entry(entry)
 
 
 def watch_parent(parent):
