@@ -8,7 +8,6 @@
 // Thread-safety: values; safe to copy between threads.
 #pragma once
 
-#include <cassert>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -68,9 +67,11 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status status) : v_(std::move(status)) {  // NOLINT
-    assert(!std::get<Status>(v_).ok() && "Result built from an OK Status");
-  }
+  // An OK Status holds no value, so it becomes kInternal (a bug in the caller, reported as an
+  // error in every build rather than a Result that is neither a value nor an error).
+  Result(Status status)  // NOLINT
+      : v_(status.ok() ? Status::Internal("a Result was built from an OK Status")
+                       : std::move(status)) {}
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   // The error; OK when a value is held.

@@ -38,6 +38,8 @@
 
 namespace imgfs::cache {
 
+class Eviction;
+
 // A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256,
 // or, when sha256 is empty, be accepted by `verify`.
 struct UnitRef {
@@ -152,6 +154,9 @@ class Cache {
                                                                uint64_t size) = 0;
 
   virtual BlobStats GetBlobStats(std::string_view blob_digest) = 0;
+
+  // What the store holds and how to give space back (cache/eviction.h).
+  virtual Eviction& eviction() = 0;
 };
 
 }  // namespace imgfs::cache

@@ -1,13 +1,13 @@
 #include "cache/lmdb_env.h"
 
-#include <mutex>
+#include <lmdb.h>
 
 #include "base/log.h"
 
 namespace imgfs::cache {
 namespace {
 
-constexpr const char* kDbNames[LmdbEnv::kDbCount] = {"refs", "docs", "layers", "units", "blobs"};
+constexpr const char* kDbNames[kDbCount] = {"refs", "docs", "layers", "units", "blobs"};
 
 // Enough for many mounts with many FUSE threads each; every concurrent read transaction holds
 // a slot (MDB_NOTLS), and the default of 126 runs out on a busy shared host.
@@ -16,7 +16,84 @@ constexpr unsigned kMaxReaders = 1024;
 // A run that keeps hitting MAP_FULL after this many doublings has a bug, not a small map.
 constexpr int kMaxAttempts = 16;
 
+MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.data())}; }
+
+std::string_view View(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+
+bool NeedsRerun(int rc) { return rc == MDB_MAP_FULL || rc == MDB_MAP_RESIZED; }
+
+// Closes a cursor on every exit path.
+struct CursorCloser {
+  void operator()(MDB_cursor* c) const { mdb_cursor_close(c); }
+};
+
 }  // namespace
+
+// ---- LmdbTxn ----
+
+LmdbTxn::~LmdbTxn() {
+  if (txn_ != nullptr) mdb_txn_abort(txn_);
+}
+
+Status LmdbTxn::Check(int rc, std::string_view what) {
+  if (rc == MDB_SUCCESS) return Status::Ok();
+  if (rc == MDB_NOTFOUND) return Status::NotFound("");
+  if (rc_ == MDB_SUCCESS) rc_ = rc;
+  return env_->Error(what, rc);
+}
+
+Status LmdbTxn::Get(Db db, std::string_view key, std::string* value) {
+  if (rc_ != MDB_SUCCESS) return env_->Error("index read", rc_);
+  MDB_val k = Val(key), v;
+  int rc = mdb_get(txn_, env_->dbis_[static_cast<int>(db)], &k, &v);
+  if (rc == MDB_SUCCESS) value->assign(View(v));
+  return Check(rc, "index read");
+}
+
+Status LmdbTxn::Put(Db db, std::string_view key, std::string_view value) {
+  if (!write_) return Status::Internal("LmdbTxn::Put in a read transaction");
+  if (rc_ != MDB_SUCCESS) return env_->Error("index update", rc_);
+  MDB_val k = Val(key), v = Val(value);
+  return Check(mdb_put(txn_, env_->dbis_[static_cast<int>(db)], &k, &v, 0), "index update");
+}
+
+Status LmdbTxn::Delete(Db db, std::string_view key) {
+  if (!write_) return Status::Internal("LmdbTxn::Delete in a read transaction");
+  if (rc_ != MDB_SUCCESS) return env_->Error("index update", rc_);
+  MDB_val k = Val(key);
+  int rc = mdb_del(txn_, env_->dbis_[static_cast<int>(db)], &k, nullptr);
+  return rc == MDB_NOTFOUND ? Status::Ok() : Check(rc, "index update");
+}
+
+Status LmdbTxn::Scan(Db db, std::string_view from,
+                     const std::function<bool(std::string_view, std::string_view)>& fn) {
+  if (rc_ != MDB_SUCCESS) return env_->Error("index read", rc_);
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn_, env_->dbis_[static_cast<int>(db)], &raw);
+  if (rc != MDB_SUCCESS) return Check(rc, "index read");
+  std::unique_ptr<MDB_cursor, CursorCloser> cursor(raw);
+  MDB_val k = Val(from), v;
+  MDB_cursor_op op = from.empty() ? MDB_FIRST : MDB_SET_RANGE;
+  for (rc = mdb_cursor_get(raw, &k, &v, op); rc == MDB_SUCCESS;
+       rc = mdb_cursor_get(raw, &k, &v, MDB_NEXT)) {
+    if (!fn(View(k), View(v))) return Status::Ok();
+  }
+  return rc == MDB_NOTFOUND ? Status::Ok() : Check(rc, "index read");
+}
+
+Status LmdbTxn::Finish() {
+  MDB_txn* txn = txn_;
+  txn_ = nullptr;
+  if (!write_) {
+    mdb_txn_abort(txn);  // a read transaction has nothing to commit
+    return Status::Ok();
+  }
+  return Check(mdb_txn_commit(txn), "index update");  // frees txn whatever the outcome
+}
+
+// ---- LmdbEnv ----
 
 Status LmdbEnv::Error(std::string_view what, int rc) const {
   return Status::IoError("cache " + label_ + ": " + std::string(what) + ": " + mdb_strerror(rc));
@@ -53,12 +130,14 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::Open(const std::string& dir, const std
   }
 
   LmdbEnv* e = env.get();
-  Status s = env->Write([e](MDB_txn* txn) {
+  Status s = env->Write([e](LmdbTxn& txn) {
     for (int i = 0; i < kDbCount; ++i) {
-      int r = mdb_dbi_open(txn, kDbNames[i], MDB_CREATE, &e->dbis_[i]);
-      if (r != MDB_SUCCESS) return r;
+      MDB_dbi dbi = 0;
+      IMGFS_RETURN_IF_ERROR(txn.Check(mdb_dbi_open(txn.txn_, kDbNames[i], MDB_CREATE, &dbi),
+                                      std::string("opening database ") + kDbNames[i]));
+      e->dbis_[i] = dbi;
     }
-    return MDB_SUCCESS;
+    return Status::Ok();
   });
   if (!s.ok()) return s.WithContext("opening the index databases");
   return env;
@@ -81,37 +160,37 @@ Status LmdbEnv::Write(const Body& body) { return Run(true, body); }
 Status LmdbEnv::Run(bool write, const Body& body) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     int rc;
+    Status s;
     uint64_t size_seen;
     {
-      std::shared_lock<std::shared_mutex> lock(resize_mu_);
+      ReaderMutexLock lock(&resize_mu_);
       size_seen = map_size();
-      MDB_txn* txn = nullptr;
-      rc = mdb_txn_begin(env_, nullptr, write ? 0 : MDB_RDONLY, &txn);
-      if (rc == MDB_SUCCESS) {
-        rc = body(txn);
-        if (rc == MDB_SUCCESS && write) {
-          rc = mdb_txn_commit(txn);  // frees txn whatever the outcome
-        } else if (rc == MDB_SUCCESS) {
-          mdb_txn_abort(txn);  // a read transaction has nothing to commit
-        } else {
-          mdb_txn_abort(txn);
-        }
+      MDB_txn* raw = nullptr;
+      rc = mdb_txn_begin(env_, nullptr, write ? 0 : MDB_RDONLY, &raw);
+      if (rc != MDB_SUCCESS) {
+        if (!NeedsRerun(rc)) return Error(write ? "index update" : "index read", rc);
+      } else {
+        // Aborted by its destructor on every path but a successful Finish, a throwing body
+        // included.
+        LmdbTxn txn(this, raw, write);
+        s = body(txn);
+        if (s.ok() && txn.rc_ == MDB_SUCCESS) s = txn.Finish();
+        rc = txn.rc_;
       }
     }
-    if (rc == MDB_SUCCESS) return Status::Ok();
-    if (rc == MDB_NOTFOUND) return Status::NotFound("");
-    if (rc == MDB_MAP_FULL || rc == MDB_MAP_RESIZED) {
+    if (NeedsRerun(rc)) {
       IMGFS_RETURN_IF_ERROR(Resize(rc == MDB_MAP_RESIZED, size_seen));
       continue;
     }
-    return Error(write ? "index update" : "index read", rc);
+    if (s.ok() && rc != MDB_SUCCESS) s = Error(write ? "index update" : "index read", rc);
+    return s;
   }
   return Status::IoError("cache " + label_ + ": the index stays full after growing its map to " +
                          std::to_string(map_size()) + " bytes");
 }
 
 Status LmdbEnv::Resize(bool adopt_only, uint64_t size_seen) {
-  std::unique_lock<std::shared_mutex> lock(resize_mu_);
+  WriterMutexLock lock(&resize_mu_);
   uint64_t target = 0;  // 0: adopt the size another process set
   if (!adopt_only) {
     // Several threads that all hit MAP_FULL double the map once, not once each.

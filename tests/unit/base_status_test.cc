@@ -36,6 +36,15 @@ TEST(ResultTest, PropagatesErrors) {
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
 }
 
+TEST(ResultTest, BuiltFromAnOkStatusIsAnInternalError) {
+  // In every build type, not only where assert() is compiled in.
+  Status ok;
+  Result<int> r = ok;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInternal);
+  EXPECT_NE(r.status().message().find("OK Status"), std::string::npos) << r.status().message();
+}
+
 TEST(DigestTest, ValidatesForm) {
   EXPECT_TRUE(ValidateDigest("sha256:" + std::string(64, 'a')).ok());
   EXPECT_EQ(ValidateDigest("sha256:" + std::string(63, 'a')).code(), Code::kInvalidArgument);

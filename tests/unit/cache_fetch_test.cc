@@ -227,6 +227,38 @@ TEST_F(CacheFetchTest, StoredUnitThatFailsItsCheckIsDroppedAndFetchedAgain) {
   EXPECT_EQ(source_.requests.load(), 2);
 }
 
+// A source that throws something that is not even a std::exception, once every reader waits.
+class ThrowingSource : public test::SingleBlobSource {
+ public:
+  using SingleBlobSource::SingleBlobSource;
+  Status ReadRange(std::string_view, uint64_t, uint64_t, std::string*) override {
+    calls.fetch_add(1);
+    throw 42;
+  }
+  std::atomic<int> calls{0};
+};
+
+TEST_F(CacheFetchTest, ThrowingSourceAnswersEveryReaderWithAnErrorAndCachesNothing) {
+  ThrowingSource thrower(blob_);
+  const UnitRef& u = digest_units_[5];
+  std::vector<std::thread> readers;
+  std::atomic<int> internal{0};
+  for (int i = 0; i < 6; ++i) {
+    readers.emplace_back([&] {
+      auto r = cache_->ReadUnit(u, &thrower);
+      if (!r.ok() && r.status().code() == Code::kInternal) internal.fetch_add(1);
+    });
+  }
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(internal.load(), 6);
+  EXPECT_FALSE(cache_->HasUnit(u.blob, u.coff, u.clen));
+  EXPECT_EQ(cache_->FetchUnits({u}, &thrower, 1 << 20).code(), Code::kInternal);
+  // Nothing of the failed flights lingers: a good source is asked and served.
+  auto r = cache_->ReadUnit(u, &source_);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(u));
+}
+
 TEST_F(CacheFetchTest, AdjacentUnitsAreFetchedWithOneRequest) {
   std::vector<UnitRef> want(checked_units_.begin() + 2, checked_units_.begin() + 12);
   std::reverse(want.begin(), want.end());  // order does not matter

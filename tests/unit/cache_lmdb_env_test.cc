@@ -1,11 +1,16 @@
-// LmdbEnv: errors name the cache, a full map grows, a map grown by another process is adopted.
+// LmdbEnv: errors name the cache, a full map grows, a map grown by another process is adopted,
+// a throwing transaction body leaves no lock held.
 #include "cache/lmdb_env.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <chrono>
 #include <filesystem>
+#include <future>
+#include <stdexcept>
+#include <thread>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -25,20 +30,12 @@ class LmdbEnvTest : public ::testing::Test {
   static Status PutValue(LmdbEnv& env, int i, size_t size) {
     std::string key = "k" + std::to_string(i);
     std::string value(size, static_cast<char>('a' + i % 26));
-    return env.Write([&](MDB_txn* txn) {
-      MDB_val k = MdbVal(key), v = MdbVal(value);
-      return mdb_put(txn, env.dbi(LmdbEnv::kDocs), &k, &v, 0);
-    });
+    return env.Write([&](LmdbTxn& txn) { return txn.Put(Db::kDocs, key, value); });
   }
 
   static Result<std::string> GetValue(LmdbEnv& env, int i) {
     std::string key = "k" + std::to_string(i), out;
-    Status s = env.Read([&](MDB_txn* txn) {
-      MDB_val k = MdbVal(key), v;
-      int rc = mdb_get(txn, env.dbi(LmdbEnv::kDocs), &k, &v);
-      if (rc == MDB_SUCCESS) out.assign(MdbView(v));
-      return rc;
-    });
+    Status s = env.Read([&](LmdbTxn& txn) { return txn.Get(Db::kDocs, key, &out); });
     if (!s.ok()) return s;
     return out;
   }
@@ -104,6 +101,48 @@ TEST_F(LmdbEnvTest, MapGrownByAnotherProcessIsAdopted) {
     ASSERT_TRUE(v.ok()) << i << ": " << v.status().ToString();
   }
   ASSERT_TRUE(PutValue(**env, 100, 64 << 10).ok());
+}
+
+TEST_F(LmdbEnvTest, ThrowingWriteBodyLeavesNoLockHeld) {
+  auto env = LmdbEnv::Open(dir_, dir_);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  LmdbEnv& e = **env;
+  EXPECT_THROW(e.Write([&](LmdbTxn& txn) -> Status {
+    IMGFS_RETURN_IF_ERROR(txn.Put(Db::kDocs, "k0", "half-done"));
+    throw std::runtime_error("a body that throws");
+  }),
+               std::runtime_error);
+  // The aborted write left nothing behind, and the writer lock is free: another thread's
+  // write (which would block forever on a leaked lock) and a resize both go through.
+  EXPECT_EQ(GetValue(e, 0).status().code(), Code::kNotFound);
+  auto writer = std::async(std::launch::async, [&] { return PutValue(e, 1, 100); });
+  if (writer.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+    ADD_FAILURE() << "a write after the throwing body is still blocked: the lock leaked";
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  EXPECT_TRUE(writer.get().ok());
+  EXPECT_TRUE(GetValue(e, 1).ok());
+  EXPECT_THROW(e.Read([&](LmdbTxn&) -> Status { throw std::runtime_error("read"); }),
+               std::runtime_error);
+  EXPECT_TRUE(PutValue(e, 2, 1 << 20).ok());
+}
+
+TEST_F(LmdbEnvTest, ScanVisitsKeysInOrderFromTheStart) {
+  auto env = LmdbEnv::Open(dir_, dir_);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  for (int i : {3, 1, 2, 7}) ASSERT_TRUE(PutValue(**env, i, 4).ok());
+  std::vector<std::string> keys;
+  ASSERT_TRUE((*env)
+                  ->Read([&](LmdbTxn& txn) {
+                    keys.clear();
+                    return txn.Scan(Db::kDocs, "k2", [&](std::string_view k, std::string_view) {
+                      keys.emplace_back(k);
+                      return k != "k3";
+                    });
+                  })
+                  .ok());
+  EXPECT_EQ(keys, (std::vector<std::string>{"k2", "k3"}));
 }
 
 }  // namespace

@@ -34,13 +34,10 @@ class CacheMetadataTest : public ::testing::Test {
   }
 
   // Overwrites one record behind the cache's back. REQUIRES: no Cache open on root_.
-  void Overwrite(LmdbEnv::Db db, const std::string& key, const std::string& value) {
+  void Overwrite(Db db, const std::string& key, const std::string& value) {
     auto env = LmdbEnv::Open(root_ + "/index", root_);
     ASSERT_TRUE(env.ok()) << env.status().ToString();
-    Status s = (*env)->Write([&](MDB_txn* txn) {
-      MDB_val k = MdbVal(key), v = MdbVal(value);
-      return mdb_put(txn, (*env)->dbi(db), &k, &v, 0);
-    });
+    Status s = (*env)->Write([&](LmdbTxn& txn) { return txn.Put(db, key, value); });
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
@@ -129,7 +126,7 @@ TEST_F(CacheMetadataTest, CorruptDocumentIsDroppedAndReportedNotFound) {
   }
   std::string bad = kManifest;
   bad[3] ^= 0x20;
-  Overwrite(LmdbEnv::kDocs, digest,
+  Overwrite(Db::kDocs, digest,
             std::string(1, '\0') + char(kManifestType.size()) + kManifestType + bad);
   {
     auto cache = OpenCache();
@@ -145,7 +142,7 @@ TEST_F(CacheMetadataTest, CorruptDocumentIsDroppedAndReportedNotFound) {
     EXPECT_TRUE(cache->GetDocument(digest).ok());
   }
   // A record too short to hold its media type is damage too, not a crash.
-  Overwrite(LmdbEnv::kDocs, digest, std::string("\xff\xff", 2));
+  Overwrite(Db::kDocs, digest, std::string("\xff\xff", 2));
   auto cache = OpenCache();
   ASSERT_TRUE(cache);
   EXPECT_EQ(cache->GetDocument(digest).status().code(), Code::kNotFound);
@@ -158,9 +155,9 @@ TEST_F(CacheMetadataTest, CorruptLayerIndexAndReferenceAreDropped) {
     ASSERT_TRUE(cache);
     ASSERT_TRUE(cache->PutLayerIndex(blob, "serialized index").ok());
   }
-  Overwrite(LmdbEnv::kLayers, std::string(DigestHex(blob)),
+  Overwrite(Db::kLayers, std::string(DigestHex(blob)),
             std::string(DigestHex(Sha256Digest("serialized index"))) + "serialized indeX");
-  Overwrite(LmdbEnv::kRefs, "r:1", "short");
+  Overwrite(Db::kRefs, "r:1", "short");
   auto cache = OpenCache();
   ASSERT_TRUE(cache);
   EXPECT_EQ(cache->GetLayerIndex(blob).status().code(), Code::kNotFound);
