@@ -251,7 +251,7 @@ TEST_F(CacheFetchTest, ThrowingSourceAnswersEveryReaderWithAnErrorAndCachesNothi
   }
   for (auto& t : readers) t.join();
   EXPECT_EQ(internal.load(), 6);
-  EXPECT_FALSE(cache_->HasUnit(u.blob, u.coff, u.clen));
+  EXPECT_FALSE(Present(*cache_, u));
   EXPECT_EQ(cache_->FetchUnits({u}, &thrower, 1 << 20).code(), Code::kInternal);
   // Nothing of the failed flights lingers: a good source is asked and served.
   auto r = cache_->ReadUnit(u, &source_);
