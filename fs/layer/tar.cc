@@ -195,6 +195,8 @@ Status TarReader::ProcessHeader() {
   if (size < 0 || static_cast<uint64_t>(size) > kMaxSize) return Fail(at, "size out of range");
   uint64_t usize = static_cast<uint64_t>(size);
 
+  // Solaris 'X' is an 'x' header by another name: GNU tar and bsdtar read it so.
+  if (typeflag == 'X') typeflag = 'x';
   switch (typeflag) {
     case 'x':
     case 'g':

@@ -127,8 +127,9 @@ class TreeBuilder {
     // A symlink's mode is 0777 whatever the archive says: Linux has no other (docker and
     // containerd never chmod one).
     n.mode = TypeBits(e.type) | (e.type == EntryType::kSymlink ? 0777 : e.mode & 07777);
-    n.uid = e.uid;
-    n.gid = e.gid;
+    // An id of 2^32 - 1 is chown's "leave it": extraction leaves the file root's.
+    n.uid = e.uid == UINT32_MAX ? 0 : e.uid;
+    n.gid = e.gid == UINT32_MAX ? 0 : e.gid;
     n.mtime_sec = e.mtime_sec;
     n.mtime_nsec = e.mtime_nsec;
     n.size = e.type == EntryType::kRegular  ? e.size

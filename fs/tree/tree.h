@@ -15,7 +15,8 @@
 //     a missing path or to a directory is logged and skipped, as tar extraction would fail it;
 //   - the root entry "" (if any) gives the root its attributes;
 //   - a symlink's mode is 0777 whatever its entry says (Linux has no other; docker never
-//     chmods one).
+//     chmods one); a uid or gid of 2^32 - 1 shows as 0 (chown's "leave it": extraction
+//     leaves such a file root's).
 // An index whose paths break the name limits of layer_index.h (NAME_MAX, PATH_MAX, which also
 // bound the depth to 2048 levels) is kCorrupt; every walk is iterative.
 //

@@ -32,27 +32,14 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "tests/support/files.h"
+#include "tests/support/served_layer.h"
 
 namespace imgfs::fs {
 namespace {
 
 using ::testing::ElementsAre;
 
-class MemoryBlobSource : public cache::BlobSource {
- public:
-  explicit MemoryBlobSource(std::string blob) : blob_(std::move(blob)) {}
-  Status ReadRange(std::string_view, uint64_t offset, uint64_t length, std::string* out) override {
-    if (offset + length > blob_.size()) return Status::NotFound("range past the blob");
-    out->append(blob_, offset, length);
-    return Status::Ok();
-  }
-  Status ReadAll(std::string_view, const std::function<Status(std::string_view)>& sink) override {
-    return sink(blob_);
-  }
-
- private:
-  std::string blob_;
-};
+using test::MemoryBlobSource;
 
 Entry MakeEntry(std::string path, EntryType type, uint32_t mode) {
   Entry e;
