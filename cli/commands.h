@@ -42,7 +42,26 @@ struct PullOptions {
   std::string prefetch_only = "all";
 };
 
+// `imgfs ls`, `cat`, `cp`: an image's tree and files read without mounting (cli/image.h).
+struct FilesOptions {
+  CommonOptions common;
+  std::string image;
+  std::string path;           // in the image; "" = the root
+  bool long_format = false;   // ls -l
+  bool recursive = false;     // ls -R
+  std::string dest;           // cp: where on the host
+};
+
 int RunMount(const MountOptions& options);
+// Lists PATH (a directory's entries, sorted; or the file itself); -R every path below it, one
+// per line as find prints them; -l with mode, links, owner, size, mtime (UTC), link target.
+int RunLs(const FilesOptions& options);
+// Writes the file at PATH (symlinks followed) to stdout.
+int RunCat(const FilesOptions& options);
+// options.image is "IMAGE:/PATH": copies that file or directory tree to options.dest (into
+// it when it is an existing directory), with modes and mtimes; owners and xattrs are not
+// copied and devices, fifos and sockets are skipped with a warning, as a non-root user must.
+int RunCp(const FilesOptions& options);
 // Fetches and verifies an image's every layer into the cache, so that later mounts need no
 // registry for it; prints docker's lines (cli/pull_output.h). Exit status 1 on failure, with
 // docker's message for an unknown tag or repository.

@@ -57,6 +57,23 @@ int main(int argc, char** argv) {
   pull_cmd->add_option("IMAGE", pull.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
       ->required();
 
+  imgfs::cli::FilesOptions ls, cat, cp;
+  CLI::App* ls_cmd = app.add_subcommand("ls", "List a directory of an image, without mounting it");
+  add_common(ls_cmd, &ls.common);
+  ls_cmd->add_flag("-l", ls.long_format, "Mode, links, owner, size, mtime (UTC), link target");
+  ls_cmd->add_flag("-R", ls.recursive, "Every path below PATH, one per line, as find prints them");
+  ls_cmd->add_option("IMAGE", ls.image)->required();
+  ls_cmd->add_option("PATH", ls.path, "A path in the image (default: /)");
+  CLI::App* cat_cmd = app.add_subcommand("cat", "Print a file of an image, without mounting it");
+  add_common(cat_cmd, &cat.common);
+  cat_cmd->add_option("IMAGE", cat.image)->required();
+  cat_cmd->add_option("PATH", cat.path, "A file in the image")->required();
+  CLI::App* cp_cmd =
+      app.add_subcommand("cp", "Copy a file or directory out of an image, without mounting it");
+  add_common(cp_cmd, &cp.common);
+  cp_cmd->add_option("SOURCE", cp.image, "IMAGE:/PATH")->required();
+  cp_cmd->add_option("DEST", cp.dest, "A host path (into it when it is a directory)")->required();
+
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
   umount_cmd->alias("unmount");
@@ -81,6 +98,9 @@ int main(int argc, char** argv) {
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
   if (*pull_cmd) return imgfs::cli::RunPull(pull);
+  if (*ls_cmd) return imgfs::cli::RunLs(ls);
+  if (*cat_cmd) return imgfs::cli::RunCat(cat);
+  if (*cp_cmd) return imgfs::cli::RunCp(cp);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
   if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
   if (*stats_cmd) return imgfs::cli::RunStats(stats_point, stats_format);

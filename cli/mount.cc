@@ -3,18 +3,13 @@
 #include <cerrno>
 #include <memory>
 
-#include "base/log.h"
-#include "cache/cache.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/daemon.h"
-#include "cli/layer_indexing.h"
-#include "cli/registry_blob_source.h"
+#include "cli/image.h"
 #include "cli/stats.h"
 #include "fs/fuse/fuse_fs.h"
-#include "fs/tree/content_reader.h"
 #include "fs/tree/prefetcher.h"
-#include "fs/tree/tree.h"
 
 namespace imgfs::cli {
 namespace {
@@ -38,29 +33,22 @@ Status CheckMountpoint(const std::string& path) {
 // Resolves, indexes and serves the mount. `ready` is called once the kernel mount exists.
 Status MountAndServe(const MountOptions& options, const Target& target,
                      fs::Prefetcher::Mode prefetch_mode, const std::function<void()>& ready) {
-  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Cache> cache,
-                         cache::Cache::Open(CacheRoot(options.common)));
-  registry::Client client(DefaultClientOptions());
-  IMGFS_ASSIGN_OR_RETURN(registry::ResolvedImage image, ResolveImage(target.ref, target.platform,
-                                                         target.policy, &client, cache.get()));
-  IMGFS_RETURN_IF_ERROR(CheckPlatform(image, target));
-  RegistryBlobSource registry_source(&client, target.ref);
-  MeteredBlobSource source(&registry_source);
-  IMGFS_ASSIGN_OR_RETURN(auto layers, IndexLayers(image.parsed, cache.get(), &source));
-  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<fs::Tree> tree, fs::Tree::Build(layers));
-  fs::ContentReader reader(layers, cache.get(), &source);
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<OpenedImage> opened, OpenImage(target, options.common));
+  OpenedImage& image = *opened;
   fs::FuseOptions fuse;
   fuse.mountpoint = options.mountpoint;
   fuse.fuse_args = options.fuse_options;
   fuse.debug = options.debug;
   fuse.fsname = "imgfs:" + target.ref.String();
   fuse.stats = [&] {
-    return MountStatsJson(image, layers, cache.get(), source, reader).dump();
+    return MountStatsJson(image.image, image.layers, image.cache.get(), *image.source,
+                          *image.reader)
+        .dump();
   };
   // Made before the mount and started once it is ready: prefetching must not delay the
   // moment the user can read, and it stops (joins) before the cache closes.
-  fs::Prefetcher prefetcher(layers, cache.get(), &source, prefetch_mode);
-  return fs::ServeFuse(*tree, reader, fuse, [&] {
+  fs::Prefetcher prefetcher(image.layers, image.cache.get(), image.source.get(), prefetch_mode);
+  return fs::ServeFuse(*image.tree, *image.reader, fuse, [&] {
     ready();
     prefetcher.Start();
   });

@@ -5,6 +5,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <ctime>
 #include <map>
 #include <set>
 #include <sstream>
@@ -319,6 +323,80 @@ TEST_F(PullTest, UnknownTagOrRepositoryFailsWithDockersMessage) {
   EXPECT_EQ(all.err, "imgfs: repository " + host +
                          "/imgfs/unknown not found: name unknown: repository name not known "
                          "to registry\n");
+}
+
+// After a pull, with the registry stopped: `imgfs ls -R` lists what find lists in umoci's
+// unpack of the image, `imgfs cat` of every regular file equals it, and `imgfs cp` of a
+// directory copies its files.
+TEST_F(PullTest, LsCatAndCpReadThePulledImageOffline) {
+  auto images = TestWorld::Get().Images("layered");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  ASSERT_TRUE((*images)->Push("layered", registry_->host(), "imgfs/files", "v1").ok());
+  const std::string image = proxy_->host() + "/imgfs/files:v1";
+  RunResult pull = Pull({"-q", image});
+  ASSERT_TRUE(pull.ok()) << pull.Describe();
+  registry_->Stop();
+  BlobBytesSinceLastCall();
+
+  const std::string root = (*images)->ReferenceRoot("layered");
+  RunResult find = RunCommand({"find", root, "-mindepth", "1"});
+  ASSERT_TRUE(find.ok()) << find.Describe();
+  std::vector<std::string> want;
+  for (const std::string& line : Lines(find.out)) want.push_back(line.substr(root.size()));
+  std::sort(want.begin(), want.end());
+  RunResult ls = RunImgfs({"ls", "--cache", cache_.path(), "-R", image, "/"});
+  ASSERT_TRUE(ls.ok()) << ls.Describe();
+  std::vector<std::string> got = Lines(ls.out);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  ASSERT_GE(want.size(), 10u);
+  // ls -l: as coreutils' ls -l with numeric owners and UTC times.
+  struct stat hostname {};
+  ASSERT_EQ(lstat((root + "/etc/hostname").c_str(), &hostname), 0);
+  char when[32];
+  struct tm tm {};
+  std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", gmtime_r(&hostname.st_mtime, &tm));
+  RunResult long_ls = RunImgfs({"ls", "--cache", cache_.path(), "-l", image, "/etc/hostname"});
+  EXPECT_EQ(long_ls.out, "-rw-r--r--   1     0     0         23 " + std::string(when) +
+                             " /etc/hostname\n")
+      << long_ls.Describe();
+
+  int files = 0;
+  for (const std::string& path : want) {
+    struct stat st;
+    ASSERT_EQ(lstat((root + path).c_str(), &st), 0) << path;
+    if (!S_ISREG(st.st_mode)) continue;
+    ++files;
+    auto expected = ReadFile(root + path);
+    ASSERT_TRUE(expected.ok()) << expected.status().ToString();
+    RunResult cat = RunImgfs({"cat", "--cache", cache_.path(), image, path});
+    ASSERT_TRUE(cat.ok()) << cat.Describe();
+    EXPECT_TRUE(cat.out == *expected) << path << ": imgfs cat differs from umoci unpack ("
+                                      << cat.out.size() << " vs " << expected->size() << " bytes)";
+  }
+  EXPECT_GE(files, 5);
+
+  TempDir dest("cp");
+  RunResult cp = RunImgfs({"cp", "--cache", cache_.path(), image + ":/etc", dest.path()});
+  ASSERT_TRUE(cp.ok()) << cp.Describe();
+  int copied = 0;
+  for (const std::string& path : want) {
+    struct stat st;
+    if (path.rfind("/etc/", 0) != 0 || lstat((root + path).c_str(), &st) != 0 ||
+        !S_ISREG(st.st_mode)) {
+      continue;
+    }
+    ++copied;
+    auto copy = ReadFile(dest.path() + path);
+    ASSERT_TRUE(copy.ok()) << path << " was not copied: " << copy.status().ToString();
+    EXPECT_TRUE(*copy == ReadFile(root + path).value()) << path << " differs from the image's";
+  }
+  EXPECT_GE(copied, 1);
+
+  RunResult missing = RunImgfs({"cat", "--cache", cache_.path(), image, "/no/such/file"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("no such file or directory in the image: /no/such/file"));
+  EXPECT_EQ(BlobBytesSinceLastCall(), 0u) << proxy_->Describe();
 }
 
 }  // namespace
