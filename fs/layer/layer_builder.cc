@@ -1,14 +1,12 @@
 #include "fs/layer/layer_builder.h"
 
 #include <algorithm>
-#include <future>
-#include <map>
-#include <mutex>
 #include <set>
 #include <utility>
 
 #include "base/digest.h"
 #include "base/log.h"
+#include "base/single_flight.h"
 #include "fs/layer/estargz.h"
 #include "fs/layer/stream_index.h"
 #include "fs/layer/zstd_chunked.h"
@@ -98,15 +96,12 @@ Result<LayerIndex> BuildLayerIndex(const LayerDescriptor& layer, cache::Cache* c
   return BuildStreamedLayerIndex(layer, cache, source, StreamOptionsFor(layer));
 }
 
-struct InFlight {
-  std::mutex mu;
-  std::map<std::pair<cache::Cache*, std::string>, std::shared_future<Result<LayerIndex>>>
-      builds;  // GUARDED_BY(mu)
-};
-
-InFlight& Builds() {
-  static auto* in_flight = new InFlight;
-  return *in_flight;
+// Concurrent requests for one layer of one cache root share one build (the layers of an image
+// are indexed in parallel, and two mounts in one process may want the same layer). Keyed by
+// root and digest, not by Cache object: handles on one root share one store.
+SingleFlight<std::string, LayerIndex>& Builds() {
+  static auto* builds = new SingleFlight<std::string, LayerIndex>;  // never destroyed
+  return *builds;
 }
 
 }  // namespace
@@ -122,33 +117,13 @@ Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cac
                                "(offline)");
   }
 
-  // Concurrent requests for one layer share one build.
-  InFlight& in_flight = Builds();
-  auto key = std::make_pair(cache, layer.digest);
-  std::promise<Result<LayerIndex>> promise;
-  {
-    std::unique_lock lock(in_flight.mu);
-    auto it = in_flight.builds.find(key);
-    if (it != in_flight.builds.end()) {
-      std::shared_future<Result<LayerIndex>> pending = it->second;
-      lock.unlock();
-      return pending.get();
-    }
-    in_flight.builds.emplace(key, promise.get_future().share());
-  }
-  Result<LayerIndex> result = Status::Internal("unset");
   try {
-    result = BuildLayerIndex(layer, cache, source);
+    return Builds().Do(cache->root() + "\n" + layer.digest,
+                       [&] { return BuildLayerIndex(layer, cache, source); });
   } catch (const std::exception& e) {
-    // Only allocation failures can get here; waiters must still get an answer.
-    result = Status::Internal("indexing layer " + layer.digest + " failed: " + e.what());
+    // Only allocation failures can get here; the flight has answered its waiters already.
+    return Status::Internal("indexing layer " + layer.digest + " failed: " + e.what());
   }
-  promise.set_value(result);
-  {
-    std::lock_guard lock(in_flight.mu);
-    in_flight.builds.erase(key);
-  }
-  return result;
 }
 
 }  // namespace imgfs::fs

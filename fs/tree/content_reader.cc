@@ -62,13 +62,6 @@ Result<std::string> DecodeAndVerifyUnit(const Unit& unit, const std::vector<Chun
   return decoded;
 }
 
-// One fetch + decode of a unit that other readers of the same unit wait for.
-struct ContentReader::Flight {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<Result<Decoded>> result;  // GUARDED_BY(mu); set once
-};
-
 ContentReader::ContentReader(std::vector<std::shared_ptr<const LayerIndex>> layers,
                              cache::Cache* cache, cache::BlobSource* source, size_t lru_bytes,
                              uint64_t read_ahead_bytes)
@@ -326,8 +319,6 @@ bool ContentReader::IsIdle() const {
 
 Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t unit) {
   const UnitKey key{layer, unit};
-  std::shared_ptr<Flight> flight;
-  bool leader = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto hit = lru_index_.find(key);
@@ -336,37 +327,39 @@ Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t u
       counters_[layer].lru_hits.fetch_add(1, std::memory_order_relaxed);
       return hit->second->bytes;
     }
-    auto& slot = in_flight_[key];
-    if (!slot) {
-      slot = std::make_shared<Flight>();
-      leader = true;
-    } else {
-      counters_[layer].shared_waits.fetch_add(1, std::memory_order_relaxed);
-    }
-    flight = slot;
   }
-  if (!leader) {
-    std::unique_lock<std::mutex> lock(flight->mu);
-    flight->cv.wait(lock, [&] { return flight->result.has_value(); });
-    return *flight->result;
+  SingleFlight<UnitKey, Decoded>::Call call = flights_.Join(key);
+  if (!call.leader()) {
+    counters_[layer].shared_waits.fetch_add(1, std::memory_order_relaxed);
+    return call.Wait();
   }
+  Result<Decoded> result = Status::Internal("unit read did not run");
+  try {
+    result = FetchDecodeAndKeep(layer, unit);
+  } catch (const std::exception& e) {
+    result = Status::Internal(std::string("reading a unit threw: ") + e.what());
+  } catch (...) {
+    result = Status::Internal("reading a unit threw an exception of unknown type");
+  }
+  call.Complete(result);
+  return result;
+}
 
-  Result<Decoded> result = FetchAndDecode(layer, unit);
+Result<ContentReader::Decoded> ContentReader::FetchDecodeAndKeep(uint32_t layer, uint32_t unit) {
+  const UnitKey key{layer, unit};
   {
     std::lock_guard<std::mutex> lock(mu_);
-    in_flight_.erase(key);
-    if (result.ok()) {
-      InsertLru(key, *result);
-    } else if (failure_logged_.insert(key).second) {
-      // Once per unit: a broken unit is read again by every retry of every reader.
-      IMGFS_LOG(kError, result.status().ToString());
-    }
+    auto hit = lru_index_.find(key);
+    if (hit != lru_index_.end()) return hit->second->bytes;
   }
-  {
-    std::lock_guard<std::mutex> lock(flight->mu);
-    flight->result = result;
+  Result<Decoded> result = FetchAndDecode(layer, unit);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (result.ok()) {
+    InsertLru(key, *result);
+  } else if (failure_logged_.insert(key).second) {
+    // Once per unit: a broken unit is read again by every retry of every reader.
+    IMGFS_LOG(kError, result.status().ToString());
   }
-  flight->cv.notify_all();
   return result;
 }
 

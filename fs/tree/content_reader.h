@@ -7,7 +7,8 @@
 // when absent) and decoded (fs/layer/decode.h). Chunks of Chunk::kZeroUnit are holes: zeros,
 // no fetch. Sequential reads of a unit thus decode it once.
 //
-// Concurrent reads that need the same unit share one fetch and one decode (single-flight).
+// Concurrent reads that need the same unit share one fetch and one decode (base/single_flight.h:
+// a fetch that fails or throws answers every reader waiting for it with an error).
 //
 // Units without a compressed sha256 (eStargz, zstd:chunked: the TOC only has digests of the
 // decoded chunks) are handed to the cache with a UnitRef::verify that decodes them and checks
@@ -53,6 +54,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/single_flight.h"
 #include "base/status.h"
 #include "cache/blob_source.h"
 #include "cache/cache.h"
@@ -116,7 +118,6 @@ class ContentReader {
  private:
   using UnitKey = std::pair<uint32_t, uint32_t>;  // layer, unit
   using Decoded = std::shared_ptr<const std::string>;
-  struct Flight;
   struct LruItem {
     UnitKey key;
     Decoded bytes;
@@ -146,6 +147,9 @@ class ContentReader {
   };
 
   Result<Decoded> GetUnit(uint32_t layer, uint32_t unit);
+  // What GetUnit's flight for a unit runs: the LRU once more (the previous flight may have just
+  // filled it), else FetchAndDecode; the outcome goes to the LRU or, once, to the log.
+  Result<Decoded> FetchDecodeAndKeep(uint32_t layer, uint32_t unit);
   Result<Decoded> FetchAndDecode(uint32_t layer, uint32_t unit);
   void InsertLru(const UnitKey& key, const Decoded& bytes);  // REQUIRES: mu_ held
   // The cache's view of a unit. For a unit without sha256, verify decodes and checks it and
@@ -169,12 +173,13 @@ class ContentReader {
   const size_t lru_limit_;
   const uint64_t read_ahead_bytes_;
   std::unique_ptr<Counters[]> counters_;  // one per layer
+  // One fetch and decode per unit for concurrent readers (thread-safe itself).
+  SingleFlight<UnitKey, Decoded> flights_;
 
   mutable std::mutex mu_;
   std::list<LruItem> lru_;                                        // GUARDED_BY(mu_), front = newest
   std::map<UnitKey, std::list<LruItem>::iterator> lru_index_;     // GUARDED_BY(mu_)
   size_t lru_used_ = 0;                                           // GUARDED_BY(mu_)
-  std::map<UnitKey, std::shared_ptr<Flight>> in_flight_;          // GUARDED_BY(mu_)
   std::set<UnitKey> failure_logged_;                              // GUARDED_BY(mu_)
   // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;

@@ -5,6 +5,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <future>
+#include <stdexcept>
 #include <mutex>
 #include <random>
 #include <string>
@@ -240,6 +243,101 @@ TEST_F(ContentReaderTest, ConcurrentReadsOfOneUnitDecodeItOnce) {
   EXPECT_EQ(good.load(), 8);
   EXPECT_EQ(reader->stats()[0].unit_decodes, 1u);
   EXPECT_EQ(source_->range_reads.load(), 1);
+}
+
+// A real cache whose ReadUnit throws once `armed` says so: the exception a fetch can meet
+// (bad_alloc of a huge unit, a bug) inside the reader's single flight.
+class ThrowingCache : public cache::Cache {
+ public:
+  explicit ThrowingCache(cache::Cache* real) : real_(real) {}
+  std::function<void()> before_read;  // runs first in every ReadUnit; may throw
+
+  Result<std::string> ReadUnit(const cache::UnitRef& unit, cache::BlobSource* source) override {
+    if (before_read) before_read();
+    return real_->ReadUnit(unit, source);
+  }
+  const std::string& root() const override { return real_->root(); }
+  Status PutReference(std::string_view r, std::string_view d) override {
+    return real_->PutReference(r, d);
+  }
+  Result<cache::ReferenceRecord> GetReference(std::string_view r) override {
+    return real_->GetReference(r);
+  }
+  Status PutDocument(std::string_view d, std::string_view t, std::string_view b) override {
+    return real_->PutDocument(d, t, b);
+  }
+  Result<cache::Document> GetDocument(std::string_view d) override {
+    return real_->GetDocument(d);
+  }
+  Status PutLayerIndex(std::string_view d, std::string_view s) override {
+    return real_->PutLayerIndex(d, s);
+  }
+  Result<std::string> GetLayerIndex(std::string_view d) override {
+    return real_->GetLayerIndex(d);
+  }
+  Status FetchUnits(const std::vector<cache::UnitRef>& u, cache::BlobSource* s,
+                    uint64_t m) override {
+    return real_->FetchUnits(u, s, m);
+  }
+  Status PutUnit(const cache::UnitRef& u, std::string_view b) override {
+    return real_->PutUnit(u, b);
+  }
+  bool HasUnit(std::string_view b, uint64_t coff, uint64_t clen) override {
+    return real_->HasUnit(b, coff, clen);
+  }
+  int FetchesInFlight() override { return real_->FetchesInFlight(); }
+  Result<std::unique_ptr<cache::BlobWriter>> CreateBlobWriter(std::string_view d,
+                                                              uint64_t size) override {
+    return real_->CreateBlobWriter(d, size);
+  }
+  cache::BlobStats GetBlobStats(std::string_view d) override { return real_->GetBlobStats(d); }
+  cache::Eviction& eviction() override { return real_->eviction(); }
+
+ private:
+  cache::Cache* const real_;
+};
+
+TEST_F(ContentReaderTest, FetchThatThrowsAnswersEveryWaitingReader) {
+  ThrowingCache throwing(cache_.get());
+  constexpr int kReaders = 6;
+  ContentReader reader({layer_}, &throwing, source_.get(), 64 << 20, /*read_ahead_bytes=*/0);
+  // The leader's fetch throws only once every other reader waits for it.
+  std::atomic<bool> thrown{false};
+  throwing.before_read = [&] {
+    if (thrown.exchange(true)) return;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (reader.stats()[0].shared_waits < kReaders - 1 &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    throw std::runtime_error("decoder ran out of memory");
+  };
+  std::vector<std::future<Result<size_t>>> reads;
+  for (int i = 0; i < kReaders; ++i) {
+    reads.push_back(std::async(std::launch::async, [&] {
+      std::string out(50, '\0');
+      return reader.Read(FileSource{0, 4, 0}, 0, 50, out.data());  // all of unit 5
+    }));
+  }
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int errors = 0;
+  for (auto& r : reads) {
+    if (r.wait_until(until) != std::future_status::ready) {
+      ADD_FAILURE() << "a reader is still blocked on a fetch that threw";
+      std::fflush(nullptr);
+      std::_Exit(1);
+    }
+    Result<size_t> n = r.get();
+    if (!n.ok() && n.status().code() == Code::kInternal) ++errors;
+  }
+  EXPECT_EQ(errors, kReaders);
+  EXPECT_EQ(reader.stats()[0].shared_waits, uint64_t{kReaders - 1});
+  // Nothing lingers: the next read fetches and succeeds.
+  throwing.before_read = nullptr;
+  std::string out(kUnitSize, '\0');
+  Result<size_t> n = reader.Read(FileSource{0, 4, 0}, 0, kUnitSize, out.data());
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(out, blob_.substr(5 * kUnitSize, kUnitSize));
 }
 
 TEST_F(ContentReaderTest, BytesThatFailVerificationAreAnErrorNotACrash) {
