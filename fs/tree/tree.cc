@@ -252,10 +252,10 @@ Status TreeBuilder::ApplyEntry(uint32_t li, uint32_t ei) {
     Status s = SplitPath(e.link_target, &target_);
     uint32_t target = s.ok() ? LookupPath(target_) : kNone;
     if (target == kNone || IsDir(target)) {
-      IMGFS_LOG(kWarning, "layer " << layers_[li]->blob_digest << ": hard link \"" << e.path
-                                   << "\" -> \"" << e.link_target
-                                   << "\" names no file; skipping it");
-      return Status::Ok();
+      // link(2) fails on both, and so does docker's and containerd's extraction of the layer.
+      return Status::Corrupt("hard link '" + AbbreviateName(e.path) + "' -> '" +
+                             AbbreviateName(e.link_target) + "' names " +
+                             (target == kNone ? "no earlier file" : "a directory"));
     }
     uint32_t dir = WalkDirs(parts_, parts_.size() - 1, /*create=*/true);
     ChildMap& children = *nodes_[dir].children;

@@ -12,7 +12,7 @@
 //     the attributes of their explicit entry if one comes later;
 //   - a hard link shares its target's inode (same ino; nlink counts the names), the target
 //     being any path present when the link is applied (this layer or a lower one); a link to
-//     a missing path or to a directory is logged and skipped, as tar extraction would fail it;
+//     a missing path or to a directory is kCorrupt, as docker's extraction fails on it;
 //   - the root entry "" (if any) gives the root its attributes;
 //   - a symlink's mode is 0777 whatever its entry says (Linux has no other; docker never
 //     chmods one); a uid or gid of 2^32 - 1 shows as 0 (chown's "leave it": extraction
@@ -68,7 +68,8 @@ class Tree {
   };
 
   // `layers` bottom layer first. Fails only on indexes that break LayerIndex's contract
-  // (kCorrupt: e.g. a path that is not clean); merge conflicts are resolved, not errors.
+  // (kCorrupt: e.g. a path that is not clean) and on hard links to nothing or to a directory
+  // (kCorrupt naming the link); other merge conflicts are resolved, not errors.
   static Result<std::unique_ptr<Tree>> Build(std::vector<std::shared_ptr<const LayerIndex>> layers);
 
   ~Tree();
