@@ -27,6 +27,9 @@ constexpr std::string_view kMagic = "IMGFSLIX";
 constexpr uint64_t kVersion = 2;
 // An index is a few MiB even for huge layers; anything claiming more is not ours.
 constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
+constexpr uint64_t kMaxDeflateRatio = 1032;
+// The shortest entry record WriteEntry makes: one byte for each of its 14 fields.
+constexpr uint64_t kMinEntryBytes = 14;
 
 class Writer {
  public:
@@ -234,6 +237,11 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   }
   if (body_len > kMaxBodyLen) return Status::Corrupt("layer index: implausible size");
   std::string_view compressed = bytes.substr(kMagic.size() + header.pos());
+  // Deflate expands by at most 1032:1: a larger stated size is a lie that must not be
+  // allocated (a damaged header would otherwise cost up to kMaxBodyLen of memory).
+  if (body_len > compressed.size() * kMaxDeflateRatio) {
+    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
+  }
 
   std::string body(body_len, '\0');
   z_stream zs{};
@@ -252,7 +260,7 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   LayerIndex index;
   uint64_t nentries, nunits;
   if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Varint(&index.prefetch_end) || !r.Count(&nentries, 16)) {
+      !r.Varint(&index.prefetch_end) || !r.Count(&nentries, kMinEntryBytes)) {
     return Status::Corrupt("layer index: truncated body");
   }
   index.entries.resize(nentries);

@@ -139,6 +139,31 @@ TEST(LayerIndexTest, EmptyIndexRoundTrips) {
   EXPECT_TRUE(back->entries.empty());
 }
 
+TEST(LayerIndexTest, SmallestEntriesRoundTrip) {
+  // The root directory of a TOC without names or times: the shortest entry record there is
+  // (14 bytes), which the reader once counted as too short to be real.
+  LayerIndex index;
+  index.blob_digest = Sha256Digest("");
+  index.format = "estargz";
+  Entry root;
+  root.type = EntryType::kDirectory;
+  index.entries = {root, root};
+  Result<LayerIndex> back = LayerIndex::Deserialize(index.Serialize());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectSame(index, *back);
+}
+
+TEST(LayerIndexTest, StatedSizeBeyondTheCompressedBodyIsCorrupt) {
+  // Magic, version 2, a body of 2 GiB - 1 (the varint ff ff ff ff 07), then 10 bytes of
+  // "compressed body": refused before anything of that size is allocated.
+  std::string bytes = std::string("IMGFSLIX") + '\x02' + "\xff\xff\xff\xff\x07" +
+                      std::string(10, '\0');
+  Result<LayerIndex> r = LayerIndex::Deserialize(bytes);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCorrupt);
+  EXPECT_NE(r.status().message().find("stated size"), std::string::npos) << r.status().ToString();
+}
+
 TEST(LayerIndexTest, EveryTruncationIsCorrupt) {
   std::string bytes = SampleIndex().Serialize();
   for (size_t len = 0; len < bytes.size(); ++len) {
