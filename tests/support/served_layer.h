@@ -23,26 +23,9 @@
 #include "fs/layer/stream_index.h"
 #include "fs/tree/content_reader.h"
 #include "fs/tree/tree.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::test {
-
-class MemoryBlobSource : public cache::BlobSource {
- public:
-  explicit MemoryBlobSource(std::string blob) : blob_(std::move(blob)) {}
-  Status ReadRange(std::string_view, uint64_t offset, uint64_t length, std::string* out) override {
-    if (offset > blob_.size() || length > blob_.size() - offset) {
-      return Status::NotFound("range past the blob");
-    }
-    out->append(blob_, offset, length);
-    return Status::Ok();
-  }
-  Status ReadAll(std::string_view, const std::function<Status(std::string_view)>& sink) override {
-    return sink(blob_);
-  }
-
- private:
-  std::string blob_;
-};
 
 // The index the streamed pass builds for `blob`, fed in 64 KiB pieces.
 inline Result<fs::LayerIndex> IndexBlob(std::string_view blob) {
@@ -69,7 +52,7 @@ class ServedLayer {
     auto layer = std::make_shared<const fs::LayerIndex>(std::move(index));
     IMGFS_ASSIGN_OR_RETURN(cache_, cache::Cache::Open(cache_dir));
     IMGFS_ASSIGN_OR_RETURN(tree_, fs::Tree::Build({layer}));
-    source_ = std::make_unique<MemoryBlobSource>(std::move(blob));
+    source_ = std::make_unique<FakeBlobSource>(std::move(blob), FakeBlobSource::Serve::kAnyDigest);
     reader_ = std::make_unique<fs::ContentReader>(tree_->layers(), cache_.get(), source_.get());
     mountpoint_ = mountpoint;
     std::future<Status> ready = ready_.get_future();
@@ -96,7 +79,7 @@ class ServedLayer {
  private:
   std::unique_ptr<cache::Cache> cache_;
   std::unique_ptr<fs::Tree> tree_;
-  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<FakeBlobSource> source_;
   std::unique_ptr<fs::ContentReader> reader_;
   std::string mountpoint_;
   std::promise<Status> ready_;

@@ -30,48 +30,6 @@ namespace {
 // Whether `cache` holds unit `u` (the key of its UnitRef; its digest and verifier play no part).
 bool Present(Cache& cache, const UnitRef& u) { return cache.HasUnit(u.blob, u.coff, u.clen); }
 
-// A BlobSource over one in-memory blob that counts calls and injects faults.
-class FakeSource : public test::SingleBlobSource {
- public:
-  explicit FakeSource(std::string blob) : SingleBlobSource(std::move(blob)) {}
-
-  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++range_calls;
-    WaitForCompany();
-    if (delay.count() > 0) std::this_thread::sleep_for(delay);
-    if (!fail_with.ok()) return fail_with;
-    size_t start = out->size();
-    Status s = AppendRange(digest, offset, length, out);
-    if (!s.ok()) return s;
-    if (always_corrupt || corrupt_next.fetch_sub(1) > 0) (*out)[start + length / 2] ^= 0x01;
-    return Status::Ok();
-  }
-
-  std::atomic<int> range_calls{0};
-  std::atomic<int> corrupt_next{0};
-  bool always_corrupt = false;
-  Status fail_with;
-  std::chrono::milliseconds delay{0};
-  // When > 0, each ReadRange waits (up to 10 s) until this many calls are inside at once.
-  int rendezvous = 0;
-  std::atomic<int> max_inside{0};
-
- private:
-  void WaitForCompany() {
-    if (rendezvous == 0) return;
-    std::unique_lock<std::mutex> lock(mu_);
-    ++inside_;
-    max_inside = std::max(max_inside.load(), inside_);
-    cv_.notify_all();
-    cv_.wait_for(lock, std::chrono::seconds(10), [&] { return inside_ >= rendezvous; });
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int inside_ = 0;
-};
-
 constexpr uint64_t kBlobSize = 1 << 20;
 constexpr uint64_t kUnitSize = 100000;  // not a power of two: the last unit is short
 
@@ -120,7 +78,7 @@ class CacheContentTest : public ::testing::Test {
   void FlipStoredByte(uint64_t offset) { test::FlipByteInFile(BlobPath(), offset); }
 
   std::string blob_;
-  FakeSource source_;
+  test::FakeBlobSource source_;
   std::vector<UnitRef> units_;
   std::string dir_;
   std::string root_;
@@ -133,13 +91,13 @@ TEST_F(CacheContentTest, MissIsFetchedVerifiedStoredAndThenServedFromTheStore) {
   auto first = cache_->ReadUnit(u, &source_);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ(*first, Expected(u));
-  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_EQ(source_.requests(), 1);
   EXPECT_TRUE(Present(*cache_, u));
 
   auto second = cache_->ReadUnit(u, &source_);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(*second, Expected(u));
-  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_EQ(source_.requests(), 1);
 
   // Sparse: the unit sits at its real offset of the blob file.
   std::ifstream in(BlobPath(), std::ios::binary);
@@ -182,12 +140,12 @@ TEST_F(CacheContentTest, CorruptStoredUnitIsDetectedRefetchedAndHealed) {
   auto healed = cache_->ReadUnit(u, &source_);
   ASSERT_TRUE(healed.ok()) << healed.status().ToString();
   EXPECT_EQ(*healed, Expected(u));
-  EXPECT_EQ(source_.range_calls, 2);
+  EXPECT_EQ(source_.requests(), 2);
   // The store holds good bytes again: offline reads work.
   auto offline = cache_->ReadUnit(u, nullptr);
   ASSERT_TRUE(offline.ok()) << offline.status().ToString();
   EXPECT_EQ(*offline, Expected(u));
-  EXPECT_EQ(source_.range_calls, 2);
+  EXPECT_EQ(source_.requests(), 2);
 }
 
 TEST_F(CacheContentTest, CorruptStoredUnitIsNeverReturnedOffline) {
@@ -200,35 +158,35 @@ TEST_F(CacheContentTest, CorruptStoredUnitIsNeverReturnedOffline) {
 }
 
 TEST_F(CacheContentTest, WrongBytesFromTheSourceFailAfterTwoFetchesAndPublishNothing) {
-  source_.always_corrupt = true;
+  source_.CorruptAlways(true);
   const UnitRef& u = units_[4];
   auto r = cache_->ReadUnit(u, &source_);
   ASSERT_EQ(r.status().code(), Code::kDigestMismatch);
   EXPECT_NE(r.status().message().find(u.sha256), std::string::npos) << r.status().message();
-  EXPECT_EQ(source_.range_calls, 2);
+  EXPECT_EQ(source_.requests(), 2);
   EXPECT_FALSE(Present(*cache_, u));
   EXPECT_EQ(cache_->GetBlobStats(u.blob).units_present, 0u);
   EXPECT_EQ(cache_->ReadUnit(u, nullptr).status().code(), Code::kUnavailable);
 }
 
 TEST_F(CacheContentTest, OneBadFetchIsRetried) {
-  source_.corrupt_next = 1;
+  source_.CorruptNext(1);
   auto r = cache_->ReadUnit(units_[5], &source_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, Expected(units_[5]));
-  EXPECT_EQ(source_.range_calls, 2);
+  EXPECT_EQ(source_.requests(), 2);
 }
 
 TEST_F(CacheContentTest, SourceErrorIsPassedOnWithItsCode) {
-  source_.fail_with = Status::Unauthorized("registry refused the credentials");
+  source_.FailWith(Status::Unauthorized("registry refused the credentials"));
   auto r = cache_->ReadUnit(units_[0], &source_);
   ASSERT_EQ(r.status().code(), Code::kUnauthorized);
-  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_EQ(source_.requests(), 1);
   EXPECT_FALSE(Present(*cache_, units_[0]));
 }
 
 TEST_F(CacheContentTest, ConcurrentReadsOfOneUnitFetchOnce) {
-  source_.delay = std::chrono::milliseconds(200);
+  source_.SetDelay(std::chrono::milliseconds(200));
   const UnitRef& u = units_[6];
   std::vector<std::thread> threads;
   std::atomic<int> good{0};
@@ -240,11 +198,11 @@ TEST_F(CacheContentTest, ConcurrentReadsOfOneUnitFetchOnce) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(good, 16);
-  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_EQ(source_.requests(), 1);
 }
 
 TEST_F(CacheContentTest, DifferentUnitsAreFetchedInParallel) {
-  source_.rendezvous = 4;
+  source_.SetRendezvous(4);
   std::vector<std::thread> threads;
   std::atomic<int> good{0};
   for (int i = 0; i < 4; ++i) {
@@ -255,7 +213,7 @@ TEST_F(CacheContentTest, DifferentUnitsAreFetchedInParallel) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(good, 4);
-  EXPECT_EQ(source_.max_inside, 4) << "unit fetches were serialized";
+  EXPECT_EQ(source_.max_inside(), 4) << "unit fetches were serialized";
 }
 
 TEST_F(CacheContentTest, PutUnitVerifiesBeforePublishing) {
@@ -282,7 +240,7 @@ TEST_F(CacheContentTest, MalformedUnitsAreRejected) {
   u.clen = uint64_t{1} << 40;
   EXPECT_EQ(cache_->ReadUnit(u, &source_).status().code(), Code::kInvalidArgument);
   EXPECT_FALSE(Present(*cache_, u));
-  EXPECT_EQ(source_.range_calls, 0);
+  EXPECT_EQ(source_.requests(), 0);
 }
 
 TEST_F(CacheContentTest, UncommittedBlobWriterLeavesNothingVisible) {
@@ -375,7 +333,7 @@ TEST_F(CacheContentTest, CorruptCompleteBlobLosesItsCompleteFlagAndHeals) {
   auto r = cache_->ReadUnit(units_[3], &source_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, Expected(units_[3]));
-  EXPECT_EQ(source_.range_calls, 1);
+  EXPECT_EQ(source_.requests(), 1);
   EXPECT_FALSE(cache_->GetBlobStats(source_.digest()).complete);
   EXPECT_TRUE(cache_->ReadUnit(units_[3], nullptr).ok());
 }
@@ -466,9 +424,9 @@ TEST_F(CacheContentTest, ForkedChildWithItsOwnCacheSharesTheStore) {
     if (!ref.ok() || ref->manifest_digest != source_.digest()) _exit(3);
     auto parent_unit = (*child)->ReadUnit(units_[0], nullptr);
     if (!parent_unit.ok() || *parent_unit != Expected(units_[0])) _exit(4);
-    FakeSource child_source(blob_);
+    test::FakeBlobSource child_source(blob_);
     auto fetched = (*child)->ReadUnit(units_[9], &child_source);
-    if (!fetched.ok() || child_source.range_calls != 1) _exit(5);
+    if (!fetched.ok() || child_source.requests() != 1) _exit(5);
     if (!(*child)->PutDocument(Sha256Digest("{}"), "application/json", "{}").ok()) _exit(6);
     _exit(0);
   }
@@ -493,7 +451,7 @@ TEST_F(CacheContentTest, ProcessesAndThreadsFillOneBlobAtOnce) {
     if (pid == 0) {
       auto child = Cache::Open(root_);
       if (!child.ok()) _exit(2);
-      FakeSource child_source(blob_);
+      test::FakeBlobSource child_source(blob_);
       for (size_t i = 0; i < units_.size(); ++i) {
         const UnitRef& u = units_[(i + c * 4) % units_.size()];
         auto r = (*child)->ReadUnit(u, &child_source);

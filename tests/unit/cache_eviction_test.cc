@@ -24,17 +24,6 @@ namespace {
 
 constexpr uint64_t kUnit = 64 << 10;  // a multiple of the file system block
 
-class RangeSource : public test::SingleBlobSource {
- public:
-  using SingleBlobSource::SingleBlobSource;
-  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++requests;
-    return AppendRange(digest, offset, length, out);
-  }
-  int requests = 0;
-};
-
 std::string RandomBlob(size_t n) {
   std::mt19937_64 rng(11);
   std::string s(n, '\0');
@@ -68,7 +57,7 @@ class CacheEvictionTest : public ::testing::Test {
 
   bool HasUnit(int i) { return cache_->HasUnit(source_.digest(), i * kUnit, kUnit); }
 
-  RangeSource source_;
+  test::FakeBlobSource source_;
   std::string dir_, root_;
   std::unique_ptr<Cache> cache_;
 };
@@ -106,11 +95,11 @@ TEST_F(CacheEvictionTest, PunchedUnitIsGoneAndFetchedAgain) {
   EXPECT_EQ((*after)[0].units_present, 1u);
   EXPECT_LT((*after)[0].disk_bytes, (*before)[0].disk_bytes);
   EXPECT_EQ(cache_->eviction().PunchUnit(source_.digest(), kUnit).code(), Code::kNotFound);
-  int requests = source_.requests;
+  int requests = source_.requests();
   auto again = cache_->ReadUnit(Unit(1), &source_);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(*again, source_.blob().substr(kUnit, kUnit));
-  EXPECT_EQ(source_.requests, requests + 1);
+  EXPECT_EQ(source_.requests(), requests + 1);
 }
 
 TEST_F(CacheEvictionTest, DroppedBlobLeavesNothingAndIsFetchedAgain) {

@@ -25,67 +25,6 @@ namespace {
 // Whether `cache` holds unit `u` (the key of its UnitRef; its digest and verifier play no part).
 bool Present(Cache& cache, const UnitRef& u) { return cache.HasUnit(u.blob, u.coff, u.clen); }
 
-// One in-memory blob; counts requests and bytes, records the ranges asked for, and can flip a
-// bit at chosen blob offsets.
-class CountingSource : public test::SingleBlobSource {
- public:
-  explicit CountingSource(std::string blob) : SingleBlobSource(std::move(blob)) {}
-
-  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    requests.fetch_add(1);
-    bytes.fetch_add(length);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ranges_.emplace_back(offset, length);
-    }
-    int now = inside_.fetch_add(1) + 1;
-    int seen = max_inside.load();
-    while (now > seen && !max_inside.compare_exchange_weak(seen, now)) {
-    }
-    if (delay.count() > 0) std::this_thread::sleep_for(delay);
-    inside_.fetch_sub(1);
-    size_t start = out->size();
-    Status s = AppendRange(digest, offset, length, out);
-    if (!s.ok()) return s;
-    std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t bad : flip_at_) {
-      if (bad >= offset && bad < offset + length) (*out)[start + (bad - offset)] ^= 0x10;
-    }
-    return Status::Ok();
-  }
-
-  void FlipAt(uint64_t offset) {
-    std::lock_guard<std::mutex> lock(mu_);
-    flip_at_.insert(offset);
-  }
-  void Heal() {
-    std::lock_guard<std::mutex> lock(mu_);
-    flip_at_.clear();
-  }
-  std::vector<std::pair<uint64_t, uint64_t>> ranges() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return ranges_;
-  }
-  void ResetCounts() {
-    std::lock_guard<std::mutex> lock(mu_);
-    ranges_.clear();
-    requests = 0;
-    bytes = 0;
-  }
-
-  std::atomic<int> requests{0};
-  std::atomic<uint64_t> bytes{0};
-  std::atomic<int> max_inside{0};
-  std::chrono::milliseconds delay{0};
-
- private:
-  std::atomic<int> inside_{0};
-  std::mutex mu_;
-  std::set<uint64_t> flip_at_;                          // GUARDED_BY(mu_)
-  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // GUARDED_BY(mu_)
-};
-
 constexpr uint64_t kUnitSize = 10000;
 constexpr int kUnits = 40;
 
@@ -148,7 +87,7 @@ class CacheFetchTest : public ::testing::Test {
   }
 
   std::string blob_;
-  CountingSource source_;
+  test::FakeBlobSource source_;
   std::string dir_;
   std::unique_ptr<Cache> cache_;
   std::shared_ptr<std::atomic<int>> verify_calls_;
@@ -172,7 +111,7 @@ TEST_F(CacheFetchTest, UnitWithoutDigestIsVerifiedByItsCheckStoredAndReadBackOff
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, Expected(u));
   EXPECT_EQ(verify_calls_->load(), 2);
-  EXPECT_EQ(source_.requests.load(), 1);
+  EXPECT_EQ(source_.requests(), 1);
 }
 
 TEST_F(CacheFetchTest, UnitWithoutDigestOrCheckIsRejected) {
@@ -182,7 +121,7 @@ TEST_F(CacheFetchTest, UnitWithoutDigestOrCheckIsRejected) {
   EXPECT_EQ(cache_->PutUnit(u, Expected(u)).code(), Code::kInvalidArgument);
   EXPECT_EQ(cache_->FetchUnits({u}, &source_, 1 << 20).code(), Code::kInvalidArgument);
   EXPECT_FALSE(Present(*cache_, u));
-  EXPECT_EQ(source_.requests.load(), 0);
+  EXPECT_EQ(source_.requests(), 0);
 }
 
 TEST_F(CacheFetchTest, FlippedBitFailsTheCheckStoresNothingAndHealsWithTheSource) {
@@ -192,7 +131,7 @@ TEST_F(CacheFetchTest, FlippedBitFailsTheCheckStoresNothingAndHealsWithTheSource
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
   EXPECT_NE(r.status().message().find(u.blob), std::string::npos);
-  EXPECT_EQ(source_.requests.load(), 2) << "one retry, no more";
+  EXPECT_EQ(source_.requests(), 2) << "one retry, no more";
   EXPECT_FALSE(Present(*cache_, u));
   EXPECT_EQ(cache_->GetBlobStats(u.blob).units_present, 0u);
   EXPECT_EQ(cache_->ReadUnit(u, nullptr).status().code(), Code::kUnavailable);
@@ -224,22 +163,13 @@ TEST_F(CacheFetchTest, StoredUnitThatFailsItsCheckIsDroppedAndFetchedAgain) {
   auto r = cache_->ReadUnit(u, &source_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, Expected(u));
-  EXPECT_EQ(source_.requests.load(), 2);
+  EXPECT_EQ(source_.requests(), 2);
 }
 
-// A source that throws something that is not even a std::exception, once every reader waits.
-class ThrowingSource : public test::SingleBlobSource {
- public:
-  using SingleBlobSource::SingleBlobSource;
-  Status ReadRange(std::string_view, uint64_t, uint64_t, std::string*) override {
-    calls.fetch_add(1);
-    throw 42;
-  }
-  std::atomic<int> calls{0};
-};
-
 TEST_F(CacheFetchTest, ThrowingSourceAnswersEveryReaderWithAnErrorAndCachesNothing) {
-  ThrowingSource thrower(blob_);
+  // A source that throws something that is not even a std::exception.
+  test::FakeBlobSource thrower(blob_);
+  thrower.ThrowNext(1 << 30, test::FakeBlobSource::Throw::kNotAnException);
   const UnitRef& u = digest_units_[5];
   std::vector<std::thread> readers;
   std::atomic<int> internal{0};
@@ -263,8 +193,8 @@ TEST_F(CacheFetchTest, AdjacentUnitsAreFetchedWithOneRequest) {
   std::vector<UnitRef> want(checked_units_.begin() + 2, checked_units_.begin() + 12);
   std::reverse(want.begin(), want.end());  // order does not matter
   ASSERT_TRUE(cache_->FetchUnits(want, &source_, 1 << 20).ok());
-  EXPECT_EQ(source_.requests.load(), 1);
-  EXPECT_EQ(source_.bytes.load(), 10 * kUnitSize);
+  EXPECT_EQ(source_.requests(), 1);
+  EXPECT_EQ(source_.bytes(), 10 * kUnitSize);
   ASSERT_EQ(source_.ranges().size(), 1u);
   EXPECT_EQ(source_.ranges()[0], std::make_pair(2 * kUnitSize, 10 * kUnitSize));
   for (const UnitRef& u : want) {
@@ -275,13 +205,13 @@ TEST_F(CacheFetchTest, AdjacentUnitsAreFetchedWithOneRequest) {
   }
   // Everything present: nothing more to fetch.
   ASSERT_TRUE(cache_->FetchUnits(want, &source_, 1 << 20).ok());
-  EXPECT_EQ(source_.requests.load(), 1);
+  EXPECT_EQ(source_.requests(), 1);
 }
 
 TEST_F(CacheFetchTest, DigestUnitsCoalesceToo) {
   std::vector<UnitRef> want(digest_units_.begin(), digest_units_.begin() + 4);
   ASSERT_TRUE(cache_->FetchUnits(want, &source_, 1 << 20).ok());
-  EXPECT_EQ(source_.requests.load(), 1);
+  EXPECT_EQ(source_.requests(), 1);
   for (const UnitRef& u : want) EXPECT_TRUE(Present(*cache_, u));
 }
 
@@ -302,8 +232,8 @@ TEST_F(CacheFetchTest, RequestsRespectTheSizeBoundAndSkipPresentUnitsAndLargeGap
   source_.ResetCounts();
   std::vector<UnitRef> more(checked_units_.begin() + 10, checked_units_.begin() + 20);
   ASSERT_TRUE(cache_->FetchUnits(more, &source_, 3 * kUnitSize).ok());
-  EXPECT_EQ(source_.requests.load(), 4);
-  EXPECT_EQ(source_.bytes.load(), 10 * kUnitSize);
+  EXPECT_EQ(source_.requests(), 4);
+  EXPECT_EQ(source_.bytes(), 10 * kUnitSize);
   for (const auto& [off, len] : source_.ranges()) EXPECT_LE(len, 3 * kUnitSize);
   for (const UnitRef& u : more) EXPECT_TRUE(Present(*cache_, u));
 }
@@ -315,12 +245,12 @@ TEST_F(CacheFetchTest, BadUnitOfACoalescedResponseCostsOnlyItself) {
   EXPECT_EQ(s.code(), Code::kDigestMismatch) << s.ToString();
   for (int i = 0; i < 5; ++i) EXPECT_EQ(Present(*cache_, want[i]), i != 2) << i;
   // One coalesced request, then unit 2 alone once more.
-  EXPECT_EQ(source_.requests.load(), 2);
+  EXPECT_EQ(source_.requests(), 2);
 
   source_.Heal();
   EXPECT_TRUE(cache_->FetchUnits(want, &source_, 1 << 20).ok());
   EXPECT_TRUE(Present(*cache_, want[2]));
-  EXPECT_EQ(source_.requests.load(), 3);
+  EXPECT_EQ(source_.requests(), 3);
 }
 
 TEST_F(CacheFetchTest, SourceErrorsAndOfflineAreReported) {
@@ -334,17 +264,17 @@ TEST_F(CacheFetchTest, SourceErrorsAndOfflineAreReported) {
 }
 
 TEST_F(CacheFetchTest, SeparateGroupsAreFetchedInParallel) {
-  source_.delay = std::chrono::milliseconds(100);
+  source_.SetDelay(std::chrono::milliseconds(100));
   std::vector<UnitRef> want;
   for (int i = 0; i < kUnits; i += 8) want.push_back(checked_units_[i]);  // 5 far-apart units
   ASSERT_TRUE(cache_->FetchUnits(want, &source_, 1 << 20).ok());
-  EXPECT_EQ(source_.requests.load(), 5);
-  EXPECT_GE(source_.max_inside.load(), 2);
-  EXPECT_LE(source_.max_inside.load(), kFetchParallelism);
+  EXPECT_EQ(source_.requests(), 5);
+  EXPECT_GE(source_.max_inside(), 2);
+  EXPECT_LE(source_.max_inside(), kFetchParallelism);
 }
 
 TEST_F(CacheFetchTest, ReadersWaitForAFetchUnitsInsteadOfFetchingAgain) {
-  source_.delay = std::chrono::milliseconds(300);
+  source_.SetDelay(std::chrono::milliseconds(300));
   std::vector<UnitRef> all = checked_units_;
   std::thread fetcher([&] { EXPECT_TRUE(cache_->FetchUnits(all, &source_, 1 << 30).ok()); });
   while (cache_->FetchesInFlight() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -360,13 +290,13 @@ TEST_F(CacheFetchTest, ReadersWaitForAFetchUnitsInsteadOfFetchingAgain) {
   for (auto& t : readers) t.join();
   fetcher.join();
   EXPECT_EQ(good.load(), 8);
-  EXPECT_EQ(source_.requests.load(), 1);
-  EXPECT_EQ(source_.bytes.load(), blob_.size());
+  EXPECT_EQ(source_.requests(), 1);
+  EXPECT_EQ(source_.bytes(), blob_.size());
   EXPECT_EQ(cache_->FetchesInFlight(), 0);
 }
 
 TEST_F(CacheFetchTest, ManyThreadsReadingAndPrefetchingFetchEachUnitOnce) {
-  source_.delay = std::chrono::milliseconds(5);
+  source_.SetDelay(std::chrono::milliseconds(5));
   std::vector<std::thread> threads;
   std::atomic<int> bad{0};
   for (int t = 0; t < 16; ++t) {
@@ -394,7 +324,7 @@ TEST_F(CacheFetchTest, ManyThreadsReadingAndPrefetchingFetchEachUnitOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(bad.load(), 0);
   // Every byte was fetched at most once (some units may never have been asked for).
-  EXPECT_LE(source_.bytes.load(), blob_.size());
+  EXPECT_LE(source_.bytes(), blob_.size());
   std::vector<std::pair<uint64_t, uint64_t>> ranges = source_.ranges();
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {

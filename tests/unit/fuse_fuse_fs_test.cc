@@ -32,14 +32,12 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "tests/support/files.h"
-#include "tests/support/served_layer.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::fs {
 namespace {
 
 using ::testing::ElementsAre;
-
-using test::MemoryBlobSource;
 
 Entry MakeEntry(std::string path, EntryType type, uint32_t mode) {
   Entry e;
@@ -119,7 +117,7 @@ class FuseFsTest : public ::testing::Test {
     wh.whiteout = true;
     upper->entries = {wh};
 
-    source_ = std::make_unique<MemoryBlobSource>(blob);
+    source_ = std::make_unique<test::FakeBlobSource>(blob, test::FakeBlobSource::Serve::kAnyDigest);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << cache.status().ToString();
     cache_ = std::move(cache).value();
@@ -190,7 +188,7 @@ class FuseFsTest : public ::testing::Test {
 
   test::TempDir dir_{"fuse"};
   std::string hello_, big_;
-  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<test::FakeBlobSource> source_;
   std::unique_ptr<cache::Cache> cache_;
   std::unique_ptr<Tree> tree_;
   std::unique_ptr<ContentReader> reader_;

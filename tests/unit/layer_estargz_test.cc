@@ -23,7 +23,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using test::FindEntry;
 using test::GzipMember;
-using test::InMemoryBlobSource;
+using test::FakeBlobSource;
 using test::RandomBytes;
 using test::ReadEntry;
 using test::TarPadding;
@@ -283,10 +283,10 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   EstargzWriter w;
   w.chunk_size = 1000;
   Blob b = w.Write(SampleItems(), /*prefetch_after=*/"etc/hosts");
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-  EXPECT_EQ(source.range_requests, 1) << "a small layer's TOC comes with the footer";
+  EXPECT_EQ(source.requests(), 1) << "a small layer's TOC comes with the footer";
   const LayerIndex& index = toc->index;
   EXPECT_EQ(index.format, "estargz");
   EXPECT_EQ(index.blob_size, b.bytes.size());
@@ -363,7 +363,7 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
 TEST(EstargzTest, BuildEstargzIndexReturnsTheSameIndex) {
   EstargzWriter w;
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto index = BuildEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   EXPECT_EQ(index->entries.size(), SampleItems().size());
@@ -375,7 +375,7 @@ TEST(EstargzTest, ChunkDigestsSurviveInTheIndexWhenItKeepsThem) {
   EstargzWriter w;
   w.chunk_size = 1000;
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   auto checks = UnitChecksFromIndex(toc->index);
@@ -403,7 +403,7 @@ TEST(EstargzTest, SmallFilesSharingOneMemberUseInnerOffset) {
   items.push_back(File("b", "second file, a bit longer\n"));
   items.push_back(File("c", RandomBytes(3000, 7)));
   Blob b = w.Write(items);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ASSERT_EQ(toc->index.units.size(), 1u);
@@ -425,7 +425,7 @@ TEST(EstargzTest, LegacyStargzFooterOf47Bytes) {
   ASSERT_TRUE(off.ok()) << off.status().ToString();
   EXPECT_EQ(footer_size, 47u);
   EXPECT_EQ(*off, b.toc_offset);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   EXPECT_EQ(ReadEntry(*toc, b.bytes, *FindEntry(toc->index, "usr/share/doc")), std::string(5000, 'd'));
@@ -446,7 +446,7 @@ TEST(EstargzTest, TocDigestMismatchIsRefused) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest("another toc");
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(d, &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kDigestMismatch);
@@ -459,11 +459,11 @@ TEST(EstargzTest, LayerWithoutAnnotationIsNotTrusted) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations.clear();
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = BuildEstargzIndex(d, &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(source.range_requests, 0);
+  EXPECT_EQ(source.requests(), 0);
 }
 
 TEST(EstargzTest, LargeTocIsFetchedWithASecondRequest) {
@@ -474,10 +474,10 @@ TEST(EstargzTest, LargeTocIsFetchedWithASecondRequest) {
                            {{"user.big", RandomBytes(700 << 10, 3)}}));
   Blob b = w.Write(items);
   ASSERT_GT(b.bytes.size() - b.toc_offset, (512u << 10) + 51);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-  EXPECT_EQ(source.range_requests, 2);
+  EXPECT_EQ(source.requests(), 2);
   const Entry* e = FindEntry(toc->index, "etc/blob-xattr");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->xattrs.at(0).second, RandomBytes(700 << 10, 3));
@@ -489,7 +489,7 @@ TEST(EstargzTest, ChunkNotMatchingItsDigestFailsVerification) {
   w.wrong_chunk_digest_for_first_file = true;
   std::vector<Item> items = {File("f", "payload")};
   Blob b = w.Write(items);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   const Unit& u = toc->index.units.at(0);
@@ -510,8 +510,8 @@ TEST(EstargzTest, VerifyDecodedUnitRejectsShortOrAlteredBytes) {
 TEST(EstargzTest, SourceErrorsArePassedOn) {
   EstargzWriter w;
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
-  source.fail = Status::Unavailable("registry said 503");
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
+  source.FailWith(Status::Unavailable("registry said 503"));
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kUnavailable);
@@ -523,7 +523,7 @@ TEST(EstargzTest, GarbageFooterIsCorrupt) {
   Blob b;
   b.bytes = blob;
   b.toc_digest = Sha256Digest("x");
-  InMemoryBlobSource source(blob);
+  FakeBlobSource source(blob, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(b), &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kCorrupt);
@@ -532,7 +532,7 @@ TEST(EstargzTest, GarbageFooterIsCorrupt) {
   Blob tiny;
   tiny.bytes = "abc";
   tiny.toc_digest = Sha256Digest("x");
-  InMemoryBlobSource tiny_source(tiny.bytes);
+  FakeBlobSource tiny_source(tiny.bytes, FakeBlobSource::Serve::kAnyDigest);
   EXPECT_EQ(ReadEstargzIndex(Descriptor(tiny), &tiny_source).status().code(), Code::kCorrupt);
 }
 
@@ -542,7 +542,7 @@ TEST(EstargzTest, FooterPointingOutsideTheBlobIsCorrupt) {
   std::string bytes = b.bytes.substr(0, b.bytes.size() - 51) + Footer(1ull << 40, false);
   Blob bad = b;
   bad.bytes = bytes;
-  InMemoryBlobSource source(bytes);
+  FakeBlobSource source(bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(Descriptor(bad), &source);
   ASSERT_FALSE(toc.ok());
   EXPECT_EQ(toc.status().code(), Code::kCorrupt);
@@ -557,7 +557,7 @@ Blob BlobWithToc(const std::string& toc_json) {
 
 Status IndexStatusOf(const std::string& toc_json) {
   Blob b = BlobWithToc(toc_json);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   return ReadEstargzIndex(Descriptor(b), &source).status();
 }
 

@@ -24,6 +24,7 @@
 #include "cache/cache.h"
 #include "fs/layer/decode.h"
 #include "fs/layer/layer_builder.h"
+#include "tests/support/fake_blob_source.h"
 
 namespace imgfs::fs {
 namespace {
@@ -118,46 +119,6 @@ std::string Gzip(std::string_view data, size_t piece = 0, int level = 6) {
   return out;
 }
 
-// Serves blobs from memory, streaming in uneven pieces like a network would.
-class FakeSource : public cache::BlobSource {
- public:
-  void Add(const std::string& digest, std::string bytes) { blobs_[digest] = std::move(bytes); }
-  void set_delay(std::chrono::milliseconds d) { delay_ = d; }
-  int read_alls() const { return read_alls_; }
-
-  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    auto it = blobs_.find(std::string(digest));
-    if (it == blobs_.end()) return Status::NotFound("no blob");
-    if (offset > it->second.size() || length > it->second.size() - offset) {
-      return Status::InvalidArgument("range outside blob");
-    }
-    out->append(it->second, offset, length);
-    return Status::Ok();
-  }
-
-  Status ReadAll(std::string_view digest,
-                 const std::function<Status(std::string_view)>& sink) override {
-    ++read_alls_;
-    std::this_thread::sleep_for(delay_);
-    auto it = blobs_.find(std::string(digest));
-    if (it == blobs_.end()) return Status::NotFound("no blob " + std::string(digest));
-    std::string_view all = it->second;
-    std::mt19937 rng(static_cast<unsigned>(all.size()));
-    while (!all.empty()) {
-      size_t n = std::min<size_t>(all.size(), 1 + rng() % 100000);
-      IMGFS_RETURN_IF_ERROR(sink(all.substr(0, n)));
-      all.remove_prefix(n);
-    }
-    return Status::Ok();
-  }
-
- private:
-  std::map<std::string, std::string> blobs_;
-  std::atomic<int> read_alls_{0};
-  std::chrono::milliseconds delay_{0};
-};
-
 LayerDescriptor Describe(const std::string& blob, std::string media_type) {
   LayerDescriptor d;
   d.media_type = std::move(media_type);
@@ -251,7 +212,7 @@ class StreamIndexTest : public ::testing::Test {
   TempDir work_;
   std::string tar_;
   std::unique_ptr<cache::Cache> cache_;
-  FakeSource source_;
+  test::FakeBlobSource source_;
 };
 
 TEST_F(StreamIndexTest, SingleMemberGzipWithManyCheckpoints) {
@@ -464,7 +425,7 @@ TEST_F(StreamIndexTest, ConcurrentRequestsShareOneBuild) {
   std::string blob = Gzip(tar_, 0, 1);
   LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
   source_.Add(d.digest, blob);
-  source_.set_delay(std::chrono::milliseconds(300));
+  source_.SetDelay(std::chrono::milliseconds(300));
   std::vector<std::thread> threads;
   std::atomic<int> ok{0};
   for (int i = 0; i < 4; ++i) {

@@ -23,7 +23,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 using test::FindEntry;
-using test::InMemoryBlobSource;
+using test::FakeBlobSource;
 using test::RandomBytes;
 using test::ReadEntry;
 using test::TarPadding;
@@ -267,10 +267,10 @@ void ExpectSampleIndex(const TocLayerIndex& toc, const Blob& b) {
 TEST(ZstdChunkedTest, ContainersStorageLayout) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadZstdChunkedIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-  EXPECT_EQ(source.range_requests, 1) << "the TOC position comes from the annotation";
+  EXPECT_EQ(source.requests(), 1) << "the TOC position comes from the annotation";
   ExpectSampleIndex(*toc, b);
   // Each chunk frame holds exactly the chunk: the units are tight.
   for (const Unit& u : toc->index.units) {
@@ -285,7 +285,7 @@ TEST(ZstdChunkedTest, StargzSnapshotterLayoutWithLegacyAnnotations) {
   w.footer40 = true;
   w.share_small_files = true;
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   ASSERT_TRUE(IsZstdChunkedLayer(Descriptor(b, /*legacy_names=*/true)));
   auto toc = ReadZstdChunkedIndex(Descriptor(b, /*legacy_names=*/true), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
@@ -300,10 +300,10 @@ TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
     Blob b = w.Write(SampleItems());
     LayerDescriptor d = Descriptor(b);
     d.annotations.erase(std::string(kZstdChunkedPositionAnnotation));
-    InMemoryBlobSource source(b.bytes);
+    FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
     auto toc = ReadZstdChunkedIndex(d, &source);
     ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-    EXPECT_EQ(source.range_requests, 2);
+    EXPECT_EQ(source.requests(), 2);
     ExpectSampleIndex(*toc, b);
     auto pos = ParseZstdChunkedFooter(b.bytes);
     ASSERT_TRUE(pos.ok());
@@ -315,7 +315,7 @@ TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
 TEST(ZstdChunkedTest, BuildZstdChunkedIndexReturnsTheIndex) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto index = BuildZstdChunkedIndex(Descriptor(b), &source);
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   EXPECT_EQ(index->entries.size(), 9u);
@@ -328,7 +328,7 @@ TEST(ZstdChunkedTest, LayerWithBothAnnotationsIsReadAsZstdChunked) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b, /*legacy_names=*/true);
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest(b.toc_json);
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadEstargzIndex(d, &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ExpectSampleIndex(*toc, b);
@@ -339,7 +339,7 @@ TEST(ZstdChunkedTest, ChecksumMismatchIsRefused) {
   Blob b = w.Write(SampleItems());
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest("other");
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = ReadZstdChunkedIndex(d, &source);
   EXPECT_EQ(toc.status().code(), Code::kDigestMismatch);
   EXPECT_THAT(toc.status().message(),
@@ -352,7 +352,7 @@ TEST(ZstdChunkedTest, LayerWithoutChecksumIsNotTrusted) {
   LayerDescriptor d = Descriptor(b);
   d.annotations.erase(std::string(kZstdChunkedChecksumAnnotation));
   EXPECT_FALSE(IsZstdChunkedLayer(d));
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kInvalidArgument);
 }
 
@@ -375,7 +375,7 @@ TEST(ZstdChunkedTest, BadPositionsAreRefused) {
                                std::to_string(b.toc_offset) + ":99999999999:10:1"}) {
     LayerDescriptor d = Descriptor(b);
     d.annotations[std::string(kZstdChunkedPositionAnnotation)] = position;
-    InMemoryBlobSource source(b.bytes);
+    FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
     EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kCorrupt) << position;
   }
 }
@@ -392,7 +392,7 @@ Status StatusForToc(const std::string& toc_json) {
   blob.position = std::to_string(blob.toc_offset) + ":" +
                   std::to_string(blob.compressed_toc.size()) + ":" +
                   std::to_string(toc_json.size()) + ":1";
-  InMemoryBlobSource source(blob.bytes);
+  FakeBlobSource source(blob.bytes, FakeBlobSource::Serve::kAnyDigest);
   return ReadZstdChunkedIndex(Descriptor(blob), &source).status();
 }
 
@@ -423,7 +423,7 @@ TEST(ZstdChunkedTest, TocThatIsNotZstdIsCorrupt) {
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kZstdChunkedPositionAnnotation)] = "8:32:100:1";
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest(b.bytes.substr(8, 32));
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   Status s = ReadZstdChunkedIndex(d, &source).status();
   EXPECT_EQ(s.code(), Code::kCorrupt) << s.ToString();
 }

@@ -19,56 +19,11 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "tests/support/files.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
-
-class MemoryBlobSource : public cache::BlobSource {
- public:
-  explicit MemoryBlobSource(std::string blob) : blob_(std::move(blob)) {}
-
-  Status ReadRange(std::string_view /*digest*/, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++range_reads;
-    bytes_served += length;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ranges_.emplace_back(offset, length);
-    }
-    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    if (offset + length > blob_.size()) return Status::NotFound("range past the blob");
-    std::string bytes = blob_.substr(offset, length);
-    if (flip_bits && !bytes.empty()) bytes[0] ^= 0x40;
-    int64_t at = flip_at.load();
-    if (at >= 0 && static_cast<uint64_t>(at) >= offset &&
-        static_cast<uint64_t>(at) < offset + length) {
-      bytes[at - offset] ^= 0x04;
-    }
-    out->append(bytes);
-    return Status::Ok();
-  }
-
-  std::vector<std::pair<uint64_t, uint64_t>> ranges() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return ranges_;
-  }
-  Status ReadAll(std::string_view /*digest*/,
-                 const std::function<Status(std::string_view)>& sink) override {
-    return sink(blob_);
-  }
-
-  std::atomic<int> range_reads{0};
-  std::atomic<int> delay_ms{0};
-  std::atomic<bool> flip_bits{false};
-  std::atomic<int64_t> flip_at{-1};  // a blob offset whose byte is served damaged
-  std::atomic<uint64_t> bytes_served{0};
-
- private:
-  std::string blob_;
-  std::mutex mu_;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // GUARDED_BY(mu_)
-};
 
 constexpr uint64_t kUnitSize = 1000;
 constexpr int kUnits = 6;
@@ -79,7 +34,7 @@ class ContentReaderTest : public ::testing::Test {
     std::mt19937 rng(42);
     blob_.resize(kUnitSize * kUnits);
     for (char& c : blob_) c = static_cast<char>(rng());
-    source_ = std::make_unique<MemoryBlobSource>(blob_);
+    source_ = std::make_unique<test::FakeBlobSource>(blob_, test::FakeBlobSource::Serve::kAnyDigest);
 
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
@@ -157,7 +112,7 @@ class ContentReaderTest : public ::testing::Test {
   test::TempDir dir_{"content-reader"};
   std::string blob_;
   std::string expected_;
-  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<test::FakeBlobSource> source_;
   std::unique_ptr<cache::Cache> cache_;
   std::shared_ptr<const LayerIndex> layer_;
 };
@@ -180,8 +135,8 @@ TEST_F(ContentReaderTest, ReadsAnyRangeCrossingChunkBoundaries) {
 TEST_F(ContentReaderTest, ReadOfSeveralMissingUnitsIsOneRequest) {
   auto reader = MakeReader();
   EXPECT_EQ(ReadAt(*reader, 0, 0, 2500), expected_);
-  EXPECT_EQ(source_->range_reads.load(), 1);
-  EXPECT_EQ(source_->bytes_served.load(), 4 * kUnitSize);
+  EXPECT_EQ(source_->requests(), 1);
+  EXPECT_EQ(source_->bytes(), 4 * kUnitSize);
   EXPECT_EQ(reader->stats()[0].unit_decodes, 4u);
 }
 
@@ -203,7 +158,7 @@ TEST_F(ContentReaderTest, DecodedUnitsAreReusedAndHolesNeverFetch) {
   EXPECT_EQ(stats[0].unit_decodes, 1u);
   EXPECT_EQ(stats[0].lru_hits, 9u);
   EXPECT_EQ(stats[0].bytes_read, 1300u);
-  EXPECT_EQ(source_->range_reads.load(), 1);
+  EXPECT_EQ(source_->requests(), 1);
 }
 
 TEST_F(ContentReaderTest, LruStaysWithinItsByteBound) {
@@ -219,7 +174,7 @@ TEST_F(ContentReaderTest, LruStaysWithinItsByteBound) {
   ReadAt(*reader, 0, 0, 10);
   EXPECT_EQ(reader->stats()[0].unit_decodes, decodes + 1);
   // Units 0..3 came in one coalesced request; unit 0 was in the cache: no refetch.
-  EXPECT_EQ(source_->range_reads.load(), 1);
+  EXPECT_EQ(source_->requests(), 1);
   EXPECT_LE(reader->lru_bytes_used(), 2 * kUnitSize + 10);
 
   auto tiny = MakeReader(10);  // smaller than a unit: nothing is kept, reads still work
@@ -228,7 +183,7 @@ TEST_F(ContentReaderTest, LruStaysWithinItsByteBound) {
 }
 
 TEST_F(ContentReaderTest, ConcurrentReadsOfOneUnitDecodeItOnce) {
-  source_->delay_ms = 200;
+  source_->SetDelay(std::chrono::milliseconds(200));
   auto reader = MakeReader();
   std::vector<std::thread> threads;
   std::atomic<int> good{0};
@@ -242,7 +197,7 @@ TEST_F(ContentReaderTest, ConcurrentReadsOfOneUnitDecodeItOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(good.load(), 8);
   EXPECT_EQ(reader->stats()[0].unit_decodes, 1u);
-  EXPECT_EQ(source_->range_reads.load(), 1);
+  EXPECT_EQ(source_->requests(), 1);
 }
 
 // A real cache whose ReadUnit throws once `armed` says so: the exception a fetch can meet
@@ -341,7 +296,7 @@ TEST_F(ContentReaderTest, FetchThatThrowsAnswersEveryWaitingReader) {
 }
 
 TEST_F(ContentReaderTest, BytesThatFailVerificationAreAnErrorNotACrash) {
-  source_->flip_bits = true;
+  source_->CorruptAlways(true);
   auto reader = MakeReader();
   std::string out(100, '\0');
   Result<size_t> n = reader->Read(FileSource{0, 0, 0}, 0, 100, out.data());
@@ -352,7 +307,7 @@ TEST_F(ContentReaderTest, BytesThatFailVerificationAreAnErrorNotACrash) {
   EXPECT_EQ(reader->lru_bytes_used(), 0u);
 
   // Nothing bad was kept: once the source behaves, the same read succeeds.
-  source_->flip_bits = false;
+  source_->Heal();
   EXPECT_EQ(ReadAt(*reader, 0, 0, 100), expected_.substr(0, 100));
 }
 
@@ -456,7 +411,7 @@ class TocReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     toc_ = MakeTocLayer();
-    source_ = std::make_unique<MemoryBlobSource>(toc_.blob);
+    source_ = std::make_unique<test::FakeBlobSource>(toc_.blob, test::FakeBlobSource::Serve::kAnyDigest);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
     cache_ = std::move(cache).value();
@@ -484,7 +439,7 @@ class TocReaderTest : public ::testing::Test {
 
   test::TempDir dir_{"content-reader-toc"};
   TocLayer toc_;
-  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<test::FakeBlobSource> source_;
   std::unique_ptr<cache::Cache> cache_;
 };
 
@@ -493,7 +448,7 @@ TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
   Result<std::string> a = Read(*reader, 0, 0, toc_.files[0].size());
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(*a, toc_.files[0]);
-  EXPECT_EQ(source_->range_reads.load(), 1) << "the units of one read come in one request";
+  EXPECT_EQ(source_->requests(), 1) << "the units of one read come in one request";
   EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits))
       << "the decode that verified a unit must also serve it";
   for (uint32_t u = 0; u < kTocFileUnits; ++u) EXPECT_TRUE(Present(u)) << u;
@@ -504,7 +459,7 @@ TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
   ASSERT_TRUE(p1.ok() && p2.ok());
   EXPECT_EQ(*p1, toc_.files[1]);
   EXPECT_EQ(*p2, toc_.files[2]);
-  EXPECT_EQ(source_->range_reads.load(), 2);
+  EXPECT_EQ(source_->requests(), 2);
   EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits) + 1);
 
   // A new reader (a new mount) is served from the store, offline, still verified.
@@ -518,13 +473,13 @@ TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
 
 TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
   const Unit& unit = toc_.index->units[4];
-  source_->flip_at = static_cast<int64_t>(unit.coff + unit.clen / 2);
+  source_->FlipAt(unit.coff + unit.clen / 2);
   auto reader = MakeReader();
   Result<std::string> r = Read(*reader, 0, 4 * kTocUnitLen + 10, 100);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kDigestMismatch) << r.status().ToString();
   EXPECT_NE(r.status().message().find(toc_.index->blob_digest), std::string::npos);
-  EXPECT_EQ(source_->range_reads.load(), 2) << "one fetch and one retry";
+  EXPECT_EQ(source_->requests(), 2) << "one fetch and one retry";
   EXPECT_FALSE(Present(4));
   EXPECT_EQ(reader->lru_bytes_used(), 0u);
 
@@ -535,7 +490,7 @@ TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
   EXPECT_FALSE(Present(4));
   EXPECT_TRUE(Present(5));
 
-  source_->flip_at = -1;
+  source_->Heal();
   r = Read(*reader, 0, 4 * kTocUnitLen + 10, 100);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, toc_.files[0].substr(4 * kTocUnitLen + 10, 100));
@@ -563,7 +518,7 @@ TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
 }
 
 TEST_F(TocReaderTest, SixteenThreadsReadingRandomRangesFetchEachUnitOnce) {
-  source_->delay_ms = 20;
+  source_->SetDelay(std::chrono::milliseconds(20));
   auto reader = MakeReader(/*read_ahead=*/0, /*lru=*/3 * kTocUnitLen);
   std::vector<std::thread> threads;
   std::atomic<int> bad{0};
@@ -591,7 +546,7 @@ TEST_F(TocReaderTest, SixteenThreadsReadingRandomRangesFetchEachUnitOnce) {
   }
   uint64_t fetched_units_bytes = 0;
   for (int u = 0; u < kTocFileUnits; ++u) fetched_units_bytes += toc_.index->units[u].clen;
-  EXPECT_LE(source_->bytes_served.load(), fetched_units_bytes);
+  EXPECT_LE(source_->bytes(), fetched_units_bytes);
 }
 
 TEST_F(TocReaderTest, SequentialReadsFetchTheNextUnitsInTheBackground) {
@@ -611,13 +566,13 @@ TEST_F(TocReaderTest, SequentialReadsFetchTheNextUnitsInTheBackground) {
     EXPECT_EQ(Present(u), u <= 7) << "unit " << u;
   }
   // The read-ahead decoded what it verified: reading on needs neither fetch nor decode.
-  int requests = source_->range_reads.load();
+  int requests = source_->requests();
   uint64_t decodes = reader->stats()[0].unit_decodes;
   // (One byte off the sequence, so that this read starts no read-ahead of its own.)
   Result<std::string> r = Read(*reader, 0, 2 * kRead + 1, 4 * kTocUnitLen);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, want.substr(2 * kRead + 1, 4 * kTocUnitLen));
-  EXPECT_EQ(source_->range_reads.load(), requests);
+  EXPECT_EQ(source_->requests(), requests);
   EXPECT_EQ(reader->stats()[0].unit_decodes, decodes);
 }
 
@@ -628,7 +583,7 @@ TEST_F(TocReaderTest, RandomReadsStartNoReadAhead) {
   }
   reader->WaitIdle();
   EXPECT_EQ(reader->stats()[0].readahead_units, 0u);
-  EXPECT_EQ(source_->range_reads.load(), 3);
+  EXPECT_EQ(source_->requests(), 3);
 }
 
 TEST_F(TocReaderTest, ChunkDigestsAndPrefetchEndSurviveTheIndexFormat) {
@@ -668,7 +623,7 @@ class WalkReadAheadTest : public ::testing::Test {
     std::mt19937 rng(7);
     blob_.resize(kFiles * kFileSize);
     for (char& c : blob_) c = static_cast<char>(rng());
-    source_ = std::make_unique<MemoryBlobSource>(blob_);
+    source_ = std::make_unique<test::FakeBlobSource>(blob_, test::FakeBlobSource::Serve::kAnyDigest);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << cache.status().ToString();
     cache_ = std::move(cache).value();
@@ -709,7 +664,7 @@ class WalkReadAheadTest : public ::testing::Test {
 
   test::TempDir dir_{"content-reader-walk"};
   std::string blob_;
-  std::unique_ptr<MemoryBlobSource> source_;
+  std::unique_ptr<test::FakeBlobSource> source_;
   std::unique_ptr<cache::Cache> cache_;
   std::shared_ptr<const LayerIndex> layer_;
   std::unique_ptr<ContentReader> reader_;
@@ -723,14 +678,14 @@ TEST_F(WalkReadAheadTest, FilesReadInBlobOrderFetchTheFollowingFilesAhead) {
   for (uint32_t u = 0; u < kFiles; ++u) EXPECT_EQ(Present(u), u <= 10) << "unit " << u;
   // Walking on is served from what was fetched ahead, with few and large requests.
   for (uint32_t f = 3; f < kFiles; ++f) ReadWhole(f);
-  EXPECT_LT(source_->range_reads.load(), kFiles / 2);
+  EXPECT_LT(source_->requests(), kFiles / 2);
 }
 
 TEST_F(WalkReadAheadTest, OneFileOrFilesOutOfOrderStartNothing) {
   for (uint32_t f : {5u, 30u, 2u, 17u, 9u}) ReadWhole(f);
   reader_->WaitIdle();
   EXPECT_EQ(reader_->stats()[0].readahead_units, 0u);
-  EXPECT_EQ(source_->range_reads.load(), 5);
+  EXPECT_EQ(source_->requests(), 5);
 }
 
 }  // namespace

@@ -18,67 +18,11 @@
 #include "cache/cache.h"
 #include "fs/tree/content_reader.h"
 #include "tests/support/files.h"
+#include "tests/support/fake_blob_source.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
-
-// Serves several blobs from memory; counts requests per blob.
-class Blobs : public cache::BlobSource {
- public:
-  void Add(const std::string& digest, std::string bytes) { blobs_[digest] = std::move(bytes); }
-
-  Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
-                   std::string* out) override {
-    ++requests;
-    ++inside;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++requests_of_[std::string(digest)];
-    }
-    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    --inside;
-    auto it = blobs_.find(std::string(digest));
-    if (it == blobs_.end()) return Status::NotFound("no such blob");
-    if (offset + length > it->second.size()) return Status::NotFound("range past the blob");
-    size_t start = out->size();
-    out->append(it->second, offset, length);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (digest == flip_blob_ && flip_at_ >= offset && flip_at_ < offset + length) {
-      (*out)[start + (flip_at_ - offset)] ^= 0x08;
-    }
-    return Status::Ok();
-  }
-  Status ReadAll(std::string_view digest,
-                 const std::function<Status(std::string_view)>& sink) override {
-    auto it = blobs_.find(std::string(digest));
-    if (it == blobs_.end()) return Status::NotFound("no such blob");
-    return sink(it->second);
-  }
-
-  // Serves the byte at `offset` of blob `digest` damaged from now on.
-  void FlipAt(const std::string& digest, uint64_t offset) {
-    std::lock_guard<std::mutex> lock(mu_);
-    flip_blob_ = digest;
-    flip_at_ = offset;
-  }
-
-  int RequestsOf(const std::string& digest) {
-    std::lock_guard<std::mutex> lock(mu_);
-    return requests_of_[digest];
-  }
-
-  std::atomic<int> requests{0};
-  std::atomic<int> inside{0};  // requests being served now
-  std::atomic<int> delay_ms{0};
-
- private:
-  std::map<std::string, std::string> blobs_;  // filled before use, then read-only
-  std::mutex mu_;
-  std::map<std::string, int> requests_of_;  // GUARDED_BY(mu_)
-  std::string flip_blob_;                   // GUARDED_BY(mu_)
-  uint64_t flip_at_ = 0;                    // GUARDED_BY(mu_)
-};
 
 using test::GzipMember;
 
@@ -142,7 +86,7 @@ class PrefetcherTest : public ::testing::Test {
 
   test::TempDir dir_{"prefetcher"};
   std::vector<std::shared_ptr<const LayerIndex>> layers_;
-  Blobs source_;
+  test::FakeBlobSource source_;
   std::unique_ptr<cache::Cache> cache_;
 };
 
@@ -184,11 +128,11 @@ TEST_F(PrefetcherTest, AllFetchesEveryUnitAfterTheLandmarks) {
   EXPECT_EQ(source_.RequestsOf(layers_[2]->blob_digest), 2);
 
   // A second run finds everything present.
-  int before = source_.requests.load();
+  int before = source_.requests();
   Prefetcher again(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
   again.Start();
   ASSERT_TRUE(again.Wait().ok());
-  EXPECT_EQ(source_.requests.load(), before);
+  EXPECT_EQ(source_.requests(), before);
 }
 
 TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
@@ -196,7 +140,7 @@ TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
   EXPECT_TRUE(prefetcher.Wait().ok()) << "Wait before Start";
   prefetcher.Start();
   EXPECT_TRUE(prefetcher.Wait().ok());
-  EXPECT_EQ(source_.requests.load(), 0);
+  EXPECT_EQ(source_.requests(), 0);
 
   Prefetcher offline(layers_, cache_.get(), nullptr, Prefetcher::Mode::kAll);
   offline.Start();
@@ -205,7 +149,7 @@ TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
 
 TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
   const Unit& bad = layers_[0]->units[2];
-  source_.FlipAt(layers_[0]->blob_digest, bad.coff + bad.clen / 2);
+  source_.FlipAt(bad.coff + bad.clen / 2, layers_[0]->blob_digest);
   Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kLandmark);
   prefetcher.Start();
   Status s = prefetcher.Wait();
@@ -219,49 +163,44 @@ TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
 }
 
 TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
-  source_.delay_ms = 5;
   Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
-  // A long foreground fetch is in flight when the background pass starts.
-  std::atomic<bool> foreground_done{false};
+  // A foreground fetch is held at its registry for as long as the test wants while the
+  // background pass starts.
   std::string slow_blob;
   auto slow = std::make_shared<LayerIndex>(*MakeLayer(1, 0, 9, &slow_blob));
-  Blobs slow_source;
+  test::FakeBlobSource slow_source;
   slow_source.Add(slow->blob_digest, slow_blob);
-  slow_source.delay_ms = 1000;
+  slow_source.Block();
   std::thread foreground([&] {
     ContentReader reader({slow}, cache_.get(), &slow_source);
     std::string out(10, '\0');
     EXPECT_TRUE(reader.Read(FileSource{0, 0, 0}, 0, 10, out.data()).ok());
-    foreground_done = true;
   });
-  while (cache_->FetchesInFlight() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(slow_source.WaitForInside(1)) << "the foreground read never reached its source";
   prefetcher.Start();
   // Landmarks go at once; the rest waits for the foreground read.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!(Present(0, 3) && Present(2, 2)) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_TRUE(Present(0, 3) && Present(2, 2)) << "landmarks were not fetched";
-  // While the foreground fetch has been in flight all along, nothing else may have started.
-  bool foreground_in_flight = slow_source.inside.load() > 0;
-  bool other_present = Present(1, 0);
-  EXPECT_TRUE(foreground_in_flight) << "landmarks took longer than the slow read";
-  if (foreground_in_flight) {
-    EXPECT_FALSE(other_present) << "the background pass did not wait for the foreground read";
-  }
+  EXPECT_EQ(source_.RequestsOf(layers_[1]->blob_digest), 0)
+      << "the background pass did not wait for the foreground read";
+  EXPECT_FALSE(Present(1, 0));
+  EXPECT_FALSE(prefetcher.stats().done);
+  slow_source.Unblock();
   foreground.join();
-  EXPECT_TRUE(foreground_done);
   ASSERT_TRUE(prefetcher.Wait().ok());
   EXPECT_TRUE(Present(1, 0));
 }
 
 TEST_F(PrefetcherTest, DestructionStopsTheWorkWithoutWaitingForIt) {
-  source_.delay_ms = 200;
+  source_.SetDelay(std::chrono::milliseconds(200));
   auto start = std::chrono::steady_clock::now();
   {
     Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
     prefetcher.Start();
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(source_.WaitForInside(1)) << "no landmark request started";
   }
   auto took = std::chrono::steady_clock::now() - start;
   // Landmarks in flight finish (one request each), the full pass never starts.
