@@ -18,18 +18,6 @@ namespace {
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 constexpr char kUser[] = "imgfs-user";
 constexpr char kPassword[] = "correct horse";
 

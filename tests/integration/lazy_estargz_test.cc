@@ -27,13 +27,6 @@
 namespace imgfs::test {
 namespace {
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
 // Bytes the cache holds on disk (allocated blocks of its sparse blob files).
 uint64_t CachedBlobBytes(const std::string& cache_dir) {
   uint64_t total = 0;

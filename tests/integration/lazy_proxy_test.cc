@@ -15,13 +15,6 @@
 namespace imgfs::test {
 namespace {
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
 class BlobProxyTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -64,7 +64,10 @@ struct BigConversion {
 class BigImage {
  public:
   static BigImage& Get() {
-    if (instance_ == nullptr) instance_ = new BigImage;
+    if (instance_ == nullptr) {
+      instance_ = new BigImage;
+      TestWorld::Get().AtReset(&BigImage::Reset);
+    }
     return *instance_;
   }
   static void Reset() {
@@ -137,16 +140,6 @@ class BigImage {
   std::map<std::string, BigConversion> conversions_;
 };
 BigImage* BigImage::instance_ = nullptr;
-
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override {
-    BigImage::Reset();
-    TestWorld::Reset();
-  }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
 
 // `imgfs stats MOUNTPOINT --format json`, by layer digest.
 Result<std::map<std::string, nlohmann::json>> LayerStats(const ImgfsMount& mount) {

@@ -28,18 +28,6 @@ using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
-std::string Lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
 // Every test gets its own cache, so no test is served by what another one fetched.
 class MountTest : public ::testing::Test {
  protected:

@@ -30,13 +30,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);

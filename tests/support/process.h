@@ -55,6 +55,9 @@ std::string JoinArgs(const std::vector<std::string>& argv);
 // True when `path` names an executable file.
 bool IsExecutable(const std::string& path);
 
+// `s` in lower case (ASCII), for matching program output whatever its capitals.
+std::string Lower(std::string s);
+
 // A program running in the background in its own process group. Stopping it (explicitly or
 // in the destructor) sends SIGTERM to the group, waits up to a grace period, then SIGKILLs,
 // so helpers it started go with it.

@@ -13,7 +13,17 @@ TestWorld& TestWorld::Get() {
   return *Instance();
 }
 
-void TestWorld::Reset() { Instance().reset(); }
+void TestWorld::Reset() {
+  if (Instance()) {
+    auto& at_reset = Instance()->at_reset_;
+    for (auto it = at_reset.rbegin(); it != at_reset.rend(); ++it) (*it)();
+  }
+  Instance().reset();
+}
+
+void TestWorld::AtReset(std::function<void()> teardown) {
+  at_reset_.push_back(std::move(teardown));
+}
 
 Result<RegistryServer*> TestWorld::Registry() {
   if (!registry_) {

@@ -11,9 +11,11 @@
 // Not thread-safe: call from the test thread.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "tests/support/image_builder.h"
@@ -25,8 +27,13 @@ namespace imgfs::test {
 class TestWorld {
  public:
   static TestWorld& Get();
-  // Stops the registry and drops everything built so far.
+  // Runs what was given to AtReset (last first), then stops the registry and drops
+  // everything built so far. The integration tests' main (integration_main.cc) calls it once
+  // all tests ran.
   static void Reset();
+  // `teardown` runs at the next Reset, before the registry stops: for state a test binary
+  // builds on top of the world (a converted image, a containerd).
+  void AtReset(std::function<void()> teardown);
 
   Result<RegistryServer*> Registry();
   // Images built from TestImages (busybox, layered, amd64, arm64).
@@ -42,6 +49,7 @@ class TestWorld {
   std::unique_ptr<RegistryServer> registry_;
   std::map<std::string, std::unique_ptr<TestImages>> images_;
   std::map<std::string, PushedImage> pushed_;
+  std::vector<std::function<void()>> at_reset_;
 };
 
 }  // namespace imgfs::test
