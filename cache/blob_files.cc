@@ -24,7 +24,7 @@ std::string BlobFiles::PathOf(std::string_view hex) const {
 Result<std::shared_ptr<BlobFd>> BlobFiles::Get(std::string_view hex) {
   std::string key(hex);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = map_.find(key);
     if (it != map_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
@@ -41,7 +41,7 @@ Result<std::shared_ptr<BlobFd>> BlobFiles::Get(std::string_view hex) {
   if (fd < 0) return ErrnoStatus("cannot open blob file", path, errno);
   auto file = std::make_shared<BlobFd>(fd);
 
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = map_.find(key);
   if (it != map_.end()) {  // another thread opened it meanwhile: keep one
     lru_.splice(lru_.begin(), lru_, it->second);
@@ -57,7 +57,7 @@ Result<std::shared_ptr<BlobFd>> BlobFiles::Get(std::string_view hex) {
 }
 
 void BlobFiles::Forget(std::string_view hex) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = map_.find(std::string(hex));
   if (it == map_.end()) return;
   lru_.erase(it->second);

@@ -18,13 +18,14 @@
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 
 namespace imgfs::cache {
 
@@ -58,11 +59,14 @@ class BlobFiles {
  private:
   using Lru = std::list<std::pair<std::string, std::shared_ptr<BlobFd>>>;
 
+  // Constant after construction.
   const std::string root_;
   const size_t capacity_;
-  std::mutex mu_;
-  Lru lru_;                                              // GUARDED_BY(mu_), most recent first
-  std::unordered_map<std::string, Lru::iterator> map_;  // GUARDED_BY(mu_)
+
+  // State below is protected by mu_.
+  Mutex mu_;
+  Lru lru_ GUARDED_BY(mu_);  // most recent first
+  std::unordered_map<std::string, Lru::iterator> map_ GUARDED_BY(mu_);
 };
 
 // mkdir -p `path`; directories it creates get `mode`.

@@ -1,7 +1,6 @@
 #include "fs/tree/content_reader.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
 #include <optional>
 #include <system_error>
@@ -87,12 +86,12 @@ ContentReader::ContentReader(std::vector<std::shared_ptr<const LayerIndex>> laye
 
 ContentReader::~ContentReader() {
   {
-    std::lock_guard<std::mutex> lock(ra_mu_);
+    MutexLock lock(&ra_mu_);
     ra_stop_ = true;
     ra_queue_.clear();
   }
-  ra_cv_.notify_all();
-  ra_idle_cv_.notify_all();
+  ra_cv_.SignalAll();
+  ra_idle_cv_.SignalAll();
   if (ra_thread_.joinable()) ra_thread_.join();
 }
 
@@ -111,7 +110,7 @@ cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
       if (slot) {
         *slot = std::move(bytes);
       } else {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         InsertLru(UnitKey{layer, unit}, bytes);
       }
       return Status::Ok();
@@ -130,7 +129,7 @@ std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& e
   if (it != chunks.begin()) --it;
   std::vector<uint32_t> out;
   uint64_t clen = 0;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (; it != chunks.end() && it->file_offset < end; ++it) {
     if (it->unit == Chunk::kZeroUnit || it->unit >= index.units.size()) continue;
     if (std::find(out.begin(), out.end(), it->unit) != out.end()) continue;
@@ -216,7 +215,7 @@ void ContentReader::MaybeReadAhead(const FileSource& file, const Entry& entry, u
   if (!ra_thread_.joinable() || end >= entry.size) return;
   uint64_t from, until;
   {
-    std::lock_guard<std::mutex> lock(ra_mu_);
+    MutexLock lock(&ra_mu_);
     if (streams_.size() >= kMaxStreams) streams_.clear();
     Stream& stream = streams_[{file.layer, file.entry}];
     const bool sequential = offset != 0 && offset == stream.next_offset;
@@ -240,7 +239,7 @@ void ContentReader::MaybeReadAheadAcrossFiles(const FileSource& file, uint64_t o
   const LayerIndex& layer = *layers_[file.layer];
   std::vector<uint32_t> units;
   {
-    std::lock_guard<std::mutex> lock(ra_mu_);
+    MutexLock lock(&ra_mu_);
     LayerWalk& walk = walks_[file.layer];
     if (file.entry != walk.last_entry) {
       // A new file, read from its start, whose data follows the last file's in the blob.
@@ -277,50 +276,54 @@ void ContentReader::QueueReadAhead(uint32_t layer, const std::vector<uint32_t>& 
   refs.reserve(units.size());
   for (uint32_t u : units) refs.push_back(MakeUnitRef(layer, u));
   {
-    std::lock_guard<std::mutex> lock(ra_mu_);
+    MutexLock lock(&ra_mu_);
     if (ra_stop_ || ra_queue_.size() >= kReadAheadQueue) return;
     ra_queue_.push_back(std::move(refs));
   }
   counters_[layer].readahead_units.fetch_add(units.size(), std::memory_order_relaxed);
-  ra_cv_.notify_one();
+  ra_cv_.Signal();
 }
 
 void ContentReader::ReadAheadLoop() {
   for (;;) {
     std::vector<cache::UnitRef> refs;
     {
-      std::unique_lock<std::mutex> lock(ra_mu_);
-      ra_cv_.wait(lock, [&] { return ra_stop_ || !ra_queue_.empty(); });
+      MutexLock lock(&ra_mu_);
+      while (!ra_stop_ && ra_queue_.empty()) ra_cv_.Wait();
       if (ra_stop_) return;
       refs = std::move(ra_queue_.front());
       ra_queue_.pop_front();
       ra_busy_ = true;
     }
     // Read-ahead is a guess: its failures cost nothing but a later on-demand fetch.
-    Status s = cache_->FetchUnits(refs, source_, read_ahead_bytes_);
-    if (!s.ok()) IMGFS_LOG(kDebug, "read-ahead: " << s.ToString());
+    try {
+      Status s = cache_->FetchUnits(refs, source_, read_ahead_bytes_);
+      if (!s.ok()) IMGFS_LOG(kDebug, "read-ahead: " << s.ToString());
+    } catch (const std::exception& e) {
+      IMGFS_LOG(kWarning, "read-ahead failed unexpectedly: " << e.what());
+    }
     {
-      std::lock_guard<std::mutex> lock(ra_mu_);
+      MutexLock lock(&ra_mu_);
       ra_busy_ = false;
     }
-    ra_idle_cv_.notify_all();
+    ra_idle_cv_.SignalAll();
   }
 }
 
 void ContentReader::WaitIdle() {
-  std::unique_lock<std::mutex> lock(ra_mu_);
-  ra_idle_cv_.wait(lock, [&] { return ra_stop_ || (ra_queue_.empty() && !ra_busy_); });
+  MutexLock lock(&ra_mu_);
+  while (!ra_stop_ && (!ra_queue_.empty() || ra_busy_)) ra_idle_cv_.Wait();
 }
 
 bool ContentReader::IsIdle() const {
-  std::lock_guard<std::mutex> lock(ra_mu_);
+  MutexLock lock(&ra_mu_);
   return ra_stop_ || (ra_queue_.empty() && !ra_busy_);
 }
 
 Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t unit) {
   const UnitKey key{layer, unit};
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto hit = lru_index_.find(key);
     if (hit != lru_index_.end()) {
       lru_.splice(lru_.begin(), lru_, hit->second);
@@ -348,12 +351,12 @@ Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t u
 Result<ContentReader::Decoded> ContentReader::FetchDecodeAndKeep(uint32_t layer, uint32_t unit) {
   const UnitKey key{layer, unit};
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto hit = lru_index_.find(key);
     if (hit != lru_index_.end()) return hit->second->bytes;
   }
   Result<Decoded> result = FetchAndDecode(layer, unit);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (result.ok()) {
     InsertLru(key, *result);
   } else if (failure_logged_.insert(key).second) {
@@ -431,7 +434,7 @@ std::vector<ContentReader::LayerStats> ContentReader::stats() const {
 }
 
 size_t ContentReader::lru_bytes_used() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return lru_used_;
 }
 

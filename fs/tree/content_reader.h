@@ -39,14 +39,12 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <cstdint>
 #include <list>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <string_view>
@@ -54,7 +52,9 @@
 #include <utility>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/single_flight.h"
+#include "base/thread_annotations.h"
 #include "base/status.h"
 #include "cache/blob_source.h"
 #include "cache/cache.h"
@@ -151,7 +151,7 @@ class ContentReader {
   // filled it), else FetchAndDecode; the outcome goes to the LRU or, once, to the log.
   Result<Decoded> FetchDecodeAndKeep(uint32_t layer, uint32_t unit);
   Result<Decoded> FetchAndDecode(uint32_t layer, uint32_t unit);
-  void InsertLru(const UnitKey& key, const Decoded& bytes);  // REQUIRES: mu_ held
+  void InsertLru(const UnitKey& key, const Decoded& bytes) REQUIRES(mu_);
   // The cache's view of a unit. For a unit without sha256, verify decodes and checks it and
   // puts the decoded bytes in *slot when given, else in the LRU.
   cache::UnitRef MakeUnitRef(uint32_t layer, uint32_t unit,
@@ -167,31 +167,36 @@ class ContentReader {
   // Hands `units` of `layer` to the read-ahead thread (dropped when its queue is full).
   void QueueReadAhead(uint32_t layer, const std::vector<uint32_t>& units);
   void ReadAheadLoop();
+  // Constant after construction.
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   cache::Cache* const cache_;
   cache::BlobSource* const source_;
   const size_t lru_limit_;
   const uint64_t read_ahead_bytes_;
-  std::unique_ptr<Counters[]> counters_;  // one per layer
+  const std::unique_ptr<Counters[]> counters_;  // one per layer (atomics)
+  // Per layer, per unit: the decoded-chunk digests of units without a sha256.
+  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
+
   // One fetch and decode per unit for concurrent readers (thread-safe itself).
   SingleFlight<UnitKey, Decoded> flights_;
 
-  mutable std::mutex mu_;
-  std::list<LruItem> lru_;                                        // GUARDED_BY(mu_), front = newest
-  std::map<UnitKey, std::list<LruItem>::iterator> lru_index_;     // GUARDED_BY(mu_)
-  size_t lru_used_ = 0;                                           // GUARDED_BY(mu_)
-  std::set<UnitKey> failure_logged_;                              // GUARDED_BY(mu_)
-  // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
-  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
+  // State below is protected by mu_ (the LRU of decoded units).
+  mutable Mutex mu_;
+  std::list<LruItem> lru_ GUARDED_BY(mu_);  // front = newest
+  std::map<UnitKey, std::list<LruItem>::iterator> lru_index_ GUARDED_BY(mu_);
+  size_t lru_used_ GUARDED_BY(mu_) = 0;
+  std::set<UnitKey> failure_logged_ GUARDED_BY(mu_);
 
-  mutable std::mutex ra_mu_;
-  std::condition_variable ra_cv_;
-  std::map<std::pair<uint32_t, uint32_t>, Stream> streams_;      // GUARDED_BY(ra_mu_)
-  std::vector<LayerWalk> walks_;                                   // GUARDED_BY(ra_mu_), per layer
-  std::deque<std::vector<cache::UnitRef>> ra_queue_;               // GUARDED_BY(ra_mu_)
-  bool ra_busy_ = false;  // GUARDED_BY(ra_mu_): the worker is fetching a popped item
-  std::condition_variable ra_idle_cv_;  // signalled when the queue and the worker go idle
-  bool ra_stop_ = false;                                           // GUARDED_BY(ra_mu_)
+  // State below is protected by ra_mu_ (read-ahead).
+  mutable Mutex ra_mu_;
+  CondVar ra_cv_{&ra_mu_};       // signalled when work is queued or the reader stops
+  CondVar ra_idle_cv_{&ra_mu_};  // signalled when the queue and the worker go idle
+  std::map<std::pair<uint32_t, uint32_t>, Stream> streams_ GUARDED_BY(ra_mu_);
+  std::vector<LayerWalk> walks_ GUARDED_BY(ra_mu_);  // per layer
+  std::deque<std::vector<cache::UnitRef>> ra_queue_ GUARDED_BY(ra_mu_);
+  bool ra_busy_ GUARDED_BY(ra_mu_) = false;  // the worker is fetching a popped item
+  bool ra_stop_ GUARDED_BY(ra_mu_) = false;
+
   std::thread ra_thread_;  // last: started once everything above exists
 };
 

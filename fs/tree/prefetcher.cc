@@ -41,7 +41,7 @@ Prefetcher::~Prefetcher() {
 }
 
 void Prefetcher::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (started_) return;
   started_ = true;
   if (mode_ == Mode::kNone || cache_ == nullptr || source_ == nullptr) {
@@ -57,9 +57,9 @@ void Prefetcher::Start() {
 }
 
 Status Prefetcher::Wait() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (!started_) return Status::Ok();
-  done_cv_.wait(lock, [&] { return done_; });
+  while (!done_) done_cv_.Wait();
   return first_error_;
 }
 
@@ -68,7 +68,7 @@ Prefetcher::Stats Prefetcher::stats() const {
   s.requests_started = requests_started_.load();
   s.units_wanted = units_wanted_.load();
   s.failures = failures_.load();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   s.done = done_ || !started_;
   return s;
 }
@@ -82,7 +82,11 @@ void Prefetcher::Run() {
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i; !stopping() && (i = next.fetch_add(1)) < landmarks.size();) {
-      FetchLandmark(landmarks[i]);
+      try {
+        FetchLandmark(landmarks[i]);
+      } catch (const std::exception& e) {  // a thread's top: nothing may end the process
+        IMGFS_LOG(kWarning, "prefetch of a layer failed unexpectedly: " << e.what());
+      }
     }
   };
   std::vector<std::thread> helpers;
@@ -97,13 +101,19 @@ void Prefetcher::Run() {
   worker();
   for (std::thread& t : helpers) t.join();
 
-  if (mode_ == Mode::kAll) FetchEverything();
+  if (mode_ == Mode::kAll) {
+    try {
+      FetchEverything();
+    } catch (const std::exception& e) {
+      IMGFS_LOG(kWarning, "prefetch failed unexpectedly: " << e.what());
+    }
+  }
 
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     done_ = true;
   }
-  done_cv_.notify_all();
+  done_cv_.SignalAll();
   IMGFS_LOG(kInfo, "prefetch finished: " << requests_started_.load() << " fetches of "
                                          << units_wanted_.load() << " units, "
                                          << failures_.load() << " failed");
@@ -181,7 +191,7 @@ void Prefetcher::Fetch(uint32_t layer, const std::vector<uint32_t>& units,
   failures_.fetch_add(1);
   s = s.WithContext("prefetching layer " + index.blob_digest);
   IMGFS_LOG(kWarning, s.ToString());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (first_error_.ok()) first_error_ = s;
 }
 

@@ -25,15 +25,15 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string_view>
 #include <thread>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "cache/blob_source.h"
 #include "cache/cache.h"
 #include "fs/layer/estargz.h"
@@ -81,11 +81,12 @@ class Prefetcher {
   void Fetch(uint32_t layer, const std::vector<uint32_t>& units, uint64_t max_request_bytes);
   bool stopping() const { return stop_.load(std::memory_order_relaxed); }
 
+  // Constant after construction.
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   cache::Cache* const cache_;
   cache::BlobSource* const source_;
   const Mode mode_;
-  // Per layer, per unit: the decoded-chunk digests of units without a sha256. Immutable.
+  // Per layer, per unit: the decoded-chunk digests of units without a sha256.
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
 
   std::atomic<bool> stop_{false};
@@ -93,11 +94,14 @@ class Prefetcher {
   std::atomic<uint64_t> units_wanted_{0};
   std::atomic<uint64_t> failures_{0};
 
-  mutable std::mutex mu_;
-  std::condition_variable done_cv_;
-  bool started_ = false;  // GUARDED_BY(mu_)
-  bool done_ = false;     // GUARDED_BY(mu_)
-  Status first_error_;    // GUARDED_BY(mu_)
+  // State below is protected by mu_.
+  mutable Mutex mu_;
+  CondVar done_cv_{&mu_};  // signalled when done_ becomes true
+  bool started_ GUARDED_BY(mu_) = false;
+  bool done_ GUARDED_BY(mu_) = false;
+  Status first_error_ GUARDED_BY(mu_);
+
+  // Set once by Start (under mu_), joined by the destructor.
   std::thread thread_;    // the controller; joined by the destructor
 };
 
