@@ -7,6 +7,8 @@
 #include <limits>
 #include <memory>
 
+#include "fs/layer/zlib_stream.h"
+
 namespace imgfs::fs {
 namespace {
 
@@ -21,13 +23,6 @@ bool IsGzipMagic(std::string_view in) {
   return in.size() >= 2 && static_cast<uint8_t>(in[0]) == 0x1f &&
          static_cast<uint8_t>(in[1]) == 0x8b;
 }
-
-struct ZStreamCloser {
-  void operator()(z_stream* zs) const {
-    inflateEnd(zs);
-    delete zs;
-  }
-};
 
 Status Corrupt(const Unit& unit, const std::string& what) {
   return Status::Corrupt("unit at compressed offset " + std::to_string(unit.coff) + ": " + what);
@@ -82,15 +77,15 @@ Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in
 }
 
 Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
-  std::unique_ptr<z_stream, ZStreamCloser> zs(new z_stream{});
+  InflateStream zs;
   std::string out(unit.ulen, '\0');
   if (unit.ulen == 0) return out;
   if (unit.at_member_start) {
-    if (inflateInit2(zs.get(), kGzipWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+    IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
     IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out));
     return out;
   }
-  if (inflateInit2(zs.get(), kRawWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+  IMGFS_RETURN_IF_ERROR(zs.Init(kRawWindowBits));
   if (unit.bits != 0) {
     if (in.empty()) return Corrupt(unit, "empty range with a bit offset");
     int byte = static_cast<uint8_t>(in[0]);
@@ -109,8 +104,8 @@ Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
 }
 
 Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in) {
-  std::unique_ptr<z_stream, ZStreamCloser> zs(new z_stream{});
-  if (inflateInit2(zs.get(), kGzipWindowBits) != Z_OK) return Status::Internal("inflateInit2");
+  InflateStream zs;
+  IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
   std::string out(unit.ulen, '\0');
   if (unit.ulen == 0) return out;
   IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out));
@@ -118,7 +113,7 @@ Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in) {
 }
 
 Result<std::string> DecodeZstd(const Unit& unit, std::string_view in) {
-  std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  ZstdDCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
   std::string out(unit.ulen, '\0');
   ZSTD_inBuffer ib{in.data(), in.size(), 0};

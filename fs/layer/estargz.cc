@@ -11,6 +11,7 @@
 #include "base/base64.h"
 #include "base/digest.h"
 #include "base/log.h"
+#include "fs/layer/zlib_stream.h"
 #include "fs/layer/zstd_chunked.h"
 
 namespace imgfs::fs {
@@ -67,15 +68,15 @@ uint16_t Le16(std::string_view p, size_t i) {
 
 // Inflates the single gzip member at the start of `in`, refusing more than `max_out` bytes.
 Result<std::string> InflateGzipMember(std::string_view in, uint64_t max_out) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
+  InflateStream stream;
+  IMGFS_RETURN_IF_ERROR(stream.Init(16 + MAX_WBITS));
+  z_stream& zs = *stream.get();
   std::string out;
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
   zs.avail_in = static_cast<uInt>(std::min<size_t>(in.size(), std::numeric_limits<uInt>::max()));
   int rc = Z_OK;
   while (rc != Z_STREAM_END) {
     if (out.size() > max_out) {
-      inflateEnd(&zs);
       return Status::Corrupt("decompresses to more than " + std::to_string(max_out) + " bytes");
     }
     size_t old = out.size();
@@ -86,16 +87,13 @@ Result<std::string> InflateGzipMember(std::string_view in, uint64_t max_out) {
     out.resize(out.size() - zs.avail_out);
     if (rc == Z_STREAM_END) break;
     if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-      inflateEnd(&zs);
       return Status::Corrupt("gzip stream is truncated");
     }
     if (rc != Z_OK && rc != Z_BUF_ERROR) {
       std::string msg = zs.msg ? zs.msg : "inflate error " + std::to_string(rc);
-      inflateEnd(&zs);
       return Status::Corrupt("bad gzip data: " + msg);
     }
   }
-  inflateEnd(&zs);
   if (out.size() > max_out) {
     return Status::Corrupt("decompresses to more than " + std::to_string(max_out) + " bytes");
   }

@@ -19,6 +19,7 @@
 #include <limits>
 
 #include "base/digest.h"
+#include "fs/layer/zlib_stream.h"
 
 namespace imgfs::fs {
 namespace {
@@ -244,8 +245,9 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   }
 
   std::string body(body_len, '\0');
-  z_stream zs{};
-  if (inflateInit(&zs) != Z_OK) return Status::Internal("layer index: inflateInit failed");
+  InflateStream stream;
+  IMGFS_RETURN_IF_ERROR(stream.Init(MAX_WBITS).WithContext("layer index"));
+  z_stream& zs = *stream.get();
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
   zs.avail_in = static_cast<uInt>(std::min<size_t>(compressed.size(), UINT32_MAX));
   zs.next_out = reinterpret_cast<Bytef*>(body.data());
@@ -253,7 +255,6 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   int rc = inflate(&zs, Z_FINISH);
   bool exact = rc == Z_STREAM_END && zs.total_out == body_len && zs.avail_in == 0 &&
                compressed.size() <= UINT32_MAX;
-  inflateEnd(&zs);
   if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
 
   Reader r(body);
