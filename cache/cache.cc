@@ -118,6 +118,13 @@ class CacheImpl : public Cache {
   Result<ReferenceRecord> GetReference(std::string_view ref) override {
     return core_->metadata.GetReference(ref);
   }
+  Result<std::vector<std::pair<std::string, ReferenceRecord>>> ListReferences(
+      std::string_view prefix) override {
+    return core_->metadata.ListReferences(prefix);
+  }
+  Status DeleteReference(std::string_view ref) override {
+    return core_->metadata.DeleteReference(ref);
+  }
   Status PutDocument(std::string_view digest, std::string_view media_type,
                      std::string_view bytes) override {
     return core_->metadata.PutDocument(digest, media_type, bytes);

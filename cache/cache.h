@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -105,6 +106,11 @@ class Cache {
   // `ref` is the fully qualified reference, e.g. "docker.io/library/alpine:latest".
   virtual Status PutReference(std::string_view ref, std::string_view manifest_digest) = 0;
   virtual Result<ReferenceRecord> GetReference(std::string_view ref) = 0;  // kNotFound
+  // Every reference record whose key starts with `prefix`, in key order (damaged ones are
+  // skipped). Absent keys are not an error for DeleteReference.
+  virtual Result<std::vector<std::pair<std::string, ReferenceRecord>>> ListReferences(
+      std::string_view prefix) = 0;
+  virtual Status DeleteReference(std::string_view ref) = 0;
 
   // REQUIRES: the caller verified that `bytes` hash to `digest`.
   virtual Status PutDocument(std::string_view digest, std::string_view media_type,

@@ -42,6 +42,27 @@ Result<ReferenceRecord> MetadataStore::GetReference(std::string_view ref) {
   return std::move(*record);
 }
 
+Result<std::vector<std::pair<std::string, ReferenceRecord>>> MetadataStore::ListReferences(
+    std::string_view prefix) {
+  std::vector<std::pair<std::string, ReferenceRecord>> out;
+  IMGFS_RETURN_IF_ERROR(env_->Read([&](LmdbTxn& txn) {
+    out.clear();  // the body may run again
+    return txn.Scan(Db::kRefs, prefix, [&](std::string_view key, std::string_view value) {
+      if (key.substr(0, prefix.size()) != prefix) return false;
+      if (std::optional<ReferenceRecord> record = DecodeReference(value)) {
+        out.emplace_back(std::string(key), std::move(*record));
+      }
+      return true;
+    });
+  }));
+  return out;
+}
+
+Status MetadataStore::DeleteReference(std::string_view ref) {
+  if (ref.empty() || ref.size() > env_->max_key_size()) return Status::Ok();
+  return env_->Write([&](LmdbTxn& txn) { return txn.Delete(Db::kRefs, ref); });
+}
+
 Status MetadataStore::PutDocument(std::string_view digest, std::string_view media_type,
                                   std::string_view bytes) {
   IMGFS_RETURN_IF_ERROR(ValidateDigest(digest));

@@ -10,6 +10,8 @@
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 #include "cache/cache.h"
@@ -23,6 +25,9 @@ class MetadataStore {
 
   Status PutReference(std::string_view ref, std::string_view manifest_digest);
   Result<ReferenceRecord> GetReference(std::string_view ref);
+  Result<std::vector<std::pair<std::string, ReferenceRecord>>> ListReferences(
+      std::string_view prefix);
+  Status DeleteReference(std::string_view ref);
   Status PutDocument(std::string_view digest, std::string_view media_type,
                      std::string_view bytes);
   Result<Document> GetDocument(std::string_view digest);

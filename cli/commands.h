@@ -52,7 +52,24 @@ struct FilesOptions {
   std::string dest;           // cp: where on the host
 };
 
+struct ImagesOptions {
+  CommonOptions common;
+  std::string format = "text";  // or "json"
+};
+
+struct RmiOptions {
+  CommonOptions common;
+  std::vector<std::string> images;
+};
+
 int RunMount(const MountOptions& options);
+// The images `imgfs pull` completed: repository, tag, digest, platform, compressed size and
+// when any of its layers was last read (or it was pulled). From the cache alone.
+int RunImages(const ImagesOptions& options);
+// Drops the pulled records of each IMAGE (and its digest form with its last tag), printing
+// docker's "Untagged: ..." lines; "No such image" and exit status 1 for one never pulled.
+// The cached bytes stay where they are: other images and mounts may use them.
+int RunRmi(const RmiOptions& options);
 // Lists PATH (a directory's entries, sorted; or the file itself); -R every path below it, one
 // per line as find prints them; -l with mode, links, owner, size, mtime (UTC), link target.
 int RunLs(const FilesOptions& options);

@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <ctime>
 #include <iostream>
 
 #include "base/log.h"
@@ -53,6 +54,18 @@ std::string FamiliarString(const registry::Reference& ref) {
   std::string out = FamiliarName(ref);
   if (!ref.tag.empty()) out += ":" + ref.tag;
   if (!ref.digest.empty()) out += "@" + ref.digest;
+  return out;
+}
+
+std::string PulledKey(const registry::Reference& ref) {
+  return std::string(kPulledPrefix) + ref.String();
+}
+
+std::string UtcMinute(int64_t unix_seconds) {
+  char out[32] = "?";
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  struct tm tm {};
+  if (::gmtime_r(&t, &tm) != nullptr) std::strftime(out, sizeof out, "%Y-%m-%d %H:%M", &tm);
   return out;
 }
 

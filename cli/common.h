@@ -6,7 +6,9 @@
 // mount forks. Free functions, no state.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "cli/commands.h"
@@ -45,6 +47,15 @@ Status CheckPlatform(const registry::ResolvedImage& image, const Target& target)
 // "127.0.0.1:5000/team/app@sha256:...").
 std::string FamiliarName(const registry::Reference& ref);
 std::string FamiliarString(const registry::Reference& ref);
+
+// The cache's record that `imgfs pull` completed a reference (docker's reference store):
+// kPulledPrefix + the fully qualified reference. No reference contains a space, so these keys
+// never meet the resolver's tag records in the same table.
+inline constexpr std::string_view kPulledPrefix = "pulled ";
+std::string PulledKey(const registry::Reference& ref);
+
+// "2026-01-31 23:59": a time as ls -l and imgfs images show it, in UTC.
+std::string UtcMinute(int64_t unix_seconds);
 
 // As docker: Docker Hub pulls go through the mirrors of docker's daemon.json first.
 registry::ClientOptions DefaultClientOptions();

@@ -2,7 +2,6 @@
 #include <sys/sysmacros.h>
 
 #include <cstdio>
-#include <ctime>
 #include <utility>
 #include <vector>
 
@@ -46,17 +45,14 @@ void PrintEntry(const fs::Tree& tree, const std::string& name, const fs::Tree::A
   } else {
     std::snprintf(size, sizeof size, "%llu", static_cast<unsigned long long>(attr.size));
   }
-  char when[32] = "?";
-  std::time_t t = static_cast<std::time_t>(attr.mtime_sec);
-  struct tm tm {};
-  if (::gmtime_r(&t, &tm) != nullptr) std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+  std::string when = UtcMinute(attr.mtime_sec);
   std::string link;
   if (S_ISLNK(attr.mode)) {
     auto target = tree.ReadLink(attr.ino);
     link = " -> " + (target.ok() ? *target : std::string("?"));
   }
   std::printf("%s %3u %5u %5u %10s %s %s%s\n", ModeString(attr.mode).c_str(), attr.nlink,
-              attr.uid, attr.gid, size, when, name.c_str(), link.c_str());
+              attr.uid, attr.gid, size, when.c_str(), name.c_str(), link.c_str());
 }
 
 // The children of directory `ino`, sorted by name, without "." and "..".

@@ -74,6 +74,16 @@ int main(int argc, char** argv) {
   cp_cmd->add_option("SOURCE", cp.image, "IMAGE:/PATH")->required();
   cp_cmd->add_option("DEST", cp.dest, "A host path (into it when it is a directory)")->required();
 
+  imgfs::cli::ImagesOptions images;
+  CLI::App* images_cmd = app.add_subcommand("images", "List the images imgfs pull put in the cache");
+  images_cmd->add_option("--cache", images.common.cache_dir, "Cache root");
+  images_cmd->add_option("--format", images.format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  imgfs::cli::RmiOptions rmi;
+  CLI::App* rmi_cmd = app.add_subcommand("rmi", "Forget pulled images (their cached bytes stay)");
+  rmi_cmd->add_option("--cache", rmi.common.cache_dir, "Cache root");
+  rmi_cmd->add_option("IMAGE", rmi.images)->required();
+
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
   umount_cmd->alias("unmount");
@@ -99,6 +109,8 @@ int main(int argc, char** argv) {
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
   if (*pull_cmd) return imgfs::cli::RunPull(pull);
   if (*ls_cmd) return imgfs::cli::RunLs(ls);
+  if (*images_cmd) return imgfs::cli::RunImages(images);
+  if (*rmi_cmd) return imgfs::cli::RunRmi(rmi);
   if (*cat_cmd) return imgfs::cli::RunCat(cat);
   if (*cp_cmd) return imgfs::cli::RunCp(cp);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);

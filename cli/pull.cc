@@ -36,9 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kRedrawInterval = std::chrono::milliseconds(100);
 
-// No reference contains a space, so these keys never meet the resolver's tag records.
-std::string PulledKey(const registry::Reference& ref) { return "pulled " + ref.String(); }
-
 // docker's layer id: the first 12 hex digits of the digest.
 std::string ShortId(const std::string& digest) {
   size_t colon = digest.find(':');

@@ -13,6 +13,8 @@
 #include <set>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "base/digest.h"
 #include "tests/support/blob_proxy.h"
 #include "tests/support/files.h"
@@ -390,6 +392,46 @@ TEST_F(PullTest, LsCatAndCpReadThePulledImageOffline) {
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, HasSubstr("no such file or directory in the image: /no/such/file"));
   EXPECT_EQ(BlobBytesSinceLastCall(), 0u) << proxy_->Describe();
+}
+
+// imgfs images lists what pulls completed, from the cache alone; rmi forgets it, tag and
+// digest form, and says so as docker does.
+TEST_F(PullTest, ImagesListsPulledImagesAndRmiForgetsThem) {
+  auto images = TestWorld::Get().Images("busybox");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  auto pushed = (*images)->Push("busybox", registry_->host(), "imgfs/listed", "v1");
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  std::vector<ManifestLayer> layers;
+  SubstitutionsFor("imgfs/listed", "v1", &layers);
+  ASSERT_EQ(layers.size(), 1u);
+  const std::string image = proxy_->host() + "/imgfs/listed:v1";
+  RunResult pull = Pull({"-q", image});
+  ASSERT_TRUE(pull.ok()) << pull.Describe();
+  registry_->Stop();
+
+  RunResult list = RunImgfs({"images", "--cache", cache_.path(), "--format", "json"});
+  ASSERT_TRUE(list.ok()) << list.Describe();
+  nlohmann::json rows = nlohmann::json::parse(list.out, nullptr, false);
+  ASSERT_TRUE(rows.is_array() && rows.size() == 1) << list.out;
+  EXPECT_EQ(rows[0]["repository"], proxy_->host() + "/imgfs/listed");
+  EXPECT_EQ(rows[0]["tag"], "v1");
+  EXPECT_EQ(rows[0]["digest"], pushed->digest);
+  EXPECT_EQ(rows[0]["platform"], "linux/" + HostArchitecture());
+  EXPECT_EQ(rows[0]["size"], layers[0].size);
+  RunResult text = RunImgfs({"images", "--cache", cache_.path()});
+  ASSERT_TRUE(text.ok()) << text.Describe();
+  EXPECT_EQ(Lines(text.out).size(), 2u) << text.out;
+
+  RunResult rmi = RunImgfs({"rmi", "--cache", cache_.path(), image});
+  ASSERT_TRUE(rmi.ok()) << rmi.Describe();
+  EXPECT_EQ(rmi.out, "Untagged: " + image + "\nUntagged: " + proxy_->host() + "/imgfs/listed@" +
+                         pushed->digest + "\n");
+  list = RunImgfs({"images", "--cache", cache_.path(), "--format", "json"});
+  ASSERT_TRUE(list.ok()) << list.Describe();
+  EXPECT_EQ(list.out, "[]\n");
+  RunResult again = RunImgfs({"rmi", "--cache", cache_.path(), image});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_EQ(again.err, "imgfs: No such image: " + image + "\n");
 }
 
 }  // namespace

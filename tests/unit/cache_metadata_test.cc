@@ -95,6 +95,28 @@ TEST_F(CacheMetadataTest, ReferenceIsReplacedByANewerOne) {
   EXPECT_EQ(ref->manifest_digest, Sha256Digest("b"));
 }
 
+TEST_F(CacheMetadataTest, ReferencesAreListedByPrefixAndDeleted) {
+  auto cache = OpenCache();
+  ASSERT_TRUE(cache);
+  ASSERT_TRUE(cache->PutReference("pulled a:1", Sha256Digest("a")).ok());
+  ASSERT_TRUE(cache->PutReference("pulled b:2", Sha256Digest("b")).ok());
+  ASSERT_TRUE(cache->PutReference("pulle", Sha256Digest("c")).ok());    // sorts before
+  ASSERT_TRUE(cache->PutReference("pulledz", Sha256Digest("d")).ok());  // sorts after
+  auto list = cache->ListReferences("pulled ");
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].first, "pulled a:1");
+  EXPECT_EQ((*list)[0].second.manifest_digest, Sha256Digest("a"));
+  EXPECT_EQ((*list)[1].first, "pulled b:2");
+  ASSERT_TRUE(cache->DeleteReference("pulled a:1").ok());
+  ASSERT_TRUE(cache->DeleteReference("pulled a:1").ok()) << "deleting an absent key is OK";
+  EXPECT_TRUE(cache->GetReference("pulled a:1").status().IsNotFound());
+  list = cache->ListReferences("pulled ");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 1u);
+  EXPECT_EQ(cache->ListReferences("")->size(), 3u);
+}
+
 TEST_F(CacheMetadataTest, MissingEntriesAreNotFound) {
   auto cache = OpenCache();
   ASSERT_TRUE(cache);

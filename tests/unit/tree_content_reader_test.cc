@@ -218,6 +218,11 @@ class ThrowingCache : public cache::Cache {
   Result<cache::ReferenceRecord> GetReference(std::string_view r) override {
     return real_->GetReference(r);
   }
+  Result<std::vector<std::pair<std::string, cache::ReferenceRecord>>> ListReferences(
+      std::string_view prefix) override {
+    return real_->ListReferences(prefix);
+  }
+  Status DeleteReference(std::string_view r) override { return real_->DeleteReference(r); }
   Status PutDocument(std::string_view d, std::string_view t, std::string_view b) override {
     return real_->PutDocument(d, t, b);
   }
