@@ -508,9 +508,11 @@ TEST(TreeTest, ListingAHundredThousandXattrsIsLinear) {
   auto tree = BuildOrDie({Layer({f})});
   ASSERT_NE(tree, nullptr);
   uint64_t ino = tree->InodeOfPath("f").value();
+  // The quadratic listing took 40-60 s here; a linear one takes milliseconds. The bound is
+  // loose so that a loaded machine or a sanitizer build cannot make it fail.
   auto start = std::chrono::steady_clock::now();
   Result<std::vector<std::string>> names = tree->ListXattrs(ino);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
   ASSERT_TRUE(names.ok());
   EXPECT_EQ(names->size(), 100000u);
   EXPECT_EQ(tree->GetXattr(ino, "user.x7").value(), "again");
