@@ -531,12 +531,12 @@ TEST(TarLimitsTest, XattrsAreCappedPerEntry) {
   EXPECT_EQ(big_value.status.code(), Code::kCorrupt);
   EXPECT_THAT(big_value.status.message(), ::testing::HasSubstr("65536"));
 
-  // As many records as a 1 MiB header holds: refused in well under a second (the listxattr
-  // of such a file once cost a minute of CPU).
+  // As many records as a 1 MiB header holds: refused (the listxattr of such a file once cost
+  // a minute of CPU). The time bound only catches a quadratic parse; it is loose on purpose.
   auto start = std::chrono::steady_clock::now();
   Parsed flood = Parse(WithXattrs(40000, 1));
   EXPECT_EQ(flood.status.code(), Code::kCorrupt);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
 }
 
 // --- Go's archive/tar reading (docker, containerd) -----------------------------------------
