@@ -25,7 +25,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxRedirects = 5;
-constexpr int kMaxResumes = 20;
 // Bytes a 206 answer may run past the requested range before the transfer is cut off.
 constexpr uint64_t kMaxRangeOverrun = 64 << 10;
 
@@ -130,6 +129,7 @@ class Client::Impl {
   Impl(ClientOptions options, std::unique_ptr<HttpTransport> transport)
       : options_(std::move(options)), transport_(std::move(transport)) {
     if (options_.max_attempts < 1) options_.max_attempts = 1;
+    if (options_.max_transfer_failures < 1) options_.max_transfer_failures = 1;
   }
 
   // One logical request to the registry of `repo`.
@@ -142,6 +142,10 @@ class Client::Impl {
     uint64_t max_body = 64 << 10;
     std::string what;  // what was asked for, for messages
     std::string base;  // "scheme://host[:port]" to send to; "" = the registry of `repo`
+    // Failed attempts of the blob transfer this call belongs to (nullptr: not a blob
+    // transfer); every failed attempt counts, and none is retried once it reaches
+    // ClientOptions::max_transfer_failures.
+    int* failures = nullptr;
   };
 
   Result<ManifestResponse> GetManifest(const Reference& repo, std::string_view tag_or_digest) {
@@ -268,12 +272,13 @@ class Client::Impl {
     }
     const uint64_t end = len ? off + *len : std::numeric_limits<uint64_t>::max();
     uint64_t pos = off;
-    int resumes = 0;
+    int failures = 0;
     while (true) {
       Call call;
       call.repo = &repo;
       call.path = "/v2/" + repo.repository + "/blobs/" + std::string(digest);
       call.what = repo.Repo() + "@" + std::string(digest);
+      call.failures = &failures;
       if (pos > 0 || len) {
         call.headers.push_back("Range: bytes=" + std::to_string(pos) + "-" +
                                (len ? std::to_string(end - 1) : std::string()));
@@ -332,10 +337,14 @@ class Client::Impl {
         return Status::Corrupt("blob " + call.what + " ended at byte " + std::to_string(pos) +
                                ", before the end of the requested range " + std::to_string(end));
       }
-      if (st.code() == Code::kUnavailable && pos > attempt_start && resumes < kMaxResumes) {
-        ++resumes;
+      if (st.code() == Code::kUnavailable && pos > attempt_start && !Cancelled() &&
+          failures < options_.max_transfer_failures) {
         IMGFS_LOG(kInfo, "resuming " << call.what << " at byte " << pos << " after: " << st.message());
         continue;
+      }
+      if (st.code() == Code::kUnavailable && failures >= options_.max_transfer_failures) {
+        return Status::Unavailable(st.message() + " (gave up on " + call.what + " after " +
+                                   std::to_string(failures) + " failed attempts)");
       }
       return st;
     }
@@ -404,12 +413,14 @@ class Client::Impl {
     for (int attempt = 1;; ++attempt) {
       bool sent_auth = false;
       bool from_registry = true;
+      if (Cancelled()) return Status::Unavailable("transfer of " + call.what + " cancelled");
       Status st = SendOnce(counted, resp, &sent_auth, &from_registry);
       if (!st.ok()) {
+        bool budget_left = CountFailure(call);
         // A certificate the registry will present again is not worth retrying.
         bool tls_refused = st.message().find("certificate") != std::string::npos;
         if (st.code() != Code::kUnavailable || *delivered > 0 || tls_refused ||
-            attempt >= max_attempts) {
+            attempt >= max_attempts || !budget_left || Cancelled()) {
           return st;
         }
         Backoff(attempt, 0);
@@ -422,7 +433,8 @@ class Client::Impl {
         --attempt;  // the challenge round is not a failure
         continue;
       }
-      if ((resp->status == 429 || resp->status >= 500) && attempt < max_attempts) {
+      if ((resp->status == 429 || resp->status >= 500) && attempt < max_attempts &&
+          CountFailure(call) && !Cancelled()) {
         int retry_after = std::atoi(resp->Header("retry-after").c_str());
         IMGFS_LOG(kInfo, "HTTP " << resp->status << " for " << call.what << ", retrying");
         Backoff(attempt, retry_after);
@@ -445,6 +457,7 @@ class Client::Impl {
       req.headers = call.headers;
       req.sink = call.sink;
       req.max_body = call.max_body;
+      req.cancel = options_.cancel;
       *from_registry = UrlSchemeAndAuthority(url) == registry_origin;
       *sent_auth = false;
       if (*from_registry) {
@@ -481,11 +494,24 @@ class Client::Impl {
     return Status::Corrupt("more than " + std::to_string(kMaxRedirects) + " redirects for " + call.what);
   }
 
+  bool Cancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
+
+  // Counts a failed attempt of `call`'s blob transfer; false when no attempt is left.
+  bool CountFailure(const Call& call) const {
+    if (call.failures == nullptr) return true;
+    return ++*call.failures < options_.max_transfer_failures;
+  }
+
   void Backoff(int attempt, int retry_after_s) {
     int64_t ms = static_cast<int64_t>(options_.retry_base_delay_ms) << std::min(attempt - 1, 10);
     ms = std::min<int64_t>(ms, 8000);
     if (retry_after_s > 0) ms = std::max<int64_t>(ms, std::min(retry_after_s, 30) * 1000LL);
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    // In slices, so that a cancel does not wait for the whole delay.
+    const auto until = Clock::now() + std::chrono::milliseconds(ms);
+    while (!Cancelled() && Clock::now() < until) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(50)));
+    }
   }
 
   Status MapStatus(const Call& call, const HttpResponse& resp, bool manifest) {
@@ -661,6 +687,7 @@ class Client::Impl {
     HttpRequest req;
     req.url = url;
     req.max_body = 1 << 20;
+    req.cancel = options_.cancel;
     if (basic) {
       req.headers.push_back("Authorization: Basic " +
                             EncodeBase64(creds->username + ":" + creds->password));
@@ -744,8 +771,20 @@ std::vector<std::string> DockerDaemonMirrors(const std::string& path) {
   return out;
 }
 
+namespace {
+
+CurlTransportOptions TransportOptionsFor(const ClientOptions& options) {
+  CurlTransportOptions out;
+  out.user_agent = options.user_agent;
+  out.certs_dir = options.certs_dir;
+  out.stall_timeout_s = std::max(1, options.stall_timeout_s);
+  return out;
+}
+
+}  // namespace
+
 Client::Client(ClientOptions options)
-    : Client(options, NewCurlTransport(CurlTransportOptions{options.user_agent, options.certs_dir})) {}
+    : Client(options, NewCurlTransport(TransportOptionsFor(options))) {}
 
 Client::Client(ClientOptions options, std::unique_ptr<HttpTransport> transport)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(transport))) {}

@@ -13,7 +13,14 @@
 // - docker.io requests go to the configured mirrors first (ClientOptions::mirrors);
 // - 429, 5xx and failures to get a response retried with exponential backoff up to
 //   max_attempts (honouring a short Retry-After); a blob stream that breaks after some bytes
-//   resumes with a Range request from where it stopped.
+//   resumes with a Range request from where it stopped;
+// - bounded blob transfers: an attempt that stalls (ClientOptions::stall_timeout_s below
+//   1 KiB/s) fails, and a transfer (GetBlob, GetBlobRange, GetBlobVerified) gives up after
+//   max_transfer_failures failed attempts in all, retries and resumes together. A registry
+//   that goes silent thus fails a transfer within
+//   max_transfer_failures * (stall_timeout_s + 8 s backoff) (about 3 minutes by default);
+// - cancellation: once *ClientOptions::cancel is true, transfers stop within about a second
+//   and nothing is retried (kUnavailable "... cancelled").
 // Errors carry the reference and say what to do: kUnauthorized, kNotFound ("manifest unknown:
 // <ref>", "repository not found: <repo>", "blob unknown: ..."), kUnavailable ("registry <host>
 // unreachable: <cause>"), kDigestMismatch, kCorrupt (a server that breaks the protocol).
@@ -22,6 +29,7 @@
 // sessions and tokens are shared.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -40,6 +48,10 @@ struct ClientOptions {
   std::string user_agent = "imgfs/0.1";
   int max_attempts = 3;
   int retry_base_delay_ms = 250;   // doubled on each retry, at most 8 s
+  int stall_timeout_s = 30;        // see above; also applies to manifests and tokens
+  int max_transfer_failures = 5;   // failed attempts per blob transfer, resumes included
+  // Not owned; may be set to true from any thread or a signal handler.
+  const std::atomic<bool>* cancel = nullptr;
   std::string certs_dir = "/etc/docker/certs.d";
   // docker's "registry-mirrors" ("https://mirror.example.com"): tried in order, before
   // registry-1.docker.io, for docker.io images only. A mirror is asked once; any failure that

@@ -10,7 +10,10 @@
 #include <array>
 #include <cctype>
 #include <cstdlib>
+#include <exception>
+#include <memory>
 #include <mutex>
+#include <string>
 
 #include "base/log.h"
 #include "registry/reference.h"
@@ -31,6 +34,9 @@ std::string_view Trim(std::string_view s) {
   return s;
 }
 
+// More header lines than any registry sends; beyond it the response is refused.
+constexpr size_t kMaxHeaderLines = 1000;
+
 bool IsFile(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -41,106 +47,180 @@ struct Exchange {
   const HttpRequest* request;
   HttpResponse* response;
   std::vector<std::string> extra_ca_files;
+  // Set by a callback that caught an exception; the transfer is aborted and this returned.
+  Status callback_error;
 };
+
+// Runs `body` for a curl callback; an exception becomes ex->callback_error and `on_throw`.
+// Curl is C: an exception unwinding through it would skip its cleanup and corrupt the handle.
+template <typename R, typename F>
+R Guarded(Exchange* ex, R on_throw, F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    ex->callback_error = Status::Internal(std::string("while receiving: ") + e.what());
+  } catch (...) {
+    ex->callback_error = Status::Internal("while receiving: unknown exception");
+  }
+  return on_throw;
+}
 
 size_t OnHeader(char* data, size_t size, size_t nitems, void* user) {
   auto* ex = static_cast<Exchange*>(user);
   size_t len = size * nitems;
-  std::string_view line(data, len);
-  line = Trim(line);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new response starts (after 100-continue or a proxy's CONNECT answer): forget the last.
-    ex->response->headers.clear();
-    size_t sp = line.find(' ');
-    ex->response->status = sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+  return Guarded<size_t>(ex, 0, [&]() -> size_t {
+    std::string_view line(data, len);
+    line = Trim(line);
+    if (line.rfind("HTTP/", 0) == 0) {
+      // A new response starts (after 100-continue or a proxy's CONNECT answer): forget the last.
+      ex->response->headers.clear();
+      size_t sp = line.find(' ');
+      ex->response->status =
+          sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+      return len;
+    }
+    size_t colon = line.find(':');
+    if (colon != std::string_view::npos && colon > 0) {
+      // Headers are buffered like a body: a server that sends endless headers is cut off.
+      if (ex->response->headers.size() >= kMaxHeaderLines) {
+        ex->callback_error = Status::Corrupt("the response has more than " +
+                                             std::to_string(kMaxHeaderLines) + " header lines");
+        return 0;
+      }
+      ex->response->headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+                                         std::string(Trim(line.substr(colon + 1))));
+    }
     return len;
-  }
-  size_t colon = line.find(':');
-  if (colon != std::string_view::npos && colon > 0) {
-    ex->response->headers.emplace_back(Lower(Trim(line.substr(0, colon))),
-                                       std::string(Trim(line.substr(colon + 1))));
-  }
-  return len;
+  });
 }
 
 size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
   auto* ex = static_cast<Exchange*>(user);
   size_t len = size * nmemb;
-  HttpResponse* resp = ex->response;
-  std::string_view chunk(data, len);
-  if (ex->request->sink && resp->status >= 200 && resp->status < 300) {
-    if (!ex->request->sink(chunk)) {
-      resp->stopped_by_sink = true;
+  return Guarded<size_t>(ex, 0, [&]() -> size_t {
+    HttpResponse* resp = ex->response;
+    std::string_view chunk(data, len);
+    if (ex->request->sink && resp->status >= 200 && resp->status < 300) {
+      if (!ex->request->sink(chunk)) {
+        resp->stopped_by_sink = true;
+        return 0;
+      }
+      return len;
+    }
+    uint64_t room = ex->request->max_body > resp->body.size()
+                        ? ex->request->max_body - resp->body.size()
+                        : 0;
+    if (len > room) {
+      resp->body.append(data, static_cast<size_t>(room));
+      resp->truncated = true;
       return 0;
     }
+    resp->body.append(data, len);
     return len;
-  }
-  uint64_t room = ex->request->max_body > resp->body.size() ? ex->request->max_body - resp->body.size() : 0;
-  if (len > room) {
-    resp->body.append(data, static_cast<size_t>(room));
-    resp->truncated = true;
-    return 0;
-  }
-  resp->body.append(data, len);
-  return len;
+  });
+}
+
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* ex = static_cast<Exchange*>(user);
+  const std::atomic<bool>* cancel = ex->request->cancel;
+  return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 1 : 0;
 }
 
 CURLcode OnSslContext(CURL*, void* ssl_ctx, void* user) {
   auto* ex = static_cast<Exchange*>(user);
-  X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
-  for (const std::string& file : ex->extra_ca_files) {
-    if (X509_STORE_load_locations(store, file.c_str(), nullptr) != 1) {
-      IMGFS_LOG(kWarning, "could not load CA certificates from " << file);
+  return Guarded<CURLcode>(ex, CURLE_ABORTED_BY_CALLBACK, [&] {
+    X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
+    for (const std::string& file : ex->extra_ca_files) {
+      if (X509_STORE_load_locations(store, file.c_str(), nullptr) != 1) {
+        IMGFS_LOG(kWarning, "could not load CA certificates from " << file);
+      }
     }
-  }
-  return CURLE_OK;
+    return CURLE_OK;
+  });
 }
+
+struct SlistFree {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+using SlistPtr = std::unique_ptr<curl_slist, SlistFree>;
+
+// Appends `line` to *list; false when curl could not allocate.
+bool SlistAppend(SlistPtr* list, const std::string& line) {
+  curl_slist* grown = curl_slist_append(list->get(), line.c_str());
+  if (grown == nullptr) return false;  // the old list is still owned by *list
+  (void)list->release();
+  list->reset(grown);
+  return true;
+}
+
+struct EasyCleanup {
+  void operator()(CURL* h) const { curl_easy_cleanup(h); }
+};
+using EasyPtr = std::unique_ptr<CURL, EasyCleanup>;
+
+struct ShareCleanup {
+  void operator()(CURLSH* s) const { curl_share_cleanup(s); }
+};
+using SharePtr = std::unique_ptr<CURLSH, ShareCleanup>;
 
 class CurlTransport : public HttpTransport {
  public:
   explicit CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {
     static std::once_flag global_init;
     std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-    share_ = curl_share_init();
-    curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &CurlTransport::Lock);
-    curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &CurlTransport::Unlock);
-    curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
-    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    share_.reset(curl_share_init());
+    if (!share_) return;  // Perform then uses unshared handles
+    CURLSH* share = share_.get();
+    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, &CurlTransport::Lock);
+    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, &CurlTransport::Unlock);
+    curl_share_setopt(share, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   }
 
   ~CurlTransport() override {
-    for (CURL* h : pool_) curl_easy_cleanup(h);
-    curl_share_cleanup(share_);
+    pool_.clear();  // the handles go before the share they use
+    share_.reset();
   }
 
   Status Perform(const HttpRequest& request, HttpResponse* response) override {
     *response = HttpResponse();
-    CURL* h = Acquire();
+    if (request.cancel != nullptr && request.cancel->load()) {
+      return Status::Unavailable("transfer cancelled");
+    }
+    Lease lease(this);
+    CURL* h = lease.get();
     if (h == nullptr) return Status::Internal("curl_easy_init failed");
-    Exchange ex{&request, response, {}};
+    Exchange ex{&request, response, {}, Status::Ok()};
     char errbuf[CURL_ERROR_SIZE] = {0};
-    curl_slist* headers = nullptr;
-    for (const std::string& line : request.headers) headers = curl_slist_append(headers, line.c_str());
+    SlistPtr headers;
+    for (const std::string& line : request.headers) {
+      if (!SlistAppend(&headers, line)) return Status::Internal("out of memory for headers");
+    }
     // Without this curl would send "Expect:" or default Accept headers we did not ask for.
-    headers = curl_slist_append(headers, "Expect:");
+    if (!SlistAppend(&headers, "Expect:")) return Status::Internal("out of memory for headers");
 
-    curl_easy_setopt(h, CURLOPT_SHARE, share_);
+    if (share_) curl_easy_setopt(h, CURLOPT_SHARE, share_.get());
     curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 15L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(options_.stall_bytes_per_s));
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout_s));
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
+    if (request.cancel != nullptr) {
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    }
     if (request.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else {
@@ -185,14 +265,17 @@ class CurlTransport : public HttpTransport {
     }
 
     CURLcode rc = curl_easy_perform(h);
-    curl_slist_free_all(headers);
-    Release(h);
+    if (!ex.callback_error.ok()) return ex.callback_error;
     if (rc == CURLE_OK) return Status::Ok();
     if (rc == CURLE_WRITE_ERROR && (response->stopped_by_sink || response->truncated)) {
       return Status::Ok();
     }
+    if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable("transfer cancelled");
     std::string message = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc);
     while (!message.empty() && message.back() == '\n') message.pop_back();
+    if (rc == CURLE_OPERATION_TIMEDOUT && message.find("too slow") != std::string::npos) {
+      message = "transfer stalled (" + message + ")";
+    }
     return Status::Unavailable(message);
   }
 
@@ -205,23 +288,39 @@ class CurlTransport : public HttpTransport {
     return std::string(rest.substr(0, rest.find_first_of("/?#")));
   }
 
-  CURL* Acquire() {
+  // A pooled easy handle for one Perform; back to the pool (reset) when the lease ends.
+  class Lease {
+   public:
+    explicit Lease(CurlTransport* t) : transport_(t), handle_(t->Acquire()) {}
+    ~Lease() {
+      if (handle_) transport_->Release(std::move(handle_));
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    CURL* get() const { return handle_.get(); }
+
+   private:
+    CurlTransport* const transport_;
+    EasyPtr handle_;
+  };
+
+  EasyPtr Acquire() {
     {
       std::lock_guard<std::mutex> lock(pool_mu_);
       if (!pool_.empty()) {
-        CURL* h = pool_.back();
+        EasyPtr h = std::move(pool_.back());
         pool_.pop_back();
         return h;
       }
     }
-    return curl_easy_init();
+    return EasyPtr(curl_easy_init());
   }
 
-  void Release(CURL* h) {
+  void Release(EasyPtr h) {
     // reset keeps the handle's live connections and caches, which is the point of the pool.
-    curl_easy_reset(h);
+    curl_easy_reset(h.get());
     std::lock_guard<std::mutex> lock(pool_mu_);
-    pool_.push_back(h);
+    pool_.push_back(std::move(h));
   }
 
   static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
@@ -237,10 +336,10 @@ class CurlTransport : public HttpTransport {
 
   static constexpr size_t kLocks = CURL_LOCK_DATA_LAST;
   const CurlTransportOptions options_;
-  CURLSH* share_ = nullptr;
   std::array<std::mutex, kLocks> share_mu_;
+  SharePtr share_;
   std::mutex pool_mu_;
-  std::vector<CURL*> pool_;  // GUARDED_BY(pool_mu_)
+  std::vector<EasyPtr> pool_;  // GUARDED_BY(pool_mu_)
 };
 
 }  // namespace

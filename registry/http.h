@@ -9,11 +9,16 @@
 // requests and threads (a CURLSH share plus a pool of easy handles), trusts the system CAs plus
 // any *.crt in <certs_dir>/<host:port>/ (docker's /etc/docker/certs.d layout), honours
 // http(s)_proxy / HTTP(S)_PROXY / no_proxy except for loopback hosts (never proxied, as in Go),
-// and uses a 15 s connect timeout and a 30 s below-1-KiB/s stall timeout, no overall timeout.
+// and uses a 15 s connect timeout and a stall timeout (CurlTransportOptions: a transfer slower
+// than 1 KiB/s for 30 s fails), no overall timeout: a 10 GiB layer may take an hour.
+//
+// Exceptions never cross curl: a sink that throws ends its transfer with kInternal carrying
+// the exception's text. Handles and header lists are owned by RAII types.
 //
 // Thread-safety: Perform may be called from many threads at once.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -36,6 +41,9 @@ struct HttpRequest {
   std::function<bool(std::string_view)> sink;
   // Bodies that are buffered stop (HttpResponse::truncated) beyond this many bytes.
   uint64_t max_body = 4 << 20;
+  // When set and true (at any time, from any thread or a signal handler), the transfer stops
+  // within about a second and Perform returns kUnavailable "transfer cancelled".
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct HttpResponse {
@@ -53,15 +61,20 @@ struct HttpResponse {
 class HttpTransport {
  public:
   virtual ~HttpTransport() = default;
-  // Any HTTP status is OK here. Failures to get a response (DNS, refused, TLS, timeout, reset
-  // mid-body) are kUnavailable with the transport's own words; bytes a sink got before a reset
-  // stay delivered.
+  // Any HTTP status is OK here. Failures to get a response (DNS, refused, TLS, timeout, stall,
+  // reset mid-body, cancel) are kUnavailable with the transport's own words; bytes a sink got
+  // before a reset stay delivered.
   virtual Status Perform(const HttpRequest& request, HttpResponse* response) = 0;
 };
 
 struct CurlTransportOptions {
   std::string user_agent = "imgfs/0.1";
   std::string certs_dir = "/etc/docker/certs.d";  // "" disables the per-host CA lookup
+  // A transfer that moves fewer than stall_bytes_per_s bytes per second for stall_timeout_s
+  // seconds in a row fails (kUnavailable "... stalled ..."): a registry that goes silent
+  // mid-body costs at most this long per attempt.
+  int stall_timeout_s = 30;
+  int stall_bytes_per_s = 1024;
 };
 
 std::unique_ptr<HttpTransport> NewCurlTransport(CurlTransportOptions options = {});
