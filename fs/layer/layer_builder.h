@@ -29,6 +29,9 @@ struct LayerDescriptor {
   std::string digest;
   uint64_t size = 0;
   std::map<std::string, std::string> annotations;
+  // The image config's rootfs.diff_ids entry for this layer: the sha256 of its uncompressed
+  // tar, checked whenever the layer is streamed whole. "" when not known (not checked).
+  std::string diff_id;
 };
 
 // The verified index of `layer`, from `cache` when present, else built and stored there.

@@ -58,6 +58,10 @@ struct StreamIndexer::Impl {
 
   uint64_t coff = 0;       // compressed bytes processed by the codec
   uint64_t total_out = 0;  // uncompressed stream bytes produced
+  // The tar archive ended and its last unit is closed: the rest of the stream is only hashed.
+  bool trailing = false;
+  Sha256 diff_hash;        // of the uncompressed stream (gzip only; raw: the blob digest)
+  Status limit_error;      // a limit was passed: the pass stops at once
 
   // gzip state
   z_stream zs{};
@@ -109,9 +113,21 @@ struct StreamIndexer::Impl {
   Status Output(const uint8_t* p, size_t n) {
     total_out += n;
     out_since_checkpoint += n;
+    if (total_out > options.max_inflated) {
+      limit_error = Status::Corrupt(
+          "the layer inflates to more than " + std::to_string(options.max_inflated) +
+          " bytes, the limit for a blob of its size (at most " +
+          std::to_string(kMaxInflateRatio) + " times the compressed size beyond " +
+          std::to_string(kInflateRatioFloor >> 30) + " GiB, and never more than " +
+          std::to_string(kMaxInflatedLayerBytes >> 30) + " GiB): refusing a likely gzip bomb");
+      return limit_error;
+    }
     if (mode == Mode::kGzip) {
-      window.append(reinterpret_cast<const char*>(p), n);
-      if (window.size() > 2 * kWindowSize) window.erase(0, window.size() - kWindowSize);
+      diff_hash.Update(p, n);
+      if (!trailing) {
+        window.append(reinterpret_cast<const char*>(p), n);
+        if (window.size() > 2 * kWindowSize) window.erase(0, window.size() - kWindowSize);
+      }
     }
     if (tar.at_end()) return Status::Ok();
     return tar.Feed(std::string_view(reinterpret_cast<const char*>(p), n));
@@ -165,10 +181,23 @@ struct StreamIndexer::Impl {
                            what);
   }
 
+  // True once the tar archive has ended: closes the last unit, so that no checkpoint (and no
+  // window) is spent on what follows the archive.
+  bool EndUnitsAfterTar() {
+    if (trailing) return true;
+    if (!tar.at_end()) return false;
+    CloseUnit();
+    trailing = true;
+    window.clear();
+    window.shrink_to_fit();
+    return true;
+  }
+
   void StartMember() {
     inflateReset(&zs);
     in_member = true;
     window.clear();
+    if (EndUnitsAfterTar()) return;
     if (!has_unit || out_since_checkpoint >= options.min_member_span) {
       CloseUnit();
       OpenUnit(UnitCodec::kZran, coff, 0, /*member_start=*/true);
@@ -227,9 +256,11 @@ struct StreamIndexer::Impl {
           return GzipError("inflate made no progress");
         }
         if (rc != Z_OK) return GzipError(zs.msg ? zs.msg : "inflate failed");
-        if ((zs.data_type & 128) && !(zs.data_type & 64) &&
-            out_since_checkpoint >= options.span) {
-          Checkpoint(static_cast<uint8_t>(zs.data_type & 7));
+        if ((zs.data_type & 128) && !(zs.data_type & 64) && !trailing) {
+          // At a block boundary: the first one after the tar's end closes the last unit.
+          if (!EndUnitsAfterTar() && out_since_checkpoint >= options.span) {
+            Checkpoint(static_cast<uint8_t>(zs.data_type & 7));
+          }
         }
         if (chunk == 0 && zs.avail_out != 0) break;
       }
@@ -301,6 +332,13 @@ struct StreamIndexer::Impl {
   }
 };
 
+uint64_t InflateLimitFor(uint64_t compressed_size) {
+  uint64_t by_ratio = compressed_size > kMaxInflatedLayerBytes / kMaxInflateRatio
+                          ? kMaxInflatedLayerBytes
+                          : compressed_size * kMaxInflateRatio;
+  return std::min(kMaxInflatedLayerBytes, std::max(kInflateRatioFloor, by_ratio));
+}
+
 StreamIndexer::StreamIndexer(StreamIndexOptions options)
     : impl_(std::make_unique<Impl>(options)) {}
 StreamIndexer::~StreamIndexer() = default;
@@ -313,7 +351,7 @@ Status StreamIndexer::Feed(std::string_view bytes) {
   Status s = impl_->FeedCodec(bytes);
   if (!s.ok()) {
     impl_->error = s;
-    if (s.code() != Code::kCorrupt) return s;
+    if (s.code() != Code::kCorrupt || !impl_->limit_error.ok()) return s;
   }
   return Status::Ok();
 }
@@ -325,6 +363,7 @@ Result<LayerIndex> StreamIndexer::Finish() {
   if (!impl_->error.ok()) return impl_->error;
   Result<LayerIndex> index = impl_->Finish();
   if (!index.ok()) return index;
+  diff_id_ = index->format == "gzip" ? impl_->diff_hash.FinishDigest() : blob_digest_;
   index->blob_digest = blob_digest_;
   index->blob_size = bytes_seen_;
   if (Status s = ValidateLayerIndex(*index); !s.ok()) {
@@ -339,7 +378,9 @@ Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::
   const std::string& digest = layer.digest;
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer,
                          cache->CreateBlobWriter(digest, layer.size));
-  StreamIndexer indexer(options);
+  StreamIndexOptions limited = options;
+  limited.max_inflated = std::min(options.max_inflated, InflateLimitFor(layer.size));
+  StreamIndexer indexer(limited);
   uint64_t seen = 0;
   Status read = source->ReadAll(digest, [&](std::string_view bytes) -> Status {
     seen += bytes.size();
@@ -361,6 +402,11 @@ Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::
                                   indexer.blob_digest() + "; nothing was kept");
   }
   if (!index.ok()) return index.status().WithContext("layer " + digest);
+  if (!layer.diff_id.empty() && indexer.diff_id() != layer.diff_id) {
+    return Status::DigestMismatch("layer " + digest + " uncompresses to " + indexer.diff_id() +
+                                  " but the image config's diff_id for it is " + layer.diff_id +
+                                  "; nothing was kept");
+  }
   IMGFS_RETURN_IF_ERROR(writer->Commit());
   if (Status s = cache->PutLayerIndex(digest, index->Serialize()); !s.ok()) {
     // The index is still good for this process; the next mount rebuilds it.

@@ -17,6 +17,14 @@
 // Format decisions: the blob's magic wins over the media type (some registries mislabel);
 // zstd magic gives kUnsupported (plain zstd layers need the decoded stream kept; not yet).
 //
+// Memory does not grow with the inflated size beyond the index itself: the tar walk and the
+// codec use fixed buffers, and once the tar archive has ended (its two zero blocks) no more
+// checkpoints are made, so what follows (padding, or the rest of a gzip bomb) is inflated only
+// to be hashed and counted. The index holds one 32 KiB window per checkpoint, i.e. at most
+// 32 KiB per `span` of tar data. The inflated stream is limited (StreamIndexOptions::
+// max_inflated, InflateLimitFor): beyond it the pass stops at once with kCorrupt naming the
+// limit, before the rest of the blob is read.
+//
 // StreamIndexer is not thread-safe; one per pass. BuildStreamedLayerIndex is thread-safe.
 #pragma once
 
@@ -38,7 +46,20 @@ struct StreamIndexOptions {
   uint64_t span = uint64_t{1} << 20;             // output between zran checkpoints
   uint64_t min_member_span = uint64_t{64} << 10;  // see above
   uint64_t raw_unit = uint64_t{1} << 20;         // size of an uncompressed tar's units
+  // The most bytes the layer may inflate to (the whole stream, tar end and padding included).
+  uint64_t max_inflated = uint64_t{1} << 40;
 };
+
+// Limits on the inflated size of one layer (see docs/architecture.md, "Limits on outside
+// data"). Real layers stay far below both; a gzip bomb (deflate reaches 1032:1) hits them.
+inline constexpr uint64_t kMaxInflatedLayerBytes = uint64_t{64} << 30;  // 64 GiB
+inline constexpr uint64_t kMaxInflateRatio = 100;
+// Below this much output the ratio is not checked: small layers of zeros are harmless.
+inline constexpr uint64_t kInflateRatioFloor = uint64_t{1} << 30;  // 1 GiB
+
+// The inflated-size limit for a layer blob of `compressed_size` bytes:
+// min(kMaxInflatedLayerBytes, max(kInflateRatioFloor, kMaxInflateRatio * compressed_size)).
+uint64_t InflateLimitFor(uint64_t compressed_size);
 
 class StreamIndexer {
  public:
@@ -58,6 +79,9 @@ class StreamIndexer {
 
   // REQUIRES: Finish() was called.
   const std::string& blob_digest() const { return blob_digest_; }
+  // The sha256 of the whole uncompressed stream (the layer's diff_id), "" when the pass
+  // stopped before the end of the stream (an error). REQUIRES: Finish() was called.
+  const std::string& diff_id() const { return diff_id_; }
   uint64_t bytes_seen() const { return bytes_seen_; }
 
  private:
@@ -65,13 +89,17 @@ class StreamIndexer {
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<Sha256> hash_;
   std::string blob_digest_;
+  std::string diff_id_;
   uint64_t bytes_seen_ = 0;
 };
 
 // The whole pass for `layer`: streams the blob from `source` through a StreamIndexer and the
 // cache's BlobWriter; then, only when the digest and size match the descriptor
-// (kDigestMismatch / kCorrupt otherwise, with nothing committed), commits the blob and stores
-// the serialized index in `cache`. REQUIRES: cache and source non-null.
+// (kDigestMismatch / kCorrupt otherwise, with nothing committed) and, when the descriptor
+// carries a diff_id, the uncompressed stream hashes to it (kDigestMismatch naming the layer),
+// commits the blob and stores the serialized index in `cache`. The inflated size is limited to
+// InflateLimitFor(layer.size) unless `options` asks for less. REQUIRES: cache and source
+// non-null.
 Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
                                            cache::BlobSource* source,
                                            const StreamIndexOptions& options = {});

@@ -501,5 +501,120 @@ TEST(StreamIndexerTest, DamagedGzipNeverCrashes) {
   }
 }
 
+
+// ---- hostile inflated sizes (docs/architecture.md, "Limits on outside data") ----
+
+// `members` gzip members of `each` zero bytes: a few KiB per 64 MiB, as in a gzip bomb.
+std::string ZeroMembers(size_t each, int members) {
+  std::string one = Gzip(std::string(each, '\0'), 0, 9);
+  std::string out;
+  for (int i = 0; i < members; ++i) out += one;
+  return out;
+}
+
+size_t WindowBytes(const LayerIndex& index) {
+  size_t n = 0;
+  for (const Unit& u : index.units) n += u.window.size();
+  return n;
+}
+
+TEST_F(StreamIndexTest, NothingIsIndexedAfterTheTarEnds) {
+  std::string plain = Gzip(tar_);
+  StreamIndexer reference;
+  ASSERT_TRUE(reference.Feed(plain).ok());
+  Result<LayerIndex> want = reference.Finish();
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+
+  // The same archive followed by 256 MiB of zeros: the index (its windows above all) must not
+  // grow with what follows the archive.
+  std::string blob = plain + ZeroMembers(64 << 20, 4);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  std::string padded_tar = tar_ + std::string(size_t{256} << 20, '\0');
+  d.diff_id = Sha256Digest(padded_tar);
+  padded_tar.clear();
+  padded_tar.shrink_to_fit();
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_LE(index->units.size(), want->units.size() + 1);
+  EXPECT_LE(WindowBytes(*index), WindowBytes(*want) + 32768);
+  ExpectContentMatches(*index, blob, tree_.path(), 50);
+}
+
+TEST_F(StreamIndexTest, DiffIdOfTheUncompressedStreamIsChecked) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  d.diff_id = Sha256Digest(tar_ + "x");
+  Result<LayerIndex> bad = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_EQ(bad.status().code(), Code::kDigestMismatch) << bad.status().ToString();
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr(d.digest));
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("diff_id"));
+  EXPECT_TRUE(cache_->GetLayerIndex(d.digest).status().IsNotFound());
+  EXPECT_FALSE(cache_->GetBlobStats(d.digest).complete);
+
+  d.diff_id = Sha256Digest(tar_);
+  Result<LayerIndex> good = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+
+  // An uncompressed layer's diff_id is its digest.
+  LayerDescriptor raw = Describe(tar_, "application/vnd.oci.image.layer.v1.tar");
+  raw.diff_id = Sha256Digest("something else");
+  source_.Add(raw.digest, tar_);
+  EXPECT_EQ(GetOrBuildLayerIndex(raw, cache_.get(), &source_).status().code(),
+            Code::kDigestMismatch);
+}
+
+TEST_F(StreamIndexTest, GzipBombIsRefusedAtTheInflateLimit) {
+  // 1.25 GiB of zeros in about 1.3 MB: over the 1 GiB floor and 100 times the blob.
+  std::string blob = ZeroMembers(64 << 20, 20);
+  ASSERT_LT(blob.size() * kMaxInflateRatio, kInflateRatioFloor);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> index = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_EQ(index.status().code(), Code::kCorrupt) << index.status().ToString();
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr("inflates to more than"));
+  EXPECT_THAT(index.status().message(), ::testing::HasSubstr(d.digest));
+  EXPECT_TRUE(cache_->GetLayerIndex(d.digest).status().IsNotFound());
+  EXPECT_FALSE(cache_->GetBlobStats(d.digest).complete);
+}
+
+TEST(StreamIndexerTest, InflateLimitStopsTheFeedAtOnce) {
+  std::string blob = ZeroMembers(16 << 20, 8);  // 128 MiB inflated
+  StreamIndexOptions options;
+  options.max_inflated = 32 << 20;
+  StreamIndexer indexer(options);
+  Status s;
+  size_t fed = 0;
+  while (s.ok() && fed < blob.size()) {
+    s = indexer.Feed(std::string_view(blob).substr(fed, 4096));
+    fed += 4096;
+  }
+  EXPECT_EQ(s.code(), Code::kCorrupt) << s.ToString();
+  EXPECT_THAT(s.message(), ::testing::HasSubstr(std::to_string(32 << 20)));
+  EXPECT_LT(fed, blob.size() / 2) << "the feed went on after the limit";
+}
+
+TEST(StreamIndexerTest, InflateLimitsForBlobSizes) {
+  EXPECT_EQ(InflateLimitFor(0), kInflateRatioFloor);
+  EXPECT_EQ(InflateLimitFor(1 << 20), kInflateRatioFloor);
+  EXPECT_EQ(InflateLimitFor(uint64_t{100} << 20), uint64_t{10000} << 20);
+  // A 10 GiB layer compresses to well over 200 MiB; it mounts.
+  EXPECT_GE(InflateLimitFor(uint64_t{200} << 20), uint64_t{10} << 30);
+  EXPECT_EQ(InflateLimitFor(uint64_t{10} << 30), kMaxInflatedLayerBytes);
+  EXPECT_EQ(InflateLimitFor(~uint64_t{0}), kMaxInflatedLayerBytes);
+}
+
+TEST(StreamIndexerTest, DiffIdIsTheDigestOfTheUncompressedStream) {
+  TempDir dir;
+  std::mt19937_64 rng(5);
+  WriteFile(dir.path() / "root/a", RandomText(rng, 20000));
+  std::string tar = MakeTar(dir.path() / "root", dir.path() / "t.tar");
+  StreamIndexer indexer;
+  ASSERT_TRUE(indexer.Feed(Gzip(tar, 1000)).ok());
+  ASSERT_TRUE(indexer.Finish().ok());
+  EXPECT_EQ(indexer.diff_id(), Sha256Digest(tar));
+}
+
 }  // namespace
 }  // namespace imgfs::fs
