@@ -181,6 +181,11 @@ Result<ImageManifest> ParseImageManifest(std::string_view bytes) {
   if (layers == doc.end() || !layers->is_array()) {
     return Status::Corrupt("image manifest has no layers array");
   }
+  if (layers->size() > kMaxImageLayers) {
+    return Status::Unsupported("image manifest lists " + std::to_string(layers->size()) +
+                               " layers; imgfs mounts images of at most " +
+                               std::to_string(kMaxImageLayers));
+  }
   for (size_t i = 0; i < layers->size(); ++i) {
     IMGFS_ASSIGN_OR_RETURN(Descriptor d,
                            ParseDescriptor((*layers)[i], "image manifest layers[" + std::to_string(i) + "]"));
@@ -240,6 +245,33 @@ Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want,
 
 bool IsImageConfigMediaType(std::string_view media_type) {
   return media_type == kOciConfig || media_type == kDockerConfig;
+}
+
+Result<std::vector<std::string>> ParseConfigDiffIds(std::string_view config_bytes) {
+  json doc = json::parse(config_bytes.begin(), config_bytes.end(), nullptr,
+                         /*allow_exceptions=*/false);
+  if (!doc.is_object()) return Status::Corrupt("the image config is not a JSON object");
+  auto rootfs = doc.find("rootfs");
+  if (rootfs == doc.end() || !rootfs->is_object()) {
+    return Status::Corrupt("the image config has no rootfs");
+  }
+  auto ids = rootfs->find("diff_ids");
+  if (ids == rootfs->end() || !ids->is_array()) {
+    return Status::Corrupt("the image config has no rootfs.diff_ids array");
+  }
+  std::vector<std::string> out;
+  out.reserve(ids->size());
+  for (size_t i = 0; i < ids->size(); ++i) {
+    const json& id = (*ids)[i];
+    std::string where = "the image config's rootfs.diff_ids[" + std::to_string(i) + "]";
+    if (!id.is_string()) return Status::Corrupt(where + " is not a string");
+    std::string value = id.get<std::string>();
+    if (Status s = ValidateDigest(value); !s.ok()) {
+      return Status::Corrupt(where + ": " + s.message());
+    }
+    out.push_back(std::move(value));
+  }
+  return out;
 }
 
 }  // namespace imgfs::registry

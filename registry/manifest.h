@@ -54,6 +54,12 @@ std::string ManifestAcceptHeader();
 
 // A manifest is kept under 4 MiB by registries (distribution's limit); more is refused.
 inline constexpr uint64_t kMaxManifestBytes = 4 << 20;
+// Layers per image. docker's overlay2 cannot stack more than 128; 1000 leaves room for other
+// runtimes while keeping a mount's threads, requests and index memory bounded. More is
+// kUnsupported.
+inline constexpr size_t kMaxImageLayers = 1000;
+// An image config is small (a few KiB; with a long history some hundred KiB).
+inline constexpr uint64_t kMaxConfigBytes = 8 << 20;
 
 struct Descriptor {
   std::string media_type;
@@ -94,5 +100,10 @@ Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want,
 
 // True for the config media types of container images (OCI and Docker).
 bool IsImageConfigMediaType(std::string_view media_type);
+
+// The rootfs.diff_ids of an image config (untrusted JSON), each a valid sha256 digest.
+// kCorrupt when the config is not a JSON object, has no rootfs.diff_ids array, or an entry is
+// not a digest; the message names what is wrong.
+Result<std::vector<std::string>> ParseConfigDiffIds(std::string_view config_bytes);
 
 }  // namespace imgfs::registry

@@ -24,7 +24,13 @@ Result<ManifestResponse> ClientManifestSource::GetManifest(const Reference& repo
 
 Result<std::string> ClientManifestSource::GetConfig(const Reference& repo,
                                                     const Descriptor& config) {
-  IMGFS_ASSIGN_OR_RETURN(std::string bytes, client_->GetBlobVerified(repo, config.digest));
+  if (config.size > kMaxConfigBytes) {
+    return Status::Corrupt("config " + config.digest + " of " + repo.Repo() + " is " +
+                           std::to_string(config.size) + " bytes; an image config is at most " +
+                           std::to_string(kMaxConfigBytes >> 20) + " MiB");
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string bytes,
+                         client_->GetBlobVerified(repo, config.digest, kMaxConfigBytes));
   if (bytes.size() != config.size) {
     return Status::DigestMismatch("config " + config.digest + " of " + repo.Repo() + " has " +
                                   std::to_string(bytes.size()) + " bytes, the manifest says " +
@@ -78,6 +84,16 @@ Result<ResolvedImage> Resolve(ManifestSource& source, const Reference& ref, cons
                                out.parsed.config.media_type + "')");
   }
   IMGFS_ASSIGN_OR_RETURN(out.config, source.GetConfig(ref, out.parsed.config));
+  Result<std::vector<std::string>> diff_ids = ParseConfigDiffIds(out.config);
+  if (!diff_ids.ok()) {
+    return diff_ids.status().WithContext(ref.String() + ": config " + out.parsed.config.digest);
+  }
+  if (diff_ids->size() != out.parsed.layers.size()) {
+    return Status::Corrupt(ref.String() + ": config " + out.parsed.config.digest + " lists " +
+                           std::to_string(diff_ids->size()) + " diff_ids for the manifest's " +
+                           std::to_string(out.parsed.layers.size()) + " layers");
+  }
+  out.diff_ids = std::move(diff_ids).value();
   if (!chosen) chosen = PlatformOfConfig(out.config);
   out.platform = chosen ? *chosen : want;
   return out;

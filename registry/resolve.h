@@ -12,6 +12,8 @@
 #pragma once
 
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "registry/client.h"
@@ -27,6 +29,9 @@ struct ResolvedImage {
   ManifestResponse manifest;              // the image manifest (digest verified)
   ImageManifest parsed;
   std::string config;                     // the config blob (digest and size verified)
+  // The config's rootfs.diff_ids, one per layer of `parsed` (checked): what each layer's
+  // uncompressed tar must hash to.
+  std::vector<std::string> diff_ids;
   // The platform chosen: from the index descriptor, else from the image config, else `want`.
   Platform platform;
 };

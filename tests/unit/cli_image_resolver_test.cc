@@ -110,7 +110,7 @@ class ImageResolverTest : public ::testing::Test {
 
   // An image whose config says `note`; returns its manifest digest.
   std::string PushImage(const std::string& tag, const std::string& note) {
-    std::string config = R"({"architecture":"amd64","os":"linux","config":{"Labels":{"n":")" +
+    std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"n":")" +
                          note + R"("}}})";
     registry_->PutBlob(config);
     std::string manifest = R"({"schemaVersion":2,"mediaType":")" +

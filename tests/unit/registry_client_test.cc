@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -72,6 +73,11 @@ class FakeTransport : public HttpTransport {
           response->stopped_by_sink = true;
           return Status::Ok();
         }
+      } else if (response->body.size() + chunk.size() > request.max_body) {
+        // As the curl transport: a buffered body stops at max_body.
+        response->body.append(chunk.substr(0, request.max_body - response->body.size()));
+        response->truncated = true;
+        return Status::Ok();
       } else {
         response->body.append(chunk);
       }
@@ -107,10 +113,9 @@ class ClientTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(config_dir_); }
 
   // A client for https://registry.example.com whose network is `handler`.
-  Client& Make(FakeTransport::Handler handler) {
+  Client& Make(FakeTransport::Handler handler, ClientOptions options = {}) {
     auto transport = std::make_unique<FakeTransport>(std::move(handler));
     transport_ = transport.get();
-    ClientOptions options;
     options.docker_config_dir = config_dir_;
     options.retry_base_delay_ms = 1;
     client_ = std::make_unique<Client>(options, std::move(transport));
@@ -389,6 +394,60 @@ TEST_F(ClientTest, BrokenStreamsResumeFromWhereTheyStopped) {
   EXPECT_EQ(seen[2].Header("Range"), "bytes=2000-");
 }
 
+// A registry that breaks every connection after a few bytes (or stalls there, which the curl
+// transport reports the same way) costs a bounded number of attempts, not one per byte.
+TEST_F(ClientTest, BlobTransferGivesUpAfterMaxTransferFailures) {
+  std::string blob(100000, 'b');
+  FakeTransport::Handler ranged = BlobServer(blob, true);
+  Client& client = Make([&](const Seen& r) {
+    Answer a = ranged(r);
+    a.fail_after = 500;
+    return a;
+  });
+  uint64_t got = 0;
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                             [&](std::string_view c) {
+                               got += c.size();
+                               return Status::Ok();
+                             });
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("after 5 failed attempts"));
+  EXPECT_EQ(transport_->seen().size(), 5u);
+  EXPECT_EQ(got, 2500u);
+
+  // Unit fetches (ranges) are bounded the same way, and failures without progress too.
+  Client& silent = Make([&](const Seen&) { return Answer{0, {}, "", -1, true}; });
+  std::string out;
+  st = silent.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 0, 100, &out);
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_LE(transport_->seen().size(), 5u);
+}
+
+TEST_F(ClientTest, CancelStopsTransfersAndRetries) {
+  std::string blob(10000, 'c');
+  std::atomic<bool> cancel{false};
+  ClientOptions options;
+  options.cancel = &cancel;
+  options.max_attempts = 1000;
+  options.max_transfer_failures = 1000;
+  int calls = 0;
+  Client& client = Make(
+      [&](const Seen&) {
+        if (++calls == 3) cancel = true;
+        return Answer{503, {}, ""};
+      },
+      options);
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                             [](std::string_view) { return Status::Ok(); });
+  EXPECT_EQ(st.code(), Code::kUnavailable);
+  EXPECT_EQ(calls, 3);
+  // Nothing new starts once cancelled.
+  st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                      [](std::string_view) { return Status::Ok(); });
+  EXPECT_THAT(st.message(), ::testing::HasSubstr("cancelled"));
+  EXPECT_EQ(calls, 3);
+}
+
 TEST_F(ClientTest, ResumeAgainstServerIgnoringRangeSkipsWhatWasDelivered) {
   std::string blob;
   for (int i = 0; i < 3000; ++i) blob += static_cast<char>('0' + i % 10);
@@ -494,7 +553,8 @@ TEST_F(ClientTest, GetBlobVerifiedChecksDigestAndSize) {
 }
 
 TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
-  const std::string config = R"({"architecture":"arm64","os":"linux","variant":"v8"})";
+  const std::string config =
+      R"({"architecture":"arm64","os":"linux","variant":"v8","rootfs":{"type":"layers","diff_ids":[]}})";
   const std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
                                Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) +
                                R"(},"layers":[]})";
@@ -537,6 +597,122 @@ TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
   for (size_t i = before; i < transport_->seen().size(); ++i) {
     EXPECT_EQ(transport_->seen()[i].url.find("ignored"), std::string::npos);
   }
+}
+
+// ---- lying registries: each a clear error, bounded, nothing looping ----
+
+// A one-layer image whose config is `config`; the registry serves it under tag v1.
+FakeTransport::Handler OneLayerImage(const std::string& config, std::string* manifest_out) {
+  const std::string layer = "sha256:" + std::string(64, '1');
+  std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) +
+      R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":")" +
+      layer + R"(","size":100}]})";
+  *manifest_out = manifest;
+  return [=](const Seen& r) -> Answer {
+    if (r.url.ends_with("/manifests/v1")) {
+      return Answer{200, {{"content-type", std::string(kOciManifest)}}, manifest};
+    }
+    if (r.url.ends_with("/blobs/" + Sha256Digest(config))) return Answer{200, {}, config};
+    return NotFound("BLOB_UNKNOWN");
+  };
+}
+
+TEST_F(ClientTest, ResolveRefusesConfigsWithoutMatchingDiffIds) {
+  const std::string id = "sha256:" + std::string(64, '2');
+  struct Case {
+    std::string config;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {"this is not JSON", "not a JSON object"},
+      {R"(["a","list"])", "not a JSON object"},
+      {R"({"architecture":"amd64","os":"linux"})", "no rootfs"},
+      {R"({"rootfs":{"type":"layers"}})", "no rootfs.diff_ids"},
+      {R"({"rootfs":{"type":"layers","diff_ids":[]}})", "lists 0 diff_ids for the manifest's 1 layers"},
+      {R"({"rootfs":{"type":"layers","diff_ids":[")" + id + R"(",")" + id + R"("]}})",
+       "lists 2 diff_ids"},
+      {R"({"rootfs":{"type":"layers","diff_ids":["sha256:nothex"]}})", "diff_ids[0]"},
+      {R"({"rootfs":{"type":"layers","diff_ids":[7]}})", "diff_ids[0] is not a string"},
+  };
+  for (const Case& c : cases) {
+    std::string manifest;
+    Client& client = Make(OneLayerImage(c.config, &manifest));
+    Result<ResolvedImage> img =
+        Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+    ASSERT_FALSE(img.ok()) << c.config;
+    EXPECT_EQ(img.status().code(), Code::kCorrupt) << c.config;
+    EXPECT_THAT(img.status().message(), ::testing::HasSubstr(c.error)) << c.config;
+    EXPECT_THAT(img.status().message(), ::testing::HasSubstr(Sha256Digest(c.config)));
+  }
+  std::string manifest;
+  Client& client = Make(OneLayerImage(R"({"rootfs":{"type":"layers","diff_ids":[")" + id +
+                                          R"("]},"architecture":"amd64","os":"linux"})",
+                                      &manifest));
+  Result<ResolvedImage> img =
+      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  ASSERT_TRUE(img.ok()) << img.status().ToString();
+  EXPECT_EQ(img->diff_ids, std::vector<std::string>{id});
+}
+
+TEST_F(ClientTest, ResolveNeverFollowsAnIndexIntoAnIndex) {
+  // An index whose entry is another index (or, from a lying registry, itself again): one
+  // level is read, then a clear error; no request loop.
+  const std::string inner =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]})";
+  auto index_naming = [](const std::string& target, size_t size) {
+    return R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":")" +
+           target + R"(","size":)" + std::to_string(size) +
+           R"(,"platform":{"os":"linux","architecture":"amd64"}}]})";
+  };
+  const std::string outer = index_naming(Sha256Digest(inner), inner.size());
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciIndex)}}, outer};
+    return Answer{200, {{"content-type", std::string(kOciIndex)}}, inner};
+  });
+  Result<ResolvedImage> img =
+      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  EXPECT_EQ(img.status().code(), Code::kUnsupported) << img.status().ToString();
+  EXPECT_THAT(img.status().message(), ::testing::HasSubstr("nested indexes"));
+  EXPECT_EQ(transport_->seen().size(), 2u);
+
+  // A registry that answers the entry's digest with the outer index itself.
+  const std::string self = index_naming("sha256:" + std::string(64, '3'), 100);
+  Client& liar = Make([&](const Seen&) -> Answer {
+    return Answer{200, {{"content-type", std::string(kOciIndex)}}, self};
+  });
+  img = Resolve(liar, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  EXPECT_EQ(img.status().code(), Code::kDigestMismatch) << img.status().ToString();
+  EXPECT_EQ(transport_->seen().size(), 2u);
+}
+
+TEST_F(ClientTest, HugeAndEndlessManifestsAreCutOff) {
+  // The fake delivers the whole body; the client keeps at most kMaxManifestBytes of it.
+  std::string huge = "{\"schemaVersion\":2,\"x\":\"" + std::string(kMaxManifestBytes, 'x') + "\"}";
+  Client& client = Make([&](const Seen&) { return Answer{200, {}, huge}; });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "v1");
+  EXPECT_EQ(m.status().code(), Code::kCorrupt);
+  EXPECT_THAT(m.status().message(), ::testing::HasSubstr("larger than 4 MiB"));
+}
+
+TEST_F(ClientTest, OversizedConfigsAreRefusedBeforeTheyAreRead) {
+  std::string manifest;
+  std::string config(1000, ' ');
+  FakeTransport::Handler image = OneLayerImage(config, &manifest);
+  // The manifest claims a config of 1 GiB.
+  std::string lying = manifest;
+  lying.replace(lying.find(std::to_string(config.size())), std::to_string(config.size()).size(),
+                std::to_string(1 << 30));
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciManifest)}}, lying};
+    return image(r);
+  });
+  Result<ResolvedImage> img =
+      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  EXPECT_EQ(img.status().code(), Code::kCorrupt) << img.status().ToString();
+  EXPECT_THAT(img.status().message(), ::testing::HasSubstr("an image config is at most"));
+  for (const Seen& s : transport_->seen()) EXPECT_EQ(s.url.find("/blobs/"), std::string::npos);
 }
 
 TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {

@@ -1,5 +1,6 @@
 #include "registry/manifest.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -165,6 +166,26 @@ TEST(ManifestTest, RejectsBadInputClearly) {
                        R"(,"layers":[{"mediaType":"x","digest":"sha512:)" + std::string(128, 'a') +
                        R"(","size":1}]})";
   EXPECT_EQ(ParseImageManifest(sha512).status().code(), Code::kUnsupported);
+}
+
+TEST(ManifestTest, RefusesMoreLayersThanTheLimit) {
+  auto manifest_with = [](size_t layers) {
+    std::string m = R"({"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
+                    std::string(64, 'c') + R"(","size":2},"layers":[)";
+    for (size_t i = 0; i < layers; ++i) {
+      if (i) m += ",";
+      m += R"({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:)" +
+           std::string(64, 'a') + R"(","size":1})";
+    }
+    return m + "]}";
+  };
+  EXPECT_TRUE(ParseImageManifest(manifest_with(kMaxImageLayers)).ok());
+  std::string big = manifest_with(10000);
+  ASSERT_LT(big.size(), kMaxManifestBytes);  // fits a registry's manifest limit
+  Result<ImageManifest> m = ParseImageManifest(big);
+  EXPECT_EQ(m.status().code(), Code::kUnsupported);
+  EXPECT_THAT(m.status().message(), ::testing::HasSubstr("10000 layers"));
+  EXPECT_THAT(m.status().message(), ::testing::HasSubstr("at most 1000"));
 }
 
 TEST(ManifestTest, ParsesIndexAndSelectsPlatform) {
