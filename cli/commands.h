@@ -12,6 +12,7 @@ struct CommonOptions {
   std::string cache_dir;  // "" = cache::Cache::DefaultRoot()
   std::string platform;   // "" = the host's
   std::string pull = "missing";
+  int stall_timeout_s = 30;  // registry::ClientOptions::stall_timeout_s
 };
 
 struct MountOptions {

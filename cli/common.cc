@@ -69,8 +69,9 @@ std::string UtcMinute(int64_t unix_seconds) {
   return out;
 }
 
-registry::ClientOptions DefaultClientOptions() {
+registry::ClientOptions DefaultClientOptions(const CommonOptions& common) {
   registry::ClientOptions options;
+  options.stall_timeout_s = common.stall_timeout_s;
   options.mirrors = registry::DockerDaemonMirrors();
   return options;
 }

@@ -1,10 +1,12 @@
 #include "cli/daemon.h"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 
@@ -44,7 +46,12 @@ int WaitForChild(pid_t pid, int read_fd) {
 }
 
 [[noreturn]] void ServeInChild(const std::string& what, const std::string& log_file,
-                               const ServeFunction& serve, int ready_fd) {
+                               const ServeFunction& serve, int ready_fd, pid_t parent) {
+  // Until it is ready the child lives only for the command waiting on it: when that command
+  // ends (Ctrl-C, SIGTERM, SIGKILL, a timeout) the child gets SIGTERM and no half-made mount
+  // lingers, retrying a registry for nobody.
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != parent) ::_exit(1);  // the parent was gone before the line above
   ::setsid();
   int devnull = ::open("/dev/null", O_RDWR);
   if (devnull >= 0) {
@@ -52,6 +59,7 @@ int WaitForChild(pid_t pid, int read_fd) {
     ::dup2(devnull, 1);
   }
   Status s = serve([&] {
+    ::prctl(PR_SET_PDEATHSIG, 0);  // the parent's exit after "ok" must not end the mount
     WriteAll(ready_fd, "ok");
     ::close(ready_fd);
     ready_fd = -1;
@@ -81,6 +89,7 @@ int RunInBackground(const std::string& what, const std::string& log_file,
   if (::pipe2(pipefd, O_CLOEXEC) != 0) {
     return Fail(Status::IoError(std::string("pipe: ") + std::strerror(errno)));
   }
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return Fail(Status::IoError(std::string("fork: ") + std::strerror(errno)));
   if (pid > 0) {
@@ -88,7 +97,7 @@ int RunInBackground(const std::string& what, const std::string& log_file,
     return WaitForChild(pid, pipefd[0]);
   }
   ::close(pipefd[0]);
-  ServeInChild(what, log_file, serve, pipefd[1]);
+  ServeInChild(what, log_file, serve, pipefd[1], parent);
 }
 
 }  // namespace imgfs::cli

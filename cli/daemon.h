@@ -3,7 +3,9 @@
 // parent waits on a pipe and returns only once the child says it is ready (exit status 0) or
 // has failed (exit status 1, the child's error printed as "imgfs: <message>").
 //
-// `serve` calls `ready()` at most once, when the service can be used. From then on nobody
+// Until ready, the child ends (SIGTERM) with the parent: an interrupted or killed command takes
+// its half-started daemon with it. `serve` calls `ready()` at most once, when the service can
+// be used. From then on nobody
 // reads the child's stderr, so it is sent to `log_file` (appended; /dev/null when it cannot be
 // opened). A failure after ready is logged there, naming `what`.
 //

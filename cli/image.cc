@@ -30,14 +30,17 @@ Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target,
                                                const CommonOptions& common) {
   auto out = std::make_unique<OpenedImage>();
   IMGFS_ASSIGN_OR_RETURN(out->cache, cache::Cache::Open(CacheRoot(common)));
-  out->client = std::make_unique<registry::Client>(DefaultClientOptions());
+  registry::ClientOptions client_options = DefaultClientOptions(common);
+  client_options.cancel = &out->cancel;
+  out->client = std::make_unique<registry::Client>(client_options);
   IMGFS_ASSIGN_OR_RETURN(out->image, ResolveImage(target.ref, target.platform, target.policy,
                                                   out->client.get(), out->cache.get()));
   IMGFS_RETURN_IF_ERROR(CheckPlatform(out->image, target));
   out->registry_source = std::make_unique<RegistryBlobSource>(out->client.get(), target.ref);
   out->source = std::make_unique<MeteredBlobSource>(out->registry_source.get());
   IMGFS_ASSIGN_OR_RETURN(out->layers,
-                         IndexLayers(out->image.parsed, out->cache.get(), out->source.get()));
+                         IndexLayers(out->image.parsed, out->image.diff_ids, out->cache.get(),
+                                     out->source.get(), &out->cancel));
   IMGFS_ASSIGN_OR_RETURN(out->tree, fs::Tree::Build(out->layers));
   out->reader = std::make_unique<fs::ContentReader>(out->layers, out->cache.get(),
                                                     out->source.get());

@@ -8,6 +8,7 @@
 // Thread-safety: as its parts (tree and reader are safe from many threads).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,6 +26,8 @@
 namespace imgfs::cli {
 
 struct OpenedImage {
+  // Set when a layer fails to index: the client's other transfers stop (ClientOptions::cancel).
+  std::atomic<bool> cancel{false};
   std::unique_ptr<cache::Cache> cache;
   std::unique_ptr<registry::Client> client;
   registry::ResolvedImage image;

@@ -56,7 +56,7 @@ int RunInspect(const InspectOptions& options) {
   }
   auto cache = cache::Cache::Open(CacheRoot(options.common));
   if (!cache.ok()) return Fail(cache.status());
-  registry::Client client(DefaultClientOptions());
+  registry::Client client(DefaultClientOptions(options.common));
   auto image = ResolveImage(target->ref, target->platform, target->policy, &client, cache->get());
   if (!image.ok()) return Fail(image.status());
   if (Status s = CheckPlatform(*image, *target); !s.ok()) return Fail(s);

@@ -2,16 +2,18 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 namespace imgfs::cli {
 
-fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d) {
+fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d, std::string diff_id) {
   fs::LayerDescriptor out;
   out.media_type = d.media_type;
   out.digest = d.digest;
   out.size = d.size;
   out.annotations = d.annotations;
+  out.diff_id = std::move(diff_id);
   return out;
 }
 
@@ -32,16 +34,37 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
 }
 
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
-    const registry::ImageManifest& manifest, cache::Cache* cache, cache::BlobSource* source) {
-  std::vector<std::shared_ptr<const fs::LayerIndex>> layers(manifest.layers.size());
-  IMGFS_RETURN_IF_ERROR(
-      ForEachInParallel(layers.size(), kMaxParallelLayers, [&](size_t i) -> Status {
-        const registry::Descriptor& d = manifest.layers[i];
-        auto index = fs::GetOrBuildLayerIndex(ToLayerDescriptor(d), cache, source);
-        if (!index.ok()) return index.status().WithContext("layer " + d.digest);
-        layers[i] = std::make_shared<const fs::LayerIndex>(std::move(index).value());
-        return Status::Ok();
-      }));
+    const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
+    cache::Cache* cache, cache::BlobSource* source, std::atomic<bool>* cancel) {
+  const size_t n = manifest.layers.size();
+  if (!diff_ids.empty() && diff_ids.size() != n) {
+    return Status::Internal("IndexLayers: " + std::to_string(diff_ids.size()) + " diff_ids for " +
+                            std::to_string(n) + " layers");
+  }
+  std::vector<std::shared_ptr<const fs::LayerIndex>> layers(n);
+  // The first failure is the cause: the layers cancelled because of it fail too, and an
+  // earlier one of those must not be reported instead.
+  std::mutex mu;
+  Status first_error;  // GUARDED_BY(mu)
+  std::atomic<bool> failed{false};
+  (void)ForEachInParallel(n, kMaxParallelLayers, [&](size_t i) -> Status {
+    if (failed) return Status::Ok();  // not started: the mount fails anyway
+    const registry::Descriptor& d = manifest.layers[i];
+    auto index = fs::GetOrBuildLayerIndex(
+        ToLayerDescriptor(d, diff_ids.empty() ? std::string() : diff_ids[i]), cache, source);
+    if (index.ok()) {
+      layers[i] = std::make_shared<const fs::LayerIndex>(std::move(index).value());
+      return Status::Ok();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (first_error.ok()) {
+      first_error = index.status().WithContext("layer " + d.digest);
+      failed = true;
+      if (cancel != nullptr) *cancel = true;
+    }
+    return first_error;
+  });
+  if (!first_error.ok()) return first_error;
   return layers;
 }
 

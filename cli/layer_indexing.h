@@ -2,17 +2,21 @@
 // once, before a tree can be built over them.
 //
 // A layer indexed before is read from the cache; otherwise its blob (gzip/tar) or its TOC
-// (eStargz, zstd:chunked) is fetched through `source` and verified by the cache. Fails with
-// the first layer's error in manifest order, prefixed with that layer's digest; the layers
-// that did succeed stay cached.
+// (eStargz, zstd:chunked) is fetched through `source` and verified by the cache; a layer
+// streamed whole is also checked against its diff_id from the image config. Fails with the
+// first error that happened, prefixed with that layer's digest: no further layer is started,
+// and `*cancel` (when given; the registry client's ClientOptions::cancel) is set so that the
+// transfers under way stop too. The layers that did succeed stay cached.
 //
 // Thread-safety: free functions; they work on the calling thread and up to
 // kMaxParallelLayers - 1 threads of their own, joined before they return. `cache` and
 // `source` must be thread-safe.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -30,10 +34,12 @@ inline constexpr int kMaxParallelLayers = 4;
 // failed, OK when none did.
 Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Status(size_t)>& fn);
 
-fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d);
+fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d, std::string diff_id = "");
 
-// The layers' indexes in manifest order (bottom first).
+// The layers' indexes in manifest order (bottom first). `diff_ids` is empty (nothing checked)
+// or has one entry per layer (registry::ResolvedImage::diff_ids).
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
-    const registry::ImageManifest& manifest, cache::Cache* cache, cache::BlobSource* source);
+    const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
+    cache::Cache* cache, cache::BlobSource* source, std::atomic<bool>* cancel = nullptr);
 
 }  // namespace imgfs::cli

@@ -23,6 +23,10 @@ int main(int argc, char** argv) {
                     "missing: use the cached manifest when there is one (default); "
                     "always: revalidate with the registry; never: cache only")
         ->check(CLI::IsMember({"missing", "always", "never"}));
+    cmd->add_option("--stall-timeout", common->stall_timeout_s,
+                    "Seconds a registry transfer may stay below 1 KiB/s before it fails "
+                    "(default 30); a blob gives up after 5 failed attempts")
+        ->check(CLI::Range(1, 3600));
   };
 
   imgfs::cli::MountOptions mount;

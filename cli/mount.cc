@@ -1,6 +1,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <csignal>
 #include <memory>
 
 #include "cli/commands.h"
@@ -63,6 +64,12 @@ int RunMount(const MountOptions& options) {
   auto prefetch = fs::Prefetcher::ParseMode(options.prefetch);
   if (!prefetch.ok()) return Fail(prefetch.status());
   if (options.foreground) {
+    // Interrupting a foreground mount ends it, even when started with these ignored (as a
+    // shell's background job is): nothing outlives it before the mount is served, and FUSE
+    // installs its own handlers (a clean unmount) once it is.
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGHUP, SIG_DFL);
     Status s = MountAndServe(options, *target, *prefetch, [] {});
     return s.ok() ? 0 : Fail(s);
   }

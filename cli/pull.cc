@@ -278,7 +278,7 @@ int RunPull(const PullOptions& options) {
   }
   auto cache = cache::Cache::Open(CacheRoot(common));
   if (!cache.ok()) return Fail(cache.status());
-  registry::Client client(DefaultClientOptions());
+  registry::Client client(DefaultClientOptions(common));
   PullOutput out(PullOutput::ModeFor(options.quiet, STDOUT_FILENO));
   PullContext ctx{cache->get(), &client, &out, *mode};
 

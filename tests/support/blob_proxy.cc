@@ -22,6 +22,7 @@ std::string ProxiedRequest::ToString() const {
   if (start >= 0) out << " from offset " << start;
   if (flipped) out << " (bit flipped)";
   if (aborted) out << " (aborted)";
+  if (!fault.empty()) out << " (" << fault << (stalled ? ", stalled" : "") << ")";
   return out.str();
 }
 
@@ -55,7 +56,7 @@ Result<std::unique_ptr<BlobProxy>> BlobProxy::Start(int upstream_port) {
 BlobProxy::~BlobProxy() { process_.Stop(1000); }
 
 Status BlobProxy::WriteControl() {
-  const std::string json = "{\"flips\": " + flips_ +
+  const std::string json = "{\"flips\": " + flips_ + ", \"faults\": " + faults_ +
                            ", \"tags_page_size\": " + std::to_string(tags_page_size_) + "}";
   // rename() makes the switch atomic for the proxy, which re-reads the file per request.
   const std::string tmp = dir_.Sub("control.json.tmp");
@@ -73,6 +74,17 @@ Status BlobProxy::SetFlip(const std::string& digest, uint64_t offset) {
 
 Status BlobProxy::ClearFlips() {
   flips_ = "[]";
+  return WriteControl();
+}
+
+Status BlobProxy::SetFault(const std::string& path_part, Fault fault, uint64_t after) {
+  const char* mode = fault == Fault::kStall ? "stall" : fault == Fault::kCut ? "cut" : "endless";
+  faults_ = nlohmann::json::array({{{"path", path_part}, {"mode", mode}, {"after", after}}}).dump();
+  return WriteControl();
+}
+
+Status BlobProxy::ClearFaults() {
+  faults_ = "[]";
   return WriteControl();
 }
 
@@ -107,6 +119,8 @@ Result<std::vector<ProxiedRequest>> BlobProxy::Requests() const {
       r.start = j.value("start", int64_t{-1});
       r.flipped = j.value("flipped", false);
       r.aborted = j.value("aborted", false);
+      r.fault = j.value("fault", "");
+      r.stalled = j.value("stalled", false);
     } catch (const nlohmann::json::exception& e) {
       return Status::Corrupt("proxy log line " + line + ": " + e.what());
     }

@@ -8,7 +8,10 @@
 // registry side of a transfer: what imgfs received, whatever imgfs itself reports.
 //
 // Faults: SetFlip() makes every later response body that carries byte OFFSET of blob DIGEST
-// carry it with its lowest bit inverted; ClearFlips() returns to pass-through. Paging:
+// carry it with its lowest bit inverted; ClearFlips() returns to pass-through. SetFault()
+// makes GET responses whose path contains a string stall, break off or run on without end
+// (a registry that goes silent, truncates, or sends an over-long body); ClearFaults() ends
+// that. Paging:
 // SetTagsPageSize(n) makes tags lists come in pages of at most n tags linked by Link headers,
 // as Docker Hub serves them (the test registry sends one page). All take effect for requests
 // that start after they return (a control file the proxy re-reads per request).
@@ -39,6 +42,9 @@ struct ProxiedRequest {
   int64_t start = -1;    // blob offset of the body's first byte; -1 when not a blob body
   bool flipped = false;  // a bit of this body was inverted
   bool aborted = false;  // the client went away before the body was complete
+  std::string fault;     // the SetFault mode applied ("stall", "cut", "endless"), else ""
+  // This line marks the start of a stall (an extra line; the request's own comes at its end).
+  bool stalled = false;
 
   bool IsBlobBody() const { return !digest.empty() && start >= 0; }
   // One line for assertion messages: "GET /v2/.../blobs/sha256:ab.. Range=bytes=0-9 206 10".
@@ -61,6 +67,15 @@ class BlobProxy {
   // 0: tags lists pass through unchanged.
   Status SetTagsPageSize(int n);
 
+  enum class Fault {
+    kStall,    // `after` body bytes, then silence until the client goes away
+    kCut,      // `after` body bytes, then the connection is closed
+    kEndless,  // the body without Content-Length, then zeros without end
+  };
+  // Applies `fault` to GET responses whose path contains `path_part` (e.g. a digest).
+  Status SetFault(const std::string& path_part, Fault fault, uint64_t after = 0);
+  Status ClearFaults();
+
   // Every request finished so far, in the order they finished.
   Result<std::vector<ProxiedRequest>> Requests() const;
   // Requests() as text, one per line, for failure messages.
@@ -74,7 +89,8 @@ class BlobProxy {
   TempDir dir_;
   BackgroundProcess process_;
   int port_ = 0;
-  std::string flips_ = "[]";  // the control file's "flips", as JSON
+  std::string flips_ = "[]";   // the control file's "flips", as JSON
+  std::string faults_ = "[]";  // the control file's "faults", as JSON
   int tags_page_size_ = 0;
 };
 

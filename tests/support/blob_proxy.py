@@ -14,7 +14,15 @@ body's first byte (from Content-Range, 0 for a whole-blob 200, -1 when not a blo
 
 Faults: the control file (JSON, re-read on every request, replaced atomically by the test)
 may hold {"flips": [{"digest": "sha256:...", "offset": N}]}: the lowest bit of blob byte N is
-inverted in every response body that carries it. A missing or empty file means pass-through.
+inverted in every response body that carries it; and {"faults": [{"path": S, "mode": M,
+"after": N}]} for GET responses whose path contains S (the first fault that matches):
+  stall    N body bytes are sent, then nothing, until the client goes away (an extra log
+           line with "stalled": true is written when the silence starts, before the request's
+           own line at its end);
+  cut      N body bytes are sent, then the connection is closed (a truncated body);
+  endless  the body is sent without Content-Length and followed by zeros without end (an
+           over-long body), until the client goes away.
+A missing or empty file means pass-through.
 
 Paging: with {"tags_page_size": N} in the control file, GET /v2/<repo>/tags/list answers with
 at most N tags (fewer when the request's ?n= asks for fewer) after the request's ?last=, in
@@ -32,6 +40,8 @@ import http.server
 import json
 import os
 import re
+import select
+import socket
 import socketserver
 import sys
 import threading
@@ -73,6 +83,12 @@ class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
             return []
         return [int(x["offset"]) for x in self.control().get("flips", [])
                 if x.get("digest") == digest]
+
+    def fault(self, path):
+        for x in self.control().get("faults", []):
+            if x.get("path", "") in path:
+                return x
+        return None
 
     def record(self, entry):
         line = json.dumps(entry, sort_keys=True)
@@ -130,17 +146,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     cr = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
                     entry["start"] = int(cr.group(1)) if cr else -1
             flips = server.flips(entry["digest"]) if entry["start"] >= 0 else []
+            fault = server.fault(self.path) if self.command == "GET" else None
+            mode = fault["mode"] if fault else ""
+            after = int(fault.get("after", 0)) if fault else -1
+            if mode:
+                entry["fault"] = mode
 
             declared = resp.getheader("Content-Length")
             chunked = declared is None and self.command != "HEAD"
             buffered = resp.read() if chunked else None
             self.send_response_only(resp.status, resp.reason)
             for k, v in resp.getheaders():
-                if k.lower() in HOP_BY_HOP or (chunked and k.lower() == "content-length"):
+                if k.lower() in HOP_BY_HOP or k.lower() == "content-length":
                     continue
                 self.send_header(k, v)
-            if chunked:
+            if mode == "endless":
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            elif chunked:
                 self.send_header("Content-Length", str(len(buffered)))
+            elif declared is not None:
+                self.send_header("Content-Length", declared)
             if self.command == "HEAD" or declared == "0" or (chunked and not buffered):
                 self.log_entry(entry)  # the headers are the whole response
             self.end_headers()
@@ -156,6 +182,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     data = resp.read(PIECE)
                 if not data:
                     break
+                if after >= 0 and mode in ("stall", "cut"):
+                    room = after - entry["bytes"]
+                    if room <= 0:
+                        break
+                    data = data[:room]
                 if flips:
                     piece = bytearray(data)
                     for off in flips:
@@ -168,17 +199,49 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 entry["bytes"] += len(data)
                 pos += len(data)
                 pending = data
+            if mode == "stall":
+                if pending:
+                    self.wfile.write(pending)
+                self.wfile.flush()
+                upstream.close()
+                server.record(dict(entry, stalled=True))
+                self.wait_for_client_to_leave()
+                self.close_connection = True
+                return
+            if mode == "endless":
+                if pending:
+                    self.wfile.write(pending)
+                upstream.close()
+                zeros = bytes(PIECE)
+                while True:
+                    self.wfile.write(zeros)
+                    entry["bytes"] += len(zeros)
             self.log_entry(entry)
             if pending:
                 self.wfile.write(pending)
             self.wfile.flush()
             upstream.close()
+            if mode == "cut":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
             entry["aborted"] = True
             entry["error"] = str(e)
             self.close_connection = True
         finally:
             self.log_entry(entry)
+
+    def wait_for_client_to_leave(self):
+        """Sends nothing until the client closes the connection (or an hour passes)."""
+        deadline = time.time() + 3600
+        while time.time() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.2)
+            if readable:
+                try:
+                    if not self.connection.recv(65536):
+                        return
+                except OSError:
+                    return
 
     def log_entry(self, entry):
         """Logs the request once. Called before the response's last bytes go out, so a
