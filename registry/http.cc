@@ -120,7 +120,7 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
   });
 }
 
-int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
   auto* ex = static_cast<Exchange*>(user);
   const std::atomic<bool>* cancel = ex->request->cancel;
   return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 1 : 0;
@@ -323,10 +323,10 @@ class CurlTransport : public HttpTransport {
     pool_.push_back(std::move(h));
   }
 
-  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) noexcept {
     static_cast<CurlTransport*>(user)->share_mu_[Index(data)].lock();
   }
-  static void Unlock(CURL*, curl_lock_data data, void* user) {
+  static void Unlock(CURL*, curl_lock_data data, void* user) noexcept {
     static_cast<CurlTransport*>(user)->share_mu_[Index(data)].unlock();
   }
   static size_t Index(curl_lock_data data) {
