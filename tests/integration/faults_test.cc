@@ -1,0 +1,189 @@
+// Faults of the machine rather than of the registry: the daemon killed (SIGKILL) in the middle
+// of its work, and the disk under the cache filling up. Afterwards the cache must hold nothing
+// wrong: `imgfs umount` clears a dead mount point, and the next mount works and reads the
+// image's bytes (compared with umoci's unpack of it).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "tests/support/blob_proxy.h"
+#include "tests/support/files.h"
+#include "tests/support/imgfs_mount.h"
+#include "tests/support/lazy_images.h"
+#include "tests/support/process.h"
+#include "tests/support/registry_server.h"
+#include "tests/support/test_world.h"
+#include "tests/support/tree_compare.h"
+
+namespace imgfs::test {
+namespace {
+
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+class WorldEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override { TestWorld::Reset(); }
+};
+[[maybe_unused]] auto* const kWorldEnvironment =
+    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
+
+bool WaitFor(const std::function<bool()>& done, double seconds) {
+  const auto start = Clock::now();
+  while (!done()) {
+    if (std::chrono::duration<double>(Clock::now() - start).count() > seconds) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// A tmpfs of `bytes` mounted on a fresh directory, unmounted by the destructor.
+class SmallDisk {
+ public:
+  explicit SmallDisk(uint64_t bytes) {
+    RunResult r = RunCommand({"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(bytes),
+                              "tmpfs", dir_.path()});
+    error_ = r.ok() ? "" : "cannot mount a tmpfs (the tests run as root): " + r.Describe();
+  }
+  ~SmallDisk() { RunCommand({"umount", "-l", dir_.path()}); }
+  Status Resize(uint64_t bytes) {
+    return RunOk({"mount", "-o", "remount,size=" + std::to_string(bytes), dir_.path()});
+  }
+  const std::string& error() const { return error_; }
+  std::string Sub(const std::string& name) const { return dir_.Sub(name); }
+
+ private:
+  TempDir dir_{"disk"};
+  std::string error_;
+};
+
+class FaultsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Status s = CheckImgfsBinary();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
+    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+    image_ = *pushed;
+    auto registry = TestWorld::Get().Registry();
+    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+    auto proxy = BlobProxy::Start((*registry)->port());
+    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+    proxy_ = std::move(*proxy);
+    auto manifest = FetchManifest(image_.host, image_.repo, image_.tag);
+    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+    ASSERT_FALSE(manifest->layers.empty());
+    layer_ = manifest->layers.front();
+  }
+
+  std::string Proxied() const { return proxy_->host() + "/" + image_.repo + ":" + image_.tag; }
+
+  // Mounts the image with `cache` (at `mount`'s mount point) and compares it with umoci's
+  // unpack: what the cache kept through the fault is right.
+  void ExpectMountsAndReadsRight(ImgfsMount& mount) {
+    ASSERT_TRUE(proxy_->ClearFaults().ok());
+    RunResult r = mount.Mount(Proxied());
+    ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+    TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("busybox"), mount.path());
+    EXPECT_TRUE(diff.empty()) << diff.ToString();
+    EXPECT_GE(diff.entries_compared, 4u);
+    mount.Unmount();
+    EXPECT_EQ(mount.forced_cleanup(), "");
+  }
+
+  PushedImage image_;
+  std::unique_ptr<BlobProxy> proxy_;
+  ManifestLayer layer_;
+  TempDir cache_{"cache"};
+};
+
+TEST_F(FaultsTest, DaemonKilledDuringTheLayerFetchLeavesTheCacheConsistent) {
+  // The registry sends half the layer and then nothing: the daemon is in the middle of
+  // writing the blob into the cache when it is killed.
+  ASSERT_TRUE(proxy_->SetFault(layer_.digest, BlobProxy::Fault::kStall, layer_.size / 2).ok());
+  ImgfsMount mount(cache_.path());
+  TempDir logs("logs");
+  BackgroundProcess command;
+  ASSERT_TRUE(command
+                  .Start({ImgfsBinary(), "mount", "--cache", cache_.path(), "--stall-timeout",
+                          "600", Proxied(), mount.path()},
+                         logs.Sub("out"), logs.Sub("err"),
+                         {{"DOCKER_CONFIG", mount.docker_config()}})
+                  .ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto requests = proxy_->Requests();
+        if (!requests.ok()) return false;
+        return std::any_of(requests->begin(), requests->end(),
+                           [](const ProxiedRequest& q) { return q.stalled; });
+      },
+      60))
+      << proxy_->Describe();
+  std::vector<pid_t> pids = ImgfsProcessesFor(mount.path());
+  pids.erase(std::remove(pids.begin(), pids.end(), command.pid()), pids.end());
+  ASSERT_EQ(pids.size(), 1u) << "the daemon of the mount";
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return !command.running(); }, 10))
+      << "imgfs mount did not return after its daemon was killed";
+  auto err = ReadFile(logs.Sub("err"));
+  EXPECT_THAT(err.ok() ? *err : "", HasSubstr("ended before the mount was ready"));
+  EXPECT_FALSE(mount.mounted());
+  ExpectMountsAndReadsRight(mount);
+}
+
+TEST_F(FaultsTest, UmountClearsTheMountPointOfAKilledDaemon) {
+  ImgfsMount mount(cache_.path());
+  RunResult r = mount.Mount(Proxied());
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  // A file held open keeps the mount busy: a plain unmount of the dead mount fails (EBUSY).
+  int fd = ::open(mount.Path("bin/busybox").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << std::strerror(errno);
+  std::vector<pid_t> pids = ImgfsProcessesFor(mount.path());
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10));
+  struct statfs fs;
+  ASSERT_NE(::statfs(mount.path().c_str(), &fs), 0);
+  ASSERT_EQ(errno, ENOTCONN) << "a FUSE mount without its daemon";
+
+  RunResult u = RunImgfs({"umount", mount.path()});
+  EXPECT_TRUE(u.ok()) << u.Describe();
+  EXPECT_FALSE(mount.mounted());
+  EXPECT_EQ(::statfs(mount.path().c_str(), &fs), 0) << std::strerror(errno);
+  ::close(fd);
+  ExpectMountsAndReadsRight(mount);
+}
+
+TEST_F(FaultsTest, FullDiskWhileStoringTheLayerFailsCleanly) {
+  // A cache on a disk with room for the metadata but not for the layer blob.
+  SmallDisk disk(std::max<uint64_t>(layer_.size / 2, 64 << 10) & ~uint64_t{4095});
+  ASSERT_EQ(disk.error(), "");
+  const std::string cache = disk.Sub("cache");
+  ImgfsMount full(cache);
+  RunResult r = full.Mount(Proxied());
+  EXPECT_FALSE(r.ok()) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("No space left on device"));
+  EXPECT_FALSE(full.mounted());
+  EXPECT_TRUE(ImgfsProcessesFor(full.path()).empty());
+
+  // With room again, the same cache mounts the image and reads it right.
+  ASSERT_TRUE(disk.Resize(256 << 20).ok());
+  ImgfsMount mount(cache);
+  ExpectMountsAndReadsRight(mount);
+}
+
+}  // namespace
+}  // namespace imgfs::test
