@@ -32,7 +32,6 @@ namespace imgfs::test {
 namespace {
 
 using ::testing::HasSubstr;
-using Clock = std::chrono::steady_clock;
 
 class WorldEnvironment : public ::testing::Environment {
  public:
@@ -40,15 +39,6 @@ class WorldEnvironment : public ::testing::Environment {
 };
 [[maybe_unused]] auto* const kWorldEnvironment =
     ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
-bool WaitFor(const std::function<bool()>& done, double seconds) {
-  const auto start = Clock::now();
-  while (!done()) {
-    if (std::chrono::duration<double>(Clock::now() - start).count() > seconds) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
 
 // A tmpfs of `bytes` mounted on a fresh directory, unmounted by the destructor.
 class SmallDisk {
@@ -123,20 +113,13 @@ TEST_F(FaultsTest, DaemonKilledDuringTheLayerFetchLeavesTheCacheConsistent) {
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto requests = proxy_->Requests();
-        if (!requests.ok()) return false;
-        return std::any_of(requests->begin(), requests->end(),
-                           [](const ProxiedRequest& q) { return q.stalled; });
-      },
-      60))
+  ASSERT_TRUE(proxy_->WaitForStall(60))
       << proxy_->Describe();
   std::vector<pid_t> pids = ImgfsProcessesFor(mount.path());
   pids.erase(std::remove(pids.begin(), pids.end(), command.pid()), pids.end());
   ASSERT_EQ(pids.size(), 1u) << "the daemon of the mount";
   ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
-  ASSERT_TRUE(WaitFor([&] { return !command.running(); }, 10))
+  ASSERT_TRUE(WaitUntil([&] { return !command.running(); }, 10))
       << "imgfs mount did not return after its daemon was killed";
   auto err = ReadFile(logs.Sub("err"));
   EXPECT_THAT(err.ok() ? *err : "", HasSubstr("ended before the mount was ready"));
@@ -154,7 +137,7 @@ TEST_F(FaultsTest, UmountClearsTheMountPointOfAKilledDaemon) {
   std::vector<pid_t> pids = ImgfsProcessesFor(mount.path());
   ASSERT_EQ(pids.size(), 1u);
   ASSERT_EQ(::kill(pids[0], SIGKILL), 0);
-  ASSERT_TRUE(WaitFor([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10));
+  ASSERT_TRUE(WaitUntil([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10));
   struct statfs fs;
   ASSERT_NE(::statfs(mount.path().c_str(), &fs), 0);
   ASSERT_EQ(errno, ENOTCONN) << "a FUSE mount without its daemon";

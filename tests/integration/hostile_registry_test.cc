@@ -43,16 +43,6 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Polls `done` every 20 ms until it holds or `seconds` pass; returns whether it held.
-bool WaitFor(const std::function<bool()>& done, double seconds) {
-  const auto start = Clock::now();
-  while (!done()) {
-    if (SecondsSince(start) > seconds) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
 class HostileRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -143,21 +133,12 @@ TEST_F(HostileRegistryTest, InterruptedMountTakesItsHalfStartedDaemonWithIt) {
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto requests = proxy_->Requests();
-        if (!requests.ok()) return false;
-        for (const ProxiedRequest& q : *requests) {
-          if (q.stalled) return true;
-        }
-        return false;
-      },
-      60))
+  ASSERT_TRUE(proxy_->WaitForStall(60))
       << "the layer transfer never reached the stall:\n"
       << proxy_->Describe();
   EXPECT_EQ(ImgfsProcessesFor(mount.path()).size(), 2u) << "the command and its daemon";
   ASSERT_EQ(::kill(command.pid(), SIGINT), 0);
-  EXPECT_TRUE(WaitFor([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10))
+  EXPECT_TRUE(WaitUntil([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10))
       << "the daemon outlived the interrupted command";
   EXPECT_FALSE(mount.mounted());
   ExpectHonestImageMounts();
@@ -174,19 +155,10 @@ TEST_F(HostileRegistryTest, InterruptedForegroundMountEnds) {
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        auto requests = proxy_->Requests();
-        if (!requests.ok()) return false;
-        for (const ProxiedRequest& q : *requests) {
-          if (q.stalled) return true;
-        }
-        return false;
-      },
-      60))
+  ASSERT_TRUE(proxy_->WaitForStall(60))
       << proxy_->Describe();
   ASSERT_EQ(::kill(command.pid(), SIGTERM), 0);
-  EXPECT_TRUE(WaitFor([&] { return !command.running(); }, 10));
+  EXPECT_TRUE(WaitUntil([&] { return !command.running(); }, 10));
   EXPECT_TRUE(ImgfsProcessesFor(mount.path()).empty());
   EXPECT_FALSE(mount.mounted());
 }

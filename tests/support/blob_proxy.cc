@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <thread>
@@ -127,6 +128,16 @@ Result<std::vector<ProxiedRequest>> BlobProxy::Requests() const {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+bool BlobProxy::WaitForStall(double seconds) const {
+  return WaitUntil(
+      [&] {
+        auto requests = Requests();
+        return requests.ok() && std::any_of(requests->begin(), requests->end(),
+                                            [](const ProxiedRequest& q) { return q.stalled; });
+      },
+      seconds);
 }
 
 std::string BlobProxy::Describe() const {

@@ -76,6 +76,9 @@ class BlobProxy {
   Status SetFault(const std::string& path_part, Fault fault, uint64_t after = 0);
   Status ClearFaults();
 
+  // True once a response has begun a kStall silence, within `seconds`.
+  bool WaitForStall(double seconds) const;
+
   // Every request finished so far, in the order they finished.
   Result<std::vector<ProxiedRequest>> Requests() const;
   // Requests() as text, one per line, for failure messages.

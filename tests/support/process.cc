@@ -289,4 +289,14 @@ std::string Lower(std::string s) {
   return s;
 }
 
+bool WaitUntil(const std::function<bool()>& done, double seconds) {
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
 }  // namespace imgfs::test

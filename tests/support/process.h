@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,10 @@ struct RunResult {
 };
 
 RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& options = {});
+
+// Polls `done` every 20 ms until it holds or `seconds` pass; whether it held. For waiting on
+// work another process does, instead of sleeping a fixed time.
+bool WaitUntil(const std::function<bool()>& done, double seconds);
 
 // RunCommand() that turns a non-zero exit into a Status carrying Describe().
 Status RunOk(const std::vector<std::string>& argv, const RunOptions& options = {});
