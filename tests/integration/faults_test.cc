@@ -33,13 +33,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
 // A tmpfs of `bytes` mounted on a fresh directory, unmounted by the destructor.
 class SmallDisk {
  public:

@@ -32,13 +32,6 @@ namespace {
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override { TestWorld::Reset(); }
-};
-[[maybe_unused]] auto* const kWorldEnvironment =
-    ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
-
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
