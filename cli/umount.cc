@@ -38,7 +38,8 @@ int Fusermount(const std::vector<std::string>& args, const std::string& mountpoi
 // the daemon; a stat may be answered from the kernel's attribute cache.
 bool IsDeadMount(const std::string& path) {
   struct statfs st;
-  return ::statfs(path.c_str(), &st) != 0 && errno == ENOTCONN;
+  // ECONNABORTED while the kernel is still aborting the connection.
+  return ::statfs(path.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED);
 }
 
 }  // namespace
