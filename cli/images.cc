@@ -35,7 +35,7 @@ int RunImages(const ImagesOptions& options) {
   if (blobs.ok()) {
     for (const cache::BlobUsage& b : *blobs) access[b.digest] = b.access_unix;
   }
-  registry::Client client(DefaultClientOptions());  // never asked: --pull never
+  registry::Client client(DefaultClientOptions(options.common));  // never asked: --pull never
   registry::Platform host = registry::Platform::Host();
 
   std::vector<Row> rows;
