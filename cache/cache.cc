@@ -180,7 +180,7 @@ Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
 }
 
 bool CacheImpl::HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) {
-  if (!ValidateDigest(blob).ok() || clen == 0 || clen > kMaxUnitSize ||
+  if (!ValidateDigest(blob).ok() || clen == 0 || clen > kMaxUnitBytes ||
       coff > (uint64_t{1} << 62)) {
     return false;
   }

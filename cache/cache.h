@@ -34,8 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/blob_source.h"
 #include "base/status.h"
-#include "cache/blob_source.h"
 
 namespace imgfs::cache {
 

@@ -140,11 +140,11 @@ Status CheckUnit(const UnitRef& unit) {
     s = ValidateDigest(unit.sha256);
     if (!s.ok()) return s.WithContext("unit of blob " + unit.blob);
   }
-  if (unit.clen == 0 || unit.clen > kMaxUnitSize) {
+  if (unit.clen == 0 || unit.clen > kMaxUnitBytes) {
     return Status::InvalidArgument("unit of blob " + unit.blob + " at offset " +
                                    std::to_string(unit.coff) + " has length " +
                                    std::to_string(unit.clen) + " (must be 1.." +
-                                   std::to_string(kMaxUnitSize) + ")");
+                                   std::to_string(kMaxUnitBytes) + ")");
   }
   if (unit.coff > (uint64_t{1} << 62)) {
     return Status::InvalidArgument("unit of blob " + unit.blob + " has offset " +

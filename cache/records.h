@@ -17,9 +17,6 @@
 
 namespace imgfs::cache {
 
-// Units are a few MiB at most (eStargz chunks, zstd frames, zran spans); a bigger one comes
-// from a damaged or hostile index and would only exhaust memory.
-inline constexpr uint64_t kMaxUnitSize = uint64_t{1} << 30;
 inline constexpr size_t kHexLen = 64;
 
 void AppendU64(std::string* out, uint64_t v);
@@ -60,7 +57,7 @@ std::optional<std::string> DecodeLayerIndex(std::string_view v);
 // ---- units ----
 
 // A UnitRef the cache accepts: a valid blob digest, a sha256 or a verifier, a length of
-// 1..kMaxUnitSize, a plausible offset. kInvalidArgument naming the unit otherwise.
+// 1..kMaxUnitBytes (base/blob_source.h), a plausible offset. kInvalidArgument naming the unit otherwise.
 Status CheckUnit(const UnitRef& unit);
 // Checks `bytes` against the unit's length and sha256 or verify (whose exceptions are caught).
 // On failure `*actual` says what was found instead ("sha256:..." or the verifier's complaint).

@@ -19,6 +19,7 @@
 #include "cli/common.h"
 #include "cli/registry_blob_source.h"
 #include "fs/tree/content_reader.h"
+#include "fs/tree/image_layers.h"
 #include "fs/tree/tree.h"
 #include "registry/client.h"
 #include "registry/resolve.h"
@@ -34,6 +35,7 @@ struct OpenedImage {
   std::unique_ptr<RegistryBlobSource> registry_source;
   std::unique_ptr<MeteredBlobSource> source;  // what was fetched, per blob (imgfs stats)
   std::vector<std::shared_ptr<const fs::LayerIndex>> layers;
+  std::shared_ptr<const fs::ImageLayers> image_layers;  // the layers as the reader sees them
   std::unique_ptr<fs::Tree> tree;
   std::unique_ptr<fs::ContentReader> reader;
 };

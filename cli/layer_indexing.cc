@@ -35,7 +35,7 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
 
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
-    cache::Cache* cache, cache::BlobSource* source, std::atomic<bool>* cancel) {
+    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel) {
   const size_t n = manifest.layers.size();
   if (!diff_ids.empty() && diff_ids.size() != n) {
     return Status::Internal("IndexLayers: " + std::to_string(diff_ids.size()) + " diff_ids for " +

@@ -40,6 +40,6 @@ fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d, std::string
 // or has one entry per layer (registry::ResolvedImage::diff_ids).
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
-    cache::Cache* cache, cache::BlobSource* source, std::atomic<bool>* cancel = nullptr);
+    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel = nullptr);
 
 }  // namespace imgfs::cli

@@ -48,7 +48,8 @@ Status MountAndServe(const MountOptions& options, const Target& target,
   };
   // Made before the mount and started once it is ready: prefetching must not delay the
   // moment the user can read, and it stops (joins) before the cache closes.
-  fs::Prefetcher prefetcher(image.layers, image.cache.get(), image.source.get(), prefetch_mode);
+  fs::Prefetcher prefetcher(image.image_layers, image.cache.get(), image.source.get(),
+                            prefetch_mode);
   return fs::ServeFuse(*image.tree, *image.reader, fuse, [&] {
     ready();
     prefetcher.Start();

@@ -9,13 +9,13 @@
 #include <map>
 #include <mutex>
 
-#include "cache/blob_source.h"
+#include "base/blob_source.h"
 #include "registry/client.h"
 #include "registry/reference.h"
 
 namespace imgfs::cli {
 
-class RegistryBlobSource : public cache::BlobSource {
+class RegistryBlobSource : public BlobSource {
  public:
   RegistryBlobSource(registry::Client* client, registry::Reference repo)
       : client_(client), repo_(std::move(repo)) {}
@@ -42,14 +42,14 @@ namespace imgfs::cli {
 // Counts what passes through another BlobSource, per blob: the bytes a mount really fetched
 // from the registry (what `imgfs stats` reports; the cache's hits never come here).
 // Thread-safe. Does not own `inner`.
-class MeteredBlobSource : public cache::BlobSource {
+class MeteredBlobSource : public BlobSource {
  public:
   struct Counts {
     uint64_t bytes = 0;
     uint64_t requests = 0;
   };
 
-  explicit MeteredBlobSource(cache::BlobSource* inner) : inner_(inner) {}
+  explicit MeteredBlobSource(BlobSource* inner) : inner_(inner) {}
 
   Status ReadRange(std::string_view digest, uint64_t offset, uint64_t length,
                    std::string* out) override {
@@ -84,7 +84,7 @@ class MeteredBlobSource : public cache::BlobSource {
     c.requests += 1;
   }
 
-  cache::BlobSource* const inner_;
+  BlobSource* const inner_;
   mutable std::mutex mu_;
   std::map<std::string, Counts> counts_;  // GUARDED_BY(mu_)
 };

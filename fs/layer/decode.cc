@@ -7,14 +7,11 @@
 #include <limits>
 #include <memory>
 
+#include "base/blob_source.h"
 #include "fs/layer/zlib_stream.h"
 
 namespace imgfs::fs {
 namespace {
-
-// Units are about a MiB; a deflate block can stretch one to a few MiB. Anything this large is
-// a damaged index, and refusing it keeps a bad index from exhausting memory.
-constexpr uint64_t kMaxUnitLen = uint64_t{1} << 32;
 
 constexpr int kGzipWindowBits = 15 + 16;
 constexpr int kRawWindowBits = -15;
@@ -139,7 +136,10 @@ Result<std::string> DecodeUnit(const Unit& unit, std::string_view compressed) {
     return Status::Internal("DecodeUnit: got " + std::to_string(compressed.size()) +
                             " bytes for a unit of " + std::to_string(unit.clen));
   }
-  if (unit.ulen > kMaxUnitLen) return Corrupt(unit, "implausible decoded length");
+  if (unit.ulen > kMaxUnitBytes) {
+    return Corrupt(unit, "decodes to " + std::to_string(unit.ulen) +
+                             " bytes, more than the limit of " + std::to_string(kMaxUnitBytes));
+  }
   switch (unit.codec) {
     case UnitCodec::kRaw:
       if (unit.ulen != unit.clen) return Corrupt(unit, "raw unit with ulen != clen");

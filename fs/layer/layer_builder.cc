@@ -72,10 +72,12 @@ StreamIndexOptions StreamOptionsFor(const LayerDescriptor& layer) {
 }
 
 Result<LayerIndex> BuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                   cache::BlobSource* source) {
+                                   BlobSource* source) {
   // Another process may have finished the same layer while this one waited.
   if (Result<LayerIndex> cached = LoadCached(layer, cache); cached.ok()) return cached;
 
+  // zstd:chunked first: stargz-snapshotter's zstd:chunked layers carry the eStargz TOC
+  // annotation too, but their TOC sits in a zstd skippable frame, not behind a gzip footer.
   if (IsZstdChunkedLayer(layer)) {
     return StoreTocIndex(layer, cache, BuildZstdChunkedIndex(layer, source));
   }
@@ -107,7 +109,7 @@ SingleFlight<std::string, LayerIndex>& Builds() {
 }  // namespace
 
 Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                        cache::BlobSource* source) {
+                                        BlobSource* source) {
   if (cache == nullptr) return Status::Internal("GetOrBuildLayerIndex without a cache");
   IMGFS_RETURN_IF_ERROR(ValidateDigest(layer.digest).WithContext("layer descriptor"));
   if (Result<LayerIndex> cached = LoadCached(layer, cache); cached.ok()) return cached;

@@ -12,31 +12,16 @@
 // one image are indexed in parallel).
 #pragma once
 
-#include <cstdint>
-#include <map>
-#include <string>
-
+#include "base/blob_source.h"
 #include "base/status.h"
-#include "cache/blob_source.h"
 #include "cache/cache.h"
 #include "fs/layer/layer_index.h"
 
 namespace imgfs::fs {
 
-// What the manifest says of one layer (copied out of registry's Descriptor by the caller).
-struct LayerDescriptor {
-  std::string media_type;
-  std::string digest;
-  uint64_t size = 0;
-  std::map<std::string, std::string> annotations;
-  // The image config's rootfs.diff_ids entry for this layer: the sha256 of its uncompressed
-  // tar, checked whenever the layer is streamed whole. "" when not known (not checked).
-  std::string diff_id;
-};
-
 // The verified index of `layer`, from `cache` when present, else built and stored there.
 // `source` may be null when offline: an index not in the cache is then kUnavailable.
 Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                        cache::BlobSource* source);
+                                        BlobSource* source);
 
 }  // namespace imgfs::fs

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -97,6 +98,18 @@ struct Entry {
   bool whiteout = false;
   bool opaque = false;
   std::vector<Chunk> chunks;  // regular files: sorted by file_offset, covering [0, size)
+};
+
+// What the manifest says of one layer (copied out of registry's Descriptor by the caller): the
+// input of every layer indexer.
+struct LayerDescriptor {
+  std::string media_type;
+  std::string digest;
+  uint64_t size = 0;
+  std::map<std::string, std::string> annotations;
+  // The image config's rootfs.diff_ids entry for this layer: the sha256 of its uncompressed
+  // tar, checked whenever the layer is streamed whole. "" when not known (not checked).
+  std::string diff_id;
 };
 
 struct LayerIndex {

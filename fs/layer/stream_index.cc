@@ -373,7 +373,7 @@ Result<LayerIndex> StreamIndexer::Finish() {
 }
 
 Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                           cache::BlobSource* source,
+                                           BlobSource* source,
                                            const StreamIndexOptions& options) {
   const std::string& digest = layer.digest;
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer,

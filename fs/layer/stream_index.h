@@ -33,11 +33,10 @@
 #include <string>
 #include <string_view>
 
+#include "base/blob_source.h"
 #include "base/digest.h"
 #include "base/status.h"
-#include "cache/blob_source.h"
 #include "cache/cache.h"
-#include "fs/layer/layer_builder.h"
 #include "fs/layer/layer_index.h"
 
 namespace imgfs::fs {
@@ -101,7 +100,7 @@ class StreamIndexer {
 // InflateLimitFor(layer.size) unless `options` asks for less. REQUIRES: cache and source
 // non-null.
 Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                           cache::BlobSource* source,
+                                           BlobSource* source,
                                            const StreamIndexOptions& options = {});
 
 }  // namespace imgfs::fs

@@ -8,12 +8,11 @@
 #include <string>
 
 #include "base/digest.h"
+#include "fs/layer/toc.h"
 
 namespace imgfs::fs {
 namespace {
 
-constexpr uint64_t kMaxTocCompressed = 128ull << 20;
-constexpr uint64_t kMaxTocJson = 384ull << 20;
 constexpr uint32_t kSkippableFrameMagic = 0x184D2A50;
 constexpr uint64_t kSkippableHeaderSize = 8;
 // The footer frame's payload: 64 bytes (containers/storage) or 40 (older writers and
@@ -125,8 +124,23 @@ Result<ZstdChunkedTocPosition> ParseZstdChunkedFooter(std::string_view tail) {
   return Status::Corrupt("no zstd:chunked footer at the end of the blob");
 }
 
-Result<TocLayerIndex> ReadZstdChunkedIndex(const LayerDescriptor& layer,
-                                           cache::BlobSource* source) {
+Result<std::string> DecompressZstdChunkedToc(std::string_view compressed,
+                                             uint64_t uncompressed_length) {
+  uint64_t cap = uncompressed_length != 0 ? uncompressed_length : kMaxTocJsonBytes;
+  if (cap > kMaxTocJsonBytes) {
+    return Status::Corrupt("TOC is " + std::to_string(uncompressed_length) +
+                           " bytes uncompressed, more than the limit of " +
+                           std::to_string(kMaxTocJsonBytes));
+  }
+  IMGFS_ASSIGN_OR_RETURN(std::string toc_json, DecompressToc(compressed, cap));
+  if (uncompressed_length != 0 && toc_json.size() != uncompressed_length) {
+    return Status::Corrupt("TOC decompresses to " + std::to_string(toc_json.size()) +
+                           " bytes, its position says " + std::to_string(uncompressed_length));
+  }
+  return toc_json;
+}
+
+Result<LayerIndex> BuildZstdChunkedIndex(const LayerDescriptor& layer, BlobSource* source) {
   const std::string* checksum = FindAnnotation(layer, kZstdChunkedChecksumAnnotation,
                                                kZstdChunkedLegacyChecksumAnnotation);
   if (checksum == nullptr) {
@@ -168,7 +182,7 @@ Result<TocLayerIndex> ReadZstdChunkedIndex(const LayerDescriptor& layer,
                            std::to_string(pos.offset) + "+" + std::to_string(pos.length) +
                            " is outside the " + std::to_string(layer.size) + "-byte blob");
   }
-  if (pos.length > kMaxTocCompressed || pos.uncompressed_length > kMaxTocJson) {
+  if (pos.length > kMaxTocCompressedBytes || pos.uncompressed_length > kMaxTocJsonBytes) {
     return Status::Corrupt("zstd:chunked TOC of layer " + layer.digest +
                            " is larger than the limit (" + std::to_string(pos.length) +
                            " bytes compressed, " + std::to_string(pos.uncompressed_length) +
@@ -186,23 +200,12 @@ Result<TocLayerIndex> ReadZstdChunkedIndex(const LayerDescriptor& layer,
                                   " does not match its annotation (TOC hashes to " + got +
                                   ", annotation says " + *checksum + ")");
   }
-  uint64_t cap = pos.uncompressed_length != 0 ? pos.uncompressed_length : kMaxTocJson;
-  auto toc_json = DecompressToc(compressed, cap);
+  auto toc_json = DecompressZstdChunkedToc(compressed, pos.uncompressed_length);
   if (!toc_json.ok()) return toc_json.status().WithContext("TOC of layer " + layer.digest);
-  if (pos.uncompressed_length != 0 && toc_json->size() != pos.uncompressed_length) {
-    return Status::Corrupt("TOC of layer " + layer.digest + " decompresses to " +
-                           std::to_string(toc_json->size()) + " bytes, its position says " +
-                           std::to_string(pos.uncompressed_length));
-  }
   compressed = std::string();
-  return IndexFromTocJson(*toc_json, layer, UnitCodec::kZstdFrame,
-                          pos.offset - kSkippableHeaderSize, "zstd:chunked");
-}
-
-Result<LayerIndex> BuildZstdChunkedIndex(const LayerDescriptor& layer,
-                                         cache::BlobSource* source) {
-  IMGFS_ASSIGN_OR_RETURN(TocLayerIndex toc, ReadZstdChunkedIndex(layer, source));
-  return std::move(toc.index);
+  return IndexFromTocJson(*toc_json, TocBlob{layer.digest, layer.size, UnitCodec::kZstdFrame,
+                                             pos.offset - kSkippableHeaderSize,
+                                             "zstd:chunked"});
 }
 
 }  // namespace imgfs::fs

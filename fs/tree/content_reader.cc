@@ -7,7 +7,6 @@
 #include <tuple>
 
 #include "base/log.h"
-#include "fs/layer/decode.h"
 
 namespace imgfs::fs {
 namespace {
@@ -19,62 +18,16 @@ constexpr size_t kMaxStreams = 4096;
 
 }  // namespace
 
-std::vector<std::vector<ChunkCheck>> DecodedChunkChecks(const LayerIndex& index) {
-  std::vector<std::vector<ChunkCheck>> checks(index.units.size());
-  for (const Entry& e : index.entries) {
-    for (const Chunk& c : e.chunks) {
-      if (c.unit == Chunk::kZeroUnit || c.unit >= index.units.size() ||
-          !index.units[c.unit].sha256.empty()) {
-        continue;
-      }
-      // An empty digest never matches a hash: the unit is refused, not served unverified.
-      checks[c.unit].push_back({c.unit_offset, c.length, c.sha256});
-    }
-  }
-  for (auto& list : checks) {
-    std::sort(list.begin(), list.end(), [](const ChunkCheck& a, const ChunkCheck& b) {
-      return std::tie(a.unit_offset, a.length, a.sha256) <
-             std::tie(b.unit_offset, b.length, b.sha256);
-    });
-    // Files that share content (hard links, identical chunks) list a chunk more than once.
-    list.erase(std::unique(list.begin(), list.end(),
-                           [](const ChunkCheck& a, const ChunkCheck& b) {
-                             return a.unit_offset == b.unit_offset && a.length == b.length &&
-                                    a.sha256 == b.sha256;
-                           }),
-               list.end());
-  }
-  return checks;
-}
-
-Result<std::string> DecodeAndVerifyUnit(const Unit& unit, const std::vector<ChunkCheck>& checks,
-                                        std::string_view compressed) {
-  if (checks.empty()) {
-    return Status::Corrupt("unit at compressed offset " + std::to_string(unit.coff) +
-                           " has neither a digest nor chunk digests: it cannot be verified");
-  }
-  IMGFS_ASSIGN_OR_RETURN(std::string decoded, DecodeUnit(unit, compressed));
-  Status s = VerifyDecodedUnit(checks, decoded);
-  if (!s.ok()) {
-    return s.WithContext("unit at compressed offset " + std::to_string(unit.coff));
-  }
-  return decoded;
-}
-
-ContentReader::ContentReader(std::vector<std::shared_ptr<const LayerIndex>> layers,
-                             cache::Cache* cache, cache::BlobSource* source, size_t lru_bytes,
+ContentReader::ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache,
+                             BlobSource* source, size_t lru_bytes,
                              uint64_t read_ahead_bytes)
     : layers_(std::move(layers)),
       cache_(cache),
       source_(source),
       lru_limit_(lru_bytes),
       read_ahead_bytes_(read_ahead_bytes),
-      counters_(new Counters[layers_.size()]),
-      walks_(layers_.size()) {
-  checks_.reserve(layers_.size());
-  for (const auto& layer : layers_) {
-    checks_.push_back(layer ? DecodedChunkChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
-  }
+      counters_(new Counters[layers_->size()]),
+      walks_(layers_->size()) {
   if (cache_ != nullptr && source_ != nullptr && read_ahead_bytes_ > 0) {
     try {
       ra_thread_ = std::thread([this] { ReadAheadLoop(); });
@@ -97,32 +50,22 @@ ContentReader::~ContentReader() {
 
 cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
                                           std::shared_ptr<Decoded> slot) {
-  const LayerIndex& index = *layers_[layer];
-  const Unit& u = index.units[unit];
-  cache::UnitRef ref{index.blob_digest, u.coff, u.clen, u.sha256};
-  if (u.sha256.empty()) {
-    ref.verify = [this, layer, unit, slot](std::string_view compressed) -> Status {
-      const Unit& v = layers_[layer]->units[unit];
-      Result<std::string> decoded = DecodeAndVerifyUnit(v, checks_[layer][unit], compressed);
-      if (!decoded.ok()) return decoded.status();
-      counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-      auto bytes = std::make_shared<const std::string>(std::move(decoded).value());
-      if (slot) {
-        *slot = std::move(bytes);
-      } else {
-        MutexLock lock(&mu_);
-        InsertLru(UnitKey{layer, unit}, bytes);
-      }
-      return Status::Ok();
-    };
-  }
-  return ref;
+  return layers_->MakeUnitRef(layer, unit, [this, layer, unit, slot](std::string decoded) {
+    counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
+    auto bytes = std::make_shared<const std::string>(std::move(decoded));
+    if (slot) {
+      *slot = std::move(bytes);
+    } else {
+      MutexLock lock(&mu_);
+      InsertLru(UnitKey{layer, unit}, bytes);
+    }
+  });
 }
 
 std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& entry,
                                                   uint64_t begin, uint64_t end,
                                                   uint64_t max_clen) {
-  const LayerIndex& index = *layers_[layer];
+  const LayerIndex& index = *layers_->layer(layer);
   const std::vector<Chunk>& chunks = entry.chunks;
   auto it = std::upper_bound(chunks.begin(), chunks.end(), begin,
                              [](uint64_t off, const Chunk& c) { return off < c.file_offset; });
@@ -144,11 +87,11 @@ std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& e
 
 Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size_t len,
                                    char* out) {
-  if (file.layer >= layers_.size() || !layers_[file.layer] ||
-      file.entry >= layers_[file.layer]->entries.size()) {
+  if (layers_->layer(file.layer) == nullptr ||
+      file.entry >= layers_->layer(file.layer)->entries.size()) {
     return Status::InvalidArgument("read of a file that is not in the image's layers");
   }
-  const LayerIndex& layer = *layers_[file.layer];
+  const LayerIndex& layer = *layers_->layer(file.layer);
   const Entry& entry = layer.entries[file.entry];
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("read of \"" + entry.path + "\", which is not a regular file");
@@ -236,7 +179,7 @@ void ContentReader::MaybeReadAhead(const FileSource& file, const Entry& entry, u
 void ContentReader::MaybeReadAheadAcrossFiles(const FileSource& file, uint64_t offset,
                                               uint32_t first_unit, uint32_t last_unit) {
   if (!ra_thread_.joinable()) return;
-  const LayerIndex& layer = *layers_[file.layer];
+  const LayerIndex& layer = *layers_->layer(file.layer);
   std::vector<uint32_t> units;
   {
     MutexLock lock(&ra_mu_);
@@ -367,7 +310,7 @@ Result<ContentReader::Decoded> ContentReader::FetchDecodeAndKeep(uint32_t layer,
 }
 
 Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uint32_t unit) {
-  const LayerIndex& index = *layers_[layer];
+  const LayerIndex& index = *layers_->layer(layer);
   const Unit& u = index.units[unit];
   const std::string context =
       "layer " + index.blob_digest + " unit at offset " + std::to_string(u.coff);
@@ -385,23 +328,10 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
   }
   // Our verify ran (and decoded) unless another fetch of the unit served us.
   if (*slot) return *slot;
-  Decoded decoded;
-  if (u.sha256.empty()) {
-    // Verified by that other fetch's check; checked again here, as it costs only hashing.
-    Result<std::string> out = DecodeAndVerifyUnit(u, checks_[layer][unit], *raw);
-    if (!out.ok()) return fail(out.status());
-    decoded = std::make_shared<const std::string>(std::move(out).value());
-  } else if (u.codec == UnitCodec::kRaw) {
-    // Decoding a raw unit is a copy; skip it (units can be MiBs).
-    if (u.ulen != u.clen) return fail(Status::Corrupt("raw unit with ulen != clen"));
-    decoded = std::make_shared<const std::string>(std::move(raw).value());
-  } else {
-    Result<std::string> out = DecodeUnit(u, *raw);
-    if (!out.ok()) return fail(out.status());
-    decoded = std::make_shared<const std::string>(std::move(out).value());
-  }
+  Result<std::string> out = layers_->Decode(layer, unit, std::move(raw).value());
+  if (!out.ok()) return fail(out.status());
   counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-  return decoded;
+  return std::make_shared<const std::string>(std::move(out).value());
 }
 
 void ContentReader::InsertLru(const UnitKey& key, const Decoded& bytes) {
@@ -419,10 +349,10 @@ void ContentReader::InsertLru(const UnitKey& key, const Decoded& bytes) {
 }
 
 std::vector<ContentReader::LayerStats> ContentReader::stats() const {
-  std::vector<LayerStats> out(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  std::vector<LayerStats> out(layers_->size());
+  for (size_t i = 0; i < layers_->size(); ++i) {
     const Counters& c = counters_[i];
-    out[i].blob_digest = layers_[i] ? layers_[i]->blob_digest : std::string();
+    out[i].blob_digest = layers_->layer(i) ? layers_->layer(i)->blob_digest : std::string();
     out[i].unit_decodes = c.unit_decodes.load(std::memory_order_relaxed);
     out[i].lru_hits = c.lru_hits.load(std::memory_order_relaxed);
     out[i].shared_waits = c.shared_waits.load(std::memory_order_relaxed);

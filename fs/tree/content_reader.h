@@ -11,9 +11,10 @@
 // a fetch that fails or throws answers every reader waiting for it with an error).
 //
 // Units without a compressed sha256 (eStargz, zstd:chunked: the TOC only has digests of the
-// decoded chunks) are handed to the cache with a UnitRef::verify that decodes them and checks
-// every chunk of the unit against its Chunk::sha256; the decoded bytes that check produced go
-// to the LRU, so such a unit is decoded once per fetch or store read, never twice.
+// decoded chunks) are handed to the cache with the UnitRef::verify of ImageLayers, which decodes
+// them and checks every chunk of the unit against its Chunk::sha256; the decoded bytes that
+// check produced go to the LRU, so such a unit is decoded once per fetch or store read, never
+// twice.
 //
 // Fetching: when one Read needs several units that are not decoded yet, they are fetched with
 // one cache::Cache::FetchUnits call (few coalesced range requests) before they are decoded.
@@ -26,8 +27,8 @@
 // of one file, or reads in any other order, start nothing. The worker is stopped and joined by
 // the destructor.
 //
-// Ownership: the reader keeps the layers alive; `cache` and `source` are borrowed and must
-// outlive it. `source` may be null (offline): a unit not in the store is then kUnavailable.
+// Ownership: the reader shares the mount's ImageLayers; `cache` and `source` are borrowed and
+// must outlive it. `source` may be null (offline): a unit not in the store is then kUnavailable.
 //
 // Thread-safety: Read and stats are safe from many threads at once. The read-ahead worker only
 // touches the cache, the source and the LRU (under its mutex).
@@ -56,23 +57,13 @@
 #include "base/single_flight.h"
 #include "base/thread_annotations.h"
 #include "base/status.h"
-#include "cache/blob_source.h"
+#include "base/blob_source.h"
 #include "cache/cache.h"
-#include "fs/layer/estargz.h"
 #include "fs/layer/layer_index.h"
 #include "fs/tree/file_source.h"
+#include "fs/tree/image_layers.h"
 
 namespace imgfs::fs {
-
-// The chunk digests that the decoded output of each unit of `index` must satisfy, for units
-// with an empty Unit::sha256 (empty lists for the others). A chunk of such a unit without a
-// digest yields a check that always fails: no byte of the unit is served unverified.
-std::vector<std::vector<ChunkCheck>> DecodedChunkChecks(const LayerIndex& index);
-
-// Decodes `compressed` (the clen bytes of `unit`) and checks the result against `checks`
-// (kCorrupt when there are none: a unit without a sha256 needs chunk digests).
-Result<std::string> DecodeAndVerifyUnit(const Unit& unit, const std::vector<ChunkCheck>& checks,
-                                        std::string_view compressed);
 
 class ContentReader {
  public:
@@ -93,8 +84,8 @@ class ContentReader {
 
   // `read_ahead_bytes`: how far ahead of a sequential reader units are fetched (file bytes,
   // and at most that many compressed bytes per background request); 0 turns read-ahead off.
-  ContentReader(std::vector<std::shared_ptr<const LayerIndex>> layers, cache::Cache* cache,
-                cache::BlobSource* source, size_t lru_bytes = 64 << 20,
+  ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache,
+                BlobSource* source, size_t lru_bytes = 64 << 20,
                 uint64_t read_ahead_bytes = kReadAheadBytes);
   ~ContentReader();
   ContentReader(const ContentReader&) = delete;
@@ -152,8 +143,8 @@ class ContentReader {
   Result<Decoded> FetchDecodeAndKeep(uint32_t layer, uint32_t unit);
   Result<Decoded> FetchAndDecode(uint32_t layer, uint32_t unit);
   void InsertLru(const UnitKey& key, const Decoded& bytes) REQUIRES(mu_);
-  // The cache's view of a unit. For a unit without sha256, verify decodes and checks it and
-  // puts the decoded bytes in *slot when given, else in the LRU.
+  // The cache's view of a unit (ImageLayers::MakeUnitRef). The bytes decoded by its verify go to
+  // *slot when given, else to the LRU.
   cache::UnitRef MakeUnitRef(uint32_t layer, uint32_t unit,
                              std::shared_ptr<Decoded> slot = nullptr);
   // Units of `entry` overlapping file bytes [begin, end) that are not decoded in the LRU, at
@@ -168,14 +159,12 @@ class ContentReader {
   void QueueReadAhead(uint32_t layer, const std::vector<uint32_t>& units);
   void ReadAheadLoop();
   // Constant after construction.
-  const std::vector<std::shared_ptr<const LayerIndex>> layers_;
+  const std::shared_ptr<const ImageLayers> layers_;
   cache::Cache* const cache_;
-  cache::BlobSource* const source_;
+  BlobSource* const source_;
   const size_t lru_limit_;
   const uint64_t read_ahead_bytes_;
   const std::unique_ptr<Counters[]> counters_;  // one per layer (atomics)
-  // Per layer, per unit: the decoded-chunk digests of units without a sha256.
-  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
 
   // One fetch and decode per unit for concurrent readers (thread-safe itself).
   SingleFlight<UnitKey, Decoded> flights_;

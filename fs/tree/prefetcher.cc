@@ -7,7 +7,6 @@
 #include <system_error>
 
 #include "base/log.h"
-#include "fs/tree/content_reader.h"
 
 namespace imgfs::fs {
 namespace {
@@ -25,15 +24,9 @@ Result<Prefetcher::Mode> Prefetcher::ParseMode(std::string_view text) {
                                  "\": use landmark, all or none");
 }
 
-Prefetcher::Prefetcher(std::vector<std::shared_ptr<const LayerIndex>> layers,
-                       cache::Cache* cache, cache::BlobSource* source, Mode mode)
-    : layers_(std::move(layers)), cache_(cache), source_(source), mode_(mode) {
-  if (mode_ == Mode::kNone) return;
-  checks_.reserve(layers_.size());
-  for (const auto& layer : layers_) {
-    checks_.push_back(layer ? DecodedChunkChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
-  }
-}
+Prefetcher::Prefetcher(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache,
+                       BlobSource* source, Mode mode)
+    : layers_(std::move(layers)), cache_(cache), source_(source), mode_(mode) {}
 
 Prefetcher::~Prefetcher() {
   stop_.store(true);
@@ -75,8 +68,8 @@ Prefetcher::Stats Prefetcher::stats() const {
 
 void Prefetcher::Run() {
   std::vector<uint32_t> landmarks;
-  for (uint32_t l = 0; l < layers_.size(); ++l) {
-    if (layers_[l] && layers_[l]->prefetch_end > 0) landmarks.push_back(l);
+  for (uint32_t l = 0; l < layers_->size(); ++l) {
+    if (layers_->layer(l) && layers_->layer(l)->prefetch_end > 0) landmarks.push_back(l);
   }
   // Landmark regions are what a container reads first: all layers at once.
   std::atomic<size_t> next{0};
@@ -120,7 +113,7 @@ void Prefetcher::Run() {
 }
 
 void Prefetcher::FetchLandmark(uint32_t layer) {
-  const LayerIndex& index = *layers_[layer];
+  const LayerIndex& index = *layers_->layer(layer);
   std::vector<uint32_t> units;
   uint64_t begin = UINT64_MAX, end = 0;
   for (uint32_t u = 0; u < index.units.size(); ++u) {
@@ -136,9 +129,9 @@ void Prefetcher::FetchLandmark(uint32_t layer) {
 }
 
 void Prefetcher::FetchEverything() {
-  for (uint32_t l = 0; l < layers_.size() && !stopping(); ++l) {
-    if (!layers_[l]) continue;
-    const LayerIndex& index = *layers_[l];
+  for (uint32_t l = 0; l < layers_->size() && !stopping(); ++l) {
+    if (!layers_->layer(l)) continue;
+    const LayerIndex& index = *layers_->layer(l);
     std::vector<uint32_t> order;
     for (uint32_t u = 0; u < index.units.size(); ++u) {
       if (index.units[u].clen > 0) order.push_back(u);
@@ -169,21 +162,10 @@ void Prefetcher::FetchEverything() {
 
 void Prefetcher::Fetch(uint32_t layer, const std::vector<uint32_t>& units,
                        uint64_t max_request_bytes) {
-  const LayerIndex& index = *layers_[layer];
+  const LayerIndex& index = *layers_->layer(layer);
   std::vector<cache::UnitRef> refs;
   refs.reserve(units.size());
-  for (uint32_t unit : units) {
-    const Unit& u = index.units[unit];
-    cache::UnitRef ref{index.blob_digest, u.coff, u.clen, u.sha256};
-    if (u.sha256.empty()) {
-      const std::vector<ChunkCheck>* checks = &checks_[layer][unit];
-      const Unit* unit_ptr = &u;
-      ref.verify = [checks, unit_ptr](std::string_view compressed) {
-        return DecodeAndVerifyUnit(*unit_ptr, *checks, compressed).status();
-      };
-    }
-    refs.push_back(std::move(ref));
-  }
+  for (uint32_t unit : units) refs.push_back(layers_->MakeUnitRef(layer, unit));
   requests_started_.fetch_add(1);
   units_wanted_.fetch_add(refs.size());
   Status s = cache_->FetchUnits(refs, source_, max_request_bytes);

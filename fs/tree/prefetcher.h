@@ -14,7 +14,7 @@
 // Units are verified like any other fetch (cache::Cache::FetchUnits; units without a sha256
 // are decoded and checked against their chunk digests, the decoded bytes then dropped).
 //
-// Ownership: the Prefetcher keeps the layers alive; `cache` and `source` are borrowed and must
+// Ownership: the Prefetcher shares the mount's ImageLayers; `cache` and `source` are borrowed and must
 // outlive it. Work runs on threads started by Start(); the destructor asks them to stop (they
 // finish the request in flight) and joins them.
 //
@@ -34,10 +34,9 @@
 #include "base/mutex.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
-#include "cache/blob_source.h"
+#include "base/blob_source.h"
 #include "cache/cache.h"
-#include "fs/layer/estargz.h"
-#include "fs/layer/layer_index.h"
+#include "fs/tree/image_layers.h"
 
 namespace imgfs::fs {
 
@@ -58,8 +57,8 @@ class Prefetcher {
     bool done = false;              // all work has ended (or there was none)
   };
 
-  Prefetcher(std::vector<std::shared_ptr<const LayerIndex>> layers, cache::Cache* cache,
-             cache::BlobSource* source, Mode mode = Mode::kLandmark);
+  Prefetcher(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache, BlobSource* source,
+             Mode mode = Mode::kLandmark);
   ~Prefetcher();
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
@@ -82,12 +81,10 @@ class Prefetcher {
   bool stopping() const { return stop_.load(std::memory_order_relaxed); }
 
   // Constant after construction.
-  const std::vector<std::shared_ptr<const LayerIndex>> layers_;
+  const std::shared_ptr<const ImageLayers> layers_;
   cache::Cache* const cache_;
-  cache::BlobSource* const source_;
+  BlobSource* const source_;
   const Mode mode_;
-  // Per layer, per unit: the decoded-chunk digests of units without a sha256.
-  std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
 
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> requests_started_{0};

@@ -31,6 +31,7 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "fs/tree/image_layers.h"
 #include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
 
@@ -124,7 +125,7 @@ class FuseFsTest : public ::testing::Test {
     Result<std::unique_ptr<Tree>> tree = Tree::Build({lower, upper});
     ASSERT_TRUE(tree.ok()) << tree.status().ToString();
     tree_ = std::move(tree).value();
-    reader_ = std::make_unique<ContentReader>(tree_->layers(), cache_.get(), source_.get());
+    reader_ = std::make_unique<ContentReader>(std::make_shared<const ImageLayers>(tree_->layers()), cache_.get(), source_.get());
 
     mnt_ = dir_.MakeDir("mnt");
     std::future<Status> ready_future = ready_.get_future();
@@ -365,6 +366,11 @@ TEST_F(FuseFsTest, UserOptionsCannotMakeTheMountWritable) {
 }
 
 // The way `imgfs mount` ends when killed: the loop stops, the mount goes, ServeFuse returns OK.
+// A mount of no layers: an empty root, nothing to read.
+std::shared_ptr<const ImageLayers> NoLayers() {
+  return std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{});
+}
+
 TEST(FuseSignalTest, SigtermUnmountsAndReturns) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
     test::TempDir dir("fuse-signal");
@@ -373,7 +379,7 @@ TEST(FuseSignalTest, SigtermUnmountsAndReturns) {
     ASSERT_GE(child, 0);
     if (child == 0) {
       Result<std::unique_ptr<Tree>> tree = Tree::Build({});
-      ContentReader reader({}, nullptr, nullptr);
+      ContentReader reader(NoLayers(), nullptr, nullptr);
       FuseOptions options;
       options.mountpoint = mnt;
       Status s = ServeFuse(**tree, reader, options, [] {});
@@ -411,7 +417,7 @@ TEST(FuseSignalTest, StaleMountIsReportedClearly) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     Result<std::unique_ptr<Tree>> tree = Tree::Build({});
-    ContentReader reader({}, nullptr, nullptr);
+    ContentReader reader(NoLayers(), nullptr, nullptr);
     FuseOptions options;
     options.mountpoint = mnt;
     (void)ServeFuse(**tree, reader, options, [] {});
@@ -426,7 +432,7 @@ TEST(FuseSignalTest, StaleMountIsReportedClearly) {
   waitpid(child, &status, 0);
 
   Result<std::unique_ptr<Tree>> tree = Tree::Build({});
-  ContentReader reader({}, nullptr, nullptr);
+  ContentReader reader(NoLayers(), nullptr, nullptr);
   FuseOptions options;
   options.mountpoint = mnt;
   Status s = ServeFuse(**tree, reader, options,

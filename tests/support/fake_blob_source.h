@@ -1,4 +1,4 @@
-// FakeBlobSource: the one in-memory cache::BlobSource of the unit tests, with fault injection.
+// FakeBlobSource: the one in-memory BlobSource of the unit tests, with fault injection.
 //
 // Blobs are served from memory: the constructor's blob (under its sha256 digest) and any
 // added with Add. With Serve::kAnyDigest the constructor's blob answers whatever digest is
@@ -44,11 +44,11 @@
 #include <vector>
 
 #include "base/status.h"
-#include "cache/blob_source.h"
+#include "base/blob_source.h"
 
 namespace imgfs::test {
 
-class FakeBlobSource : public cache::BlobSource {
+class FakeBlobSource : public BlobSource {
  public:
   enum class Serve { kOwnDigest, kAnyDigest };
 

@@ -13,17 +13,20 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
+#include <vector>
 
 #include "fs/layer/decode.h"
-#include "fs/layer/estargz.h"
 #include "fs/layer/layer_index.h"
+#include "fs/layer/toc.h"
 
 namespace imgfs::test {
 
-// The bytes of file `e` of `toc`, read from the whole `blob`. Stops at the first unit that
-// does not decode.
-inline std::string ReadEntry(const fs::TocLayerIndex& toc, const std::string& blob,
+// The bytes of file `e` of `index` (built from a TOC), read from the whole `blob`. Stops at the
+// first unit that does not decode.
+inline std::string ReadEntry(const fs::LayerIndex& index, const std::string& blob,
                              const fs::Entry& e) {
+  const std::vector<std::vector<fs::ChunkCheck>> checks = fs::UnitChecks(index);
   std::string out;
   for (const fs::Chunk& c : e.chunks) {
     EXPECT_EQ(c.file_offset, out.size());
@@ -31,11 +34,11 @@ inline std::string ReadEntry(const fs::TocLayerIndex& toc, const std::string& bl
       out.append(c.length, '\0');
       continue;
     }
-    const fs::Unit& u = toc.index.units.at(c.unit);
+    const fs::Unit& u = index.units.at(c.unit);
     auto decoded = fs::DecodeUnit(u, std::string_view(blob).substr(u.coff, u.clen));
     EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
     if (!decoded.ok()) return out;
-    Status s = fs::VerifyDecodedUnit(toc.unit_checks.at(c.unit), *decoded);
+    Status s = fs::VerifyDecodedUnit(checks.at(c.unit), *decoded);
     EXPECT_TRUE(s.ok()) << s.ToString();
     out += decoded->substr(c.unit_offset, c.length);
   }

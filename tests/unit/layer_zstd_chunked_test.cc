@@ -12,8 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "base/digest.h"
+#include "cache/cache.h"
 #include "fs/layer/decode.h"
+#include "fs/layer/estargz.h"
+#include "fs/layer/layer_builder.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 #include "tests/support/test_blobs.h"
 #include "tests/support/toc_layer_read.h"
 
@@ -229,8 +233,7 @@ std::vector<Item> SampleItems() {
   return items;
 }
 
-void ExpectSampleIndex(const TocLayerIndex& toc, const Blob& b) {
-  const LayerIndex& index = toc.index;
+void ExpectSampleIndex(const LayerIndex& index, const Blob& b) {
   EXPECT_EQ(index.format, "zstd:chunked");
   std::vector<std::string> paths;
   for (const Entry& e : index.entries) paths.push_back(e.path);
@@ -260,7 +263,7 @@ void ExpectSampleIndex(const TocLayerIndex& toc, const Blob& b) {
     const Entry* e = FindEntry(index, it.name);
     ASSERT_NE(e, nullptr) << it.name;
     EXPECT_EQ(e->size, it.Content().size());
-    EXPECT_EQ(ReadEntry(toc, b.bytes, *e), it.Content()) << it.name;
+    EXPECT_EQ(ReadEntry(index, b.bytes, *e), it.Content()) << it.name;
   }
 }
 
@@ -268,12 +271,12 @@ TEST(ZstdChunkedTest, ContainersStorageLayout) {
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-  auto toc = ReadZstdChunkedIndex(Descriptor(b), &source);
+  auto toc = BuildZstdChunkedIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   EXPECT_EQ(source.requests(), 1) << "the TOC position comes from the annotation";
   ExpectSampleIndex(*toc, b);
   // Each chunk frame holds exactly the chunk: the units are tight.
-  for (const Unit& u : toc->index.units) {
+  for (const Unit& u : toc->units) {
     auto decoded = DecodeUnit(u, std::string_view(b.bytes).substr(u.coff, u.clen));
     ASSERT_TRUE(decoded.ok());
     EXPECT_EQ(ZSTD_findFrameCompressedSize(b.bytes.data() + u.coff, u.clen), u.clen);
@@ -287,10 +290,10 @@ TEST(ZstdChunkedTest, StargzSnapshotterLayoutWithLegacyAnnotations) {
   Blob b = w.Write(SampleItems());
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   ASSERT_TRUE(IsZstdChunkedLayer(Descriptor(b, /*legacy_names=*/true)));
-  auto toc = ReadZstdChunkedIndex(Descriptor(b, /*legacy_names=*/true), &source);
+  auto toc = BuildZstdChunkedIndex(Descriptor(b, /*legacy_names=*/true), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   ExpectSampleIndex(*toc, b);
-  EXPECT_GT(FindEntry(toc->index, "usr/x")->chunks[0].unit_offset, 0u) << "shares a frame";
+  EXPECT_GT(FindEntry(*toc, "usr/x")->chunks[0].unit_offset, 0u) << "shares a frame";
 }
 
 TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
@@ -301,7 +304,7 @@ TEST(ZstdChunkedTest, PositionFromTheFooterWhenNotAnnotated) {
     LayerDescriptor d = Descriptor(b);
     d.annotations.erase(std::string(kZstdChunkedPositionAnnotation));
     FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-    auto toc = ReadZstdChunkedIndex(d, &source);
+    auto toc = BuildZstdChunkedIndex(d, &source);
     ASSERT_TRUE(toc.ok()) << toc.status().ToString();
     EXPECT_EQ(source.requests(), 2);
     ExpectSampleIndex(*toc, b);
@@ -340,7 +343,7 @@ TEST(ZstdChunkedTest, ChecksumMismatchIsRefused) {
   LayerDescriptor d = Descriptor(b);
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest("other");
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-  auto toc = ReadZstdChunkedIndex(d, &source);
+  auto toc = BuildZstdChunkedIndex(d, &source);
   EXPECT_EQ(toc.status().code(), Code::kDigestMismatch);
   EXPECT_THAT(toc.status().message(),
               HasSubstr("TOC of layer " + d.digest + " does not match its annotation"));
@@ -353,7 +356,7 @@ TEST(ZstdChunkedTest, LayerWithoutChecksumIsNotTrusted) {
   d.annotations.erase(std::string(kZstdChunkedChecksumAnnotation));
   EXPECT_FALSE(IsZstdChunkedLayer(d));
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-  EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(BuildZstdChunkedIndex(d, &source).status().code(), Code::kInvalidArgument);
 }
 
 TEST(ZstdChunkedTest, BadPositionsAreRefused) {
@@ -376,7 +379,7 @@ TEST(ZstdChunkedTest, BadPositionsAreRefused) {
     LayerDescriptor d = Descriptor(b);
     d.annotations[std::string(kZstdChunkedPositionAnnotation)] = position;
     FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-    EXPECT_EQ(ReadZstdChunkedIndex(d, &source).status().code(), Code::kCorrupt) << position;
+    EXPECT_EQ(BuildZstdChunkedIndex(d, &source).status().code(), Code::kCorrupt) << position;
   }
 }
 
@@ -393,7 +396,7 @@ Status StatusForToc(const std::string& toc_json) {
                   std::to_string(blob.compressed_toc.size()) + ":" +
                   std::to_string(toc_json.size()) + ":1";
   FakeBlobSource source(blob.bytes, FakeBlobSource::Serve::kAnyDigest);
-  return ReadZstdChunkedIndex(Descriptor(blob), &source).status();
+  return BuildZstdChunkedIndex(Descriptor(blob), &source).status();
 }
 
 TEST(ZstdChunkedTest, MalformedTocsAreCorrupt) {
@@ -424,7 +427,7 @@ TEST(ZstdChunkedTest, TocThatIsNotZstdIsCorrupt) {
   d.annotations[std::string(kZstdChunkedPositionAnnotation)] = "8:32:100:1";
   d.annotations[std::string(kZstdChunkedChecksumAnnotation)] = Sha256Digest(b.bytes.substr(8, 32));
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-  Status s = ReadZstdChunkedIndex(d, &source).status();
+  Status s = BuildZstdChunkedIndex(d, &source).status();
   EXPECT_EQ(s.code(), Code::kCorrupt) << s.ToString();
 }
 

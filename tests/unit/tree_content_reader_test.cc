@@ -18,12 +18,18 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "fs/tree/image_layers.h"
 #include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
+
+// The mount's view of one layer.
+std::shared_ptr<const ImageLayers> Layers(std::shared_ptr<const LayerIndex> layer) {
+  return std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{std::move(layer)});
+}
 
 constexpr uint64_t kUnitSize = 1000;
 constexpr int kUnits = 6;
@@ -95,8 +101,7 @@ class ContentReaderTest : public ::testing::Test {
 
   // Read-ahead off: these tests count requests, which background fetches would blur.
   std::unique_ptr<ContentReader> MakeReader(size_t lru_bytes = 64 << 20) {
-    return std::make_unique<ContentReader>(std::vector<std::shared_ptr<const LayerIndex>>{layer_},
-                                           cache_.get(), source_.get(), lru_bytes,
+    return std::make_unique<ContentReader>(Layers(layer_), cache_.get(), source_.get(), lru_bytes,
                                            /*read_ahead_bytes=*/0);
   }
 
@@ -207,7 +212,7 @@ class ThrowingCache : public cache::Cache {
   explicit ThrowingCache(cache::Cache* real) : real_(real) {}
   std::function<void()> before_read;  // runs first in every ReadUnit; may throw
 
-  Result<std::string> ReadUnit(const cache::UnitRef& unit, cache::BlobSource* source) override {
+  Result<std::string> ReadUnit(const cache::UnitRef& unit, BlobSource* source) override {
     if (before_read) before_read();
     return real_->ReadUnit(unit, source);
   }
@@ -235,7 +240,7 @@ class ThrowingCache : public cache::Cache {
   Result<std::string> GetLayerIndex(std::string_view d) override {
     return real_->GetLayerIndex(d);
   }
-  Status FetchUnits(const std::vector<cache::UnitRef>& u, cache::BlobSource* s,
+  Status FetchUnits(const std::vector<cache::UnitRef>& u, BlobSource* s,
                     uint64_t m) override {
     return real_->FetchUnits(u, s, m);
   }
@@ -424,7 +429,7 @@ class TocReaderTest : public ::testing::Test {
 
   std::unique_ptr<ContentReader> MakeReader(uint64_t read_ahead = 0, size_t lru = 64 << 20) {
     return std::make_unique<ContentReader>(
-        std::vector<std::shared_ptr<const LayerIndex>>{toc_.index}, cache_.get(), source_.get(),
+        Layers(toc_.index), cache_.get(), source_.get(),
         lru, read_ahead);
   }
 
@@ -468,7 +473,7 @@ TEST_F(TocReaderTest, UnitsAreVerifiedByChunkDigestsStoredAndDecodedOnce) {
   EXPECT_EQ(reader->stats()[0].unit_decodes, static_cast<uint64_t>(kTocFileUnits) + 1);
 
   // A new reader (a new mount) is served from the store, offline, still verified.
-  ContentReader offline({toc_.index}, cache_.get(), nullptr);
+  ContentReader offline(Layers(toc_.index), cache_.get(), nullptr);
   std::string out(5000, '\0');
   Result<size_t> n = offline.Read(FileSource{0, 0, 0}, 3 * kTocUnitLen - 100, 5000, out.data());
   ASSERT_TRUE(n.ok()) << n.status().ToString();
@@ -505,7 +510,7 @@ TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
 TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
   auto bad = std::make_shared<LayerIndex>(*toc_.index);
   bad->entries[0].chunks[2].sha256 = Sha256Digest("something else");
-  ContentReader reader({bad}, cache_.get(), source_.get(), 64 << 20, 0);
+  ContentReader reader(Layers(bad), cache_.get(), source_.get(), 64 << 20, 0);
   std::string out(100, '\0');
   Result<size_t> n = reader.Read(FileSource{0, 0, 0}, 2 * kTocUnitLen, 100, out.data());
   EXPECT_EQ(n.status().code(), Code::kDigestMismatch) << n.status().ToString();
@@ -517,7 +522,7 @@ TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
   auto unverifiable = std::make_shared<LayerIndex>(*toc_.index);
   unverifiable->entries[0].chunks[5].sha256.clear();
   EXPECT_EQ(ValidateLayerIndex(*unverifiable).code(), Code::kCorrupt);
-  ContentReader reader2({unverifiable}, cache_.get(), source_.get(), 64 << 20, 0);
+  ContentReader reader2(Layers(unverifiable), cache_.get(), source_.get(), 64 << 20, 0);
   n = reader2.Read(FileSource{0, 0, 0}, 5 * kTocUnitLen, 100, out.data());
   EXPECT_FALSE(n.ok());
 }
@@ -618,6 +623,11 @@ TEST_F(TocReaderTest, ChunkDigestsAndPrefetchEndSurviveTheIndexFormat) {
 namespace imgfs::fs {
 namespace {
 
+// The mount's view of one layer.
+std::shared_ptr<const ImageLayers> Layers(std::shared_ptr<const LayerIndex> layer) {
+  return std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{std::move(layer)});
+}
+
 // A layer of small files, one raw unit each, in blob order: what a tree walk reads.
 class WalkReadAheadTest : public ::testing::Test {
  protected:
@@ -651,7 +661,7 @@ class WalkReadAheadTest : public ::testing::Test {
     }
     layer_ = layer;
     reader_ = std::make_unique<ContentReader>(
-        std::vector<std::shared_ptr<const LayerIndex>>{layer_}, cache_.get(), source_.get(),
+        Layers(layer_), cache_.get(), source_.get(),
         64 << 20, /*read_ahead_bytes=*/8 * kFileSize);
   }
 

@@ -16,6 +16,7 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "fs/tree/image_layers.h"
 #include "fs/tree/content_reader.h"
 #include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
@@ -85,13 +86,17 @@ class PrefetcherTest : public ::testing::Test {
   }
 
   test::TempDir dir_{"prefetcher"};
+  std::shared_ptr<const ImageLayers> Image() const {
+    return std::make_shared<const ImageLayers>(layers_);
+  }
+
   std::vector<std::shared_ptr<const LayerIndex>> layers_;
   test::FakeBlobSource source_;
   std::unique_ptr<cache::Cache> cache_;
 };
 
 TEST_F(PrefetcherTest, LandmarkFetchesEachPrioritizedRegionInOneRequest) {
-  Prefetcher prefetcher(layers_, cache_.get(), &source_);  // kLandmark is the default
+  Prefetcher prefetcher(Image(), cache_.get(), &source_);  // kLandmark is the default
   prefetcher.Start();
   Status s = prefetcher.Wait();
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -104,7 +109,7 @@ TEST_F(PrefetcherTest, LandmarkFetchesEachPrioritizedRegionInOneRequest) {
   EXPECT_TRUE(prefetcher.stats().done);
 
   // Prefetched units are served offline, verified.
-  ContentReader reader(layers_, cache_.get(), nullptr);
+  ContentReader reader(Image(), cache_.get(), nullptr);
   std::string out(10, '\0');
   Result<size_t> n = reader.Read(FileSource{0, 2, 0}, 0, 10, out.data());
   ASSERT_TRUE(n.ok()) << n.status().ToString();
@@ -113,7 +118,7 @@ TEST_F(PrefetcherTest, LandmarkFetchesEachPrioritizedRegionInOneRequest) {
 }
 
 TEST_F(PrefetcherTest, AllFetchesEveryUnitAfterTheLandmarks) {
-  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
   prefetcher.Start();
   Status s = prefetcher.Wait();
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -129,20 +134,20 @@ TEST_F(PrefetcherTest, AllFetchesEveryUnitAfterTheLandmarks) {
 
   // A second run finds everything present.
   int before = source_.requests();
-  Prefetcher again(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  Prefetcher again(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
   again.Start();
   ASSERT_TRUE(again.Wait().ok());
   EXPECT_EQ(source_.requests(), before);
 }
 
 TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
-  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kNone);
+  Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kNone);
   EXPECT_TRUE(prefetcher.Wait().ok()) << "Wait before Start";
   prefetcher.Start();
   EXPECT_TRUE(prefetcher.Wait().ok());
   EXPECT_EQ(source_.requests(), 0);
 
-  Prefetcher offline(layers_, cache_.get(), nullptr, Prefetcher::Mode::kAll);
+  Prefetcher offline(Image(), cache_.get(), nullptr, Prefetcher::Mode::kAll);
   offline.Start();
   EXPECT_TRUE(offline.Wait().ok());
 }
@@ -150,7 +155,7 @@ TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
 TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
   const Unit& bad = layers_[0]->units[2];
   source_.FlipAt(bad.coff + bad.clen / 2, layers_[0]->blob_digest);
-  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kLandmark);
+  Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kLandmark);
   prefetcher.Start();
   Status s = prefetcher.Wait();
   EXPECT_EQ(s.code(), Code::kDigestMismatch) << s.ToString();
@@ -163,7 +168,7 @@ TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
 }
 
 TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
-  Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+  Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
   // A foreground fetch is held at its registry for as long as the test wants while the
   // background pass starts.
   std::string slow_blob;
@@ -198,7 +203,7 @@ TEST_F(PrefetcherTest, DestructionStopsTheWorkWithoutWaitingForIt) {
   source_.SetDelay(std::chrono::milliseconds(200));
   auto start = std::chrono::steady_clock::now();
   {
-    Prefetcher prefetcher(layers_, cache_.get(), &source_, Prefetcher::Mode::kAll);
+    Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
     prefetcher.Start();
     ASSERT_TRUE(source_.WaitForInside(1)) << "no landmark request started";
   }

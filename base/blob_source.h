@@ -1,11 +1,16 @@
-// BlobSource: where the cache gets bytes it does not have.
+// BlobSource: where blob bytes come from when imgfs does not have them.
 //
-// The cache knows blobs only by digest; `registry` implements this interface for one
-// repository and `cli` wires the two together, so neither module knows the other. Tests
-// implement it to inject faults (flipped bits, short reads, errors).
+// The cache and the layer indexers know blobs only by digest; `registry` implements this
+// interface for one repository (cli/registry_blob_source.h) and `cli` wires it to them, so
+// `cache` and `registry` never know each other. It lives in base/ because both sides of that
+// seam must see it. Tests implement it to inject faults (flipped bits, short reads, errors).
 //
 // Implementations are safe for concurrent use from many threads. They do not verify: the
 // cache checks every byte against a trusted digest before it keeps or returns it.
+//
+// kMaxUnitBytes is the largest piece of a blob that imgfs reads or decodes in one go (a unit,
+// compressed or decoded: units are held whole in memory). Indexes refuse larger units and the
+// cache refuses requests for them.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +20,9 @@
 
 #include "base/status.h"
 
-namespace imgfs::cache {
+namespace imgfs {
+
+inline constexpr uint64_t kMaxUnitBytes = uint64_t{512} << 20;
 
 class BlobSource {
  public:
@@ -32,4 +39,4 @@ class BlobSource {
                          const std::function<Status(std::string_view)>& sink) = 0;
 };
 
-}  // namespace imgfs::cache
+}  // namespace imgfs

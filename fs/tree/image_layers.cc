@@ -1,0 +1,49 @@
+#include "fs/tree/image_layers.h"
+
+#include <utility>
+
+#include "fs/layer/decode.h"
+
+namespace imgfs::fs {
+
+ImageLayers::ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers)
+    : layers_(std::move(layers)) {
+  checks_.reserve(layers_.size());
+  for (const auto& layer : layers_) {
+    checks_.push_back(layer ? UnitChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
+  }
+}
+
+cache::UnitRef ImageLayers::MakeUnitRef(uint32_t layer, uint32_t unit,
+                                        DecodedSink on_decoded) const {
+  const LayerIndex& index = *layers_[layer];
+  const Unit& u = index.units[unit];
+  cache::UnitRef ref{index.blob_digest, u.coff, u.clen, u.sha256};
+  if (u.sha256.empty()) {
+    const std::vector<ChunkCheck>* checks = &checks_[layer][unit];
+    ref.verify = [&u, checks, sink = std::move(on_decoded)](std::string_view compressed) {
+      Result<std::string> decoded = DecodeAndVerifyUnit(u, *checks, compressed);
+      if (!decoded.ok()) return decoded.status();
+      if (sink) sink(std::move(decoded).value());
+      return Status::Ok();
+    };
+  }
+  return ref;
+}
+
+Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit,
+                                        std::string compressed) const {
+  const Unit& u = layers_[layer]->units[unit];
+  if (u.sha256.empty()) return DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
+  if (u.codec == UnitCodec::kRaw) {
+    // Decoding a raw unit is a copy; skip it (units can be MiBs).
+    if (u.ulen != u.clen || compressed.size() != u.clen) {
+      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) +
+                             " with ulen != clen");
+    }
+    return compressed;
+  }
+  return DecodeUnit(u, compressed);
+}
+
+}  // namespace imgfs::fs
