@@ -2,13 +2,14 @@
 // through a BlobSource from a blob in memory, and the TOC JSON turned into an index.
 // The input is used three ways at once, so seeds may be whole blobs or TOC JSON:
 //   - ParseEstargzFooter over its tail;
-//   - ReadEstargzIndex over it as the whole blob, under a TOC digest annotation that cannot
+//   - BuildEstargzIndex over it as the whole blob, under a TOC digest annotation that cannot
 //     match (the path up to the digest check: footer, range requests, gzip, tar);
 //   - IndexFromTocJson over it as TOC JSON.
 // Invariants: errors are input errors; an accepted TOC gives an index that passes
 // ValidateLayerIndex, one check list per unit, and survives a Serialize/Deserialize round trip.
 #include "base/digest.h"
 #include "fs/layer/estargz.h"
+#include "fs/layer/toc.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/toc_check.h"
 #include "tests/support/fake_blob_source.h"
@@ -31,13 +32,12 @@ void Run(std::string_view input) {
   blob_layer.annotations[std::string(fs::kEstargzTocDigestAnnotation)] =
       "sha256:" + std::string(64, '0');
   test::FakeBlobSource source(std::string(input), test::FakeBlobSource::Serve::kAnyDigest);
-  auto read = fs::ReadEstargzIndex(blob_layer, &source);
+  auto read = fs::BuildEstargzIndex(blob_layer, &source);
   FUZZ_CHECK(!read.ok() && IsInputError(read.status()), read.status().ToString());
 
-  fs::LayerDescriptor toc_layer = blob_layer;
-  toc_layer.size = kDataEnd + 51;
-  CheckToc(fs::IndexFromTocJson(input, toc_layer, fs::UnitCodec::kGzipMember, kDataEnd,
-                                "estargz"));
+  CheckToc(fs::IndexFromTocJson(input, fs::TocBlob{blob_layer.digest, kDataEnd + 51,
+                                                   fs::UnitCodec::kGzipMember, kDataEnd,
+                                                   "estargz"}));
 }
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <iterator>
 #include <string>
 
-#include "fs/layer/estargz.h"
+#include "fs/layer/toc.h"
 #include "fs/layer/stream_index.h"
 
 namespace {
@@ -16,12 +16,8 @@ namespace {
 imgfs::Result<imgfs::fs::LayerIndex> IndexOf(const std::string& name, const std::string& bytes) {
   using namespace imgfs::fs;
   if (name.ends_with(".json")) {
-    LayerDescriptor layer;
-    layer.digest = "sha256:" + std::string(64, 'a');
-    layer.size = (1 << 24) + 51;
-    auto toc = IndexFromTocJson(bytes, layer, UnitCodec::kGzipMember, 1 << 24, "estargz");
-    if (!toc.ok()) return toc.status();
-    return std::move(toc->index);
+    return IndexFromTocJson(bytes, TocBlob{"sha256:" + std::string(64, 'a'), (1 << 24) + 51,
+                                           UnitCodec::kGzipMember, 1 << 24, "estargz"});
   }
   StreamIndexOptions options;
   options.span = 8 << 10;

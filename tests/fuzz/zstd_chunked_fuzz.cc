@@ -3,12 +3,13 @@
 // The input is used four ways at once, so seeds may be whole blobs, TOC JSON or annotations:
 //   - ParseZstdChunkedPosition over it as a manifest-position annotation;
 //   - ParseZstdChunkedFooter over its tail;
-//   - when the footer names a range inside it: ReadZstdChunkedIndex over it as the whole blob,
+//   - when the footer names a range inside it: BuildZstdChunkedIndex over it as the whole blob,
 //     with the checksum annotation set to that range's sha256 (as a manifest that pins this
 //     blob would), which reaches zstd decoding and the JSON;
 //   - IndexFromTocJson over it as TOC JSON (zstd:chunked additions: chunkType, endOffset).
 // Invariants: as estargz_fuzz.cc.
 #include "base/digest.h"
+#include "fs/layer/toc.h"
 #include "fs/layer/zstd_chunked.h"
 #include "tests/fuzz/fuzz_support.h"
 #include "tests/fuzz/toc_check.h"
@@ -33,15 +34,15 @@ void Run(std::string_view input) {
       layer.annotations[std::string(fs::kZstdChunkedChecksumAnnotation)] =
           Sha256Digest(input.substr(footer->offset, footer->length));
       test::FakeBlobSource source(std::string(input), test::FakeBlobSource::Serve::kAnyDigest);
-      CheckToc(fs::ReadZstdChunkedIndex(layer, &source));
+      CheckToc(fs::BuildZstdChunkedIndex(layer, &source));
     }
   } else {
     FUZZ_CHECK(IsInputError(footer.status()), footer.status().ToString());
   }
 
-  layer.size = kDataEnd + 72;
-  CheckToc(fs::IndexFromTocJson(input, layer, fs::UnitCodec::kZstdFrame, kDataEnd,
-                                "zstd:chunked"));
+  CheckToc(fs::IndexFromTocJson(input, fs::TocBlob{layer.digest, kDataEnd + 72,
+                                                   fs::UnitCodec::kZstdFrame, kDataEnd,
+                                                   "zstd:chunked"}));
 }
 
 }  // namespace
