@@ -27,6 +27,7 @@
 #include "cli/pull_output.h"
 #include "cli/registry_blob_source.h"
 #include "fs/layer/layer_builder.h"
+#include "fs/tree/image_layers.h"
 #include "fs/tree/prefetcher.h"
 
 namespace imgfs::cli {
@@ -172,7 +173,10 @@ class LayerFetch {
                            fs::GetOrBuildLayerIndex(ToLayerDescriptor(d), ctx_.cache, &source_));
     auto index = std::make_shared<const fs::LayerIndex>(std::move(built));
     if (LayerComplete(*index, ctx_.mode, ctx_.cache)) return Status::Ok();
-    fs::Prefetcher prefetcher({index}, ctx_.cache, &source_, ctx_.mode);
+    fs::Prefetcher prefetcher(
+        std::make_shared<const fs::ImageLayers>(
+            std::vector<std::shared_ptr<const fs::LayerIndex>>{index}),
+        ctx_.cache, &source_, ctx_.mode);
     prefetcher.Start();
     IMGFS_RETURN_IF_ERROR(prefetcher.Wait());
     if (!LayerComplete(*index, ctx_.mode, ctx_.cache)) {
