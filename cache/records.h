@@ -57,7 +57,8 @@ std::optional<std::string> DecodeLayerIndex(std::string_view v);
 // ---- units ----
 
 // A UnitRef the cache accepts: a valid blob digest, a sha256 or a verifier, a length of
-// 1..kMaxUnitBytes (base/blob_source.h), a plausible offset. kInvalidArgument naming the unit otherwise.
+// 1..kMaxUnitBytes (base/blob_source.h), a plausible offset. kInvalidArgument naming the
+// unit otherwise.
 Status CheckUnit(const UnitRef& unit);
 // Checks `bytes` against the unit's length and sha256 or verify (whose exceptions are caught).
 // On failure `*actual` says what was found instead ("sha256:..." or the verifier's complaint).
