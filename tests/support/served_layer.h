@@ -22,6 +22,7 @@
 #include "fs/fuse/fuse_fs.h"
 #include "fs/layer/stream_index.h"
 #include "fs/tree/content_reader.h"
+#include "fs/tree/image_layers.h"
 #include "fs/tree/tree.h"
 #include "tests/support/fake_blob_source.h"
 
@@ -53,7 +54,8 @@ class ServedLayer {
     IMGFS_ASSIGN_OR_RETURN(cache_, cache::Cache::Open(cache_dir));
     IMGFS_ASSIGN_OR_RETURN(tree_, fs::Tree::Build({layer}));
     source_ = std::make_unique<FakeBlobSource>(std::move(blob), FakeBlobSource::Serve::kAnyDigest);
-    reader_ = std::make_unique<fs::ContentReader>(tree_->layers(), cache_.get(), source_.get());
+    reader_ = std::make_unique<fs::ContentReader>(
+        std::make_shared<const fs::ImageLayers>(tree_->layers()), cache_.get(), source_.get());
     mountpoint_ = mountpoint;
     std::future<Status> ready = ready_.get_future();
     serving_ = std::thread([this] {

@@ -376,7 +376,7 @@ TEST(EstargzTest, ChunkDigestsSurviveTheStoredIndex) {
   EstargzWriter w;
   w.chunk_size = 1000;
   Blob b = w.Write(SampleItems());
-  InMemoryBlobSource source(b.bytes);
+  FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
   auto toc = BuildEstargzIndex(Descriptor(b), &source);
   ASSERT_TRUE(toc.ok()) << toc.status().ToString();
   auto back = LayerIndex::Deserialize(toc->Serialize());

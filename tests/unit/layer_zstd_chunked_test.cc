@@ -332,9 +332,12 @@ TEST(ZstdChunkedTest, LayerWithBothAnnotationsIsReadAsZstdChunked) {
   LayerDescriptor d = Descriptor(b, /*legacy_names=*/true);
   d.annotations[std::string(kEstargzTocDigestAnnotation)] = Sha256Digest(b.toc_json);
   FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
-  auto toc = ReadEstargzIndex(d, &source);
-  ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-  ExpectSampleIndex(*toc, b);
+  test::TempDir dir("zstd-chunked-dispatch");
+  auto cache = cache::Cache::Open(dir.Sub("cache"));
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  auto index = GetOrBuildLayerIndex(d, cache->get(), &source);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  ExpectSampleIndex(*index, b);
 }
 
 TEST(ZstdChunkedTest, ChecksumMismatchIsRefused) {

@@ -177,7 +177,9 @@ TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
   slow_source.Add(slow->blob_digest, slow_blob);
   slow_source.Block();
   std::thread foreground([&] {
-    ContentReader reader({slow}, cache_.get(), &slow_source);
+    ContentReader reader(std::make_shared<const ImageLayers>(
+                             std::vector<std::shared_ptr<const LayerIndex>>{slow}),
+                         cache_.get(), &slow_source);
     std::string out(10, '\0');
     EXPECT_TRUE(reader.Read(FileSource{0, 0, 0}, 0, 10, out.data()).ok());
   });
