@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "cache/blob_source.h"
+#include "base/blob_source.h"
 #include "cache/cache.h"
 #include "fs/layer/layer_builder.h"
 #include "registry/manifest.h"
