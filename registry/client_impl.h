@@ -1,0 +1,133 @@
+// Client::Impl, shared by the files that implement registry::Client (client.h); not for use
+// outside registry/. Each file holds one job:
+// - client.cc: the core. Send: mirrors, the 401 challenge round, retries with backoff, the
+//   blob transfer's failure budget and cancellation, redirects; HTTP answers mapped to Status.
+// - client_auth.cc: credentials, challenges, Basic and Bearer (the token cache).
+// - client_manifests.cc: manifests by tag or digest, HEAD, the paged tags list.
+// - client_blobs.cc: blob streams and ranges, resumed where a broken stream stopped.
+//
+// Thread-safety: as Client's; the maps below are shared by all threads under mu_.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "registry/auth.h"
+#include "registry/client.h"
+#include "registry/http.h"
+#include "registry/reference.h"
+
+namespace imgfs::registry {
+
+struct RegistryError {
+  std::string code;
+  std::string message;
+};
+
+// The first entry of the distribution spec's {"errors":[{"code":..,"message":..}]} body.
+RegistryError ParseRegistryError(std::string_view body);
+
+class Client::Impl {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Impl(ClientOptions options, std::unique_ptr<HttpTransport> transport)
+      : options_(std::move(options)), transport_(std::move(transport)) {
+    if (options_.max_attempts < 1) options_.max_attempts = 1;
+    if (options_.max_transfer_failures < 1) options_.max_transfer_failures = 1;
+  }
+
+  // One logical request to the registry of `repo`.
+  struct Call {
+    const Reference* repo = nullptr;
+    std::string method = "GET";
+    std::string path;  // "/v2/..."
+    std::vector<std::string> headers;
+    std::function<bool(std::string_view)> sink;
+    uint64_t max_body = 64 << 10;
+    std::string what;  // what was asked for, for messages
+    std::string base;  // "scheme://host[:port]" to send to; "" = the registry of `repo`
+    // Failed attempts of the blob transfer this call belongs to (nullptr: not a blob
+    // transfer); every failed attempt counts, and none is retried once it reaches
+    // ClientOptions::max_transfer_failures.
+    int* failures = nullptr;
+  };
+
+  // client_manifests.cc
+  Result<ManifestResponse> GetManifest(const Reference& repo, std::string_view tag_or_digest);
+  Result<std::string> HeadManifest(const Reference& repo, std::string_view tag_or_digest);
+  Result<std::vector<std::string>> ListTags(const Reference& repo);
+
+  // client_blobs.cc
+  // Streams [off, off + len) of a blob (to its end when len is nullopt) through `sink`.
+  Status StreamBlob(const Reference& repo, std::string_view digest, uint64_t off,
+                    std::optional<uint64_t> len,
+                    const std::function<Status(std::string_view)>& sink);
+
+ private:
+  static Result<bool> CheckTagOrDigest(std::string_view tag_or_digest);
+
+  std::string BaseUrl(const Reference& repo) const {
+    return std::string(repo.IsInsecureLoopback() ? "http://" : "https://") + repo.ApiHost();
+  }
+
+  static std::string Scope(const Reference& repo) {
+    return "repository:" + repo.repository + ":pull";
+  }
+
+  // client.cc
+  // Sends `call`, authenticating, following redirects and retrying. OK means some HTTP answer
+  // came back from the final location; *resp holds it (a 401 from the registry is already
+  // turned into a Status here). Docker Hub requests try the configured mirrors first, each
+  // once, and fall back to the next source on any failure that delivered no bytes.
+  Status Send(const Call& call, HttpResponse* resp);
+  Status SendTo(const Call& call, HttpResponse* resp, int max_attempts, uint64_t* delivered);
+  // One request and its redirects, with the registry's Authorization on registry URLs only.
+  Status SendOnce(const Call& call, HttpResponse* resp, bool* sent_auth, bool* from_registry);
+
+  bool Cancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
+
+  // Counts a failed attempt of `call`'s blob transfer; false when no attempt is left.
+  bool CountFailure(const Call& call) const {
+    if (call.failures == nullptr) return true;
+    return ++*call.failures < options_.max_transfer_failures;
+  }
+
+  void Backoff(int attempt, int retry_after_s);
+  Status MapStatus(const Call& call, const HttpResponse& resp, bool manifest);
+
+  // client_auth.cc
+  Result<std::optional<Credentials>> CredentialsFor(const Reference& repo);
+  std::string AuthRequiredMessage(const Reference& repo) const;
+  Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp);
+  static std::string TokenKey(const AuthChallenge& c, const std::string& scope);
+  // The Authorization value to send to `repo`'s registry, from what its last challenge asked.
+  Result<std::optional<std::string>> AuthorizationFor(const Reference& repo);
+  // Learns the challenge of a 401 and, for Bearer, fetches a fresh token.
+  Status Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth);
+  Result<std::string> FetchToken(const Reference& repo, const AuthChallenge& challenge);
+
+  struct Token {
+    std::string token;
+    Clock::time_point expires;
+  };
+
+  ClientOptions options_;
+  std::unique_ptr<HttpTransport> transport_;
+  std::mutex mu_;
+  std::map<std::string, AuthChallenge> challenges_;              // GUARDED_BY(mu_), by ApiHost
+  std::map<std::string, Token> tokens_;                          // GUARDED_BY(mu_)
+  std::map<std::string, std::optional<Credentials>> creds_;      // GUARDED_BY(mu_), by domain
+};
+
+}  // namespace imgfs::registry
