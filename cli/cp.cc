@@ -100,8 +100,12 @@ int RunCp(const FilesOptions& options) {
   std::vector<std::pair<fs::Tree::Attr, std::string>> todo = {{*attr, dest}};
   std::vector<std::pair<fs::Tree::Attr, std::string>> dirs;
   while (!todo.empty()) {
-    auto [a, to] = std::move(todo.back());
+    // Named members rather than a structured binding: clang 14 (the -Wthread-safety build)
+    // cannot capture a binding in the lambda below.
+    std::pair<fs::Tree::Attr, std::string> next = std::move(todo.back());
     todo.pop_back();
+    const fs::Tree::Attr& a = next.first;
+    const std::string& to = next.second;
     if (Status s = CopyEntry(image, a, to); !s.ok()) return Fail(s);
     if (!S_ISDIR(a.mode)) continue;
     dirs.emplace_back(a, to);

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <thread>
+
+#include "base/mutex.h"
 
 namespace imgfs::cli {
 
@@ -44,8 +45,8 @@ Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
   std::vector<std::shared_ptr<const fs::LayerIndex>> layers(n);
   // The first failure is the cause: the layers cancelled because of it fail too, and an
   // earlier one of those must not be reported instead.
-  std::mutex mu;
-  Status first_error;  // GUARDED_BY(mu)
+  Mutex mu;
+  Status first_error;  // written under mu; read once the workers are done
   std::atomic<bool> failed{false};
   (void)ForEachInParallel(n, kMaxParallelLayers, [&](size_t i) -> Status {
     if (failed) return Status::Ok();  // not started: the mount fails anyway
@@ -56,7 +57,7 @@ Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
       layers[i] = std::make_shared<const fs::LayerIndex>(std::move(index).value());
       return Status::Ok();
     }
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (first_error.ok()) {
       first_error = index.status().WithContext("layer " + d.digest);
       failed = true;

@@ -12,14 +12,13 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "cache/cache.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -130,10 +129,10 @@ class LayerFetch {
     Status s = ForEachInParallel(todo.size(), kMaxParallelLayers,
                                  [&](size_t k) { return FetchLayer(todo[k]); });
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       finished_ = true;
     }
-    cv_.notify_all();
+    cv_.SignalAll();
     if (drawer.joinable()) drawer.join();
     return s;
   }
@@ -141,15 +140,15 @@ class LayerFetch {
  private:
   enum class State { kWaiting, kDownloading, kDone, kFailed };
 
-  Status FetchLayer(size_t i) {
+  Status FetchLayer(size_t i) EXCLUDES(mu_) {
     const registry::Descriptor& d = layers_[i];
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       state_[i] = State::kDownloading;
       started_[i] = Clock::now();
     }
     Status s = IndexAndFetch(d);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!s.ok()) {
       state_[i] = State::kFailed;
       return s.WithContext("layer " + d.digest);
@@ -187,8 +186,8 @@ class LayerFetch {
 
   // The terminal's progress bars: every layer being downloaded, redrawn every
   // kRedrawInterval until Run's workers are done.
-  void Draw() {
-    std::unique_lock<std::mutex> lock(mu_);
+  void Draw() EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     while (!finished_) {
       for (size_t i = 0; i < layers_.size(); ++i) {
         if (state_[i] != State::kDownloading) continue;
@@ -198,22 +197,26 @@ class LayerFetch {
                                 source_.Get(layers_[i].digest).bytes, layers_[i].size,
                                 elapsed.count());
       }
-      cv_.wait_for(lock, kRedrawInterval, [&] { return finished_; });
+      const auto next_draw = Clock::now() + kRedrawInterval;
+      while (!finished_ && Clock::now() < next_draw) cv_.WaitFor(next_draw - Clock::now());
     }
   }
 
+  // Constant after construction.
   const PullContext& ctx_;
   RegistryBlobSource registry_source_;
-  MeteredBlobSource source_;
+  MeteredBlobSource source_;  // thread-safe
   const std::vector<registry::Descriptor> layers_;
   const std::vector<bool> present_;
 
-  std::mutex mu_;  // orders the lines of one layer, and the drawer against them
-  std::condition_variable cv_;
-  std::vector<State> state_;                 // GUARDED_BY(mu_)
-  std::vector<Clock::time_point> started_;  // GUARDED_BY(mu_)
-  size_t next_complete_ = 0;                 // GUARDED_BY(mu_)
-  bool finished_ = false;                    // GUARDED_BY(mu_)
+  // State below is protected by mu_, which also orders the lines of one layer, and the drawer
+  // against them.
+  Mutex mu_;
+  CondVar cv_{&mu_};  // signalled when finished_ is set
+  std::vector<State> state_ GUARDED_BY(mu_);
+  std::vector<Clock::time_point> started_ GUARDED_BY(mu_);
+  size_t next_complete_ GUARDED_BY(mu_) = 0;
+  bool finished_ GUARDED_BY(mu_) = false;
 };
 
 // Pulls one image. True when docker would say "Downloaded newer image": something was

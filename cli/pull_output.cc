@@ -35,7 +35,7 @@ PullOutput::Mode PullOutput::ModeFor(bool quiet, int fd) {
 
 void PullOutput::Message(const std::string& line) {
   if (mode_ == Mode::kQuiet) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   lines_.clear();  // docker: progress lines of an earlier block are never redrawn
   std::fprintf(out_, "%s\n", line.c_str());
   std::fflush(out_);
@@ -43,7 +43,7 @@ void PullOutput::Message(const std::string& line) {
 
 void PullOutput::LayerStatus(const std::string& id, const std::string& status) {
   if (mode_ == Mode::kQuiet) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (mode_ == Mode::kPlain) {
     std::fprintf(out_, "%s: %s\n", id.c_str(), status.c_str());
   } else {
@@ -56,7 +56,7 @@ void PullOutput::LayerStatus(const std::string& id, const std::string& status) {
 void PullOutput::LayerProgress(const std::string& id, const std::string& action,
                                uint64_t current, uint64_t total, int64_t elapsed_ms) {
   if (mode_ != Mode::kTerminal) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::string text = ProgressText(current, total, elapsed_ms, TerminalWidth(out_));
   DrawLineLocked(id, id + ": " + action + " " + text);
   std::fflush(out_);

@@ -16,8 +16,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
-#include <mutex>
 #include <string>
+
+#include "base/mutex.h"
 
 namespace imgfs::cli {
 
@@ -42,13 +43,16 @@ class PullOutput {
                      uint64_t total, int64_t elapsed_ms);
 
  private:
-  // REQUIRES: mu_ held. Writes `text` on the line of `id` (docker's cursor dance).
-  void DrawLineLocked(const std::string& id, const std::string& text);
+  // Writes `text` on the line of `id` (docker's cursor dance).
+  void DrawLineLocked(const std::string& id, const std::string& text) REQUIRES(mu_);
 
+  // Constant after construction.
   const Mode mode_;
   std::FILE* const out_;
-  std::mutex mu_;
-  std::map<std::string, size_t> lines_;  // GUARDED_BY(mu_): id -> line in the current block
+
+  // State below is protected by mu_, which also keeps the lines written whole.
+  Mutex mu_;
+  std::map<std::string, size_t> lines_ GUARDED_BY(mu_);  // id -> line in the current block
 };
 
 // docker's units.HumanSize: decimal units, four significant digits ("32.77kB", "3.408MB").

@@ -7,9 +7,9 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 
 #include "base/blob_source.h"
+#include "base/mutex.h"
 #include "registry/client.h"
 #include "registry/reference.h"
 
@@ -70,23 +70,26 @@ class MeteredBlobSource : public BlobSource {
     return s;
   }
 
-  Counts Get(std::string_view digest) const {
-    std::lock_guard<std::mutex> lock(mu_);
+  Counts Get(std::string_view digest) const EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     auto it = counts_.find(std::string(digest));
     return it == counts_.end() ? Counts{} : it->second;
   }
 
  private:
-  void Add(std::string_view digest, uint64_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
+  void Add(std::string_view digest, uint64_t bytes) EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     Counts& c = counts_[std::string(digest)];
     c.bytes += bytes;
     c.requests += 1;
   }
 
+  // Constant after construction.
   BlobSource* const inner_;
-  mutable std::mutex mu_;
-  std::map<std::string, Counts> counts_;  // GUARDED_BY(mu_)
+
+  // State below is protected by mu_.
+  mutable Mutex mu_;
+  std::map<std::string, Counts> counts_ GUARDED_BY(mu_);
 };
 
 }  // namespace imgfs::cli

@@ -4,7 +4,6 @@
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -37,12 +36,12 @@ std::string UrlEncode(std::string_view s) {
 
 Result<std::optional<Credentials>> Client::Impl::CredentialsFor(const Reference& repo) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (auto it = creds_.find(repo.domain); it != creds_.end()) return it->second;
   }
   IMGFS_ASSIGN_OR_RETURN(std::optional<Credentials> c,
                          LookupCredentials(options_.docker_config_dir, repo.domain));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   creds_[repo.domain] = c;
   return c;
 }
@@ -77,7 +76,7 @@ std::string Client::Impl::TokenKey(const AuthChallenge& c, const std::string& sc
 Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Reference& repo) {
   AuthChallenge challenge;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = challenges_.find(repo.ApiHost());
     if (it == challenges_.end()) return std::optional<std::string>();
     challenge = it->second;
@@ -89,7 +88,7 @@ Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Referenc
   }
   std::string key = TokenKey(challenge, Scope(repo));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = tokens_.find(key);
     if (it != tokens_.end() && it->second.expires > Clock::now()) {
       return std::optional<std::string>("Bearer " + it->second.token);
@@ -121,7 +120,7 @@ Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& res
   }
   std::string key = TokenKey(*chosen, Scope(repo));
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     challenges_[repo.ApiHost()] = *chosen;
     tokens_.erase(key);  // it was refused, or there was none
   }
@@ -210,7 +209,7 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
   // The spec's minimum lifetime is 60 s; renew a little early so a request never carries
   // a token that expires on the way.
   expires_in = std::clamp<int64_t>(expires_in, 60, 24 * 3600);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   tokens_[TokenKey(challenge, scope)] =
       Token{token, Clock::now() + std::chrono::seconds(expires_in - 10)};
   return token;

@@ -14,13 +14,13 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
 #include "registry/auth.h"
 #include "registry/client.h"
@@ -107,27 +107,33 @@ class Client::Impl {
   Status MapStatus(const Call& call, const HttpResponse& resp, bool manifest);
 
   // client_auth.cc
-  Result<std::optional<Credentials>> CredentialsFor(const Reference& repo);
+  Result<std::optional<Credentials>> CredentialsFor(const Reference& repo) EXCLUDES(mu_);
   std::string AuthRequiredMessage(const Reference& repo) const;
-  Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp);
+  Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp)
+      EXCLUDES(mu_);
   static std::string TokenKey(const AuthChallenge& c, const std::string& scope);
   // The Authorization value to send to `repo`'s registry, from what its last challenge asked.
-  Result<std::optional<std::string>> AuthorizationFor(const Reference& repo);
+  Result<std::optional<std::string>> AuthorizationFor(const Reference& repo) EXCLUDES(mu_);
   // Learns the challenge of a 401 and, for Bearer, fetches a fresh token.
-  Status Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth);
-  Result<std::string> FetchToken(const Reference& repo, const AuthChallenge& challenge);
+  Status Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth)
+      EXCLUDES(mu_);
+  Result<std::string> FetchToken(const Reference& repo, const AuthChallenge& challenge)
+      EXCLUDES(mu_);
 
   struct Token {
     std::string token;
     Clock::time_point expires;
   };
 
+  // Constant after construction.
   ClientOptions options_;
-  std::unique_ptr<HttpTransport> transport_;
-  std::mutex mu_;
-  std::map<std::string, AuthChallenge> challenges_;              // GUARDED_BY(mu_), by ApiHost
-  std::map<std::string, Token> tokens_;                          // GUARDED_BY(mu_)
-  std::map<std::string, std::optional<Credentials>> creds_;      // GUARDED_BY(mu_), by domain
+  std::unique_ptr<HttpTransport> transport_;  // safe for concurrent use
+
+  // State below is protected by mu_.
+  Mutex mu_;
+  std::map<std::string, AuthChallenge> challenges_ GUARDED_BY(mu_);  // by ApiHost
+  std::map<std::string, Token> tokens_ GUARDED_BY(mu_);  // by TokenKey
+  std::map<std::string, std::optional<Credentials>> creds_ GUARDED_BY(mu_);  // by domain
 };
 
 }  // namespace imgfs::registry

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "base/log.h"
+#include "base/mutex.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -306,7 +307,7 @@ class CurlTransport : public HttpTransport {
 
   EasyPtr Acquire() {
     {
-      std::lock_guard<std::mutex> lock(pool_mu_);
+      MutexLock lock(&pool_mu_);
       if (!pool_.empty()) {
         EasyPtr h = std::move(pool_.back());
         pool_.pop_back();
@@ -319,15 +320,17 @@ class CurlTransport : public HttpTransport {
   void Release(EasyPtr h) {
     // reset keeps the handle's live connections and caches, which is the point of the pool.
     curl_easy_reset(h.get());
-    std::lock_guard<std::mutex> lock(pool_mu_);
+    MutexLock lock(&pool_mu_);
     pool_.push_back(std::move(h));
   }
 
-  static void Lock(CURL*, curl_lock_data data, curl_lock_access, void* user) noexcept {
-    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].lock();
+  // NO_THREAD_SAFETY_ANALYSIS: curl takes a lock in one callback and releases it in another.
+  static void Lock(CURL*, curl_lock_data data, curl_lock_access,
+                   void* user) noexcept NO_THREAD_SAFETY_ANALYSIS {
+    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].Lock();
   }
-  static void Unlock(CURL*, curl_lock_data data, void* user) noexcept {
-    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].unlock();
+  static void Unlock(CURL*, curl_lock_data data, void* user) noexcept NO_THREAD_SAFETY_ANALYSIS {
+    static_cast<CurlTransport*>(user)->share_mu_[Index(data)].Unlock();
   }
   static size_t Index(curl_lock_data data) {
     auto i = static_cast<size_t>(data);
@@ -335,11 +338,17 @@ class CurlTransport : public HttpTransport {
   }
 
   static constexpr size_t kLocks = CURL_LOCK_DATA_LAST;
+
+  // Constant after construction.
   const CurlTransportOptions options_;
-  std::array<std::mutex, kLocks> share_mu_;
+  // What the handles share (DNS, TLS sessions, connections); curl locks it through Lock and
+  // Unlock, one mutex per kind of data. Declared first, so destroyed after the share.
+  std::array<Mutex, kLocks> share_mu_;
   SharePtr share_;
-  std::mutex pool_mu_;
-  std::vector<EasyPtr> pool_;  // GUARDED_BY(pool_mu_)
+
+  // State below is protected by pool_mu_.
+  Mutex pool_mu_;
+  std::vector<EasyPtr> pool_ GUARDED_BY(pool_mu_);
 };
 
 }  // namespace
