@@ -1,0 +1,342 @@
+// The FUSE callbacks: each unpacks its request, asks the tree or the reader, and replies
+// (through Request, fuse_request.h). Writes of any kind are EROFS.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fs/fuse/fuse_fs.h"
+#include "fs/fuse/fuse_request.h"
+
+namespace imgfs::fs::internal {
+namespace {
+
+struct stat ToStat(const Tree::Attr& a) {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_rdev = a.rdev;
+  st.st_blksize = kBlockSize;
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_mtim.tv_sec = a.mtime_sec;
+  st.st_mtim.tv_nsec = a.mtime_nsec;
+  st.st_atim = st.st_mtim;
+  st.st_ctim = st.st_mtim;
+  return st;
+}
+
+fuse_entry_param ToEntry(const Tree::Attr& a) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = a.ino;
+  e.generation = 1;
+  e.attr = ToStat(a);
+  e.attr_timeout = kCacheTimeout;
+  e.entry_timeout = kCacheTimeout;
+  return e;
+}
+
+// Replies to an xattr request with the size-probe protocol: size 0 asks how big, a buffer too
+// small is ERANGE.
+void ReplyXattr(Request& r, size_t size, const std::string& value) {
+  if (size == 0) {
+    r.Replied(fuse_reply_xattr(r.req(), value.size()));
+  } else if (size < value.size()) {
+    r.Error(ERANGE);
+  } else {
+    r.Replied(fuse_reply_buf(r.req(), value.data(), value.size()));
+  }
+}
+
+void OnInit(void* /*userdata*/, fuse_conn_info* conn) noexcept {
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) {
+    conn->want |= FUSE_CAP_READDIRPLUS;
+    // Always plus: attributes never go stale, so `ls -l` should cost one round trip.
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  }
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  // libfuse starts max_readahead at the kernel's maximum; make sure nothing shrank it.
+  conn->max_readahead = UINT32_MAX;
+  if (conn->max_background < 64) conn->max_background = 64;
+}
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
+  Serve(req, Op::kLookup, [&](Request& r) {
+    Result<Tree::Attr> attr = r.tree().Lookup(parent, name);
+    if (attr.status().IsNotFound()) {
+      // A negative entry the kernel may cache: the name will never appear.
+      fuse_entry_param e;
+      std::memset(&e, 0, sizeof(e));
+      e.entry_timeout = kCacheTimeout;
+      return r.Replied(fuse_reply_entry(req, &e));
+    }
+    if (!attr.ok()) return r.Fail(attr.status());
+    fuse_entry_param e = ToEntry(*attr);
+    r.Replied(fuse_reply_entry(req, &e));
+  });
+}
+
+void OnForget(fuse_req_t req, fuse_ino_t /*ino*/, uint64_t /*nlookup*/) noexcept {
+  fuse_reply_none(req);  // inodes live as long as the tree
+}
+
+void OnForgetMulti(fuse_req_t req, size_t /*count*/, fuse_forget_data* /*forgets*/) noexcept {
+  fuse_reply_none(req);
+}
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kGetattr, [&](Request& r) {
+    Result<Tree::Attr> attr = r.tree().GetAttr(ino);
+    if (!attr.ok()) return r.Fail(attr.status());
+    struct stat st = ToStat(*attr);
+    r.Replied(fuse_reply_attr(req, &st, kCacheTimeout));
+  });
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) noexcept {
+  Serve(req, Op::kReadlink, [&](Request& r) {
+    Result<std::string> target = r.tree().ReadLink(ino);
+    if (!target.ok()) return r.Fail(target.status());
+    r.Replied(fuse_reply_readlink(req, target->c_str()));
+  });
+}
+
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, Op::kOpen, [&](Request& r) {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return r.Error(EROFS);
+    Result<Tree::Attr> attr = r.tree().GetAttr(ino);
+    if (!attr.ok()) return r.Fail(attr.status());
+    if (S_ISDIR(attr->mode)) return r.Error(EISDIR);
+    fi->keep_cache = 1;  // the file's pages stay valid across opens
+    r.Replied(fuse_reply_open(req, fi));
+  });
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kRead, [&](Request& r) {
+    if (off < 0) return r.Error(EINVAL);
+    Result<FileSource> file = r.tree().GetFileSource(ino);
+    if (!file.ok()) return r.Fail(file.status());
+    // One buffer per loop thread: reads are up to max_read (1 MiB) and very frequent.
+    thread_local std::unique_ptr<char[]> buffer;
+    thread_local size_t buffer_size = 0;
+    if (buffer_size < size) {
+      buffer.reset(new char[size]);
+      buffer_size = size;
+    }
+    Result<size_t> n = r.reader().Read(*file, static_cast<uint64_t>(off), size, buffer.get());
+    if (!n.ok()) return r.Fail(n.status());
+    r.Replied(fuse_reply_buf(req, buffer.get(), *n));
+  });
+}
+
+void OnRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kRelease, [&](Request& r) { r.Error(0); });
+}
+
+void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, Op::kOpendir, [&](Request& r) {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) return r.Error(EROFS);
+    Result<Tree::Attr> attr = r.tree().GetAttr(ino);
+    if (!attr.ok()) return r.Fail(attr.status());
+    if (!S_ISDIR(attr->mode)) return r.Error(ENOTDIR);
+    fi->keep_cache = 1;
+    fi->cache_readdir = 1;
+    r.Replied(fuse_reply_open(req, fi));
+  });
+}
+
+// readdir and readdirplus differ only in how an entry is packed.
+void ReadDirInto(Request& r, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  if (off < 0) return r.Error(EINVAL);
+  std::unique_ptr<char[]> buf(new char[size]);
+  size_t used = 0;
+  std::string name;  // the tree's names are not NUL-terminated
+  Status s;
+  Status walk = r.tree().ReadDir(
+      ino, static_cast<uint64_t>(off),
+      [&](std::string_view entry_name, const Tree::Attr& attr, uint64_t next) {
+        name.assign(entry_name);
+        size_t need;
+        if (plus) {
+          fuse_entry_param e = ToEntry(attr);
+          need = fuse_add_direntry_plus(r.req(), buf.get() + used, size - used, name.c_str(), &e,
+                                        static_cast<off_t>(next));
+        } else {
+          struct stat st = ToStat(attr);
+          need = fuse_add_direntry(r.req(), buf.get() + used, size - used, name.c_str(), &st,
+                                   static_cast<off_t>(next));
+        }
+        if (need > size - used) {
+          // An entry that fits no buffer would end the listing early and hide the rest of the
+          // directory: that is an error, never a silent end.
+          if (used == 0) {
+            s = Status::Internal("directory entry '" + AbbreviateName(name) + "' (" +
+                                 std::to_string(name.size()) + " bytes) does not fit a " +
+                                 std::to_string(size) + "-byte readdir buffer");
+          }
+          return false;
+        }
+        used += need;
+        return true;
+      });
+  if (s.ok()) s = walk;
+  if (!s.ok()) {
+    IMGFS_LOG(kError, "readdir of inode " << ino << ": " << s.ToString());
+    return r.Fail(s);
+  }
+  r.Replied(fuse_reply_buf(r.req(), buf.get(), used));
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kReaddir, [&](Request& r) { ReadDirInto(r, ino, size, off, false); });
+}
+
+void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kReaddirplus, [&](Request& r) { ReadDirInto(r, ino, size, off, true); });
+}
+
+void OnReleasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) noexcept {
+  Serve(req, Op::kReleasedir, [&](Request& r) { r.Error(0); });
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t /*ino*/) noexcept {
+  Serve(req, Op::kStatfs, [&](Request& r) {
+    const Tree::Stats& stats = r.tree().stats();
+    struct statvfs sv;
+    std::memset(&sv, 0, sizeof(sv));
+    sv.f_bsize = kBlockSize;
+    sv.f_frsize = kBlockSize;
+    sv.f_blocks = (stats.total_file_bytes + kBlockSize - 1) / kBlockSize;
+    sv.f_files = stats.inodes;
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+    r.Replied(fuse_reply_statfs(req, &sv));
+  });
+}
+
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
+  Serve(req, Op::kGetxattr, [&](Request& r) {
+    if (ino == FUSE_ROOT_ID && r.stats() && std::strcmp(name, kStatsXattr) == 0) {
+      return ReplyXattr(r, size, r.stats()());
+    }
+    Result<std::string> value = r.tree().GetXattr(ino, name);
+    if (value.status().IsNotFound() && r.tree().GetAttr(ino).ok()) return r.Error(ENODATA);
+    if (!value.ok()) return r.Fail(value.status());
+    ReplyXattr(r, size, *value);
+  });
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
+  Serve(req, Op::kListxattr, [&](Request& r) {
+    Result<std::vector<std::string>> names = r.tree().ListXattrs(ino);
+    if (!names.ok()) return r.Fail(names.status());
+    std::string list;
+    for (const std::string& n : *names) {
+      list += n;
+      list.push_back('\0');
+    }
+    ReplyXattr(r, size, list);
+  });
+}
+
+void OnAccess(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
+  Serve(req, Op::kAccess, [&](Request& r) {
+    if (mask & W_OK) return r.Error(EROFS);
+    Result<Tree::Attr> attr = r.tree().GetAttr(ino);
+    r.Fail(attr.status());
+  });
+}
+
+// Every request that would change the filesystem. "ro" already makes the kernel refuse them;
+// answering them anyway keeps the filesystem read-only if a mount option is lost.
+void OnSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnUnlink(fuse_req_t req, fuse_ino_t, const char*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
+              unsigned int) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnRemovexattr(fuse_req_t req, fuse_ino_t, const char*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+void OnFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) noexcept {
+  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+}
+
+}  // namespace
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof(ops));
+  ops.init = OnInit;
+  ops.lookup = OnLookup;
+  ops.forget = OnForget;
+  ops.forget_multi = OnForgetMulti;
+  ops.getattr = OnGetattr;
+  ops.readlink = OnReadlink;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.release = OnRelease;
+  ops.opendir = OnOpendir;
+  ops.readdir = OnReaddir;
+  ops.readdirplus = OnReaddirplus;
+  ops.releasedir = OnReleasedir;
+  ops.statfs = OnStatfs;
+  ops.getxattr = OnGetxattr;
+  ops.listxattr = OnListxattr;
+  ops.access = OnAccess;
+  ops.setattr = OnSetattr;
+  ops.mknod = OnMknod;
+  ops.mkdir = OnMkdir;
+  ops.unlink = OnUnlink;
+  ops.rmdir = OnUnlink;
+  ops.symlink = OnSymlink;
+  ops.rename = OnRename;
+  ops.link = OnLink;
+  ops.write = OnWrite;
+  ops.create = OnCreate;
+  ops.setxattr = OnSetxattr;
+  ops.removexattr = OnRemovexattr;
+  ops.fallocate = OnFallocate;
+  return ops;
+}
+
+}  // namespace imgfs::fs::internal

@@ -1,0 +1,143 @@
+// What the FUSE edge's files share (not for use outside fs/fuse): the per-mount state every
+// callback reaches through fuse_req_userdata, and Request/Serve, which keep each callback's
+// counters and timing and guarantee it exactly one reply. fuse_ops.cc holds the callbacks,
+// fuse_fs.cc the session: mount options, mounting, the loop.
+//
+// Thread-safety: the Mount is shared by libfuse's worker threads; its counters are atomic, its
+// tree and reader safe for concurrent use. A Request belongs to the thread serving it.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <string>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "fs/tree/content_reader.h"
+#include "fs/tree/tree.h"
+
+namespace imgfs::fs::internal {
+
+// The image never changes under a mount, so the kernel may keep what it learns "forever".
+inline constexpr double kCacheTimeout = 1e6;
+inline constexpr uint32_t kBlockSize = 4096;
+
+enum class Op : uint8_t {
+  kLookup, kGetattr, kReadlink, kOpen, kRead, kRelease, kOpendir, kReaddir, kReaddirplus,
+  kReleasedir, kStatfs, kGetxattr, kListxattr, kAccess, kWrite, kCount
+};
+inline constexpr std::array<const char*, static_cast<size_t>(Op::kCount)> kOpNames = {
+    "lookup", "getattr", "readlink", "open", "read", "release", "opendir", "readdir",
+    "readdirplus", "releasedir", "statfs", "getxattr", "listxattr", "access", "write-attempt"};
+
+struct OpCounters {
+  std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> nanos{0};
+};
+
+// What every callback reaches through fuse_req_userdata.
+struct Mount {
+  const Tree& tree;
+  ContentReader& reader;
+  std::function<std::string()> stats;
+  std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
+};
+
+inline int ToErrno(const Status& s) {
+  switch (s.code()) {
+    case Code::kOk:
+      return 0;
+    case Code::kNotFound:
+      return ENOENT;
+    case Code::kInvalidArgument:
+      return EINVAL;
+    case Code::kUnsupported:
+      return ENOTSUP;
+    default:
+      // Fetch, verification, decoding, disk and internal failures: the kernel's word for
+      // "the bytes could not be had" is EIO.
+      return EIO;
+  }
+}
+
+// One request from arrival to reply: keeps the counters and timing (so callbacks do not), and
+// guarantees exactly one reply: a callback that leaves without replying (a bug, or an
+// exception) answers EIO here.
+class Request {
+ public:
+  Request(fuse_req_t req, Op op)
+      : req_(req),
+        op_(op),
+        mount_(static_cast<Mount*>(fuse_req_userdata(req))),
+        start_(std::chrono::steady_clock::now()) {}
+  ~Request() {
+    if (!replied_) Error(EIO);
+    OpCounters& c = mount_->ops[static_cast<size_t>(op_)];
+    c.calls.fetch_add(1, std::memory_order_relaxed);
+    if (failed_) c.errors.fetch_add(1, std::memory_order_relaxed);
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                  std::chrono::steady_clock::now() - start_)
+                  .count();
+    c.nanos.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
+  }
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
+  fuse_req_t req() const { return req_; }
+  const Tree& tree() const { return mount_->tree; }
+  ContentReader& reader() const { return mount_->reader; }
+  const std::function<std::string()>& stats() const { return mount_->stats; }
+
+  void Error(int err) {
+    failed_ = err != 0;
+    Replied(fuse_reply_err(req_, err));
+  }
+  void Fail(const Status& s) { Error(ToErrno(s)); }
+  // Records the reply made by a fuse_reply_* call returning `rc`.
+  void Replied(int rc) {
+    replied_ = true;
+    if (rc != 0) {
+      // The kernel gave up on the request (interrupted); nothing more can be sent.
+      IMGFS_LOG(kDebug, "fuse " << kOpNames[static_cast<size_t>(op_)]
+                                << ": reply failed: " << std::strerror(-rc));
+    }
+  }
+
+ private:
+  fuse_req_t req_;
+  Op op_;
+  Mount* mount_;
+  std::chrono::steady_clock::time_point start_;
+  bool replied_ = false;
+  bool failed_ = false;
+};
+
+// Runs a callback body with its Request; no exception leaves (libfuse is C).
+template <typename Body>
+void Serve(fuse_req_t req, Op op, Body&& body) noexcept {
+  try {
+    Request r(req, op);
+    try {
+      body(r);
+    } catch (const std::exception& e) {
+      IMGFS_LOG(kError, "fuse " << kOpNames[static_cast<size_t>(op)] << ": " << e.what());
+    }
+  } catch (...) {
+    // Only reachable if logging itself threw; the Request destructor has replied.
+  }
+}
+
+// libfuse's callbacks (fuse_ops.cc).
+fuse_lowlevel_ops MakeOps();
+
+}  // namespace imgfs::fs::internal
