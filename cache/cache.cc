@@ -3,6 +3,7 @@
 //   UnitStore      blob files, units/blobs records      cache/unit_store.h
 //   Fetcher        single-flight, coalescing, fan-out  cache/fetcher.h
 //   Eviction       accounting and giving space back    cache/eviction.h
+//   Verifier       re-checking everything stored        cache/verify.h
 // over one LmdbEnv (cache/lmdb_env.h) per root and process.
 #include "cache/cache.h"
 
@@ -28,6 +29,7 @@
 #include "cache/metadata_store.h"
 #include "cache/records.h"
 #include "cache/unit_store.h"
+#include "cache/verify.h"
 
 namespace imgfs::cache {
 
@@ -45,7 +47,8 @@ struct Core {
         metadata(env.get(), root),
         units(env.get(), root),
         fetcher(&units),
-        eviction(&units) {}
+        eviction(&units),
+        verifier(&units, &metadata, &eviction) {}
   ~Core();
 
   const CoreKey key;
@@ -55,6 +58,7 @@ struct Core {
   UnitStore units;
   Fetcher fetcher;
   Eviction eviction;
+  Verifier verifier;
 };
 
 namespace {
@@ -159,6 +163,7 @@ class CacheImpl : public Cache {
     return core_->eviction.GetBlobStats(blob_digest);
   }
   Eviction& eviction() override { return core_->eviction; }
+  Verifier& verifier() override { return core_->verifier; }
 
  private:
   std::shared_ptr<Core> core_;

@@ -40,6 +40,7 @@
 namespace imgfs::cache {
 
 class Eviction;
+class Verifier;
 
 // A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256,
 // or, when sha256 is empty, be accepted by `verify`.
@@ -163,6 +164,9 @@ class Cache {
 
   // What the store holds and how to give space back (cache/eviction.h).
   virtual Eviction& eviction() = 0;
+
+  // Re-checks everything stored and drops what fails (`imgfs cache verify`; cache/verify.h).
+  virtual Verifier& verifier() = 0;
 };
 
 }  // namespace imgfs::cache

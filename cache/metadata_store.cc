@@ -35,7 +35,7 @@ Result<ReferenceRecord> MetadataStore::GetReference(std::string_view ref) {
   std::optional<ReferenceRecord> record = DecodeReference(*value);
   if (!record) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": dropping a damaged record for reference " << ref);
-    DropCorrupt(Db::kRefs, ref, *value);
+    (void)DropCorrupt(Db::kRefs, ref, *value);
     return Status::NotFound("reference " + std::string(ref) +
                             " is not in the cache (a damaged record was dropped)");
   }
@@ -87,7 +87,7 @@ Result<Document> MetadataStore::GetDocument(std::string_view digest) {
   if (!doc) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": document " << digest
                                  << " is corrupt in the index; dropping it");
-    DropCorrupt(Db::kDocs, digest, *value);
+    (void)DropCorrupt(Db::kDocs, digest, *value);
     return Status::NotFound("document " + std::string(digest) +
                             " is not cached (a corrupt copy was dropped)");
   }
@@ -113,14 +113,14 @@ Result<std::string> MetadataStore::GetLayerIndex(std::string_view blob_digest) {
   if (!serialized) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": layer index of " << blob_digest
                                  << " is corrupt in the index; dropping it");
-    DropCorrupt(Db::kLayers, hex, *value);
+    (void)DropCorrupt(Db::kLayers, hex, *value);
     return Status::NotFound("no layer index of " + std::string(blob_digest) +
                             " in the cache (a corrupt copy was dropped)");
   }
   return std::move(*serialized);
 }
 
-void MetadataStore::DropCorrupt(Db db, std::string_view key, std::string_view bad) {
+Status MetadataStore::DropCorrupt(Db db, std::string_view key, std::string_view bad) {
   Status s = env_->Write([&](LmdbTxn& txn) {
     std::string now;
     Status got = txn.Get(db, key, &now);
@@ -130,6 +130,7 @@ void MetadataStore::DropCorrupt(Db db, std::string_view key, std::string_view ba
     return txn.Delete(db, key);
   });
   if (!s.ok()) IMGFS_LOG(kWarning, "dropping a corrupt record failed: " << s.ToString());
+  return s;
 }
 
 }  // namespace imgfs::cache

@@ -34,9 +34,11 @@ class MetadataStore {
   Status PutLayerIndex(std::string_view blob_digest, std::string_view serialized);
   Result<std::string> GetLayerIndex(std::string_view blob_digest);
 
+  // Deletes `key` of `db` if it still holds `bad` (another process may have fixed it). A
+  // failure is logged and returned; readers ignore it (the record stays a miss to them).
+  Status DropCorrupt(Db db, std::string_view key, std::string_view bad);
+
  private:
-  // Deletes `key` of `db` if it still holds `bad` (another process may have fixed it).
-  void DropCorrupt(Db db, std::string_view key, std::string_view bad);
   // The value of `key`; kNotFound (empty message) when absent.
   Result<std::string> Get(Db db, std::string_view key);
 

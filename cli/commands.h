@@ -63,6 +63,11 @@ struct RmiOptions {
   std::vector<std::string> images;
 };
 
+// `imgfs cache verify`.
+struct CacheVerifyOptions {
+  CommonOptions common;  // only cache_dir is used
+};
+
 int RunMount(const MountOptions& options);
 // The images `imgfs pull` completed: repository, tag, digest, platform, compressed size and
 // when any of its layers was last read (or it was pulled). From the cache alone.
@@ -84,6 +89,10 @@ int RunCp(const FilesOptions& options);
 // registry for it; prints docker's lines (cli/pull_output.h). Exit status 1 on failure, with
 // docker's message for an unknown tag or repository.
 int RunPull(const PullOptions& options);
+// Re-checks everything the cache holds against the digests it was stored under, drops what
+// fails and prints a line for each (blob, range, what was found), then a summary line. Exit
+// status 1 when anything failed, 0 when everything verified.
+int RunCacheVerify(const CacheVerifyOptions& options);
 int RunUmount(const std::string& mountpoint);
 int RunInspect(const InspectOptions& options);
 // Prints what the mount at `mountpoint` fetched and holds, per layer; format text or json.

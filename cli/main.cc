@@ -88,6 +88,13 @@ int main(int argc, char** argv) {
   rmi_cmd->add_option("--cache", rmi.common.cache_dir, "Cache root");
   rmi_cmd->add_option("IMAGE", rmi.images)->required();
 
+  CLI::App* cache_cmd = app.add_subcommand("cache", "Check the cache shared by mounts and pulls");
+  cache_cmd->require_subcommand(1);
+  imgfs::cli::CacheVerifyOptions cache_verify;
+  CLI::App* cache_verify_cmd = cache_cmd->add_subcommand(
+      "verify", "Re-hash everything cached; drop and report what fails (exit status 1)");
+  cache_verify_cmd->add_option("--cache", cache_verify.common.cache_dir, "Cache root");
+
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
   umount_cmd->alias("unmount");
@@ -115,6 +122,7 @@ int main(int argc, char** argv) {
   if (*ls_cmd) return imgfs::cli::RunLs(ls);
   if (*images_cmd) return imgfs::cli::RunImages(images);
   if (*rmi_cmd) return imgfs::cli::RunRmi(rmi);
+  if (*cache_verify_cmd) return imgfs::cli::RunCacheVerify(cache_verify);
   if (*cat_cmd) return imgfs::cli::RunCat(cat);
   if (*cp_cmd) return imgfs::cli::RunCp(cp);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);

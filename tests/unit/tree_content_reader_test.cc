@@ -258,6 +258,7 @@ class ThrowingCache : public cache::Cache {
   }
   cache::BlobStats GetBlobStats(std::string_view d) override { return real_->GetBlobStats(d); }
   cache::Eviction& eviction() override { return real_->eviction(); }
+  cache::Verifier& verifier() override { return real_->verifier(); }
 
  private:
   cache::Cache* const real_;
