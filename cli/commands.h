@@ -3,16 +3,25 @@
 // on stderr ("imgfs: <message>").
 #pragma once
 
+#include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
 namespace imgfs::cli {
 
+// The flags every command shares. main fills them from the command line, then
+// ResolveConfig (cli/config.h) fills in what the config files say for the flags not given,
+// and rewrites the two lists into the effective ones.
 struct CommonOptions {
   std::string cache_dir;  // "" = cache::Cache::DefaultRoot()
+  uint64_t cache_max_size = 0;  // bytes; 0 = no limit
   std::string platform;   // "" = the host's
   std::string pull = "missing";
   int stall_timeout_s = 30;  // registry::ClientOptions::stall_timeout_s
+  std::vector<std::string> registry_mirrors;     // "[REGISTRY=]URL"; docker.io when no REGISTRY
+  std::vector<std::string> insecure_registries;  // "HOST[:PORT]"
+  std::set<std::string> flags_given;             // long names given on the command line
 };
 
 struct MountOptions {

@@ -72,7 +72,10 @@ std::string UtcMinute(int64_t unix_seconds) {
 registry::ClientOptions DefaultClientOptions(const CommonOptions& common) {
   registry::ClientOptions options;
   options.stall_timeout_s = common.stall_timeout_s;
-  options.mirrors = registry::DockerDaemonMirrors();
+  const std::string kHub = "docker.io=";
+  for (const std::string& m : common.registry_mirrors) {
+    if (m.rfind(kHub, 0) == 0) options.mirrors.push_back(m.substr(kHub.size()));
+  }
   return options;
 }
 

@@ -57,8 +57,8 @@ std::string PulledKey(const registry::Reference& ref);
 // "2026-01-31 23:59": a time as ls -l and imgfs images show it, in UTC.
 std::string UtcMinute(int64_t unix_seconds);
 
-// As docker: Docker Hub pulls go through the mirrors of docker's daemon.json first. The stall
-// timeout is --stall-timeout's.
+// The client's options from the effective configuration (after ResolveConfig, cli/config.h):
+// the configured mirrors and --stall-timeout.
 registry::ClientOptions DefaultClientOptions(const CommonOptions& common);
 
 }  // namespace imgfs::cli

@@ -1,7 +1,10 @@
 // imgfs: mount container images from a registry as lazily fetched, verified, read-only trees.
 #include <CLI/CLI.hpp>
 
+#include <iostream>
+
 #include "cli/commands.h"
+#include "cli/config.h"
 
 int main(int argc, char** argv) {
   using imgfs::cli::CommonOptions;
@@ -16,6 +19,19 @@ int main(int argc, char** argv) {
     cmd->add_option("--platform", common->platform,
                     "Platform to choose from a multi-platform image, os/arch[/variant] "
                     "(default: this host's)");
+    cmd->add_option_function<std::string>(
+        "--cache-max-size",
+        [common](const std::string& text) {
+          auto bytes = imgfs::cli::ParseByteSize(text);
+          if (!bytes.ok()) throw CLI::ValidationError("--cache-max-size", bytes.status().message());
+          common->cache_max_size = *bytes;
+        },
+        "Cache size limit, e.g. 20GiB (default: none)");
+    cmd->add_option("--registry-mirror", common->registry_mirrors,
+                    "[REGISTRY=]URL: a mirror to try before REGISTRY (default docker.io); "
+                    "repeatable, tried in order");
+    cmd->add_option("--insecure-registry", common->insecure_registries,
+                    "HOST[:PORT] to speak to over plain HTTP or unverified TLS; repeatable");
   };
   auto add_common = [&](CLI::App* cmd, CommonOptions* common) {
     add_cache_and_platform(cmd, common);
@@ -115,7 +131,31 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"text", "json"}));
   stats_cmd->add_option("MOUNTPOINT", stats_point)->required();
 
+  CommonOptions info;
+  CLI::App* info_cmd = app.add_subcommand(
+      "info", "Print the effective configuration and where each value came from");
+  add_common(info_cmd, &info);
+
   CLI11_PARSE(app, argc, argv);
+
+  // The config files fill in what the command line did not say (cli/config.h).
+  const std::pair<CLI::App*, CommonOptions*> commons[] = {
+      {mount_cmd, &mount.common}, {pull_cmd, &pull.common},     {ls_cmd, &ls.common},
+      {cat_cmd, &cat.common},     {cp_cmd, &cp.common},         {images_cmd, &images.common},
+      {rmi_cmd, &rmi.common},     {inspect_cmd, &inspect.common}, {info_cmd, &info}};
+  for (const auto& [cmd, common] : commons) {
+    if (!*cmd) continue;
+    for (const CLI::Option* opt : cmd->get_options()) {
+      if (opt->count() == 0) continue;
+      for (const std::string& name : opt->get_lnames()) common->flags_given.insert("--" + name);
+    }
+    auto config = imgfs::cli::ResolveConfig(common);
+    if (!config.ok()) {
+      std::cerr << "imgfs: " << config.status().message() << "\n";
+      return 1;
+    }
+    if (cmd == info_cmd) return imgfs::cli::RunInfo(*config);
+  }
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
   if (*pull_cmd) return imgfs::cli::RunPull(pull);

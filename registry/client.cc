@@ -5,8 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -216,24 +214,6 @@ Status Client::Impl::MapStatus(const Call& call, const HttpResponse& resp, bool 
       }
       return Status::Corrupt("registry " + repo.domain + " answered " + call.what + http + detail);
   }
-}
-
-std::vector<std::string> DockerDaemonMirrors(const std::string& path) {
-  std::vector<std::string> out;
-  std::ifstream in(path);
-  if (!in) return out;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json doc = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object()) return out;
-  auto mirrors = doc.find("registry-mirrors");
-  if (mirrors == doc.end() || !mirrors->is_array()) return out;
-  for (const json& m : *mirrors) {
-    if (m.is_string() && !UrlSchemeAndAuthority(m.get<std::string>()).first.empty()) {
-      out.push_back(m.get<std::string>());
-    }
-  }
-  return out;
 }
 
 namespace {

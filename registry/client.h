@@ -53,15 +53,12 @@ struct ClientOptions {
   // Not owned; may be set to true from any thread or a signal handler.
   const std::atomic<bool>* cancel = nullptr;
   std::string certs_dir = "/etc/docker/certs.d";
-  // docker's "registry-mirrors" ("https://mirror.example.com"): tried in order, before
+  // Docker Hub mirrors ("https://mirror.example.com"; cli/config.h): tried in order, before
   // registry-1.docker.io, for docker.io images only. A mirror is asked once; any failure that
   // delivered no bytes moves on to the next source. Credentials are those of the mirror's host.
   std::vector<std::string> mirrors;
 };
 
-// The "registry-mirrors" of docker's daemon.json at `path`; empty when the file is missing or
-// says nothing usable.
-std::vector<std::string> DockerDaemonMirrors(const std::string& path = "/etc/docker/daemon.json");
 
 inline constexpr size_t kMaxTags = 100000;
 inline constexpr int kMaxTagPages = 10000;

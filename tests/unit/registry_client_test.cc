@@ -762,16 +762,6 @@ TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {
   EXPECT_EQ(fake->seen().back().url, "https://quay.io/v2/a/b/manifests/latest");
 }
 
-TEST_F(ClientTest, ReadsMirrorsFromDaemonJson) {
-  std::string path = config_dir_ + "/daemon.json";
-  EXPECT_TRUE(DockerDaemonMirrors(path).empty());
-  std::ofstream(path) << R"({"registry-mirrors": ["https://m1.example.com", 7, "not a url", "http://10.0.0.1:5000"]})";
-  EXPECT_EQ(DockerDaemonMirrors(path),
-            (std::vector<std::string>{"https://m1.example.com", "http://10.0.0.1:5000"}));
-  std::ofstream(path) << "{broken";
-  EXPECT_TRUE(DockerDaemonMirrors(path).empty());
-}
-
 TEST_F(ClientTest, ConcurrentReadsShareTheClient) {
   std::string blob;
   for (int i = 0; i < 20000; ++i) blob += static_cast<char>(i * 13 % 256);
