@@ -35,6 +35,17 @@ struct MountOptions {
   std::string prefetch = "landmark";      // landmark, all or none (fs::Prefetcher)
 };
 
+// `imgfs store`: podman's additional layer store (README "Run containers with podman").
+struct StoreOptions {
+  CommonOptions common;  // --platform and --pull apply to every image the store resolves
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  std::vector<std::string> fuse_options;  // -o values, after allow_other,suid,dev
+  std::string log_file;                   // "" = <cache>/imgfs.log in the background
+  std::string prefetch = "landmark";      // per layer, as mount's
+};
+
 struct InspectOptions {
   CommonOptions common;
   std::string image;
@@ -78,6 +89,9 @@ struct CacheVerifyOptions {
 };
 
 int RunMount(const MountOptions& options);
+// Serves the layers of any image podman asks for at MOUNTPOINT (fs/fuse/store_fs.h), in the
+// background unless --foreground, until unmounted.
+int RunStore(const StoreOptions& options);
 // The images `imgfs pull` completed: repository, tag, digest, platform, compressed size and
 // when any of its layers was last read (or it was pulled). From the cache alone.
 int RunImages(const ImagesOptions& options);

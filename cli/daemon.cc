@@ -100,4 +100,14 @@ int RunInBackground(const std::string& what, const std::string& log_file,
   ServeInChild(what, log_file, serve, pipefd[1], parent);
 }
 
+int RunServing(bool foreground, const std::string& what, const std::string& log_file,
+               const ServeFunction& serve) {
+  if (!foreground) return RunInBackground(what, log_file, serve);
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGHUP, SIG_DFL);
+  Status s = serve([] {});
+  return s.ok() ? 0 : Fail(s);
+}
+
 }  // namespace imgfs::cli

@@ -25,4 +25,11 @@ using ServeFunction = std::function<Status(const std::function<void()>& ready)>;
 int RunInBackground(const std::string& what, const std::string& log_file,
                     const ServeFunction& serve);
 
+// `serve` in this process when `foreground` (SIGINT, SIGTERM and SIGHUP end it, even when
+// started with them ignored, as a shell's background job is: nothing outlives it before it
+// serves, and FUSE installs its own handlers once it does), else RunInBackground. Returns the
+// exit status, printing the error of a foreground failure.
+int RunServing(bool foreground, const std::string& what, const std::string& log_file,
+               const ServeFunction& serve);
+
 }  // namespace imgfs::cli

@@ -63,6 +63,21 @@ int main(int argc, char** argv) {
       ->required();
   mount_cmd->add_option("MOUNTPOINT", mount.mountpoint, "An existing directory")->required();
 
+  imgfs::cli::StoreOptions store;
+  CLI::App* store_cmd = app.add_subcommand(
+      "store", "Serve image layers at MOUNTPOINT as podman's additional layer store");
+  add_common(store_cmd, &store.common);
+  store_cmd->add_flag("-f,--foreground", store.foreground, "Stay in the foreground");
+  store_cmd->add_flag("-d,--debug", store.debug, "Print FUSE requests");
+  store_cmd->add_option("-o", store.fuse_options, "More FUSE mount options")->delimiter(',');
+  store_cmd
+      ->add_option("--prefetch", store.prefetch,
+                   "landmark (default), all or none: as for mount, per layer served")
+      ->check(CLI::IsMember({"landmark", "all", "none"}));
+  store_cmd->add_option("--log", store.log_file,
+                        "Where a background store logs (default: <cache>/imgfs.log)");
+  store_cmd->add_option("MOUNTPOINT", store.mountpoint, "An existing directory")->required();
+
   imgfs::cli::PullOptions pull;
   CLI::App* pull_cmd = app.add_subcommand(
       "pull", "Fetch and verify an image into the cache, as docker pull does, for offline mounts");
@@ -158,6 +173,7 @@ int main(int argc, char** argv) {
   }
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
+  if (*store_cmd) return imgfs::cli::RunStore(store);
   if (*pull_cmd) return imgfs::cli::RunPull(pull);
   if (*ls_cmd) return imgfs::cli::RunLs(ls);
   if (*images_cmd) return imgfs::cli::RunImages(images);

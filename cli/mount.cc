@@ -1,7 +1,6 @@
 #include <sys/stat.h>
 
 #include <cerrno>
-#include <csignal>
 #include <memory>
 
 #include "cli/commands.h"
@@ -64,22 +63,12 @@ int RunMount(const MountOptions& options) {
   if (Status s = CheckMountpoint(options.mountpoint); !s.ok()) return Fail(s);
   auto prefetch = fs::Prefetcher::ParseMode(options.prefetch);
   if (!prefetch.ok()) return Fail(prefetch.status());
-  if (options.foreground) {
-    // Interrupting a foreground mount ends it, even when started with these ignored (as a
-    // shell's background job is): nothing outlives it before the mount is served, and FUSE
-    // installs its own handlers (a clean unmount) once it is.
-    std::signal(SIGINT, SIG_DFL);
-    std::signal(SIGTERM, SIG_DFL);
-    std::signal(SIGHUP, SIG_DFL);
-    Status s = MountAndServe(options, *target, *prefetch, [] {});
-    return s.ok() ? 0 : Fail(s);
-  }
   std::string log_file = options.log_file.empty() ? CacheRoot(options.common) + "/imgfs.log"
                                                   : options.log_file;
-  return RunInBackground("mount of " + options.image, log_file,
-                         [&](const std::function<void()>& ready) {
-                           return MountAndServe(options, *target, *prefetch, ready);
-                         });
+  return RunServing(options.foreground, "mount of " + options.image, log_file,
+                    [&](const std::function<void()>& ready) {
+                      return MountAndServe(options, *target, *prefetch, ready);
+                    });
 }
 
 }  // namespace imgfs::cli

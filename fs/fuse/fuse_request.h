@@ -9,6 +9,7 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <sys/stat.h>
 
 #include <array>
 #include <atomic>
@@ -68,6 +69,26 @@ inline int ToErrno(const Status& s) {
       // "the bytes could not be had" is EIO.
       return EIO;
   }
+}
+
+// What stat(2) shows of a tree inode.
+inline struct stat ToStat(const Tree::Attr& a) {
+  struct stat st;
+  std::memset(&st, 0, sizeof(st));
+  st.st_ino = a.ino;
+  st.st_mode = a.mode;
+  st.st_nlink = a.nlink;
+  st.st_uid = a.uid;
+  st.st_gid = a.gid;
+  st.st_size = static_cast<off_t>(a.size);
+  st.st_rdev = a.rdev;
+  st.st_blksize = kBlockSize;
+  st.st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st.st_mtim.tv_sec = a.mtime_sec;
+  st.st_mtim.tv_nsec = a.mtime_nsec;
+  st.st_atim = st.st_mtim;
+  st.st_ctim = st.st_mtim;
+  return st;
 }
 
 // One request from arrival to reply: keeps the counters and timing (so callbacks do not), and

@@ -125,7 +125,8 @@ Status BuildBusyboxImage(const OciLayout& layout, const std::string& tag, const 
   return Status::Ok();
 }
 
-Status BuildLayeredImage(const OciLayout& layout, const std::string& tag, const std::string& work) {
+Status BuildLayeredImage(const OciLayout& layout, const std::string& tag, const std::string& work,
+                         bool link_to_lower) {
   IMGFS_RETURN_IF_ERROR(layout.NewImage(tag));
   std::string bundle = work + "/bundle-" + tag;
   IMGFS_RETURN_IF_ERROR(layout.Unpack(tag, bundle));
@@ -165,9 +166,10 @@ Status BuildLayeredImage(const OciLayout& layout, const std::string& tag, const 
   {
     // Layer 2: what umoci cannot write (opaque whiteouts) and tar corner cases.
     std::string tar = work + "/layer2-" + tag + ".tar";
-    IMGFS_RETURN_IF_ERROR(RunOk({"/usr/bin/python3",
-                                 std::string(IMGFS_SOURCE_DIR) + "/tests/support/make_layer2.py",
-                                 tar}));
+    std::vector<std::string> make = {
+        "/usr/bin/python3", std::string(IMGFS_SOURCE_DIR) + "/tests/support/make_layer2.py", tar};
+    if (!link_to_lower) make.push_back("--no-link-to-lower");
+    IMGFS_RETURN_IF_ERROR(RunOk(make));
     IMGFS_RETURN_IF_ERROR(layout.AddRawLayer(tag, tar));
     unlink(tar.c_str());
   }
@@ -209,6 +211,8 @@ Result<std::unique_ptr<TestImages>> TestImages::Build(const std::vector<std::str
       IMGFS_RETURN_IF_ERROR(BuildBusyboxImage(layout, name, work));
     } else if (name == "layered") {
       IMGFS_RETURN_IF_ERROR(BuildLayeredImage(layout, name, work));
+    } else if (name == "layered-podman") {
+      IMGFS_RETURN_IF_ERROR(BuildLayeredImage(layout, name, work, /*link_to_lower=*/false));
     } else if (name == "amd64" || name == "arm64") {
       IMGFS_RETURN_IF_ERROR(BuildPlatformImage(layout, name, name, work));
     } else {

@@ -8,6 +8,8 @@
 //               links (also to a lower layer), symlinks, >100-byte path, setuid, xattrs,
 //               17 MiB file, nanosecond mtime
 //             3 (umoci repack)  overwrite, deletion, addition into the replaced dir
+//   layered-podman  "layered" without the hard link into a lower layer, which podman's
+//             per-layer extraction cannot apply (its pull of "layered" fails)
 //   amd64 / arm64  tiny single-layer images whose /etc/arch names the platform, for a
 //             multi-platform index
 //
@@ -70,7 +72,8 @@ class TestImages {
 
 // Builders, usable on any layout (scripts/demo-like uses, or tests that need a variant).
 Status BuildBusyboxImage(const OciLayout& layout, const std::string& tag, const std::string& work);
-Status BuildLayeredImage(const OciLayout& layout, const std::string& tag, const std::string& work);
+Status BuildLayeredImage(const OciLayout& layout, const std::string& tag, const std::string& work,
+                         bool link_to_lower = true);
 Status BuildPlatformImage(const OciLayout& layout, const std::string& tag, const std::string& arch,
                           const std::string& work);
 

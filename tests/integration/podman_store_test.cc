@@ -1,0 +1,258 @@
+// `imgfs store` as podman's additional layer store: Debian's podman 4.3 and runc run
+// containers whose layers the store serves, with podman configured entirely under a temp dir
+// (tests/support/podman.h) and every registry request counted at a proxy
+// (tests/support/blob_proxy.h).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sys/xattr.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/base64.h"
+#include "tests/support/blob_proxy.h"
+#include "tests/support/files.h"
+#include "tests/support/imgfs_mount.h"
+#include "tests/support/lazy_images.h"
+#include "tests/support/podman.h"
+#include "tests/support/process.h"
+#include "tests/support/registry_server.h"
+#include "tests/support/test_images.h"
+#include "tests/support/test_world.h"
+
+namespace imgfs::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A store served by the built imgfs (`imgfs store --cache CACHE MOUNTPOINT`), always taken down.
+class StoreProcess {
+ public:
+  explicit StoreProcess(std::string cache) : dir_("store"), cache_(std::move(cache)) {
+    mount_point_ = dir_.MakeDir("mnt");
+  }
+  ~StoreProcess() { Stop(); }
+
+  RunResult Start(const std::vector<std::string>& args = {}) {
+    std::vector<std::string> argv = {"store", "--cache", cache_, "--log", dir_.Sub("store.log")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.push_back(mount_point_);
+    return RunImgfs(argv);
+  }
+  void Stop() {
+    if (IsMountPoint(mount_point_)) RunImgfs({"umount", mount_point_});
+    if (IsMountPoint(mount_point_)) RunCommand({"fusermount3", "-u", "-z", mount_point_});
+    WaitUntil([&] { return ImgfsProcessesFor(mount_point_).empty(); }, 10);
+    KillImgfsProcessesFor(mount_point_);
+  }
+
+  const std::string& path() const { return mount_point_; }
+  std::string Log() const {
+    auto log = ReadFile(dir_.Sub("store.log"));
+    return log.ok() ? *log : "(no log)";
+  }
+  // The store's stats (fs/fuse/store_fs.h): {"layers": [{"ref", "digest", "uses", "pinned"}]}.
+  nlohmann::json Stats() const {
+    std::string value(1 << 20, '\0');
+    ssize_t n = ::getxattr(mount_point_.c_str(), "user.imgfs.stats", value.data(), value.size());
+    if (n < 0) return nlohmann::json();
+    value.resize(static_cast<size_t>(n));
+    return nlohmann::json::parse(value, nullptr, false);
+  }
+  int Uses() const {
+    int total = 0;
+    nlohmann::json stats = Stats();
+    if (stats.is_object()) {
+      for (const auto& l : stats["layers"]) total += l.value("uses", 0);
+    }
+    return total;
+  }
+
+ private:
+  TempDir dir_;
+  std::string cache_;
+  std::string mount_point_;
+};
+
+// The command the tests run inside containers: the images have no shell of their own, so the
+// host's static busybox is bound in read-only (the same in every container compared).
+std::vector<std::string> Busybox(const std::string& image, const std::vector<std::string>& cmd) {
+  std::vector<std::string> args = {"-v", "/bin/busybox:/bb/busybox:ro", "--entrypoint",
+                                   "/bb/busybox", image};
+  args.insert(args.end(), cmd.begin(), cmd.end());
+  return args;
+}
+
+// Every file of the container's root: type, mode, owner and sha256 of regular files; not
+// the files podman binds in for each container (hostname, hosts, resolv.conf).
+const std::vector<std::string> kListing = {
+    "sh", "-c",
+    "cd / && /bb/busybox find . -xdev ! -path './bb*' ! -path ./etc/hostname ! -path ./etc/hosts "
+    "! -path ./etc/resolv.conf | /bb/busybox sort | while read -r f; do "
+    "s=$(/bb/busybox stat -c '%F %a %u:%g' \"$f\"); "
+    "if [ -f \"$f\" ] && [ ! -L \"$f\" ]; then "
+    "s=\"$s $(/bb/busybox sha256sum < \"$f\" | /bb/busybox cut -c1-64)\"; fi; "
+    "echo \"$f $s\"; done"};
+
+class PodmanStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(CheckImgfsBinary().ok()) << CheckImgfsBinary().ToString();
+    auto registry = TestWorld::Get().Registry();
+    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+    auto proxy = BlobProxy::Start((*registry)->port());
+    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
+    proxy_ = std::move(*proxy);
+  }
+
+  std::vector<ProxiedRequest> RequestsSince(size_t n) {
+    auto all = proxy_->Requests();
+    if (!all.ok() || all->size() < n) return {};
+    return std::vector<ProxiedRequest>(all->begin() + static_cast<long>(n), all->end());
+  }
+  size_t RequestCount() {
+    auto all = proxy_->Requests();
+    return all.ok() ? all->size() : 0;
+  }
+
+  TempDir cache_{"cache"};
+  std::unique_ptr<BlobProxy> proxy_;
+};
+
+// The layered image pushed for podman (see test_images.h), through the proxy, and its layers.
+struct ProxiedImage {
+  std::string image;  // proxy host/repo:tag
+  std::vector<std::string> layers;
+};
+
+TEST_F(PodmanStoreTest, RunsTheLayeredImageFromTheStoreAsAPulledOne) {
+  auto pushed = TestWorld::Get().Pushed("layered-podman", ManifestFormat::kOci);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  const std::string image = proxy_->host() + "/" + pushed->repo + ":" + pushed->tag;
+  auto manifest = FetchManifest(pushed->host, pushed->repo, pushed->tag);
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  ASSERT_EQ(manifest->layers.size(), 3u);
+  // The store's cache holds the layers already: whatever reaches the registry during the
+  // run below is podman's own doing.
+  RunResult pull = RunImgfs({"pull", "--cache", cache_.path(), image});
+  ASSERT_TRUE(pull.ok()) << pull.Describe();
+
+  StoreProcess store(cache_.path());
+  RunResult started = store.Start();
+  ASSERT_TRUE(started.ok()) << started.Describe();
+  auto podman = PrivatePodman::Create(proxy_->host(), store.path());
+  ASSERT_TRUE(podman.ok()) << podman.status().ToString();
+
+  const size_t before = RequestCount();
+  RunResult run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/only-in-layer2"}));
+  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  EXPECT_EQ(run.out, "kept from layer 1\nlayer 2 owns this directory now\n");
+  for (const ManifestLayer& layer : manifest->layers) {
+    EXPECT_THAT(run.err, HasSubstr("Skipping blob " + layer.digest + " (already present)"));
+  }
+  for (const ProxiedRequest& r : RequestsSince(before)) {
+    for (const ManifestLayer& layer : manifest->layers) {
+      EXPECT_THAT(r.path, ::testing::Not(HasSubstr(layer.digest))) << r.ToString();
+    }
+  }
+
+  // Every file as the container sees it equals a container of the same image pulled by podman
+  // itself, without the store.
+  RunResult listed = (*podman)->Run(Busybox(image, kListing));
+  ASSERT_TRUE(listed.ok()) << listed.Describe();
+  auto plain = PrivatePodman::Create(proxy_->host(), "");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  RunResult expected = (*plain)->Run(Busybox(image, kListing));
+  ASSERT_TRUE(expected.ok()) << expected.Describe();
+  EXPECT_EQ(listed.out, expected.out);
+  // What the comparison must have covered: the layers' corner cases as podman shows them.
+  EXPECT_THAT(expected.out, HasSubstr("./bin/setuid-tool regular file 4755 0:0 "));
+  EXPECT_THAT(expected.out, HasSubstr("./etc/owned regular file 600 1234:5678 "));
+  // The link's header mode (0644) is applied to the shared inode, the target said 0640.
+  EXPECT_THAT(expected.out, HasSubstr("./data/hardlink-b regular file 644 0:0 "));
+  EXPECT_THAT(expected.out, HasSubstr("./run/fifo fifo 644 0:0"));
+  EXPECT_THAT(expected.out, ::testing::Not(HasSubstr("./data/remove-me ")));
+  EXPECT_THAT(expected.out, ::testing::Not(HasSubstr("./etc/replaced/a ")));
+  EXPECT_THAT(expected.out, HasSubstr("./big/blob.bin regular file"));
+}
+
+// The store's layout read directly, as podman's storage library reads it.
+TEST_F(PodmanStoreTest, LayerDirectoriesHoldDiffInfoAndBlobInOverlayFormat) {
+  auto pushed = TestWorld::Get().Pushed("layered-podman", ManifestFormat::kOci);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  const std::string image = proxy_->host() + "/" + pushed->repo + ":" + pushed->tag;
+  auto manifest = FetchManifest(pushed->host, pushed->repo, pushed->tag);
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  StoreProcess store(cache_.path());
+  RunResult started = store.Start();
+  ASSERT_TRUE(started.ok()) << started.Describe();
+
+  const std::string ref_dir = store.path() + "/" + EncodeBase64(image);
+  const std::string layer2 = ref_dir + "/" + manifest->layers[1].digest;
+  struct stat st;
+  ASSERT_EQ(lstat((layer2 + "/diff").c_str(), &st), 0) << store.Log();
+  // A whiteout is a 0/0 character device, in stat and in readdir.
+  ASSERT_EQ(lstat((layer2 + "/diff/data/remove-me").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(st.st_rdev, 0u);
+  bool whiteout_listed_as_chr = false;
+  for (const auto& e : std::filesystem::directory_iterator(layer2 + "/diff/data")) {
+    if (e.path().filename() == "remove-me") {
+      whiteout_listed_as_chr = e.symlink_status().type() == std::filesystem::file_type::character;
+    }
+  }
+  EXPECT_TRUE(whiteout_listed_as_chr);
+  char value[64] = {};
+  ssize_t n = lgetxattr((layer2 + "/diff/etc/replaced").c_str(), "trusted.overlay.opaque", value,
+                        sizeof(value));
+  EXPECT_EQ(std::string(value, n > 0 ? static_cast<size_t>(n) : 0), "y");
+  n = lgetxattr((layer2 + "/diff/etc/xattr-file").c_str(), "user.imgfs.test", value,
+                sizeof(value));
+  EXPECT_GT(n, 0);
+  ASSERT_EQ(lstat((layer2 + "/diff/bin/setuid-tool").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 04755u);
+  ASSERT_EQ(lstat((layer2 + "/diff/etc/owned").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 5678u);
+  // Only this layer's own files: layer 1's are not in layer 2's diff.
+  EXPECT_NE(lstat((layer2 + "/diff/data/keep").c_str(), &st), 0);
+
+  auto info = ReadFile(layer2 + "/info");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  nlohmann::json j = nlohmann::json::parse(*info, nullptr, false);
+  EXPECT_EQ(j.value("compressed-diff-digest", ""), manifest->layers[1].digest);
+  EXPECT_EQ(j.value("compressed-size", uint64_t{0}), manifest->layers[1].size);
+  EXPECT_EQ(j.value("diff-digest", "").substr(0, 7), "sha256:");
+  auto blob = FileSha256(layer2 + "/blob");
+  ASSERT_TRUE(blob.ok()) << blob.status().ToString();
+  EXPECT_EQ(*blob, manifest->layers[1].digest);
+
+  // use and release: ENOENT both, counted.
+  EXPECT_EQ(store.Uses(), 0);
+  int fd = open((layer2 + "/use").c_str(), O_CREAT | O_WRONLY, 0644);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(store.Uses(), 1);
+  EXPECT_EQ(rmdir(layer2.c_str()), -1);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_EQ(store.Uses(), 0);
+
+  // What it cannot serve is ENOENT at once.
+  EXPECT_NE(lstat((ref_dir + "/sha256:" + std::string(64, '0')).c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+  EXPECT_NE(lstat((store.path() + "/not-base64!").c_str(), &st), 0);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+}  // namespace
+}  // namespace imgfs::test
