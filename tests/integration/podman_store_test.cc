@@ -254,5 +254,41 @@ TEST_F(PodmanStoreTest, LayerDirectoriesHoldDiffInfoAndBlobInOverlayFormat) {
   EXPECT_EQ(errno, ENOENT);
 }
 
+// podman's release of layers reaches the store, and what podman keeps (symlinks to the store's
+// paths) works after the store restarted, from the cache, with the registry gone.
+TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
+  auto pushed = TestWorld::Get().Pushed("layered-podman", ManifestFormat::kOci);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  const std::string image = proxy_->host() + "/" + pushed->repo + ":" + pushed->tag;
+  RunResult pull = RunImgfs({"pull", "--cache", cache_.path(), image});
+  ASSERT_TRUE(pull.ok()) << pull.Describe();
+  StoreProcess store(cache_.path());
+  RunResult started = store.Start();
+  ASSERT_TRUE(started.ok()) << started.Describe();
+  auto podman = PrivatePodman::Create(proxy_->host(), store.path());
+  ASSERT_TRUE(podman.ok()) << podman.status().ToString();
+
+  RunResult run = (*podman)->Run(Busybox(image, {"cat", "/data/keep"}));
+  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  EXPECT_EQ(store.Uses(), 3) << store.Stats().dump();
+  RunResult rmi = (*podman)->Podman({"rmi", image});
+  ASSERT_TRUE(rmi.ok()) << rmi.Describe();
+  EXPECT_EQ(store.Uses(), 0) << store.Stats().dump();
+  for (const auto& layer : store.Stats()["layers"]) {
+    EXPECT_FALSE(layer.value("pinned", true)) << layer.dump();
+  }
+
+  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep"}));
+  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  store.Stop();
+  started = store.Start();
+  ASSERT_TRUE(started.ok()) << started.Describe();
+  proxy_.reset();  // the registry's only address is gone
+  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/added-in-layer3"}),
+                       120);
+  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
+}
+
 }  // namespace
 }  // namespace imgfs::test
