@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <filesystem>
 #include <memory>
@@ -21,6 +22,8 @@
 
 #include "base/base64.h"
 #include "tests/support/blob_proxy.h"
+#include "tests/support/containerd.h"
+#include "tests/support/image_builder.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
@@ -288,6 +291,77 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
                        120);
   ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
   EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
+}
+
+// The 112 MiB image of lazy_images.h converted to eStargz by the real converter: a container that
+// reads one small file makes the registry send only the TOCs and that file's chunks (the store
+// runs with --prefetch none, so the landmark prefetch adds nothing), and a registry that stalls
+// on a layer gives the reader EIO within the configured time while other layers still serve.
+TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
+  auto registry = TestWorld::Get().Registry();
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  TempDir work("big");
+  auto layout = OciLayout::Init(work.Sub("layout"));
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  Status built = BuildBigImage(*layout, "big", work.path());
+  ASSERT_TRUE(built.ok()) << built.ToString();
+  const std::string source = (*registry)->host() + "/imgfs/big-podman:oci";
+  ASSERT_TRUE(PushImage(*layout, "big", source).ok());
+  RemoveTree(layout->dir());
+  PrivateContainerd containerd;
+  Status s = containerd.Start();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  s = containerd.ConvertAndPush(source, "estargz",
+                                (*registry)->host() + "/imgfs/big-podman-estargz:latest");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto manifest = FetchManifest((*registry)->host(), "imgfs/big-podman-estargz", "latest");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  std::vector<TocLayout> tocs;
+  for (const ManifestLayer& layer : manifest->layers) {
+    auto toc = ReadTocLayout(RegistryBlobPath((*registry)->storage_dir(), layer.digest));
+    ASSERT_TRUE(toc.ok()) << toc.status().ToString();
+    tocs.push_back(*toc);
+  }
+  const std::string image = proxy_->host() + "/imgfs/big-podman-estargz:latest";
+
+  StoreProcess store(cache_.path());
+  RunResult started = store.Start({"--prefetch", "none", "--stall-timeout", "1"});
+  ASSERT_TRUE(started.ok()) << started.Describe();
+  auto podman = PrivatePodman::Create(proxy_->host(), store.path());
+  ASSERT_TRUE(podman.ok()) << podman.status().ToString();
+
+  const size_t before = RequestCount();
+  RunResult run = (*podman)->Run(Busybox(image, {"cat", "/etc/hello.txt"}));
+  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  EXPECT_EQ(run.out, BigImageHelloText());
+  std::vector<ProxiedRequest> requests = RequestsSince(before);
+  uint64_t fetched = 0, allowed = 0, image_bytes = 0;
+  size_t big_layer = 0;
+  for (size_t i = 0; i < tocs.size(); ++i) {
+    fetched += BlobBytes(requests, manifest->layers[i].digest);
+    image_bytes += manifest->layers[i].size;
+    allowed += tocs[i].TocAndFooterBytes() + (64 << 10);  // the 16 KiB first tail read, slack
+    auto it = tocs[i].files.find("etc/hello.txt");
+    if (it != tocs[i].files.end()) {
+      for (const TocChunk& c : it->second) allowed += c.compressed_size;
+    }
+    if (tocs[i].files.count("data/r-0003m.bin")) big_layer = i;
+  }
+  EXPECT_LE(fetched, allowed) << "of " << image_bytes << " bytes of layers";
+  EXPECT_GE(image_bytes, uint64_t{100} << 20);
+
+  // The layer of the big files stalls; reading one of them fails with EIO, in bounded time.
+  ASSERT_TRUE(proxy_->SetFault(manifest->layers[big_layer].digest, BlobProxy::Fault::kStall,
+                               1000).ok());
+  const auto start = std::chrono::steady_clock::now();
+  RunResult stalled = (*podman)->Run(Busybox(image, {"cat", "/data/r-0003m.bin"}), 180);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                             .count();
+  EXPECT_FALSE(stalled.ok());
+  EXPECT_THAT(stalled.err + stalled.out, HasSubstr("Input/output error")) << stalled.Describe();
+  EXPECT_LT(seconds, 90) << "5 attempts of a 1 s stall timeout plus backoff";
+  RunResult other = (*podman)->Run(Busybox(image, {"cat", "/etc/motd"}));
+  EXPECT_TRUE(other.ok()) << other.Describe() << "\nstore log:\n" << store.Log();
 }
 
 }  // namespace
