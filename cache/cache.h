@@ -71,9 +71,23 @@ struct Document {
 // Writes a whole blob into the store as it streams past (the plain gzip/tar indexing pass).
 // Bytes are not visible to readers until Commit, which the caller calls only after the whole
 // blob digest has been verified. Destroying an uncommitted writer leaves nothing published.
+//
+// Resuming: a writer that died (a pull or mount killed mid-transfer) leaves its bytes in a
+// temporary file. A new writer of the same blob adopts them: resumed_bytes() says how many
+// (a prefix of the blob as it was received, NOT verified). The caller then either streams
+// them through ReadResumed (to rebuild what it derives from the bytes) and Appends the rest,
+// or calls Restart and Appends from the start. Commit checks the whole blob either way.
 class BlobWriter {
  public:
   virtual ~BlobWriter() = default;
+  // 0 when nothing was adopted (or after Restart).
+  virtual uint64_t resumed_bytes() const = 0;
+  // Streams the adopted prefix through `sink` in order and counts it as appended; a non-OK
+  // Status from `sink` stops it and is returned. REQUIRES: called once, before any Append.
+  virtual Status ReadResumed(const std::function<Status(std::string_view)>& sink) = 0;
+  // Drops everything written or adopted so far: the next Append is byte 0 of the blob.
+  virtual Status Restart() = 0;
+  // REQUIRES: resumed_bytes() is 0, or ReadResumed was called.
   virtual Status Append(std::string_view bytes) = 0;
   // fsyncs the file and marks the whole blob present. REQUIRES: all bytes appended and verified.
   virtual Status Commit() = 0;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -372,25 +373,62 @@ Result<LayerIndex> StreamIndexer::Finish() {
   return index;
 }
 
-Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                           BlobSource* source,
-                                           const StreamIndexOptions& options) {
+namespace {
+
+// The remainder of a resumed blob is fetched in range requests of this size.
+constexpr uint64_t kResumeRequestBytes = uint64_t{8} << 20;
+
+// Streams bytes [offset, size) of blob `digest` through `sink`, in range requests.
+Status ReadFrom(BlobSource* source, const std::string& digest, uint64_t offset, uint64_t size,
+                const std::function<Status(std::string_view)>& sink) {
+  std::string bytes;
+  while (offset < size) {
+    const uint64_t len = std::min(kResumeRequestBytes, size - offset);
+    bytes.clear();
+    Status s = source->ReadRange(digest, offset, len, &bytes);
+    if (s.ok() && bytes.size() != len) {
+      s = Status::Unavailable("the registry sent " + std::to_string(bytes.size()) +
+                              " bytes instead of " + std::to_string(len));
+    }
+    if (!s.ok()) return s.WithContext("bytes from " + std::to_string(offset));
+    s = sink(bytes);
+    if (!s.ok()) return s;
+    offset += len;
+  }
+  return Status::Ok();
+}
+
+// One pass over the blob into `writer`, verified, not committed. When the writer adopted the
+// bytes of a transfer that died, they are streamed from the cache and only the rest from
+// `source`.
+Result<LayerIndex> StreamPass(const LayerDescriptor& layer, cache::BlobWriter* writer,
+                              BlobSource* source, const StreamIndexOptions& options) {
   const std::string& digest = layer.digest;
-  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer,
-                         cache->CreateBlobWriter(digest, layer.size));
   StreamIndexOptions limited = options;
   limited.max_inflated = std::min(options.max_inflated, InflateLimitFor(layer.size));
   StreamIndexer indexer(limited);
   uint64_t seen = 0;
-  Status read = source->ReadAll(digest, [&](std::string_view bytes) -> Status {
+  auto feed = [&](std::string_view bytes) -> Status {
     seen += bytes.size();
     if (seen > layer.size) {
       return Status::Corrupt("layer " + digest + " is larger than the " +
                              std::to_string(layer.size) + " bytes its descriptor says");
     }
-    IMGFS_RETURN_IF_ERROR(indexer.Feed(bytes));
-    return writer->Append(bytes);
-  });
+    return indexer.Feed(bytes);
+  };
+  auto feed_and_keep = [&](std::string_view bytes) -> Status {
+    Status s = feed(bytes);
+    return s.ok() ? writer->Append(bytes) : s;
+  };
+  Status read;
+  if (const uint64_t resumed = writer->resumed_bytes(); resumed > 0) {
+    IMGFS_LOG(kInfo, "layer " << digest << ": resuming after the " << resumed
+                              << " bytes a transfer that died left in the cache");
+    read = writer->ReadResumed(feed);
+    if (read.ok()) read = ReadFrom(source, digest, resumed, layer.size, feed_and_keep);
+  } else {
+    read = source->ReadAll(digest, feed_and_keep);
+  }
   if (!read.ok()) return read.WithContext("indexing layer " + digest);
   Result<LayerIndex> index = indexer.Finish();
   if (seen != layer.size) {
@@ -407,6 +445,29 @@ Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::
                                   " but the image config's diff_id for it is " + layer.diff_id +
                                   "; nothing was kept");
   }
+  return index;
+}
+
+}  // namespace
+
+Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
+                                           BlobSource* source,
+                                           const StreamIndexOptions& options) {
+  const std::string& digest = layer.digest;
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer,
+                         cache->CreateBlobWriter(digest, layer.size));
+  const bool resumed = writer->resumed_bytes() > 0;
+  Result<LayerIndex> index = StreamPass(layer, writer.get(), source, options);
+  // The adopted bytes were never verified: when the whole does not verify, they may be what
+  // is wrong. Once more from the start.
+  if (resumed && (index.status().code() == Code::kDigestMismatch ||
+                  index.status().code() == Code::kCorrupt)) {
+    IMGFS_LOG(kWarning, "layer " << digest << ": the resumed transfer does not verify ("
+                                 << index.status().message() << "); fetching it whole again");
+    Status restart = writer->Restart();
+    index = restart.ok() ? StreamPass(layer, writer.get(), source, options) : restart;
+  }
+  if (!index.ok()) return index.status();
   IMGFS_RETURN_IF_ERROR(writer->Commit());
   if (Status s = cache->PutLayerIndex(digest, index->Serialize()); !s.ok()) {
     // The index is still good for this process; the next mount rebuilds it.

@@ -99,6 +99,11 @@ class StreamIndexer {
 // commits the blob and stores the serialized index in `cache`. The inflated size is limited to
 // InflateLimitFor(layer.size) unless `options` asks for less. REQUIRES: cache and source
 // non-null.
+//
+// Resuming: when the cache's BlobWriter adopted the bytes of a transfer of this blob that died
+// (a killed pull or mount), they are read back from the cache through the indexer and only
+// the rest is fetched, in range requests. Those bytes were never verified: when the whole
+// does not verify (kDigestMismatch, kCorrupt), the pass runs once more from the start.
 Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
                                            BlobSource* source,
                                            const StreamIndexOptions& options = {});

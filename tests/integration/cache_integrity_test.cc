@@ -2,6 +2,8 @@
 // a pulled image (clean: exit 0), a stored blob corrupted on disk (one byte flipped in its
 // file) found by a mount, by `imgfs cat` and by `imgfs cache verify`, dropped and fetched
 // again, and never served: every byte any reader gets equals umoci's unpack of the image.
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <gmock/gmock.h>
@@ -25,6 +27,25 @@ namespace imgfs::test {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The most bytes any temporary file of the blob stored at `blob_path` holds (a transfer in
+// progress writes one next to the blob file).
+uint64_t TempFileBytes(const std::string& blob_path) {
+  const std::string dir = blob_path.substr(0, blob_path.rfind('/'));
+  const std::string prefix = blob_path.substr(dir.size() + 1) + ".tmp.";
+  uint64_t most = 0;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (struct dirent* e = ::readdir(d)) {
+      struct stat st;
+      if (std::string(e->d_name).rfind(prefix, 0) == 0 &&
+          ::stat((dir + "/" + e->d_name).c_str(), &st) == 0) {
+        most = std::max(most, static_cast<uint64_t>(st.st_size));
+      }
+    }
+    ::closedir(d);
+  }
+  return most;
+}
 
 class CacheIntegrityTest : public ::testing::Test {
  protected:
@@ -83,6 +104,19 @@ class CacheIntegrityTest : public ::testing::Test {
                                       requests.end());
     seen_ = requests.size();
     return BlobBytes(fresh, layer_.digest);
+  }
+
+  // `imgfs cache verify` is clean, and a mount reads the image right without fetching.
+  void ExpectCleanAndComplete() {
+    RunResult verify = Imgfs({"cache", "verify"});
+    EXPECT_TRUE(verify.ok()) << verify.Describe();
+    EXPECT_THAT(verify.out, HasSubstr(": all good\n"));
+    ImgfsMount mount(cache_.path());
+    RunResult m = mount.Mount(Proxied());
+    ASSERT_TRUE(m.ok()) << m.Describe();
+    TreeDiff diff = CompareTrees(reference_, mount.path());
+    EXPECT_TRUE(diff.empty()) << diff.ToString();
+    EXPECT_EQ(LayerBytesSinceLastCall(), 0u) << proxy_->Describe();
   }
 
   PushedImage image_;
@@ -162,16 +196,39 @@ TEST_F(CacheIntegrityTest, VerifyReportsAndDropsTheCorruptBlobAndPullFetchesItAg
   uint64_t fetched = LayerBytesSinceLastCall();
   EXPECT_LE(fetched, layer_.size) << proxy_->Describe();
   EXPECT_GE(fetched, layer_.size - 64) << proxy_->Describe();
-  RunResult after = Imgfs({"cache", "verify"});
-  EXPECT_TRUE(after.ok()) << after.Describe();
-  EXPECT_THAT(after.out, HasSubstr(": all good"));
+  ExpectCleanAndComplete();
+}
 
-  ImgfsMount mount(cache_.path());
-  RunResult m = mount.Mount(Proxied());
-  ASSERT_TRUE(m.ok()) << m.Describe();
-  TreeDiff diff = CompareTrees(reference_, mount.path());
-  EXPECT_TRUE(diff.empty()) << diff.ToString();
-  EXPECT_EQ(LayerBytesSinceLastCall(), 0u) << proxy_->Describe();
+// A pull killed (SIGKILL) half-way through its layer, then run again: the second run fetches
+// only what the first did not receive (counted at the proxy), and the image verifies clean
+// and reads right.
+TEST_F(CacheIntegrityTest, PullKilledHalfWayResumesWhereItStopped) {
+  const uint64_t stall_at = layer_.size / 2;
+  ASSERT_TRUE(proxy_->SetFault(layer_.digest, BlobProxy::Fault::kStall, stall_at).ok());
+  TempDir logs("logs");
+  BackgroundProcess pull;
+  // The pull's stall timeout (30 s) is far beyond the wait below.
+  ASSERT_TRUE(
+      pull.Start({ImgfsBinary(), "pull", "--cache", cache_.path(), Proxied()}, logs.Sub("out"),
+                 logs.Sub("err"))
+          .ok());
+  // Half-way: the layer's temporary file holds everything the proxy sent before it stalled.
+  const std::string blob = StoredBlobPath(cache_.path(), layer_.digest);
+  ASSERT_TRUE(WaitUntil([&] { return TempFileBytes(blob) >= stall_at; }, 20))
+      << "the pull never got half-way through the layer\n"
+      << proxy_->Describe() << "pull's stderr: " << ReadFile(logs.Sub("err")).value();
+  ASSERT_EQ(::kill(pull.pid(), SIGKILL), 0);
+  ASSERT_TRUE(WaitUntil([&] { return !pull.running(); }, 10));
+  ASSERT_TRUE(proxy_->ClearFaults().ok());
+  seen_ = Requests().size();
+
+  RunResult again = Imgfs({"pull", Proxied()});
+  ASSERT_TRUE(again.ok()) << again.Describe();
+  EXPECT_THAT(again.out, HasSubstr(": Pull complete"));
+  EXPECT_EQ(LayerBytesSinceLastCall(), layer_.size - stall_at)
+      << "only what the killed pull did not receive is fetched\n" << proxy_->Describe();
+  EXPECT_EQ(TempFileBytes(blob), 0u) << "no temporary file is left";
+  ExpectCleanAndComplete();
 }
 
 TEST_F(CacheIntegrityTest, VerifyOfAnEmptyCacheIsCleanAndTheGroupNeedsACommand) {

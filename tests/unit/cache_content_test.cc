@@ -371,26 +371,58 @@ TEST_F(CacheContentTest, ReadsRecordTheBlobAccessTime) {
   EXPECT_LE(access, before + 60);
 }
 
-TEST_F(CacheContentTest, TempFilesOfDeadWritersAreRemoved) {
-  pid_t dead = fork();
-  ASSERT_GE(dead, 0);
-  if (dead == 0) _exit(0);
-  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
-  std::string dir = std::filesystem::path(BlobPath()).parent_path();
-  std::filesystem::create_directories(dir);
-  std::string stale = BlobPath() + ".tmp." + std::to_string(dead) + ".0";
-  std::string fresh = BlobPath() + ".tmp." + std::to_string(dead) + ".1";
-  std::string mine = BlobPath() + ".tmp." + std::to_string(getpid()) + ".999";
-  for (const std::string& path : {stale, fresh, mine}) std::ofstream(path) << "partial";
-  auto old = std::filesystem::file_time_type::clock::now() - std::chrono::hours(2);
-  std::filesystem::last_write_time(stale, old);
-  std::filesystem::last_write_time(mine, old);
+// Files of writers that died are known by their lock, which nobody holds: the longest is
+// adopted and resumed after, the others removed. A live writer's file, and an empty one (a
+// writer that may not have taken its lock yet), are left alone.
+TEST_F(CacheContentTest, WriterAdoptsWhatADeadWriterLeftAndResumesAfterIt) {
+  auto live = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_EQ((*live)->resumed_bytes(), 0u);
+  ASSERT_TRUE((*live)->Append(std::string_view(blob_).substr(0, 9000)).ok());
+  const std::string shorter = BlobPath() + ".tmp.999999.0";
+  const std::string longer = BlobPath() + ".tmp.999999.1";
+  const std::string empty = BlobPath() + ".tmp.999999.2";
+  std::ofstream(shorter) << std::string_view(blob_).substr(0, 1000);
+  std::ofstream(longer) << std::string_view(blob_).substr(0, 5000);
+  std::ofstream(empty) << "";
 
   auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
-  ASSERT_TRUE(writer.ok());
-  EXPECT_FALSE(std::filesystem::exists(stale));
-  EXPECT_TRUE(std::filesystem::exists(fresh)) << "a recently written file may be a live writer's";
-  EXPECT_TRUE(std::filesystem::exists(mine));
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  EXPECT_EQ((*writer)->resumed_bytes(), 5000u);
+  EXPECT_FALSE(std::filesystem::exists(shorter));
+  EXPECT_FALSE(std::filesystem::exists(longer)) << "adopted under the new writer's name";
+  EXPECT_TRUE(std::filesystem::exists(empty));
+  EXPECT_EQ((*writer)->Append("x").code(), Code::kInternal) << "ReadResumed comes first";
+  std::string replayed;
+  ASSERT_TRUE((*writer)
+                  ->ReadResumed([&](std::string_view bytes) {
+                    replayed.append(bytes);
+                    return Status::Ok();
+                  })
+                  .ok());
+  EXPECT_EQ(replayed, std::string_view(blob_).substr(0, 5000));
+  ASSERT_TRUE((*writer)->Append(std::string_view(blob_).substr(5000)).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_TRUE(cache_->GetBlobStats(source_.digest()).complete);
+  for (const UnitRef& u : units_) EXPECT_TRUE(cache_->ReadUnit(u, nullptr).ok());
+  live->reset();  // its file goes with it
+}
+
+TEST_F(CacheContentTest, AdoptedBytesThatDoNotVerifyAreRestartedFromScratch) {
+  std::filesystem::create_directories(std::filesystem::path(BlobPath()).parent_path());
+  std::string wrong = blob_.substr(0, 4096);
+  wrong[100] ^= 1;
+  std::ofstream(BlobPath() + ".tmp.999999.0") << wrong;
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+  ASSERT_EQ((*writer)->resumed_bytes(), 4096u);
+  ASSERT_TRUE((*writer)->Restart().ok());
+  EXPECT_EQ((*writer)->resumed_bytes(), 0u);
+  ASSERT_TRUE((*writer)->Append(blob_).ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  std::ifstream in(BlobPath(), std::ios::binary);
+  std::string whole((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(whole, blob_);
 }
 
 TEST_F(CacheContentTest, TwoOpensOfOneRootSeeEachOthersWrites) {

@@ -367,6 +367,43 @@ TEST_F(StreamIndexTest, DigestMismatchCommitsNothing) {
   EXPECT_TRUE(cache_->GetLayerIndex(d.digest).status().IsNotFound());
 }
 
+// A transfer that died (a killed pull) left the first half of the blob in the cache: the pass
+// reads it back and fetches only the rest, by range. A damaged leftover makes the whole fail
+// to verify, and the blob is then fetched whole once more.
+TEST_F(StreamIndexTest, ResumesAfterWhatADeadTransferLeft) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  const std::string hex(DigestHex(d.digest));
+  for (bool damaged : {false, true}) {
+    SCOPED_TRACE(damaged ? "damaged leftover" : "good leftover");
+    const stdfs::path root = work_.path() / (damaged ? "cache-damaged" : "cache-resumed");
+    auto cache = OpenCache(root);
+    ASSERT_NE(cache, nullptr);
+    const stdfs::path dir = root / "blobs" / "sha256" / hex.substr(0, 2);
+    stdfs::create_directories(dir);
+    std::string left = blob.substr(0, blob.size() / 2);
+    if (damaged) left[1000] ^= 0x40;
+    std::ofstream(dir / (hex + ".tmp.999999.0"), std::ios::binary) << left;
+    const int read_alls = source_.read_alls();
+    const uint64_t bytes = source_.bytes();
+
+    Result<LayerIndex> index = BuildStreamedLayerIndex(d, cache.get(), &source_);
+    ASSERT_TRUE(index.ok()) << index.status().ToString();
+    EXPECT_TRUE(cache->GetBlobStats(d.digest).complete);
+    EXPECT_EQ(ReadFile(dir / hex), blob);
+    if (damaged) {
+      EXPECT_EQ(source_.read_alls(), read_alls + 1) << "fetched whole again";
+    } else {
+      EXPECT_EQ(source_.read_alls(), read_alls);
+      EXPECT_EQ(source_.bytes() - bytes, blob.size() - left.size());
+    }
+    std::vector<std::string> left_over;
+    for (const auto& e : stdfs::directory_iterator(dir)) left_over.push_back(e.path().string());
+    EXPECT_EQ(left_over.size(), 1u) << "only the blob file stays";
+  }
+}
+
 TEST_F(StreamIndexTest, WrongSizeIsCorrupt) {
   std::string blob = Gzip(tar_);
   LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
