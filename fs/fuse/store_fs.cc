@@ -456,30 +456,8 @@ void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 // Every other change: the diffs are read-only, the namespace is the store's.
-void OnSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnUnlink(fuse_req_t req, fuse_ino_t, const char*) noexcept { fuse_reply_err(req, EROFS); }
-void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
-              unsigned int) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) noexcept {
-  fuse_reply_err(req, EROFS);
-}
-void OnRemovexattr(fuse_req_t req, fuse_ino_t, const char*) noexcept {
+template <typename... Args>
+void Refuse(fuse_req_t req, Args...) noexcept {
   fuse_reply_err(req, EROFS);
 }
 
@@ -502,15 +480,15 @@ fuse_lowlevel_ops MakeStoreOps() {
   ops.create = OnCreate;
   ops.mknod = OnMknod;
   ops.rmdir = OnRmdir;
-  ops.setattr = OnSetattr;
-  ops.mkdir = OnMkdir;
-  ops.unlink = OnUnlink;
-  ops.symlink = OnSymlink;
-  ops.rename = OnRename;
-  ops.link = OnLink;
-  ops.write = OnWrite;
-  ops.setxattr = OnSetxattr;
-  ops.removexattr = OnRemovexattr;
+  ops.setattr = Refuse<fuse_ino_t, struct stat*, int, fuse_file_info*>;
+  ops.mkdir = Refuse<fuse_ino_t, const char*, mode_t>;
+  ops.unlink = Refuse<fuse_ino_t, const char*>;
+  ops.symlink = Refuse<const char*, fuse_ino_t, const char*>;
+  ops.rename = Refuse<fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int>;
+  ops.link = Refuse<fuse_ino_t, fuse_ino_t, const char*>;
+  ops.write = Refuse<fuse_ino_t, const char*, size_t, off_t, fuse_file_info*>;
+  ops.setxattr = Refuse<fuse_ino_t, const char*, const char*, size_t, int>;
+  ops.removexattr = Refuse<fuse_ino_t, const char*>;
   return ops;
 }
 

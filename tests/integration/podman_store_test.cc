@@ -348,6 +348,14 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
     if (tocs[i].files.count("data/r-0003m.bin")) big_layer = i;
   }
   EXPECT_LE(fetched, allowed) << "of " << image_bytes << " bytes of layers";
+  // podman 5.1 and later name such a layer by its TOC digest: the same layer answers there.
+  const std::string toc_digest =
+      manifest->layers[0].annotations.at(kEstargzTocDigestAnnotation);
+  auto info = ReadFile(store.path() + "/" + EncodeBase64(image) + "/" + toc_digest + "/info");
+  ASSERT_TRUE(info.ok()) << info.status().ToString() << "\nstore log:\n" << store.Log();
+  nlohmann::json j = nlohmann::json::parse(*info, nullptr, false);
+  EXPECT_EQ(j.value("toc-digest", ""), toc_digest);
+  EXPECT_EQ(j.value("compressed-diff-digest", ""), manifest->layers[0].digest);
   EXPECT_GE(image_bytes, uint64_t{100} << 20);
 
   // The layer of the big files stalls; reading one of them fails with EIO, in bounded time.
