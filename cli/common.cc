@@ -72,9 +72,9 @@ std::string UtcMinute(int64_t unix_seconds) {
 registry::ClientOptions DefaultClientOptions(const CommonOptions& common) {
   registry::ClientOptions options;
   options.stall_timeout_s = common.stall_timeout_s;
-  const std::string kHub = "docker.io=";
   for (const std::string& m : common.registry_mirrors) {
-    if (m.rfind(kHub, 0) == 0) options.mirrors.push_back(m.substr(kHub.size()));
+    size_t eq = m.find('=');  // "REGISTRY=URL", as ApplyConfig writes them
+    if (eq != std::string::npos) options.mirrors[m.substr(0, eq)].push_back(m.substr(eq + 1));
   }
   return options;
 }

@@ -1,4 +1,4 @@
-// registry::Client, its core: Send (mirrors, the challenge round, retries with backoff within
+// registry::Client, its core: SendTo (the challenge round, retries with backoff within
 // the transfer's failure budget, cancellation, redirects) and HTTP answers mapped to Status.
 #include "registry/client.h"
 
@@ -39,30 +39,6 @@ RegistryError ParseRegistryError(std::string_view body) {
     e.message = m->get<std::string>();
   }
   return e;
-}
-
-Status Client::Impl::Send(const Call& call, HttpResponse* resp) {
-  if (call.repo->domain == "docker.io") {
-    for (const std::string& mirror : options_.mirrors) {
-      auto [scheme, authority] = UrlSchemeAndAuthority(mirror);
-      if (scheme.empty() || authority.empty()) continue;
-      // The mirror is a registry of its own: its challenges, tokens and credentials.
-      Reference via = *call.repo;
-      via.domain = authority;
-      Call mirrored = call;
-      mirrored.repo = &via;
-      mirrored.base = scheme + "://" + authority;
-      uint64_t delivered = 0;
-      Status st = SendTo(mirrored, resp, /*max_attempts=*/1, &delivered);
-      if (delivered > 0) return st;
-      if (st.ok() && resp->status >= 200 && resp->status < 300) return st;
-      IMGFS_LOG(kInfo, "mirror " << authority << " did not serve " << call.what << " ("
-                                 << (st.ok() ? "HTTP " + std::to_string(resp->status) : st.message())
-                                 << "); trying the next source");
-    }
-  }
-  uint64_t delivered = 0;
-  return SendTo(call, resp, options_.max_attempts, &delivered);
 }
 
 Status Client::Impl::SendTo(const Call& call, HttpResponse* resp, int max_attempts,

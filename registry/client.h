@@ -10,7 +10,8 @@
 //   authenticate up front;
 // - redirects (blob GETs are usually 307 to a CDN) followed here, at most 5, and the
 //   Authorization header is only ever sent to the registry's own scheme://host:port;
-// - docker.io requests go to the configured mirrors first (ClientOptions::mirrors);
+// - requests go to the registry's configured mirrors first (ClientOptions::mirrors), with a
+//   short memory of the mirrors that failed;
 // - 429, 5xx and failures to get a response retried with exponential backoff up to
 //   max_attempts (honouring a short Retry-After); a blob stream that breaks after some bytes
 //   resumes with a Range request from where it stopped;
@@ -32,6 +33,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,14 +55,25 @@ struct ClientOptions {
   // Not owned; may be set to true from any thread or a signal handler.
   const std::atomic<bool>* cancel = nullptr;
   std::string certs_dir = "/etc/docker/certs.d";
-  // Docker Hub mirrors ("https://mirror.example.com"; cli/config.h): tried in order, before
-  // registry-1.docker.io, for docker.io images only. A mirror is asked once; any failure that
-  // delivered no bytes moves on to the next source. Credentials are those of the mirror's host.
-  std::vector<std::string> mirrors;
+  // Mirrors per registry (Reference::domain: "docker.io", "10.0.0.5:5000"), as URLs
+  // ("https://mirror.example.com", "http://127.0.0.1:5001"; cli/config.h). Every request for
+  // that registry tries them in order, then the registry itself; a mirror is asked once, and
+  // any failure that delivered no bytes moves on to the next source. Credentials are those of
+  // the mirror's host. A mirror that failed (unreachable, 5xx, 429, a broken body) is skipped
+  // for mirror_skip_s, with one warning saying that the registry serves instead. A mirror
+  // that answers a Range request with the whole blob (a pull-through cache that does not
+  // hold the blob yet) serves that request only when the range starts in the blob's first
+  // kMaxMirrorSkip bytes (the rest is cut off); otherwise, and for the blob's other ranges
+  // during mirror_fill_ms, the registry is asked first and the mirror after it.
+  std::map<std::string, std::vector<std::string>> mirrors;
+  int mirror_skip_s = 30;
+  int mirror_fill_ms = 2000;
 };
 
 
 inline constexpr size_t kMaxTags = 100000;
+// Bytes of a whole blob a mirror sent for a Range request that are skipped to reach the range.
+inline constexpr uint64_t kMaxMirrorSkip = 1 << 20;
 inline constexpr int kMaxTagPages = 10000;
 
 struct ManifestResponse {

@@ -59,6 +59,7 @@ Status Client::Impl::StreamBlob(const Reference& repo, std::string_view digest, 
     if (pos > 0 || len) {
       call.headers.push_back("Range: bytes=" + std::to_string(pos) + "-" +
                              (len ? std::to_string(end - 1) : std::string()));
+      call.range_from = pos;
     }
     HttpResponse resp;
     Status sink_status;

@@ -1,6 +1,7 @@
 // Client::Impl, shared by the files that implement registry::Client (client.h); not for use
 // outside registry/. Each file holds one job:
-// - client.cc: the core. Send: mirrors, the 401 challenge round, retries with backoff, the
+// - client_mirrors.cc: Send: the registry's mirrors in order, their health, the registry.
+// - client.cc: the core. SendTo: the 401 challenge round, retries with backoff, the
 //   blob transfer's failure budget and cancellation, redirects; HTTP answers mapped to Status.
 // - client_auth.cc: credentials, challenges, Basic and Bearer (the token cache).
 // - client_manifests.cc: manifests by tag or digest, HEAD, the paged tags list.
@@ -61,6 +62,8 @@ class Client::Impl {
     // transfer); every failed attempt counts, and none is retried once it reaches
     // ClientOptions::max_transfer_failures.
     int* failures = nullptr;
+    // The first blob byte asked for in a Range header; nullopt when there is none.
+    std::optional<uint64_t> range_from;
   };
 
   // client_manifests.cc
@@ -85,12 +88,25 @@ class Client::Impl {
     return "repository:" + repo.repository + ":pull";
   }
 
-  // client.cc
+  // client_mirrors.cc
   // Sends `call`, authenticating, following redirects and retrying. OK means some HTTP answer
   // came back from the final location; *resp holds it (a 401 from the registry is already
-  // turned into a Status here). Docker Hub requests try the configured mirrors first, each
-  // once, and fall back to the next source on any failure that delivered no bytes.
+  // turned into a Status here). The registry's mirrors are tried first (ClientOptions::mirrors).
   Status Send(const Call& call, HttpResponse* resp);
+
+  enum class MirrorOutcome { kServed, kNext };
+  // One attempt at `mirror` (a URL); kServed when *st is the answer to return.
+  MirrorOutcome TryMirror(const Call& call, const std::string& mirror, bool accept_whole,
+                          HttpResponse* resp, Status* st);
+  // The mirror health memory, under mu_: skipped mirrors by authority, blobs a mirror is still
+  // filling by authority + path. Expired entries are dropped as new ones are added.
+  enum class MirrorMemory { kSkipped, kFilling };
+  bool Remembered(MirrorMemory memory, const std::string& key) EXCLUDES(mu_);
+  void Remember(MirrorMemory memory, const std::string& key, std::chrono::milliseconds how_long)
+      EXCLUDES(mu_);
+
+  // client.cc
+  // `call` to one registry (or mirror): authentication, redirects, retries.
   Status SendTo(const Call& call, HttpResponse* resp, int max_attempts, uint64_t* delivered);
   // One request and its redirects, with the registry's Authorization on registry URLs only.
   Status SendOnce(const Call& call, HttpResponse* resp, bool* sent_auth, bool* from_registry);
@@ -134,6 +150,8 @@ class Client::Impl {
   std::map<std::string, AuthChallenge> challenges_ GUARDED_BY(mu_);  // by ApiHost
   std::map<std::string, Token> tokens_ GUARDED_BY(mu_);  // by TokenKey
   std::map<std::string, std::optional<Credentials>> creds_ GUARDED_BY(mu_);  // by domain
+  std::map<std::string, Clock::time_point> mirror_skipped_ GUARDED_BY(mu_);  // by authority
+  std::map<std::string, Clock::time_point> mirror_filling_ GUARDED_BY(mu_);  // authority + path
 };
 
 }  // namespace imgfs::registry

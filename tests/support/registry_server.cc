@@ -112,6 +112,9 @@ Status RegistryServer::WriteConfig() {
     << "  maintenance:\n    uploadpurging:\n      enabled: false\n"
     << "http:\n  addr: " << host() << "\n"
     << "  secret: imgfs-test-secret\n";
+  if (!options_.proxy_remote_url.empty()) {
+    c << "proxy:\n  remoteurl: " << options_.proxy_remote_url << "\n";
+  }
   switch (options_.auth) {
     case RegistryOptions::Auth::kNone:
       break;

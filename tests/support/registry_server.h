@@ -63,6 +63,10 @@ struct RegistryOptions {
   std::string password = "s3cret-pass";
   // For Auth::kToken. Must outlive the registry.
   const TokenServer* token_server = nullptr;
+  // When set ("http://127.0.0.1:PORT"), the registry is a pull-through cache of that one
+  // (distribution's proxy mode, `proxy: remoteurl:`): it fetches what it does not hold from
+  // there, answering the first requests for a blob with the whole blob.
+  std::string proxy_remote_url;
 };
 
 class RegistryServer {

@@ -739,7 +739,7 @@ TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {
   ClientOptions options;
   options.docker_config_dir = config_dir_;
   options.retry_base_delay_ms = 1;
-  options.mirrors = {"https://down.example.com", "http://mirror.example.com:5000/"};
+  options.mirrors["docker.io"] = {"https://down.example.com", "http://mirror.example.com:5000/"};
   Client client(options, std::move(transport));
   auto upstream_requests = [&] {
     int n = 0;
@@ -760,6 +760,126 @@ TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {
   // Other registries never go through Docker Hub mirrors.
   ASSERT_TRUE(client.GetManifest(Ref("quay.io/a/b"), "latest").ok());
   EXPECT_EQ(fake->seen().back().url, "https://quay.io/v2/a/b/manifests/latest");
+}
+
+TEST_F(ClientTest, AMirrorThatFailedIsSkippedForAWhileAndTheRegistryServes) {
+  int mirror_requests = 0;
+  bool mirror_up = false;
+  auto transport = std::make_unique<FakeTransport>([&](const Seen& r) -> Answer {
+    if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) {
+      ++mirror_requests;
+      if (!mirror_up) return Answer{503, {}, ""};
+      return Answer{200, {}, kManifest};
+    }
+    EXPECT_EQ(r.url.rfind("https://registry.example.com/v2/", 0), 0u) << r.url;
+    return Answer{200, {}, kManifest};
+  });
+  FakeTransport* fake = transport.get();
+  ClientOptions options;
+  options.docker_config_dir = config_dir_;
+  options.retry_base_delay_ms = 1;
+  options.mirrors["registry.example.com"] = {"http://127.0.0.1:5001"};
+  options.mirror_skip_s = 3600;
+  Client client(options, std::move(transport));
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "v1").ok());
+  EXPECT_EQ(mirror_requests, 1);  // asked once, no retries at a mirror
+  EXPECT_EQ(fake->seen().back().url, "https://registry.example.com/v2/app/manifests/v1");
+  // Skipped from now on, even when it would answer.
+  mirror_up = true;
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "v1").ok());
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "v2").ok());
+  EXPECT_EQ(mirror_requests, 1);
+
+  // With a short memory the mirror is asked again once it has passed.
+  options.mirror_skip_s = 0;
+  mirror_requests = 0;
+  mirror_up = false;
+  Client forgetful(options, std::make_unique<FakeTransport>([&](const Seen& r) -> Answer {
+    if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) {
+      ++mirror_requests;
+      if (!mirror_up) return Answer{0, {}, "", -1, /*unreachable=*/true};
+      return Answer{200, {}, kManifest};
+    }
+    return Answer{200, {}, kManifest};
+  }));
+  ASSERT_TRUE(forgetful.GetManifest(Ref("registry.example.com/app"), "v1").ok());
+  mirror_up = true;
+  ASSERT_TRUE(forgetful.GetManifest(Ref("registry.example.com/app"), "v1").ok());
+  EXPECT_EQ(mirror_requests, 2);
+}
+
+// A pull-through cache that does not hold a blob yet answers a Range request with 200 and
+// the whole blob. A range near the start is taken from that answer (and the rest cut off);
+// one further in is read from the registry, and so are the blob's next ranges while the
+// mirror fills: the bytes are right either way, and the whole blob is not sent again.
+TEST_F(ClientTest, AMirrorThatIgnoresRangeServesCorrectlyWithoutTheBlobTwice) {
+  std::string blob;
+  for (int i = 0; blob.size() < 3 * kMaxMirrorSkip; ++i) blob += std::to_string(i * 7919) + ",";
+  const std::string digest = Sha256Digest(blob);
+  std::mutex mu;
+  uint64_t mirror_bytes = 0;
+  uint64_t registry_bytes = 0;
+  bool mirror_filled = false;
+  auto serve = [&](const Seen& r, uint64_t* counter, bool ignore_range) -> Answer {
+    std::string range = r.Header("Range");
+    std::lock_guard<std::mutex> lock(mu);
+    if (range.empty() || ignore_range) {
+      *counter += blob.size();  // sent; the client may stop reading early
+      return Answer{200, {}, blob};
+    }
+    uint64_t first = std::stoull(range.substr(6));
+    uint64_t last = std::stoull(range.substr(range.find('-') + 1));
+    *counter += last - first + 1;
+    return Answer{206,
+                  {{"content-range", "bytes " + std::to_string(first) + "-" + std::to_string(last) +
+                                         "/" + std::to_string(blob.size())}},
+                  blob.substr(first, last - first + 1)};
+  };
+  ClientOptions options;
+  options.mirrors["registry.example.com"] = {"http://127.0.0.1:5001"};
+  options.mirror_fill_ms = 3600 * 1000;
+  Client& client = Make(
+      [&](const Seen& r) -> Answer {
+        if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) {
+          return serve(r, &mirror_bytes, !mirror_filled);
+        }
+        return serve(r, &registry_bytes, false);
+      },
+      options);
+  const Reference repo = Ref("registry.example.com/app");
+  std::string out;
+  // Near the start: from the mirror's whole answer.
+  ASSERT_TRUE(client.GetBlobRange(repo, digest, 100, 1000, &out).ok());
+  EXPECT_EQ(out, blob.substr(100, 1000));
+  EXPECT_EQ(registry_bytes, 0u);
+  // Further in, while the mirror fills: the registry, for exactly the range.
+  out.clear();
+  ASSERT_TRUE(client.GetBlobRange(repo, digest, 2 * kMaxMirrorSkip, 5000, &out).ok());
+  EXPECT_EQ(out, blob.substr(2 * kMaxMirrorSkip, 5000));
+  EXPECT_EQ(registry_bytes, 5000u);
+  // The mirror was not asked again for that blob; the registry serves its ranges meanwhile.
+  int mirror_asks = 0;
+  for (const Seen& s : transport_->seen()) mirror_asks += s.url.find(":5001/") != std::string::npos;
+  EXPECT_EQ(mirror_asks, 1);
+  out.clear();
+  ASSERT_TRUE(client.GetBlobRange(repo, digest, 10, 20, &out).ok());
+  EXPECT_EQ(out, blob.substr(10, 20));
+  EXPECT_EQ(registry_bytes, 5020u);
+
+  // Far into the blob on a mirror not known to be filling: the whole answer is cut off at
+  // once and the registry sends the range.
+  ClientOptions fresh = options;
+  Client& other = Make(
+      [&](const Seen& r) -> Answer {
+        if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) return serve(r, &mirror_bytes, true);
+        return serve(r, &registry_bytes, false);
+      },
+      fresh);
+  registry_bytes = 0;
+  out.clear();
+  ASSERT_TRUE(other.GetBlobRange(repo, digest, blob.size() - 300, 300, &out).ok());
+  EXPECT_EQ(out, blob.substr(blob.size() - 300));
+  EXPECT_EQ(registry_bytes, 300u);
 }
 
 TEST_F(ClientTest, ConcurrentReadsShareTheClient) {
