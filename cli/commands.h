@@ -22,6 +22,8 @@ struct CommonOptions {
   std::vector<std::string> registry_mirrors;     // "[REGISTRY=]URL"; docker.io when no REGISTRY
   std::vector<std::string> insecure_registries;  // "HOST[:PORT]"
   std::set<std::string> flags_given;             // long names given on the command line
+  // --certs-dir ("" = $IMGFS_CERTS_DIR, else docker's and podman's certs.d).
+  std::string certs_dir;
 };
 
 struct MountOptions {
@@ -83,6 +85,16 @@ struct RmiOptions {
   std::vector<std::string> images;
 };
 
+// `imgfs login` / `imgfs logout`: docker's options, messages and credential files
+// (registry/credentials.h).
+struct LoginOptions {
+  CommonOptions common;  // only the registry options are used
+  std::string registry;  // "" = Docker Hub
+  std::string username;
+  std::string password;
+  bool password_stdin = false;
+};
+
 // `imgfs cache verify`.
 struct CacheVerifyOptions {
   CommonOptions common;  // only cache_dir is used
@@ -92,6 +104,13 @@ int RunMount(const MountOptions& options);
 // Serves the layers of any image podman asks for at MOUNTPOINT (fs/fuse/store_fs.h), in the
 // background unless --foreground, until unmounted.
 int RunStore(const StoreOptions& options);
+// Checks the credentials against the registry (registry/login.h), then stores them as docker
+// login does; prints "Login Succeeded". Without -u/-p, the stored credentials are checked
+// first, then the user is asked on the terminal.
+int RunLogin(const LoginOptions& options);
+// Removes the registry's stored credentials: "Removing login credentials for ...", or "Not
+// logged in to ..." (exit status 0 either way, as docker).
+int RunLogout(const LoginOptions& options);
 // The images `imgfs pull` completed: repository, tag, digest, platform, compressed size and
 // when any of its layers was last read (or it was pulled). From the cache alone.
 int RunImages(const ImagesOptions& options);

@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 
@@ -76,6 +77,12 @@ registry::ClientOptions DefaultClientOptions(const CommonOptions& common) {
     size_t eq = m.find('=');  // "REGISTRY=URL", as ApplyConfig writes them
     if (eq != std::string::npos) options.mirrors[m.substr(0, eq)].push_back(m.substr(eq + 1));
   }
+  if (!common.certs_dir.empty()) {
+    options.certs_dir = common.certs_dir;
+  } else if (const char* env = std::getenv("IMGFS_CERTS_DIR"); env != nullptr && *env != '\0') {
+    options.certs_dir = env;
+  }
+  options.insecure_registries = common.insecure_registries;
   return options;
 }
 

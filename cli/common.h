@@ -58,7 +58,8 @@ std::string PulledKey(const registry::Reference& ref);
 std::string UtcMinute(int64_t unix_seconds);
 
 // The client's options from the effective configuration (after ResolveConfig, cli/config.h):
-// the configured mirrors and --stall-timeout.
+// the configured mirrors and insecure registries, --stall-timeout, and the certs directory
+// (--certs-dir, else $IMGFS_CERTS_DIR, else docker's and podman's).
 registry::ClientOptions DefaultClientOptions(const CommonOptions& common);
 
 }  // namespace imgfs::cli

@@ -12,7 +12,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "imgfs 0.1.0");
 
-  auto add_cache_and_platform = [](CLI::App* cmd, CommonOptions* common) {
+  auto add_registry = [](CLI::App* cmd, CommonOptions* common) {
+    cmd->add_option("--certs-dir", common->certs_dir,
+                    "Directory of per-registry CAs and client certificates, <dir>/HOST:PORT/"
+                    "{ca.crt,client.cert,client.key}; several separated by ':' (default: "
+                    "$IMGFS_CERTS_DIR, else /etc/docker/certs.d:/etc/containers/certs.d)");
+    cmd->add_option("--insecure-registry", common->insecure_registries,
+                    "HOST[:PORT] or IPv4 CIDR of a registry to reach without checking its "
+                    "certificate, or over plain HTTP (repeatable)")
+        ->allow_extra_args(false);
+  };
+  auto add_cache_and_platform = [&](CLI::App* cmd, CommonOptions* common) {
+    add_registry(cmd, common);
     cmd->add_option("--cache", common->cache_dir,
                     "Cache root (default: $IMGFS_CACHE, /var/lib/imgfs for root, "
                     "else $XDG_CACHE_HOME/imgfs)");
@@ -30,8 +41,6 @@ int main(int argc, char** argv) {
     cmd->add_option("--registry-mirror", common->registry_mirrors,
                     "[REGISTRY=]URL: a mirror to try before REGISTRY (default docker.io); "
                     "repeatable, tried in order");
-    cmd->add_option("--insecure-registry", common->insecure_registries,
-                    "HOST[:PORT] to speak to over plain HTTP or unverified TLS; repeatable");
   };
   auto add_common = [&](CLI::App* cmd, CommonOptions* common) {
     add_cache_and_platform(cmd, common);
@@ -150,6 +159,19 @@ int main(int argc, char** argv) {
   CLI::App* info_cmd = app.add_subcommand(
       "info", "Print the effective configuration and where each value came from");
   add_common(info_cmd, &info);
+  imgfs::cli::LoginOptions login;
+  CLI::App* login_cmd = app.add_subcommand(
+      "login", "Log in to a registry (default Docker Hub), storing the credentials as docker does");
+  add_registry(login_cmd, &login.common);
+  login_cmd->add_option("-u,--username", login.username, "Username");
+  auto* password_opt = login_cmd->add_option("-p,--password", login.password, "Password");
+  login_cmd->add_flag("--password-stdin", login.password_stdin, "Take the password from stdin")
+      ->excludes(password_opt);
+  login_cmd->add_option("SERVER", login.registry, "Registry (default: docker.io)");
+  imgfs::cli::LoginOptions logout;
+  CLI::App* logout_cmd =
+      app.add_subcommand("logout", "Remove a registry's stored credentials (default Docker Hub)");
+  logout_cmd->add_option("SERVER", logout.registry, "Registry (default: docker.io)");
 
   CLI11_PARSE(app, argc, argv);
 
@@ -157,7 +179,8 @@ int main(int argc, char** argv) {
   const std::pair<CLI::App*, CommonOptions*> commons[] = {
       {mount_cmd, &mount.common}, {pull_cmd, &pull.common},     {ls_cmd, &ls.common},
       {cat_cmd, &cat.common},     {cp_cmd, &cp.common},         {images_cmd, &images.common},
-      {rmi_cmd, &rmi.common},     {inspect_cmd, &inspect.common}, {info_cmd, &info}};
+      {rmi_cmd, &rmi.common},     {inspect_cmd, &inspect.common}, {info_cmd, &info},
+      {login_cmd, &login.common}};
   for (const auto& [cmd, common] : commons) {
     if (!*cmd) continue;
     for (const CLI::Option* opt : cmd->get_options()) {
@@ -174,6 +197,8 @@ int main(int argc, char** argv) {
 
   if (*mount_cmd) return imgfs::cli::RunMount(mount);
   if (*store_cmd) return imgfs::cli::RunStore(store);
+  if (*login_cmd) return imgfs::cli::RunLogin(login);
+  if (*logout_cmd) return imgfs::cli::RunLogout(logout);
   if (*pull_cmd) return imgfs::cli::RunPull(pull);
   if (*ls_cmd) return imgfs::cli::RunLs(ls);
   if (*images_cmd) return imgfs::cli::RunImages(images);

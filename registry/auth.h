@@ -1,14 +1,8 @@
-// Registry authentication pieces that need no network: parsing WWW-Authenticate challenges
-// and finding a registry's credentials the way docker does (config.json `auths`,
-// `credHelpers`, `credsStore`).
+// Registry authentication pieces that need no network: parsing WWW-Authenticate challenges.
+// Where credentials come from (docker's config.json, credential helpers, podman's auth.json)
+// is registry/credentials.h, included here for the client.
 //
-// Credentials are looked up in <dir>/config.json where dir is the configured directory, else
-// $DOCKER_CONFIG, else ~/.docker. A missing file means "no credentials"; a file that is not
-// valid JSON is kInvalidArgument naming the file (docker refuses it too). A credential helper
-// (docker-credential-<name> get) that is missing or fails means "no credentials" from it, and
-// the `auths` entries are tried next.
-//
-// Thread-safety: pure functions (the helper runs as a child process per call).
+// Thread-safety: pure functions.
 #pragma once
 
 #include <map>
@@ -19,6 +13,7 @@
 
 #include "base/base64.h"
 #include "base/status.h"
+#include "registry/credentials.h"
 
 namespace imgfs::registry {
 
@@ -31,23 +26,6 @@ struct AuthChallenge {
 // All challenges in one header value. Quoted values may hold commas, '=' and \-escapes.
 // Garbage gives fewer challenges, never a crash.
 std::vector<AuthChallenge> ParseWwwAuthenticate(std::string_view header);
-
-struct Credentials {
-  std::string username;
-  std::string password;
-  std::string identity_token;  // an OAuth2 refresh token (docker login to some registries)
-};
-
-// "" -> $DOCKER_CONFIG, else $HOME/.docker.
-std::string DockerConfigDir(std::string_view configured);
-
-// The key docker stores the credentials of `domain` under: "https://index.docker.io/v1/" for
-// docker.io, the domain itself otherwise.
-std::string CredentialServerKey(std::string_view domain);
-
-// Credentials for registry `domain` (a Reference::domain: "docker.io", "localhost:5000").
-Result<std::optional<Credentials>> LookupCredentials(std::string_view config_dir,
-                                                     std::string_view domain);
 
 // Base64 as docker's config.json uses it (base/base64.h).
 using ::imgfs::DecodeBase64;

@@ -54,7 +54,12 @@ struct ClientOptions {
   int max_transfer_failures = 5;   // failed attempts per blob transfer, resumes included
   // Not owned; may be set to true from any thread or a signal handler.
   const std::atomic<bool>* cancel = nullptr;
-  std::string certs_dir = "/etc/docker/certs.d";
+  // Per-registry CAs and client certificates, docker's and podman's certs.d layout; several
+  // directories separated by ':', the first with a directory for the registry wins (http.h).
+  std::string certs_dir = "/etc/docker/certs.d:/etc/containers/certs.d";
+  // Registries spoken to without a checked certificate, or over plain http (endpoint.h):
+  // host[:port] or IPv4 CIDR entries, from --insecure-registry and the config files.
+  std::vector<std::string> insecure_registries;
   // Mirrors per registry (Reference::domain: "docker.io", "10.0.0.5:5000"), as URLs
   // ("https://mirror.example.com", "http://127.0.0.1:5001"; cli/config.h). Every request for
   // that registry tries them in order, then the registry itself; a mirror is asked once, and

@@ -43,6 +43,55 @@ bool IsFile(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+HostCerts FindHostCerts(std::string_view certs_dirs, std::string_view host_port) {
+  HostCerts out;
+  if (host_port.empty() || host_port.find('/') != std::string_view::npos ||
+      host_port == "." || host_port == "..") {
+    return out;
+  }
+  size_t start = 0;
+  while (start <= certs_dirs.size()) {
+    size_t end = certs_dirs.find(':', start);
+    if (end == std::string_view::npos) end = certs_dirs.size();
+    std::string_view base = certs_dirs.substr(start, end - start);
+    start = end + 1;
+    if (base.empty()) continue;
+    std::string dir = std::string(base) + "/" + std::string(host_port);
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) continue;
+    std::vector<std::string> certs;
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (EndsWith(name, ".crt")) out.ca_files.push_back(dir + "/" + name);
+      if (EndsWith(name, ".cert")) certs.push_back(name);
+    }
+    closedir(d);
+    std::sort(out.ca_files.begin(), out.ca_files.end());
+    std::sort(certs.begin(), certs.end());
+    for (const std::string& cert : certs) {
+      std::string key = cert.substr(0, cert.size() - 5) + ".key";
+      if (IsFile(dir + "/" + cert) && IsFile(dir + "/" + key)) {
+        out.client_cert = dir + "/" + cert;
+        out.client_key = dir + "/" + key;
+        break;
+      }
+      IMGFS_LOG(kWarning, "client certificate " << dir << "/" << cert << " has no key " << key
+                                                << " beside it; not used");
+    }
+    out.dir = dir;
+    return out;  // the first directory that has one for this host, as containers/image does
+  }
+  return out;
+}
+
+namespace {
+
 // What one Perform call shares with curl's callbacks.
 struct Exchange {
   const HttpRequest* request;
@@ -224,6 +273,9 @@ class CurlTransport : public HttpTransport {
     }
     if (request.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    } else if (request.method == "POST") {
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
     } else {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
@@ -237,25 +289,17 @@ class CurlTransport : public HttpTransport {
         curl_easy_setopt(h, CURLOPT_PROXY, p);
       }
     }
-    std::string client_cert;
-    std::string client_key;
-    if (scheme == "https" && !options_.certs_dir.empty()) {
-      std::string dir = options_.certs_dir + "/" + CertsDirName(request.url);
-      if (DIR* d = opendir(dir.c_str())) {
-        while (dirent* e = readdir(d)) {
-          std::string name = e->d_name;
-          if (name.size() > 4 && name.compare(name.size() - 4, 4, ".crt") == 0) {
-            ex.extra_ca_files.push_back(dir + "/" + name);
-          }
-        }
-        closedir(d);
-        std::sort(ex.extra_ca_files.begin(), ex.extra_ca_files.end());
-        if (IsFile(dir + "/client.cert") && IsFile(dir + "/client.key")) {
-          client_cert = dir + "/client.cert";
-          client_key = dir + "/client.key";
-          curl_easy_setopt(h, CURLOPT_SSLCERT, client_cert.c_str());
-          curl_easy_setopt(h, CURLOPT_SSLKEY, client_key.c_str());
-        }
+    if (!request.verify_tls) {
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    HostCerts certs;
+    if (scheme == "https") {
+      certs = FindHostCerts(options_.certs_dir, CertsDirName(request.url));
+      ex.extra_ca_files = certs.ca_files;
+      if (!certs.client_cert.empty()) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, certs.client_cert.c_str());
+        curl_easy_setopt(h, CURLOPT_SSLKEY, certs.client_key.c_str());
       }
       if (!ex.extra_ca_files.empty()) {
         // A cached CA store would carry this host's extra CAs over to other hosts.

@@ -7,7 +7,8 @@
 //
 // The curl transport (NewCurlTransport) reuses connections, TLS sessions and DNS answers across
 // requests and threads (a CURLSH share plus a pool of easy handles), trusts the system CAs plus
-// any *.crt in <certs_dir>/<host:port>/ (docker's /etc/docker/certs.d layout), honours
+// any *.crt in <certs dir>/<host:port>/ (docker's /etc/docker/certs.d layout, FindHostCerts),
+// presents the client certificate found there, honours
 // http(s)_proxy / HTTP(S)_PROXY / no_proxy except for loopback hosts (never proxied, as in Go),
 // and uses a 15 s connect timeout and a stall timeout (CurlTransportOptions: a transfer slower
 // than 1 KiB/s for 30 s fails), no overall timeout: a 10 GiB layer may take an hour.
@@ -32,9 +33,12 @@
 namespace imgfs::registry {
 
 struct HttpRequest {
-  std::string method = "GET";        // "GET" or "HEAD"
+  std::string method = "GET";        // "GET", "HEAD" or "POST" (with `body`)
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
+  std::string body;                  // POST only
+  // false: https without checking the server's certificate or name (an insecure registry).
+  bool verify_tls = true;
   // When set and the response status is 2xx, body bytes go here instead of into
   // HttpResponse::body. The response's status and headers are already filled in when it is
   // called. Returning false stops the transfer; that is not an error.
@@ -69,13 +73,29 @@ class HttpTransport {
 
 struct CurlTransportOptions {
   std::string user_agent = "imgfs/0.1";
-  std::string certs_dir = "/etc/docker/certs.d";  // "" disables the per-host CA lookup
+  // Directories of per-host CAs and client certificates, ':'-separated (FindHostCerts);
+  // "" disables the lookup.
+  std::string certs_dir = "/etc/docker/certs.d:/etc/containers/certs.d";
   // A transfer that moves fewer than stall_bytes_per_s bytes per second for stall_timeout_s
   // seconds in a row fails (kUnavailable "... stalled ..."): a registry that goes silent
   // mid-body costs at most this long per attempt.
   int stall_timeout_s = 30;
   int stall_bytes_per_s = 1024;
 };
+
+// What a certs.d directory holds for one registry, as docker and podman read it: every *.crt
+// is a CA trusted for that registry (besides the system's), and a *.cert with the *.key of
+// the same name is the client certificate presented to it (client.cert / client.key).
+struct HostCerts {
+  std::string dir;  // "<certs dir>/<host:port>", "" when no certs directory has one
+  std::vector<std::string> ca_files;
+  std::string client_cert;
+  std::string client_key;
+};
+
+// Looks in each of the ':'-separated `certs_dirs` for a directory named `host_port` (as the
+// registry is written in the reference: "r.example.com:5000"); the first one found is used.
+HostCerts FindHostCerts(std::string_view certs_dirs, std::string_view host_port);
 
 std::unique_ptr<HttpTransport> NewCurlTransport(CurlTransportOptions options = {});
 

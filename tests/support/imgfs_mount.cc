@@ -83,10 +83,17 @@ RunResult RunImgfs(const std::vector<std::string>& args, const std::string& dock
   argv.insert(argv.end(), args.begin(), args.end());
   RunOptions options;
   options.timeout_seconds = 120;
-  options.env = env;
-  if (!docker_config.empty()) options.env.emplace_back("DOCKER_CONFIG", docker_config);
+  if (!docker_config.empty()) {
+    options.env.emplace_back("DOCKER_CONFIG", docker_config);
+    // podman's auth.json files (registry/credentials.h) are looked for in that empty place
+    // too, so the host's never leak in either; a test that wants one sets these itself.
+    options.env.emplace_back("XDG_RUNTIME_DIR", docker_config);
+    options.env.emplace_back("XDG_CONFIG_HOME", docker_config);
+  }
+  options.env.insert(options.env.end(), env.begin(), env.end());
   // A proxy configured on the host must not intercept loopback registries.
-  options.unset_env = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY"};
+  options.unset_env = {"http_proxy",  "HTTP_PROXY", "https_proxy",       "HTTPS_PROXY",
+                       "ALL_PROXY",   "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
   return RunCommand(argv, options);
 }
 
@@ -106,7 +113,7 @@ RunResult ImgfsMount::Mount(const std::string& image, const std::vector<std::str
   argv.insert(argv.end(), args.begin(), args.end());
   argv.push_back(image);
   argv.push_back(mount_point_);
-  return RunImgfs(argv, docker_config_);
+  return RunImgfs(argv, docker_config_, env_);
 }
 
 RunResult ImgfsMount::Unmount() {

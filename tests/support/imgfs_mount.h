@@ -27,7 +27,10 @@ std::string ImgfsBinary();
 // OK when the binary exists; otherwise says how to build it.
 Status CheckImgfsBinary();
 
-// Runs `imgfs ARGS...` with DOCKER_CONFIG=`docker_config` (if not empty) and extra env.
+// Runs `imgfs ARGS...` with DOCKER_CONFIG=`docker_config` (if not empty; XDG_RUNTIME_DIR and
+// XDG_CONFIG_HOME then point there too, so no podman auth.json of the host is read) and extra
+// env. REGISTRY_AUTH_FILE, IMGFS_CERTS_DIR and the proxy variables are removed unless `env`
+// sets them.
 RunResult RunImgfs(const std::vector<std::string>& args, const std::string& docker_config = "",
                    const std::vector<std::pair<std::string, std::string>>& env = {});
 
@@ -51,6 +54,8 @@ class ImgfsMount {
   std::string Path(const std::string& rel) const { return mount_point_ + "/" + rel; }
   bool mounted() const { return IsMountPoint(mount_point_); }
   const std::string& docker_config() const { return docker_config_; }
+  // Variables Mount() sets for imgfs besides DOCKER_CONFIG (PATH, REGISTRY_AUTH_FILE, ...).
+  void set_env(std::vector<std::pair<std::string, std::string>> env) { env_ = std::move(env); }
   // What the last Unmount() had to force after `imgfs umount` ("" when imgfs unmounted and
   // its daemon exited by itself), so tests can insist that imgfs cleans up on its own.
   const std::string& forced_cleanup() const { return forced_cleanup_; }
@@ -68,6 +73,7 @@ class ImgfsMount {
   TempDir dir_;
   std::string cache_dir_;
   std::string docker_config_;
+  std::vector<std::pair<std::string, std::string>> env_;
   std::string mount_point_;
   std::string forced_cleanup_;
 };
