@@ -41,12 +41,8 @@ std::string Prompt(const std::string& question, bool secret) {
 
 Result<registry::Credentials> Check(const registry::ClientOptions& client,
                                     const std::string& domain, const registry::Credentials& c) {
-  registry::CurlTransportOptions transport_options;
-  transport_options.user_agent = client.user_agent;
-  transport_options.certs_dir = client.certs_dir;
-  transport_options.stall_timeout_s = client.stall_timeout_s;
   std::unique_ptr<registry::HttpTransport> transport =
-      registry::NewCurlTransport(transport_options);
+      registry::NewCurlTransport(registry::TransportOptionsFor(client));
   return registry::CheckLogin(*transport, client, domain, c);
 }
 

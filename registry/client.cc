@@ -86,12 +86,52 @@ Status Client::Impl::SendTo(const Call& call, HttpResponse* resp, int max_attemp
   }
 }
 
+std::vector<Endpoint> Client::Impl::EndpointsOf(const Reference& repo) {
+  std::vector<Endpoint> all =
+      RegistryEndpoints(repo.ApiHost(), options_.insecure_registries, options_.certs_dir);
+  MutexLock lock(&mu_);
+  auto it = answering_base_.find(repo.ApiHost());
+  if (it != answering_base_.end()) {
+    std::stable_partition(all.begin(), all.end(),
+                          [&](const Endpoint& e) { return e.base == it->second; });
+  }
+  return all;
+}
+
 Status Client::Impl::SendOnce(const Call& call, HttpResponse* resp, bool* sent_auth,
                               bool* from_registry) {
+  if (!call.base.empty()) {
+    auto [scheme, authority] = UrlSchemeAndAuthority(call.base);
+    return SendVia(call, Endpoint{call.base, !IsInsecureRegistry(authority, options_.insecure_registries)},
+                   resp, sent_auth, from_registry);
+  }
+  // An insecure registry is tried over https, then plain http (docker's order); the one
+  // that answers is asked first from then on.
+  std::vector<Endpoint> endpoints = EndpointsOf(*call.repo);
+  Status first;
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    Status st = SendVia(call, endpoints[i], resp, sent_auth, from_registry);
+    if (st.ok() || Cancelled() || st.code() != Code::kUnavailable) {
+      if (st.ok() && i > 0) {
+        MutexLock lock(&mu_);
+        answering_base_[call.repo->ApiHost()] = endpoints[i].base;
+      }
+      return st;
+    }
+    if (i == 0) first = st;
+    if (i + 1 < endpoints.size()) {
+      IMGFS_LOG(kInfo, endpoints[i].base << " did not answer (" << st.message() << "); trying "
+                                         << endpoints[i + 1].base);
+    }
+  }
+  return first;
+}
+
+Status Client::Impl::SendVia(const Call& call, const Endpoint& endpoint, HttpResponse* resp,
+                             bool* sent_auth, bool* from_registry) {
   const Reference& repo = *call.repo;
-  const std::string base = call.base.empty() ? BaseUrl(repo) : call.base;
-  const auto registry_origin = UrlSchemeAndAuthority(base);
-  std::string url = base + call.path;
+  const auto registry_origin = UrlSchemeAndAuthority(endpoint.base);
+  std::string url = endpoint.base + call.path;
   for (int hop = 0; hop <= kMaxRedirects; ++hop) {
     HttpRequest req;
     req.method = call.method;
@@ -100,7 +140,10 @@ Status Client::Impl::SendOnce(const Call& call, HttpResponse* resp, bool* sent_a
     req.sink = call.sink;
     req.max_body = call.max_body;
     req.cancel = options_.cancel;
-    *from_registry = UrlSchemeAndAuthority(url) == registry_origin;
+    const auto [scheme, authority] = UrlSchemeAndAuthority(url);
+    *from_registry = std::make_pair(scheme, authority) == registry_origin;
+    req.verify_tls = *from_registry ? endpoint.verify_tls
+                                    : !IsInsecureRegistry(authority, options_.insecure_registries);
     *sent_auth = false;
     if (*from_registry) {
       IMGFS_ASSIGN_OR_RETURN(std::optional<std::string> auth, AuthorizationFor(repo));
@@ -112,13 +155,9 @@ Status Client::Impl::SendOnce(const Call& call, HttpResponse* resp, bool* sent_a
     Status st = transport_->Perform(req, resp);
     if (!st.ok()) {
       IMGFS_LOG(kDebug, req.method << " " << url << ": " << st.message());
-      std::string host = *from_registry ? repo.domain : UrlSchemeAndAuthority(url).second;
-      std::string hint;
-      if (st.message().find("certificate") != std::string::npos) {
-        hint = " (if the registry uses a private CA, put it in " + options_.certs_dir + "/" +
-               UrlSchemeAndAuthority(url).second + "/ca.crt)";
-      }
-      return Status::Unavailable("registry " + host + " unreachable: " + st.message() + hint);
+      std::string host = *from_registry ? repo.domain : authority;
+      return Status::Unavailable("registry " + host + " unreachable: " + st.message() +
+                                 CertificateHint(st.message(), authority, options_.certs_dir));
     }
     IMGFS_LOG(kDebug, req.method << " " << url << ": HTTP " << resp->status);
     if (!IsRedirect(resp->status)) return Status::Ok();
@@ -192,7 +231,6 @@ Status Client::Impl::MapStatus(const Call& call, const HttpResponse& resp, bool 
   }
 }
 
-namespace {
 
 CurlTransportOptions TransportOptionsFor(const ClientOptions& options) {
   CurlTransportOptions out;
@@ -201,8 +239,6 @@ CurlTransportOptions TransportOptionsFor(const ClientOptions& options) {
   out.stall_timeout_s = std::max(1, options.stall_timeout_s);
   return out;
 }
-
-}  // namespace
 
 Client::Client(ClientOptions options)
     : Client(options, NewCurlTransport(TransportOptionsFor(options))) {}

@@ -76,6 +76,9 @@ struct ClientOptions {
 };
 
 
+// The curl transport's settings that follow from `options` (certs, stall timeout, agent).
+CurlTransportOptions TransportOptionsFor(const ClientOptions& options);
+
 inline constexpr size_t kMaxTags = 100000;
 // Bytes of a whole blob a mirror sent for a Range request that are skipped to reach the range.
 inline constexpr uint64_t kMaxMirrorSkip = 1 << 20;

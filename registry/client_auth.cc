@@ -7,29 +7,17 @@
 #include <optional>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "base/log.h"
 #include "registry/client_impl.h"
+#include "registry/endpoint.h"
+#include "registry/token.h"
 
 namespace imgfs::registry {
 namespace {
 
-using nlohmann::json;
-
-std::string UrlEncode(std::string_view s) {
-  static const char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
+// How `imgfs login` is spelled for the registry of `domain`.
+std::string LoginCommand(const std::string& domain) {
+  return domain == "docker.io" ? "imgfs login" : "imgfs login " + domain;
 }
 
 }  // namespace
@@ -47,9 +35,21 @@ Result<std::optional<Credentials>> Client::Impl::CredentialsFor(const Reference&
 }
 
 std::string Client::Impl::AuthRequiredMessage(const Reference& repo) const {
-  return "authentication required for " + repo.Repo() +
-         " (or it does not exist): run `docker login " + repo.domain +
-         "` or set credentials in $DOCKER_CONFIG/config.json";
+  return "authentication required for " + repo.Repo() + " (or it does not exist) and no " +
+         "credentials for " + repo.domain + " were found: run `" + LoginCommand(repo.domain) +
+         "` (docker's config.json, its credential helpers and podman's auth.json are read)";
+}
+
+std::string Client::Impl::RefusedMessage(const Reference& repo) {
+  auto creds = CredentialsFor(repo);
+  std::string whose;
+  if (creds.ok() && creds->has_value()) {
+    const Credentials& c = **creds;
+    whose = c.identity_token.empty() ? " (user '" + c.username + "'" : " (an identity token";
+    whose += c.source.empty() ? ")" : ", from " + c.source + ")";
+  }
+  return repo.domain + " refused the credentials for " + repo.Repo() + whose +
+         ": wrong or expired; run `" + LoginCommand(repo.domain) + "` again";
 }
 
 Status Client::Impl::AuthFailed(const Reference& repo, bool sent_auth,
@@ -58,10 +58,7 @@ Status Client::Impl::AuthFailed(const Reference& repo, bool sent_auth,
   std::string detail = e.message.empty() ? std::string() : " (" + e.message + ")";
   auto creds = CredentialsFor(repo);
   bool have_creds = creds.ok() && creds->has_value();
-  if (have_creds && sent_auth) {
-    return Status::Unauthorized(repo.domain + " refused the credentials for " + repo.Repo() +
-                                detail);
-  }
+  if (have_creds && sent_auth) return Status::Unauthorized(RefusedMessage(repo) + detail);
   return Status::Unauthorized(AuthRequiredMessage(repo) + detail);
 }
 
@@ -129,7 +126,7 @@ Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& res
     if (!c || (c->username.empty() && c->password.empty())) {
       return Status::Unauthorized(AuthRequiredMessage(repo));
     }
-    if (sent_auth) return Status::Unauthorized(repo.domain + " refused the credentials for " + repo.Repo());
+    if (sent_auth) return Status::Unauthorized(RefusedMessage(repo));
     return Status::Ok();
   }
   return FetchToken(repo, *chosen).status();
@@ -148,35 +145,28 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
                                 " sent a Bearer challenge without a usable realm ('" + realm + "')");
   }
   std::string scope = Scope(repo);
-  std::string url = realm + (realm.find('?') == std::string::npos ? "?" : "&");
-  std::string service = param("service");
-  if (!service.empty()) url += "service=" + UrlEncode(service) + "&";
-  url += "scope=" + UrlEncode(scope);
-
   IMGFS_ASSIGN_OR_RETURN(std::optional<Credentials> creds, CredentialsFor(repo));
-  bool basic = creds && !(creds->username.empty() && creds->password.empty());
-  if (creds && !basic && !creds->identity_token.empty()) {
-    IMGFS_LOG(kWarning, "identity tokens (docker login with OAuth) are not supported; asking "
-                            << realm_host << " for an anonymous token for " << repo.Repo());
-  }
-  HttpRequest req;
-  req.url = url;
-  req.max_body = 1 << 20;
+  TokenRequest token_request;
+  token_request.realm = realm;
+  token_request.service = param("service");
+  token_request.scopes = {scope};
+  token_request.credentials = creds ? &*creds : nullptr;
+  HttpRequest req = BuildTokenRequest(token_request);
   req.cancel = options_.cancel;
-  if (basic) {
-    req.headers.push_back("Authorization: Basic " +
-                          EncodeBase64(creds->username + ":" + creds->password));
-  }
+  req.verify_tls = !IsInsecureRegistry(realm_host, options_.insecure_registries);
+  const bool sent_credentials =
+      creds && (UsesRefreshGrant(&*creds) || !creds->username.empty() || !creds->password.empty());
   HttpResponse resp;
   for (int attempt = 1;; ++attempt) {
     Status st = transport_->Perform(req, &resp);
     if (!st.ok()) {
-      if (attempt < options_.max_attempts) {
+      if (attempt < options_.max_attempts && st.message().find("certificate") == std::string::npos) {
         Backoff(attempt, 0);
         continue;
       }
       return Status::Unavailable("token server " + realm_host + " of registry " + repo.domain +
-                                 " unreachable: " + st.message());
+                                 " unreachable: " + st.message() +
+                                 CertificateHint(st.message(), realm_host, options_.certs_dir));
     }
     if ((resp.status == 429 || resp.status >= 500) && attempt < options_.max_attempts) {
       Backoff(attempt, std::atoi(resp.Header("retry-after").c_str()));
@@ -184,31 +174,24 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
     }
     break;
   }
-  if (resp.status == 401 || resp.status == 403) {
-    if (basic) return Status::Unauthorized(repo.domain + " refused the credentials for " + repo.Repo());
+  if (resp.status == 401 || resp.status == 403 ||
+      (resp.status == 400 && UsesRefreshGrant(token_request.credentials))) {
+    // OAuth2 servers answer a refresh token they no longer accept with 400 invalid_grant.
+    if (sent_credentials) return Status::Unauthorized(RefusedMessage(repo));
     return Status::Unauthorized(AuthRequiredMessage(repo));
   }
   if (resp.status != 200) {
     return Status::Unavailable("token server " + realm_host + " answered HTTP " +
                                std::to_string(resp.status) + " for " + repo.Repo());
   }
-  json doc = json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
-  std::string token;
-  int64_t expires_in = 60;
-  if (doc.is_object()) {
-    for (const char* k : {"token", "access_token"}) {
-      auto it = doc.find(k);
-      if (token.empty() && it != doc.end() && it->is_string()) token = it->get<std::string>();
-    }
-    auto ex = doc.find("expires_in");
-    if (ex != doc.end() && ex->is_number_integer()) expires_in = ex->get<int64_t>();
+  Result<TokenAnswer> answer = ParseTokenAnswer(resp, realm_host);
+  if (!answer.ok()) {
+    return Status(answer.status().code(), answer.status().message() + " for " + repo.Repo());
   }
-  if (token.empty()) {
-    return Status::Corrupt("token server " + realm_host + " sent no token for " + repo.Repo());
-  }
-  // The spec's minimum lifetime is 60 s; renew a little early so a request never carries
-  // a token that expires on the way.
-  expires_in = std::clamp<int64_t>(expires_in, 60, 24 * 3600);
+  const std::string token = answer->token;
+  const int64_t expires_in = answer->expires_in_s;
+  // The spec's minimum lifetime is 60 s (ParseTokenAnswer's floor); renew a little early so
+  // a request never carries a token that expires on the way.
   MutexLock lock(&mu_);
   tokens_[TokenKey(challenge, scope)] =
       Token{token, Clock::now() + std::chrono::seconds(expires_in - 10)};

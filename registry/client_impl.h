@@ -25,6 +25,7 @@
 #include "base/status.h"
 #include "registry/auth.h"
 #include "registry/client.h"
+#include "registry/endpoint.h"
 #include "registry/http.h"
 #include "registry/reference.h"
 
@@ -80,9 +81,10 @@ class Client::Impl {
  private:
   static Result<bool> CheckTagOrDigest(std::string_view tag_or_digest);
 
-  std::string BaseUrl(const Reference& repo) const {
-    return std::string(repo.IsInsecureLoopback() ? "http://" : "https://") + repo.ApiHost();
-  }
+  // The endpoints of `repo`'s registry (endpoint.h), the one that last answered first.
+  std::vector<Endpoint> EndpointsOf(const Reference& repo) EXCLUDES(mu_);
+  // Where requests to `repo`'s registry go now: "https://host[:port]" or "http://...".
+  std::string BaseUrl(const Reference& repo) EXCLUDES(mu_) { return EndpointsOf(repo).front().base; }
 
   static std::string Scope(const Reference& repo) {
     return "repository:" + repo.repository + ":pull";
@@ -109,7 +111,10 @@ class Client::Impl {
   // `call` to one registry (or mirror): authentication, redirects, retries.
   Status SendTo(const Call& call, HttpResponse* resp, int max_attempts, uint64_t* delivered);
   // One request and its redirects, with the registry's Authorization on registry URLs only.
+  // Tries the registry's endpoints in turn while none answers (or goes to call.base).
   Status SendOnce(const Call& call, HttpResponse* resp, bool* sent_auth, bool* from_registry);
+  Status SendVia(const Call& call, const Endpoint& endpoint, HttpResponse* resp, bool* sent_auth,
+                 bool* from_registry);
 
   bool Cancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
 
@@ -125,6 +130,8 @@ class Client::Impl {
   // client_auth.cc
   Result<std::optional<Credentials>> CredentialsFor(const Reference& repo) EXCLUDES(mu_);
   std::string AuthRequiredMessage(const Reference& repo) const;
+  // "<registry> refused the credentials ... (user 'u', from <file>): ... imgfs login ...".
+  std::string RefusedMessage(const Reference& repo) EXCLUDES(mu_);
   Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp)
       EXCLUDES(mu_);
   static std::string TokenKey(const AuthChallenge& c, const std::string& scope);
@@ -152,6 +159,8 @@ class Client::Impl {
   std::map<std::string, std::optional<Credentials>> creds_ GUARDED_BY(mu_);  // by domain
   std::map<std::string, Clock::time_point> mirror_skipped_ GUARDED_BY(mu_);  // by authority
   std::map<std::string, Clock::time_point> mirror_filling_ GUARDED_BY(mu_);  // authority + path
+  // The endpoint base that last answered, by ApiHost (EndpointsOf).
+  std::map<std::string, std::string> answering_base_ GUARDED_BY(mu_);
 };
 
 }  // namespace imgfs::registry

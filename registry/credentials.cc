@@ -38,7 +38,7 @@ bool IsDockerHubHost(std::string_view host) {
 // Whether an `auths` or `credHelpers` key names registry `domain`.
 bool KeyNames(const std::string& key, std::string_view domain) {
   std::string host = ConvertToHostname(key);
-  return domain == "docker.io" ? IsDockerHubHost(host) : host == domain;
+  return IsDockerHubHost(domain) ? IsDockerHubHost(host) : host == domain;
 }
 
 std::string Env(const char* name) {
@@ -175,7 +175,7 @@ Result<std::string> RegistryFromArgument(std::string_view arg) {
 }
 
 std::string CredentialServerKey(std::string_view domain) {
-  if (domain == "docker.io") return "https://index.docker.io/v1/";
+  if (IsDockerHubHost(domain)) return "https://index.docker.io/v1/";
   return std::string(domain);
 }
 

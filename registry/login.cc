@@ -79,6 +79,7 @@ Result<Credentials> CheckLogin(HttpTransport& transport, const ClientOptions& op
     }
     HttpRequest req = BuildTokenRequest(tr);
     req.cancel = options.cancel;
+    req.verify_tls = !IsInsecureRegistry(realm_host, options.insecure_registries);
     HttpResponse token_resp;
     Status st = transport.Perform(req, &token_resp);
     if (!st.ok()) {

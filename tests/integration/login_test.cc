@@ -31,29 +31,27 @@ import json, os, sys
 store, log = os.environ["CRED_STORE"], os.environ["CRED_LOG"]
 data = json.load(open(store)) if os.path.exists(store) else {}
 action, request = sys.argv[1], sys.stdin.read()
+server = json.loads(request)["ServerURL"] if action == "store" else request.strip()
 def save():
     with open(store, "w") as f:
         json.dump(data, f)
 if action == "store":
     doc = json.loads(request)
-    server = doc["ServerURL"]
     data[server] = {"Username": doc["Username"], "Secret": doc["Secret"]}
     save()
 elif action == "get":
-    server = request.strip()
     if server not in data:
         print("credentials not found in native keychain")
         sys.exit(1)
     print(json.dumps(dict(ServerURL=server, **data[server])))
 elif action == "erase":
-    server = request.strip()
     if server not in data:
         print("credentials not found in native keychain")
         sys.exit(1)
     del data[server]
     save()
 with open(log, "a") as f:
-    f.write(action + " " + request.strip().split("\n")[0][:200] + "\n")
+    f.write(action + " " + server + "\n")
 )";
 
 class LoginTest : public ::testing::Test {
@@ -232,7 +230,7 @@ TEST_F(LoginTest, CredsStoreHelperReceivesStoreAndSuppliesThePassword) {
   ASSERT_TRUE(r.ok()) << r.Describe();
   EXPECT_THAT(r.out, HasSubstr("Login Succeeded"));
   EXPECT_THAT(r.err, Not(HasSubstr("unencrypted")));
-  EXPECT_THAT(HelperLog(), HasSubstr("store {\"ServerURL\":\"" + registry_->host()));
+  EXPECT_THAT(HelperLog(), HasSubstr("store " + registry_->host()));
   json store = HelperStore();
   EXPECT_EQ(store[registry_->host()]["Username"], kUser);
   EXPECT_EQ(store[registry_->host()]["Secret"], kPassword);
@@ -258,8 +256,11 @@ TEST_F(LoginTest, CredHelpersEntryWinsOverTheFile) {
                         R"({"credHelpers": {")" + registry_->host() + R"(": "test"}})").ok());
   RunResult r = Login(kPassword);
   ASSERT_TRUE(r.ok()) << r.Describe();
-  EXPECT_THAT(HelperLog(), HasSubstr("store {\"ServerURL\":\"" + registry_->host()));
+  EXPECT_THAT(HelperLog(), HasSubstr("store " + registry_->host()));
   EXPECT_EQ(HelperStore()[registry_->host()]["Secret"], kPassword);
+  ASSERT_TRUE(WriteFile(config_.Sub("config.json"),
+                        R"({"credHelpers": {")" + registry_->host() + R"(": "test"},
+                            "auths": {")" + registry_->host() + R"(": {"auth": "dTpw"}}})").ok());
   ExpectMountReads();
   EXPECT_THAT(HelperLog(), HasSubstr("get " + registry_->host()));
 }

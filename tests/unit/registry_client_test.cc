@@ -26,6 +26,8 @@ struct Seen {
   std::string method;
   std::string url;
   std::vector<std::string> headers;
+  std::string body = {};
+  bool verify_tls = true;
 
   std::string Header(std::string_view name) const {
     std::string prefix = std::string(name) + ": ";
@@ -52,7 +54,7 @@ class FakeTransport : public HttpTransport {
   explicit FakeTransport(Handler handler) : handler_(std::move(handler)) {}
 
   Status Perform(const HttpRequest& request, HttpResponse* response) override {
-    Seen seen{request.method, request.url, request.headers};
+    Seen seen{request.method, request.url, request.headers, request.body, request.verify_tls};
     {
       std::lock_guard<std::mutex> lock(mu_);
       seen_.push_back(seen);
@@ -253,7 +255,7 @@ TEST_F(ClientTest, MissingCredentialsSayHowToLogIn) {
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnauthorized);
   EXPECT_NE(m.status().message().find("authentication required for registry.example.com/app"), std::string::npos);
-  EXPECT_NE(m.status().message().find("docker login registry.example.com"), std::string::npos);
+  EXPECT_NE(m.status().message().find("imgfs login registry.example.com"), std::string::npos);
 }
 
 TEST_F(ClientTest, TokenServerGetsBasicCredentialsAndAcceptsAccessToken) {
@@ -268,6 +270,71 @@ TEST_F(ClientTest, TokenServerGetsBasicCredentialsAndAcceptsAccessToken) {
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
+}
+
+TEST_F(ClientTest, IdentityTokenIsUsedWithTheRefreshTokenGrant) {
+  std::ofstream(config_dir_ + "/config.json")
+      << R"({"auths":{"registry.example.com":{"auth":")" << EncodeBase64("carol:") <<
+      R"(","identitytoken":"refresh-123"}}})";
+  int grants = 0;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url == "https://auth.example.com/token") {
+      ++grants;
+      EXPECT_EQ(r.method, "POST");
+      EXPECT_EQ(r.Header("Authorization"), "");
+      EXPECT_EQ(r.Header("Content-Type"), "application/x-www-form-urlencoded");
+      EXPECT_EQ(r.body,
+                "grant_type=refresh_token&refresh_token=refresh-123&client_id=imgfs"
+                "&service=svc&scope=repository%3Ateam%2Fapp%3Apull");
+      return Answer{200, {}, R"({"access_token":"AT","expires_in":300})"};
+    }
+    if (r.Header("Authorization") == "Bearer AT") return Answer{200, {}, kManifest};
+    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/team/app"), "latest");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(grants, 1);
+}
+
+TEST_F(ClientTest, RefusedIdentityTokenSaysToLogInAgain) {
+  std::ofstream(config_dir_ + "/config.json")
+      << R"({"auths":{"registry.example.com":{"identitytoken":"expired"}}})";
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url == "https://auth.example.com/token") {
+      return Answer{400, {}, R"({"error":"invalid_grant"})"};
+    }
+    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+  });
+  Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/team/app"), "latest");
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), Code::kUnauthorized);
+  EXPECT_NE(m.status().message().find("an identity token"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("imgfs login registry.example.com"), std::string::npos)
+      << m.status().message();
+}
+
+TEST_F(ClientTest, InsecureRegistryIsTriedUnverifiedThenOverPlainHttp) {
+  ClientOptions options;
+  options.insecure_registries = {"registry.example.com:5000"};
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://registry.example.com:5000/", 0) == 0) {
+      EXPECT_FALSE(r.verify_tls) << r.url;
+      return Answer{0, {}, "", -1, /*unreachable=*/true};
+    }
+    return Answer{200, {}, kManifest};
+  }, options);
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com:5000/app"), "latest").ok());
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com:5000/app"), "v2").ok());
+  std::vector<Seen> seen = transport_->seen();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].url, "https://registry.example.com:5000/v2/app/manifests/latest");
+  EXPECT_EQ(seen[1].url, "http://registry.example.com:5000/v2/app/manifests/latest");
+  // The endpoint that answered is asked first from then on.
+  EXPECT_EQ(seen[2].url, "http://registry.example.com:5000/v2/app/manifests/v2");
+  // Other registries keep their certificates checked.
+  ASSERT_TRUE(client.GetManifest(Ref("registry.example.com/app"), "latest").ok());
+  EXPECT_TRUE(transport_->seen().back().verify_tls);
+  EXPECT_EQ(transport_->seen().back().url, "https://registry.example.com/v2/app/manifests/latest");
 }
 
 TEST_F(ClientTest, RedirectsNeverCarryTheRegistryAuthorization) {
