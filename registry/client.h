@@ -1,11 +1,13 @@
 // Client: the distribution-spec (OCI / Docker registry v2) client of imgfs.
 //
 // What it does for every request, the way docker does:
-// - https://<Reference::ApiHost()>/v2/..., or plain http for loopback registries;
+// - https://<Reference::ApiHost()>/v2/..., plain http for loopback registries, unchecked
+//   https then plain http for insecure ones (endpoint.h: the endpoint that answered is
+//   remembered per host);
 // - authentication driven by the registry's 401 challenge: anonymous first, then Basic with
-//   the credentials of docker's config.json (auth.h), or a Bearer token fetched from the
-//   challenge's realm for scope repository:<repo>:pull (Basic credentials sent to the realm
-//   when there are some). Tokens are cached per (realm, service, scope) until they expire and
+//   the credentials docker or podman stored (credentials.h), or a Bearer token fetched from
+//   the challenge's realm for scope repository:<repo>:pull (token.h: Basic credentials sent
+//   to the realm when there are some, an identity token with the refresh-token grant). Tokens are cached per (realm, service, scope) until they expire and
 //   fetched again once on a 401. The last challenge of a host is remembered so later requests
 //   authenticate up front;
 // - redirects (blob GETs are usually 307 to a CDN) followed here, at most 5, and the

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/blob_proxy.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/registry_server.h"
@@ -284,6 +285,120 @@ TEST_F(LoginTest, PodmanAuthJsonAloneWorks) {
   }
   extra_env_.clear();
   ExpectMountNeedsLogin();
+}
+
+// docker login against a token-auth registry stores the refresh token the token server gives
+// (offline_token=true) as `identitytoken`, and pulls then use the OAuth2 refresh-token grant.
+TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
+  Status s = CheckImgfsBinary();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto tokens = TokenServer::Start({{kUser, kPassword}});
+  ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
+  RegistryOptions options;
+  options.auth = RegistryOptions::Auth::kToken;
+  options.token_server = tokens->get();
+  auto registry = RegistryServer::Create(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  auto images = TestWorld::Get().Images("busybox");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  auto pushed = (*images)->Push("busybox", (*registry)->host(), "team/tokened", "v1",
+                                PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+
+  TempDir config("docker");
+  RunOptions run;
+  run.stdin_data = std::string(kPassword) + "\n";
+  run.env = {{"DOCKER_CONFIG", config.path()}, {"XDG_RUNTIME_DIR", config.path()},
+             {"XDG_CONFIG_HOME", config.path()}};
+  RunResult login = RunCommand({ImgfsBinary(), "login", "-u", kUser, "--password-stdin",
+                                (*registry)->host()}, run);
+  ASSERT_TRUE(login.ok()) << login.Describe();
+  EXPECT_THAT(login.out, HasSubstr("Login Succeeded"));
+  auto text = ReadFile(config.Sub("config.json"));
+  ASSERT_TRUE(text.ok());
+  json entry = json::parse(*text, nullptr, false)["auths"][(*registry)->host()];
+  ASSERT_TRUE(entry.contains("identitytoken")) << *text;
+  EXPECT_EQ(entry["auth"], "bG9naW4tdXNlcjo=") << *text;  // "login-user:": no password kept
+  EXPECT_THAT(*text, Not(HasSubstr("pa55")));
+
+  auto token_log = [&] {
+    auto log = ReadFile((*tokens)->log_path());
+    return log.ok() ? *log : std::string();
+  };
+  const size_t logged_before = token_log().size();
+  {
+    TempDir cache("cache");
+    ImgfsMount mount(cache.path(), config.path());
+    RunResult r = mount.Mount(pushed->ByTag());
+    ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+    EXPECT_TRUE(ReadFile(mount.Path("etc/os-release")).ok());
+  }
+  std::string mount_requests = token_log().substr(logged_before);
+  EXPECT_THAT(mount_requests, HasSubstr("\"POST /token HTTP/1.1\" 200")) << mount_requests;
+  EXPECT_THAT(mount_requests, Not(HasSubstr("GET /token"))) << mount_requests;
+
+  // A refresh token the server no longer knows: the mount says to log in again.
+  ASSERT_TRUE(WriteFile(config.Sub("config.json"),
+                        R"({"auths": {")" + (*registry)->host() +
+                            R"(": {"identitytoken": "revoked"}}})").ok());
+  TempDir cache("cache");
+  ImgfsMount mount(cache.path(), config.path());
+  RunResult r = mount.Mount(pushed->ByTag());
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("refused the credentials")) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("an identity token")) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("imgfs login " + (*registry)->host())) << r.Describe();
+}
+
+// A registry that sends blob downloads to another host:port (a CDN): the registry's
+// credentials never go there.
+TEST(BlobRedirectTest, NoAuthorizationReachesTheRedirectTarget) {
+  Status s = CheckImgfsBinary();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  RegistryOptions private_options;
+  private_options.auth = RegistryOptions::Auth::kHtpasswd;
+  private_options.user = kUser;
+  private_options.password = kPassword;
+  auto registry = RegistryServer::Create(private_options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  auto cdn_store = RegistryServer::Create();  // what the "CDN" serves blobs from
+  ASSERT_TRUE(cdn_store.ok()) << cdn_store.status().ToString();
+  auto images = TestWorld::Get().Images("busybox");
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  auto pushed = (*images)->Push("busybox", (*registry)->host(), "team/cdn", "v1",
+                                PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  ASSERT_TRUE((*images)->Push("busybox", (*cdn_store)->host(), "team/cdn", "v1").ok());
+
+  auto front = BlobProxy::Start((*registry)->port());
+  ASSERT_TRUE(front.ok()) << front.status().ToString();
+  auto cdn = BlobProxy::Start((*cdn_store)->port());
+  ASSERT_TRUE(cdn.ok()) << cdn.status().ToString();
+  ASSERT_TRUE((*front)->SetRedirectBlobs("http://" + (*cdn)->host()).ok());
+
+  TempDir config("docker"), cache("cache");
+  ASSERT_TRUE(WriteDockerConfig(config.path(), (*front)->host(), kUser, kPassword).ok());
+  ImgfsMount mount(cache.path(), config.path());
+  RunResult r = mount.Mount((*front)->host() + "/team/cdn:v1");
+  ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+  EXPECT_TRUE(ReadFile(mount.Path("etc/os-release")).ok());
+
+  auto front_requests = (*front)->Requests();
+  auto cdn_requests = (*cdn)->Requests();
+  ASSERT_TRUE(front_requests.ok() && cdn_requests.ok());
+  int redirected = 0, authorized = 0;
+  for (const ProxiedRequest& q : *front_requests) {
+    if (q.status == 307) ++redirected;
+    if (q.authorization.rfind("Basic ", 0) == 0) ++authorized;
+  }
+  EXPECT_GT(redirected, 0) << (*front)->Describe();
+  EXPECT_GT(authorized, 0) << (*front)->Describe();  // the registry itself got them
+  int blob_gets = 0;
+  for (const ProxiedRequest& q : *cdn_requests) {
+    if (q.path.find("/blobs/") != std::string::npos) ++blob_gets;
+    EXPECT_EQ(q.authorization, "") << q.ToString();
+  }
+  EXPECT_GT(blob_gets, 0) << (*cdn)->Describe();
 }
 
 }  // namespace

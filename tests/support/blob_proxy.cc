@@ -58,7 +58,8 @@ BlobProxy::~BlobProxy() { process_.Stop(1000); }
 
 Status BlobProxy::WriteControl() {
   const std::string json = "{\"flips\": " + flips_ + ", \"faults\": " + faults_ +
-                           ", \"tags_page_size\": " + std::to_string(tags_page_size_) + "}";
+                           ", \"tags_page_size\": " + std::to_string(tags_page_size_) +
+                           ", \"redirect_blobs\": " + nlohmann::json(redirect_blobs_).dump() + "}";
   // rename() makes the switch atomic for the proxy, which re-reads the file per request.
   const std::string tmp = dir_.Sub("control.json.tmp");
   IMGFS_RETURN_IF_ERROR(WriteFile(tmp, json));
@@ -94,6 +95,11 @@ Status BlobProxy::SetTagsPageSize(int n) {
   return WriteControl();
 }
 
+Status BlobProxy::SetRedirectBlobs(const std::string& origin) {
+  redirect_blobs_ = origin;
+  return WriteControl();
+}
+
 Result<std::vector<ProxiedRequest>> BlobProxy::Requests() const {
   auto data = ReadFile(log_path());
   if (!data.ok()) {
@@ -122,6 +128,7 @@ Result<std::vector<ProxiedRequest>> BlobProxy::Requests() const {
       r.aborted = j.value("aborted", false);
       r.fault = j.value("fault", "");
       r.stalled = j.value("stalled", false);
+      r.authorization = j.value("authorization", "");
     } catch (const nlohmann::json::exception& e) {
       return Status::Corrupt("proxy log line " + line + ": " + e.what());
     }

@@ -43,6 +43,7 @@ struct ProxiedRequest {
   bool flipped = false;  // a bit of this body was inverted
   bool aborted = false;  // the client went away before the body was complete
   std::string fault;     // the SetFault mode applied ("stall", "cut", "endless"), else ""
+  std::string authorization;  // the request's Authorization header, "" when none
   // This line marks the start of a stall (an extra line; the request's own comes at its end).
   bool stalled = false;
 
@@ -66,6 +67,9 @@ class BlobProxy {
   Status ClearFlips();
   // 0: tags lists pass through unchanged.
   Status SetTagsPageSize(int n);
+  // Blob GETs and HEADs are answered 307 to `origin` ("http://127.0.0.1:PORT") + their path,
+  // as a registry sends them to a CDN; "" ends that.
+  Status SetRedirectBlobs(const std::string& origin);
 
   enum class Fault {
     kStall,    // `after` body bytes, then silence until the client goes away
@@ -95,6 +99,7 @@ class BlobProxy {
   std::string flips_ = "[]";   // the control file's "flips", as JSON
   std::string faults_ = "[]";  // the control file's "faults", as JSON
   int tags_page_size_ = 0;
+  std::string redirect_blobs_;
 };
 
 // Bytes of blob bodies per blob digest, over `requests`.

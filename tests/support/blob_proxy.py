@@ -24,6 +24,13 @@ inverted in every response body that carries it; and {"faults": [{"path": S, "mo
            over-long body), until the client goes away.
 A missing or empty file means pass-through.
 
+Redirects: with {"redirect_blobs": "http://127.0.0.1:PORT"} in the control file, GET and
+HEAD of /v2/<repo>/blobs/<digest> are answered 307 with Location: that origin + the path,
+as registries send blob downloads to a CDN.
+
+Every log line also carries "authorization": the request's Authorization header ("" when
+none), so a test can see which credentials reached which host.
+
 Paging: with {"tags_page_size": N} in the control file, GET /v2/<repo>/tags/list answers with
 at most N tags (fewer when the request's ?n= asks for fewer) after the request's ?last=, in
 lexical order, and a Link: <...?n=N&last=...>; rel="next" header while more remain: the
@@ -122,7 +129,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         entry = {"method": self.command, "path": self.path,
                  "range": self.headers.get("Range", ""), "status": 0, "bytes": 0,
-                 "digest": "", "start": -1, "flipped": False, "aborted": False}
+                 "digest": "", "start": -1, "flipped": False, "aborted": False,
+                 "authorization": self.headers.get("Authorization", "")}
+        redirect = server.control().get("redirect_blobs", "")
+        if redirect and self.command in ("GET", "HEAD") and BLOB_PATH.match(self.path):
+            entry["status"] = 307
+            self.send_response(307)
+            self.send_header("Location", redirect + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.log_entry(entry)
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None

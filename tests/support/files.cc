@@ -156,12 +156,14 @@ Result<int> FreeTcpPort() {
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
-bool PortAcceptsConnections(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+bool PortAcceptsConnections(int port) { return PortAcceptsConnections("127.0.0.1", port); }
+
+bool PortAcceptsConnections(const std::string& ipv4, int port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, ipv4.c_str(), &addr.sin_addr) != 1) return false;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   close(fd);

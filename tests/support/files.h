@@ -46,8 +46,9 @@ Result<std::string> FileSha256(const std::string& path);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then close).
 Result<int> FreeTcpPort();
-// True when something accepts TCP connections on 127.0.0.1:port.
+// True when something accepts TCP connections on 127.0.0.1:port (or ipv4:port).
 bool PortAcceptsConnections(int port);
+bool PortAcceptsConnections(const std::string& ipv4, int port);
 
 // True when `path` is a mount point according to /proc/self/mountinfo.
 bool IsMountPoint(const std::string& path);

@@ -70,6 +70,10 @@ Result<std::string> PushImage(const OciLayout& layout, const std::string& tag,
     argv.push_back("--dest-creds");
     argv.push_back(options.creds);
   }
+  if (!options.cert_dir.empty()) {
+    argv.push_back("--dest-cert-dir");
+    argv.push_back(options.cert_dir);
+  }
   argv.push_back("oci:" + layout.Ref(tag));
   argv.push_back("docker://" + destination);
   IMGFS_RETURN_IF_ERROR(RunTool(argv, "skopeo copy"));

@@ -52,10 +52,11 @@ enum class ManifestFormat { kOci, kDockerV2 };
 struct PushOptions {
   ManifestFormat format = ManifestFormat::kOci;
   std::string creds;  // "user:password"; empty: anonymous
+  std::string cert_dir;  // client.cert/client.key for a registry that asks for them
 };
 
 // Pushes layout:tag to docker://`destination` (e.g. "127.0.0.1:5000/repo:tag") over plain
-// HTTP and returns the digest of the manifest as stored in the registry.
+// HTTP or unverified TLS and returns the digest of the manifest as stored in the registry.
 Result<std::string> PushImage(const OciLayout& layout, const std::string& tag,
                               const std::string& destination, const PushOptions& options = {});
 

@@ -92,7 +92,12 @@ Result<std::unique_ptr<RegistryServer>> RegistryServer::Create(const RegistryOpt
     return Status::InvalidArgument("token auth needs a TokenServer");
   }
   std::unique_ptr<RegistryServer> server(new RegistryServer(options));
-  IMGFS_ASSIGN_OR_RETURN(server->port_, FreeTcpPort());
+  if (options.netns != nullptr) {
+    server->address_ = options.netns->inner_address();
+    server->port_ = 5000;  // the namespace is the test's own: nothing else listens there
+  } else {
+    IMGFS_ASSIGN_OR_RETURN(server->port_, FreeTcpPort());
+  }
   server->storage_dir_ = server->dir_.MakeDir("storage");
   server->config_path_ = server->dir_.Sub("config.yml");
   IMGFS_RETURN_IF_ERROR(server->WriteConfig());
@@ -112,6 +117,13 @@ Status RegistryServer::WriteConfig() {
     << "  maintenance:\n    uploadpurging:\n      enabled: false\n"
     << "http:\n  addr: " << host() << "\n"
     << "  secret: imgfs-test-secret\n";
+  if (!options_.tls_cert.empty()) {
+    c << "  tls:\n    certificate: " << options_.tls_cert << "\n    key: " << options_.tls_key
+      << "\n";
+    if (!options_.tls_client_ca.empty()) {
+      c << "    clientcas:\n      - " << options_.tls_client_ca << "\n";
+    }
+  }
   if (!options_.proxy_remote_url.empty()) {
     c << "proxy:\n  remoteurl: " << options_.proxy_remote_url << "\n";
   }
@@ -145,7 +157,9 @@ Status RegistryServer::WriteConfig() {
 Status RegistryServer::Start() {
   if (process_.running()) return Status::Internal("registry already running");
   IMGFS_ASSIGN_OR_RETURN(std::string binary, DockerRegistryBinary());
-  IMGFS_RETURN_IF_ERROR(process_.Start({binary, "serve", config_path_}, access_log_path(),
+  std::vector<std::string> argv = {binary, "serve", config_path_};
+  if (options_.netns != nullptr) argv = options_.netns->Exec(argv);
+  IMGFS_RETURN_IF_ERROR(process_.Start(argv, access_log_path(),
                                        app_log_path(), {{"OTEL_SDK_DISABLED", "true"}}));
   return WaitReady();
 }
@@ -154,9 +168,12 @@ Status RegistryServer::WaitReady() {
   // /v2/ answers 200 without auth and 401 with it; either means the server is up.
   bool ready = WaitFor(
       [&] {
-        if (!PortAcceptsConnections(port_)) return false;
-        RunResult r = RunCommand({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
-                           "2", url() + "/v2/"});
+        if (!PortAcceptsConnections(address_, port_)) return false;
+        // A registry that asks for a client certificate refuses curl's handshake; it listens
+        // only once it serves.
+        if (!options_.tls_client_ca.empty()) return true;
+        RunResult r = RunCommand({"curl", "-s", "-k", "--noproxy", "*", "-o", "/dev/null", "-w",
+                                  "%{http_code}", "--max-time", "2", url() + "/v2/"});
         return r.ok() && (r.out == "200" || r.out == "401");
       },
       process_, 20);
@@ -171,7 +188,7 @@ Status RegistryServer::WaitReady() {
 void RegistryServer::Stop() {
   process_.Stop();
   // Wait until the port is closed so that a test that stopped the registry really is offline.
-  for (int i = 0; i < 100 && PortAcceptsConnections(port_); ++i) {
+  for (int i = 0; i < 100 && PortAcceptsConnections(address_, port_); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }

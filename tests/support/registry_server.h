@@ -8,6 +8,9 @@
 // "combined" line per request) to stdout and its application log to stderr; both are kept in
 // files so tests can count requests.
 //
+// TLS (a certificate from tests/support/test_ca.h) and a network namespace of the test's own
+// (a non-loopback address) are options too.
+//
 // Auth modes: none; htpasswd (bcrypt, as distribution requires; made with `htpasswd -Bbn`);
 // token (auth: token:, trusting the TokenServer's self-signed certificate).
 //
@@ -22,6 +25,7 @@
 
 #include "base/status.h"
 #include "tests/support/files.h"
+#include "tests/support/netns.h"
 #include "tests/support/process.h"
 
 namespace imgfs::test {
@@ -67,6 +71,15 @@ struct RegistryOptions {
   // (distribution's proxy mode, `proxy: remoteurl:`): it fetches what it does not hold from
   // there, answering the first requests for a blob with the whole blob.
   std::string proxy_remote_url;
+  // When both are set, the registry speaks only https with this certificate (tests/support/
+  // test_ca.h); url() is then https://.
+  std::string tls_cert;
+  std::string tls_key;
+  // With TLS: clients must present a certificate signed by this CA (distribution's clientcas).
+  std::string tls_client_ca;
+  // When set, the registry runs inside this namespace on its inner_address():5000 instead of
+  // 127.0.0.1 (tests/support/netns.h). Must outlive the registry.
+  const NetNamespace* netns = nullptr;
 };
 
 class RegistryServer {
@@ -82,8 +95,8 @@ class RegistryServer {
   bool running() { return process_.running(); }
 
   int port() const { return port_; }
-  std::string host() const { return "127.0.0.1:" + std::to_string(port_); }
-  std::string url() const { return "http://" + host(); }
+  std::string host() const { return address_ + ":" + std::to_string(port_); }
+  std::string url() const { return (options_.tls_cert.empty() ? "http://" : "https://") + host(); }
   const std::string& storage_dir() const { return storage_dir_; }
 
   std::string access_log_path() const { return dir_.Sub("access.log"); }
@@ -101,6 +114,7 @@ class RegistryServer {
   BackgroundProcess process_;
   std::string storage_dir_;
   std::string config_path_;
+  std::string address_ = "127.0.0.1";
   int port_ = 0;
 };
 

@@ -15,6 +15,13 @@ requested action in `access`.
 Requests without credentials or with wrong ones get 401, so a client that has no
 credentials sees a clear authentication failure instead of a useless anonymous token.
 
+OAuth2, as docker speaks it: a GET with offline_token=true (docker login) also returns a
+"refresh_token", which docker stores as the `identitytoken`; a POST of the form
+grant_type=refresh_token&refresh_token=..&service=..&scope=.. (space-separated scopes)
+trades one for an access token, and grant_type=password&username=..&password=.. works too.
+An unknown refresh token or grant gets 400 {"error": "invalid_grant"}, as OAuth2 servers
+answer.
+
 Usage: token_server.py --key K --cert C --issuer I --service S --users u:p[,u:p]
                        --port-file F   (the listening port is written there once ready)
 """
@@ -81,6 +88,13 @@ def parse_scopes(values):
 
 
 def make_handler(issuer, users, path):
+    refresh_tokens = {}  # refresh token -> user
+
+    def new_refresh_token(user):
+        token = uuid.uuid4().hex
+        refresh_tokens[token] = user
+        return token
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):
             sys.stderr.write("token-server: " + (fmt % args) + "\n")
@@ -95,6 +109,31 @@ def make_handler(issuer, users, path):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
+
+        def do_POST(self):
+            if urlparse(self.path).path != path:
+                self.reply(404, {"error": "not found"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+            field = lambda name: form.get(name, [""])[0]
+            user = None
+            if field("grant_type") == "refresh_token":
+                user = refresh_tokens.get(field("refresh_token"))
+            elif field("grant_type") == "password":
+                if users.get(field("username")) == field("password"):
+                    user = field("username")
+            if user is None:
+                self.reply(400, {"error": "invalid_grant"})
+                return
+            if field("service") and field("service") != issuer.service:
+                self.reply(400, {"error": "unknown service"})
+                return
+            token = issuer.issue(user, parse_scopes(field("scope").split(" ")))
+            body = {"access_token": token, "expires_in": 600, "scope": field("scope")}
+            if field("access_type") == "offline":
+                body["refresh_token"] = new_refresh_token(user)
+            self.reply(200, body)
 
         def do_GET(self):
             url = urlparse(self.path)
@@ -121,8 +160,11 @@ def make_handler(issuer, users, path):
                 self.reply(400, {"error": "unknown service"})
                 return
             token = issuer.issue(user, parse_scopes(query.get("scope", [])))
-            self.reply(200, {"token": token, "access_token": token, "expires_in": 600,
-                             "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            body = {"token": token, "access_token": token, "expires_in": 600,
+                    "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if query.get("offline_token", [""])[0] == "true":
+                body["refresh_token"] = new_refresh_token(user)
+            self.reply(200, body)
 
     return Handler
 
