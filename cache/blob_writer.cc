@@ -197,7 +197,9 @@ class BlobWriterImpl : public BlobWriter {
         r->access_unix = now;
       });
     });
-    return s.ok() ? s : s.WithContext("marking blob " + digest_ + " complete");
+    if (!s.ok()) return s.WithContext("marking blob " + digest_ + " complete");
+    store_->NoteWritten(size);
+    return Status::Ok();
   }
 
  private:

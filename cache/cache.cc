@@ -22,6 +22,7 @@
 
 #include "base/digest.h"
 #include "base/mutex.h"
+#include "cache/auto_gc.h"
 #include "cache/blob_files.h"
 #include "cache/eviction.h"
 #include "cache/fetcher.h"
@@ -51,6 +52,9 @@ struct Core {
         verifier(&units, &metadata, &eviction) {}
   ~Core();
 
+  // The store's written hook: runs the automatic gc when due (cache/auto_gc.h).
+  void OnWritten(uint64_t bytes);
+
   const CoreKey key;
   const std::string root;
   std::unique_ptr<LmdbEnv> env;
@@ -59,6 +63,8 @@ struct Core {
   Fetcher fetcher;
   Eviction eviction;
   Verifier verifier;
+  AutoGc auto_gc;
+  std::weak_ptr<Core> self;  // set by Cache::Open: a pass runs over a Cache on this Core
 };
 
 namespace {
@@ -164,6 +170,9 @@ class CacheImpl : public Cache {
   }
   Eviction& eviction() override { return core_->eviction; }
   Verifier& verifier() override { return core_->verifier; }
+  void SetSizeLimit(uint64_t max_bytes, ReferencedBlobsFn referenced) override {
+    core_->auto_gc.Configure(max_bytes, std::move(referenced));
+  }
 
  private:
   std::shared_ptr<Core> core_;
@@ -194,6 +203,13 @@ bool CacheImpl::HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) {
 }
 
 }  // namespace
+
+void Core::OnWritten(uint64_t bytes) {
+  if (!auto_gc.NoteWritten(bytes)) return;
+  // The writer holds a Cache on this Core, so it is alive.
+  CacheImpl cache(self.lock());
+  auto_gc.RunPasses(cache);
+}
 
 // ---- opening ----
 
@@ -235,6 +251,9 @@ Result<std::unique_ptr<Cache>> Cache::Open(const std::string& root_arg) {
       auto env = LmdbEnv::Open(index_dir, root);
       if (!env.ok()) return env.status();
       core = std::make_shared<Core>(key, root, std::move(env).value());
+      core->self = core;
+      Core* raw = core.get();
+      core->units.SetWrittenHook([raw](uint64_t bytes) { raw->OnWritten(bytes); });
       Registry()[key] = core;
     }
   }

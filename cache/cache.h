@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,7 @@
 
 namespace imgfs::cache {
 
+class Cache;
 class Eviction;
 class Verifier;
 
@@ -104,6 +106,10 @@ struct BlobStats {
 // drop than a second request's round trip.
 inline constexpr uint64_t kCoalesceGapBytes = 64 << 10;
 inline constexpr int kFetchParallelism = 4;
+
+// The blobs ("sha256:<hex>") that images in the cache reference (cli/cache_usage.h knows
+// images; the cache does not): what a size limit evicts last.
+using ReferencedBlobsFn = std::function<Result<std::set<std::string>>(Cache& cache)>;
 
 class Cache {
  public:
@@ -181,6 +187,12 @@ class Cache {
 
   // Re-checks everything stored and drops what fails (`imgfs cache verify`; cache/verify.h).
   virtual Verifier& verifier() = 0;
+
+  // Keeps the disk bytes of the blob files near `max_bytes` (0: no limit) while this process
+  // writes the cache, by the policy of cache/gc.h, throttled as cache/auto_gc.h says.
+  // `referenced` is called with a Cache on the same root during a pass. The limit belongs to
+  // the root in this process: every Cache opened on it shares the last one set.
+  virtual void SetSizeLimit(uint64_t max_bytes, ReferencedBlobsFn referenced) = 0;
 };
 
 }  // namespace imgfs::cache

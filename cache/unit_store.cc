@@ -130,6 +130,7 @@ Status UnitStore::Store(const UnitRef& unit, std::string_view bytes) {
   });
   if (!s.ok()) return s.WithContext("publishing unit " + RangeText(unit) + " of " + unit.blob);
   NoteAccessWritten(hex);
+  NoteWritten(unit.clen);
   return Status::Ok();
 }
 

@@ -55,6 +55,14 @@ class UnitStore {
   // Records the blob's access time, at most once per kAccessInterval per blob and process.
   void TouchBlob(std::string_view hex) EXCLUDES(access_mu_);
 
+  // `hook` is called with the byte count after every unit is published and every whole blob
+  // committed, on the writing thread (the automatic size limit, cache/auto_gc.h).
+  // REQUIRES: called before the store is used by more than one thread.
+  void SetWrittenHook(std::function<void(uint64_t bytes)> hook) { written_hook_ = std::move(hook); }
+  void NoteWritten(uint64_t bytes) {
+    if (written_hook_) written_hook_(bytes);
+  }
+
   // Starts writing a whole blob; `keep_alive` is held by the writer (the store must outlive
   // it).
   Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
@@ -70,6 +78,7 @@ class UnitStore {
   const std::string root_;
 
   BlobFiles files_;  // thread-safe itself
+  std::function<void(uint64_t)> written_hook_;  // set before the store is shared
 
   // State below is protected by access_mu_.
   Mutex access_mu_;

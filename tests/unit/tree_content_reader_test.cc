@@ -259,6 +259,9 @@ class ThrowingCache : public cache::Cache {
   cache::BlobStats GetBlobStats(std::string_view d) override { return real_->GetBlobStats(d); }
   cache::Eviction& eviction() override { return real_->eviction(); }
   cache::Verifier& verifier() override { return real_->verifier(); }
+  void SetSizeLimit(uint64_t max_bytes, cache::ReferencedBlobsFn referenced) override {
+    real_->SetSizeLimit(max_bytes, std::move(referenced));
+  }
 
  private:
   cache::Cache* const real_;
