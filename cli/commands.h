@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <set>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,13 @@ struct CacheVerifyOptions {
   CommonOptions common;  // only cache_dir is used
 };
 
+// `imgfs cache df` and `imgfs cache gc` (cli/cache.cc).
+struct CacheOptions {
+  CommonOptions common;
+  std::string format = "text";         // df: text or json
+  std::optional<uint64_t> max_size;   // gc --max-size; else the configured limit
+};
+
 int RunMount(const MountOptions& options);
 // Serves the layers of any image podman asks for at MOUNTPOINT (fs/fuse/store_fs.h), in the
 // background unless --foreground, until unmounted.
@@ -135,6 +143,12 @@ int RunPull(const PullOptions& options);
 // fails and prints a line for each (blob, range, what was found), then a summary line. Exit
 // status 1 when anything failed, 0 when everything verified.
 int RunCacheVerify(const CacheVerifyOptions& options);
+// docker system df's table for the cache: images, blobs and the index, with their sizes on
+// disk and what is reclaimable; text or json.
+int RunCacheDf(const CacheOptions& options);
+// Drops the blobs no image references, then evicts the least recently used down to
+// --max-size (or the configured limit), never what a live mount pins; prints what it freed.
+int RunCacheGc(const CacheOptions& options);
 int RunUmount(const std::string& mountpoint);
 int RunInspect(const InspectOptions& options);
 // Prints what the mount at `mountpoint` fetched and holds, per layer; format text or json.

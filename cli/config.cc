@@ -347,6 +347,11 @@ Status OverlayFlags(const CommonOptions& common, Config* config) {
   auto given = [&](const char* flag) { return common.flags_given.count(flag) > 0; };
   if (std::string env = Env("IMGFS_CACHE"); !env.empty()) config->cache_dir = {env, "env IMGFS_CACHE"};
   if (given("--cache")) config->cache_dir = {common.cache_dir, "flag --cache"};
+  if (std::string env = Env("IMGFS_CACHE_MAX_SIZE"); !env.empty()) {
+    Result<uint64_t> bytes = ParseByteSize(env);
+    if (!bytes.ok()) return bytes.status().WithContext("$IMGFS_CACHE_MAX_SIZE");
+    config->cache_max_size = {*bytes, "env IMGFS_CACHE_MAX_SIZE"};
+  }
   if (given("--cache-max-size")) {
     config->cache_max_size = {common.cache_max_size, "flag --cache-max-size"};
   }

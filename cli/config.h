@@ -14,7 +14,7 @@
 //        [pull]   platform ("os/arch[/variant]"), policy (missing|always|never), stall_timeout (s)
 //        [[registry]] location, insecure, [[registry.mirror]] location, insecure
 //      as registries.conf spells them. An unknown key or a value of the wrong type is an error;
-//   5. the environment: IMGFS_CACHE for the cache directory;
+//   5. the environment: IMGFS_CACHE for the cache directory, IMGFS_CACHE_MAX_SIZE for its limit;
 //   6. the command's flags (--cache, --cache-max-size, --platform, --pull, --stall-timeout,
 //      --registry-mirror [REGISTRY=]URL, --insecure-registry HOST).
 // A registry's mirrors come whole from the strongest source that names any for it; insecure

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "cli/cache_usage.h"
 #include "cli/layer_indexing.h"
 
 namespace imgfs::cli {
@@ -29,13 +30,15 @@ std::vector<std::string> Components(std::string_view path) {
 Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target,
                                                const CommonOptions& common) {
   auto out = std::make_unique<OpenedImage>();
-  IMGFS_ASSIGN_OR_RETURN(out->cache, cache::Cache::Open(CacheRoot(common)));
+  IMGFS_ASSIGN_OR_RETURN(out->cache, OpenCacheForWriting(common));
   registry::ClientOptions client_options = DefaultClientOptions(common);
   client_options.cancel = &out->cancel;
   out->client = std::make_unique<registry::Client>(client_options);
   IMGFS_ASSIGN_OR_RETURN(out->image, ResolveImage(target.ref, target.platform, target.policy,
                                                   out->client.get(), out->cache.get()));
   IMGFS_RETURN_IF_ERROR(CheckPlatform(out->image, target));
+  // Before any layer is fetched: a size limit must not evict what is being indexed or read.
+  IMGFS_ASSIGN_OR_RETURN(out->pin, PinLayers(*out->cache, out->image.parsed.layers));
   out->registry_source = std::make_unique<RegistryBlobSource>(out->client.get(), target.ref);
   out->source = std::make_unique<MeteredBlobSource>(out->registry_source.get());
   IMGFS_ASSIGN_OR_RETURN(out->layers,

@@ -4,7 +4,8 @@
 // (and verified) only when read, and what the cache holds needs no registry.
 //
 // Ownership: an OpenedImage owns its cache, client, sources, tree and reader; members are
-// destroyed in reverse order, so the reader stops before the cache closes.
+// destroyed in reverse order, so the reader stops before the cache closes. It pins its
+// layers' blobs (cli/cache_usage.h) for its whole life, so no gc evicts them meanwhile.
 // Thread-safety: as its parts (tree and reader are safe from many threads).
 #pragma once
 
@@ -16,6 +17,7 @@
 
 #include "base/status.h"
 #include "cache/cache.h"
+#include "cache/eviction.h"
 #include "cli/common.h"
 #include "cli/registry_blob_source.h"
 #include "fs/tree/content_reader.h"
@@ -30,6 +32,7 @@ struct OpenedImage {
   // Set when a layer fails to index: the client's other transfers stop (ClientOptions::cancel).
   std::atomic<bool> cancel{false};
   std::unique_ptr<cache::Cache> cache;
+  std::unique_ptr<cache::Pin> pin;  // the layers' blobs, held until the reader has stopped
   std::unique_ptr<registry::Client> client;
   registry::ResolvedImage image;
   std::unique_ptr<RegistryBlobSource> registry_source;

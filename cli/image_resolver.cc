@@ -4,10 +4,10 @@
 #include "base/log.h"
 
 namespace imgfs::cli {
-namespace {
 
-// The cache key of a tag: the fully qualified name without any digest.
 std::string TagKey(const registry::Reference& ref) { return ref.Repo() + ":" + ref.tag; }
+
+namespace {
 
 std::string NeverMessage(const std::string& what) {
   return what + " is not in the cache and --pull=never forbids asking the registry: run it "

@@ -30,6 +30,10 @@ enum class PullPolicy { kMissing, kAlways, kNever };
 
 Result<PullPolicy> ParsePullPolicy(std::string_view s);
 
+// The cache's reference key of what a tag named when the registry was last asked: the fully
+// qualified name without any digest (`imgfs rmi` deletes it with the pulled record).
+std::string TagKey(const registry::Reference& ref);
+
 Result<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,
                                              const registry::Platform& want, PullPolicy policy,
                                              registry::Client* client, cache::Cache* cache);

@@ -1,10 +1,30 @@
 // imgfs: mount container images from a registry as lazily fetched, verified, read-only trees.
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
+#include <functional>
 #include <iostream>
+#include <string>
 
 #include "cli/commands.h"
 #include "cli/config.h"
+
+namespace {
+
+// A SIZE option (bytes, or K/M/G/T: imgfs::cli::ParseByteSize) handed to `set`.
+CLI::Option* AddSizeOption(CLI::App* cmd, const std::string& name,
+                           std::function<void(uint64_t)> set, const std::string& help) {
+  return cmd->add_option_function<std::string>(
+      name,
+      [name, set](const std::string& text) {
+        auto bytes = imgfs::cli::ParseByteSize(text);
+        if (!bytes.ok()) throw CLI::ValidationError(name, bytes.status().message());
+        set(*bytes);
+      },
+      help);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using imgfs::cli::CommonOptions;
@@ -30,14 +50,11 @@ int main(int argc, char** argv) {
     cmd->add_option("--platform", common->platform,
                     "Platform to choose from a multi-platform image, os/arch[/variant] "
                     "(default: this host's)");
-    cmd->add_option_function<std::string>(
-        "--cache-max-size",
-        [common](const std::string& text) {
-          auto bytes = imgfs::cli::ParseByteSize(text);
-          if (!bytes.ok()) throw CLI::ValidationError("--cache-max-size", bytes.status().message());
-          common->cache_max_size = *bytes;
-        },
-        "Cache size limit, e.g. 20GiB (default: none)");
+    AddSizeOption(
+        cmd, "--cache-max-size", [common](uint64_t bytes) { common->cache_max_size = bytes; },
+        "Keep the cache's blobs under SIZE (bytes, or K/M/G/T, binary), evicting the least "
+        "recently used (default: $IMGFS_CACHE_MAX_SIZE, else the config file's [cache] "
+        "max_size, else no limit; 0: none)");
     cmd->add_option("--registry-mirror", common->registry_mirrors,
                     "[REGISTRY=]URL: a mirror to try before REGISTRY (default docker.io); "
                     "repeatable, tried in order");
@@ -128,12 +145,26 @@ int main(int argc, char** argv) {
   rmi_cmd->add_option("--cache", rmi.common.cache_dir, "Cache root");
   rmi_cmd->add_option("IMAGE", rmi.images)->required();
 
-  CLI::App* cache_cmd = app.add_subcommand("cache", "Check the cache shared by mounts and pulls");
+  CLI::App* cache_cmd =
+      app.add_subcommand("cache", "Check, measure and trim the cache shared by mounts and pulls");
   cache_cmd->require_subcommand(1);
   imgfs::cli::CacheVerifyOptions cache_verify;
   CLI::App* cache_verify_cmd = cache_cmd->add_subcommand(
       "verify", "Re-hash everything cached; drop and report what fails (exit status 1)");
   cache_verify_cmd->add_option("--cache", cache_verify.common.cache_dir, "Cache root");
+  imgfs::cli::CacheOptions cache_df, cache_gc;
+  CLI::App* cache_df_cmd =
+      cache_cmd->add_subcommand("df", "Show the cache's disk usage, as docker system df");
+  cache_df_cmd->add_option("--cache", cache_df.common.cache_dir, "Cache root");
+  cache_df_cmd->add_option("--format", cache_df.format, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  CLI::App* cache_gc_cmd = cache_cmd->add_subcommand(
+      "gc", "Drop blobs no image uses, then the least recently used down to a size");
+  cache_gc_cmd->add_option("--cache", cache_gc.common.cache_dir, "Cache root");
+  AddSizeOption(cache_gc_cmd, "--max-size",
+                [&cache_gc](uint64_t bytes) { cache_gc.max_size = bytes; },
+                "Evict the least recently used blobs until the cache takes at most SIZE on "
+                "disk (bytes, or K/M/G/T, binary; default: the configured limit, if any)");
 
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
@@ -180,7 +211,8 @@ int main(int argc, char** argv) {
       {mount_cmd, &mount.common}, {pull_cmd, &pull.common},     {ls_cmd, &ls.common},
       {cat_cmd, &cat.common},     {cp_cmd, &cp.common},         {images_cmd, &images.common},
       {rmi_cmd, &rmi.common},     {inspect_cmd, &inspect.common}, {info_cmd, &info},
-      {login_cmd, &login.common}};
+      {login_cmd, &login.common}, {cache_df_cmd, &cache_df.common},
+      {cache_gc_cmd, &cache_gc.common}};
   for (const auto& [cmd, common] : commons) {
     if (!*cmd) continue;
     for (const CLI::Option* opt : cmd->get_options()) {
@@ -206,6 +238,8 @@ int main(int argc, char** argv) {
   if (*cache_verify_cmd) return imgfs::cli::RunCacheVerify(cache_verify);
   if (*cat_cmd) return imgfs::cli::RunCat(cat);
   if (*cp_cmd) return imgfs::cli::RunCp(cp);
+  if (*cache_df_cmd) return imgfs::cli::RunCacheDf(cache_df);
+  if (*cache_gc_cmd) return imgfs::cli::RunCacheGc(cache_gc);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
   if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
   if (*stats_cmd) return imgfs::cli::RunStats(stats_point, stats_format);

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/mutex.h"
 #include "cache/cache.h"
+#include "cli/cache_usage.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/layer_indexing.h"
@@ -229,6 +230,9 @@ Result<bool> PullImage(const PullContext& ctx, const Target& target) {
   ctx.out->Message((ref.digest.empty() ? ref.tag : ref.digest) + ": Pulling from " +
                    ref.repository);
   IMGFS_RETURN_IF_ERROR(CheckPlatform(*image, target));
+  // Held until the pull is recorded: a size limit must not evict the layers meanwhile.
+  IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::Pin> pin,
+                         PinLayers(*ctx.cache, image->parsed.layers));
   const std::string digest = image->index ? image->index->digest : image->manifest.digest;
 
   // The same blob twice in one manifest is one layer to fetch (and one line, as in docker).
@@ -283,7 +287,7 @@ int RunPull(const PullOptions& options) {
   if (options.all_tags && !name_only) {
     return Fail(Status::InvalidArgument("tag can't be used with --all-tags/-a"));
   }
-  auto cache = cache::Cache::Open(CacheRoot(common));
+  auto cache = OpenCacheForWriting(common);
   if (!cache.ok()) return Fail(cache.status());
   registry::Client client(DefaultClientOptions(common));
   PullOutput out(PullOutput::ModeFor(options.quiet, STDOUT_FILENO));

@@ -1,4 +1,6 @@
-// imgfs rmi: forgets pulled images (commands.h). Only records go; bytes stay for other images.
+// imgfs rmi: forgets pulled images (commands.h). Only records go, the resolver's record of
+// the tag too (as after docker rmi, the next mount asks the registry): the bytes stay for
+// other images until `imgfs cache gc` drops what no image uses.
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -23,6 +25,10 @@ int RunRmi(const RmiOptions& options) {
     }
     std::printf("Untagged: %s\n", FamiliarString(*ref).c_str());
     if (ref->tag.empty()) continue;
+    // The resolver's record of what the tag named (image_resolver.h); absent is fine.
+    if (Status s = (*cache)->DeleteReference(TagKey(*ref)); !s.ok()) {
+      status = Fail(s);
+    }
     // The digest form goes with the image's last tag, as in docker.
     auto others = (*cache)->ListReferences(std::string(kPulledPrefix) + ref->Repo() + ":");
     bool still_tagged = false;
