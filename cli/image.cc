@@ -45,7 +45,7 @@ Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target,
                          IndexLayers(out->image.parsed, out->image.diff_ids, out->cache.get(),
                                      out->source.get(), &out->cancel));
   IMGFS_ASSIGN_OR_RETURN(out->tree, fs::Tree::Build(out->layers));
-  out->image_layers = std::make_shared<const fs::ImageLayers>(out->layers);
+  out->image_layers = std::make_shared<const fs::ImageLayers>(out->layers, out->image.diff_ids);
   out->reader = std::make_unique<fs::ContentReader>(out->image_layers, out->cache.get(),
                                                     out->source.get());
   return out;

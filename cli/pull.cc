@@ -5,7 +5,9 @@
 // layer not complete in the cache yet, the index built (plain gzip/tar: the one streaming pass
 // that verifies, stores and indexes the blob) and every unit still missing fetched and
 // verified (fs::Prefetcher; for eStargz/zstd:chunked the TOC's chunks), up to
-// kMaxParallelLayers layers at once. What the cache already holds is never fetched again, so
+// kMaxParallelLayers layers at once. Every layer fetched whole is checked against the config's
+// diff_id (the gzip/tar pass; for eStargz/zstd:chunked the Prefetcher once all units are in),
+// and a mismatch fails the pull naming the layer. What the cache already holds is never fetched again, so
 // a blob shared by two images or tags is fetched once. Finally the pull is recorded (docker's
 // reference store) under "pulled <reference>" in the cache's refs, next to the resolver's tag
 // record that lets a `--pull missing` mount resolve the tag offline.
@@ -28,6 +30,7 @@
 #include "cli/registry_blob_source.h"
 #include "fs/layer/layer_builder.h"
 #include "fs/tree/image_layers.h"
+#include "fs/tree/layer_check.h"
 #include "fs/tree/prefetcher.h"
 
 namespace imgfs::cli {
@@ -81,8 +84,11 @@ Status DockerPullError(const Status& s, const registry::Reference& ref) {
   return s;
 }
 
-// Whether the cache holds everything of the layer that `mode` asks for.
-bool LayerComplete(const fs::LayerIndex& index, fs::Prefetcher::Mode mode, cache::Cache* cache) {
+// Whether the cache holds everything of the layer that `mode` asks for (and, for all of it,
+// has checked it against `diff_id`, the config's).
+bool LayerComplete(const fs::LayerIndex& index, const std::string& diff_id,
+                   fs::Prefetcher::Mode mode, cache::Cache* cache) {
+  if (mode == fs::Prefetcher::Mode::kAll && fs::DiffIdUnchecked(index, diff_id)) return false;
   if (cache->GetBlobStats(index.blob_digest).complete) return true;
   for (const fs::Unit& u : index.units) {
     if (u.clen == 0) continue;
@@ -106,11 +112,13 @@ struct PullContext {
 class LayerFetch {
  public:
   LayerFetch(const PullContext& ctx, const registry::Reference& ref,
-             std::vector<registry::Descriptor> layers, std::vector<bool> present)
+             std::vector<registry::Descriptor> layers, std::vector<std::string> diff_ids,
+             std::vector<bool> present)
       : ctx_(ctx),
         registry_source_(ctx.client, ref),
         source_(&registry_source_),
         layers_(std::move(layers)),
+        diff_ids_(std::move(diff_ids)),
         present_(std::move(present)),
         state_(layers_.size(), State::kWaiting),
         started_(layers_.size()) {}
@@ -148,7 +156,7 @@ class LayerFetch {
       state_[i] = State::kDownloading;
       started_[i] = Clock::now();
     }
-    Status s = IndexAndFetch(d);
+    Status s = IndexAndFetch(d, diff_ids_[i]);
     MutexLock lock(&mu_);
     if (!s.ok()) {
       state_[i] = State::kFailed;
@@ -168,18 +176,28 @@ class LayerFetch {
     return Status::Ok();
   }
 
-  Status IndexAndFetch(const registry::Descriptor& d) {
-    IMGFS_ASSIGN_OR_RETURN(fs::LayerIndex built,
-                           fs::GetOrBuildLayerIndex(ToLayerDescriptor(d), ctx_.cache, &source_));
+  // The index (a gzip/tar layer's pass checks its diff_id), then what is missing, and for a
+  // TOC layer fetched whole the diff_id check of its stream (the Prefetcher's, kAll).
+  Status IndexAndFetch(const registry::Descriptor& d, const std::string& diff_id) {
+    IMGFS_ASSIGN_OR_RETURN(
+        fs::LayerIndex built,
+        fs::GetOrBuildLayerIndex(ToLayerDescriptor(d, diff_id), ctx_.cache, &source_));
     auto index = std::make_shared<const fs::LayerIndex>(std::move(built));
-    if (LayerComplete(*index, ctx_.mode, ctx_.cache)) return Status::Ok();
+    if (LayerComplete(*index, diff_id, ctx_.mode, ctx_.cache)) return Status::Ok();
     fs::Prefetcher prefetcher(
         std::make_shared<const fs::ImageLayers>(
-            std::vector<std::shared_ptr<const fs::LayerIndex>>{index}),
+            std::vector<std::shared_ptr<const fs::LayerIndex>>{index},
+            std::vector<std::string>{diff_id}),
         ctx_.cache, &source_, ctx_.mode);
     prefetcher.Start();
     IMGFS_RETURN_IF_ERROR(prefetcher.Wait());
-    if (!LayerComplete(*index, ctx_.mode, ctx_.cache)) {
+    // The index in hand predates the check; the cache's records its outcome.
+    if (Result<fs::LayerIndex> now =
+            fs::GetOrBuildLayerIndex(ToLayerDescriptor(d, diff_id), ctx_.cache, nullptr);
+        now.ok()) {
+      index = std::make_shared<const fs::LayerIndex>(std::move(now).value());
+    }
+    if (!LayerComplete(*index, diff_id, ctx_.mode, ctx_.cache)) {
       return Status::Unavailable("some of its units could not be fetched; run the pull again");
     }
     return Status::Ok();
@@ -208,6 +226,7 @@ class LayerFetch {
   RegistryBlobSource registry_source_;
   MeteredBlobSource source_;  // thread-safe
   const std::vector<registry::Descriptor> layers_;
+  const std::vector<std::string> diff_ids_;  // the config's, one per layer
   const std::vector<bool> present_;
 
   // State below is protected by mu_, which also orders the lines of one layer, and the drawer
@@ -237,21 +256,26 @@ Result<bool> PullImage(const PullContext& ctx, const Target& target) {
 
   // The same blob twice in one manifest is one layer to fetch (and one line, as in docker).
   std::vector<registry::Descriptor> layers;
-  for (const registry::Descriptor& d : image->parsed.layers) {
+  std::vector<std::string> diff_ids;  // resolve checked: one per manifest layer
+  for (size_t i = 0; i < image->parsed.layers.size(); ++i) {
+    const registry::Descriptor& d = image->parsed.layers[i];
     bool seen = false;
     for (const registry::Descriptor& l : layers) seen = seen || l.digest == d.digest;
-    if (!seen) layers.push_back(d);
+    if (seen) continue;
+    layers.push_back(d);
+    diff_ids.push_back(i < image->diff_ids.size() ? image->diff_ids[i] : std::string());
   }
   std::vector<bool> present;
   bool all_present = true;
-  for (const registry::Descriptor& d : layers) {
-    auto index = fs::GetOrBuildLayerIndex(ToLayerDescriptor(d), ctx.cache, nullptr);
-    present.push_back(index.ok() && LayerComplete(*index, ctx.mode, ctx.cache));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto index =
+        fs::GetOrBuildLayerIndex(ToLayerDescriptor(layers[i], diff_ids[i]), ctx.cache, nullptr);
+    present.push_back(index.ok() && LayerComplete(*index, diff_ids[i], ctx.mode, ctx.cache));
     all_present = all_present && present.back();
   }
   // As docker: an image that is all there already gets no layer lines at all.
   if (!all_present) {
-    LayerFetch fetch(ctx, ref, std::move(layers), std::move(present));
+    LayerFetch fetch(ctx, ref, std::move(layers), std::move(diff_ids), std::move(present));
     IMGFS_RETURN_IF_ERROR(fetch.Run());
   }
   ctx.out->Message("Digest: " + digest);

@@ -33,7 +33,7 @@ const std::set<std::string, std::less<>>& StreamableMediaTypes() {
 
 Result<LayerIndex> LoadCached(const LayerDescriptor& layer, cache::Cache* cache) {
   Result<std::string> bytes = cache->GetLayerIndex(layer.digest);
-  if (!bytes.ok()) return bytes.status();
+  if (!bytes.ok()) return Status::NotFound(bytes.status().message());  // built again
   Result<LayerIndex> index = LayerIndex::Deserialize(*bytes);
   if (!index.ok()) {
     IMGFS_LOG(kWarning, "cached index of layer " << layer.digest << " is unusable ("
@@ -45,7 +45,21 @@ Result<LayerIndex> LoadCached(const LayerDescriptor& layer, cache::Cache* cache)
                                                  << index->blob_digest << "; rebuilding");
     return Status::NotFound("cached index describes another blob");
   }
-  return index;
+  if (layer.diff_id.empty()) return index;
+  if (!index->diff_id.empty()) {
+    // Hashed when the whole stream was decoded (this or an earlier process): the same verdict
+    // as then, without the stream.
+    if (index->diff_id == layer.diff_id) return index;
+    return Status::DigestMismatch("layer " + layer.digest + " uncompresses to " +
+                                  index->diff_id + " but the image config's diff_id for it is " +
+                                  layer.diff_id);
+  }
+  if (index->format == "gzip" || index->format == "tar") {
+    // An index of the streamed formats without a diff_id was stored before imgfs recorded it:
+    // the stream is read again, so the check is not skipped.
+    return Status::NotFound("cached index of a streamed layer carries no diff_id");
+  }
+  return index;  // a TOC layer: checked once all of it is fetched (fs/tree/layer_check.h)
 }
 
 // Stores an index built from a TOC (the streamed pass stores its own after committing the blob).
@@ -74,7 +88,9 @@ StreamIndexOptions StreamOptionsFor(const LayerDescriptor& layer) {
 Result<LayerIndex> BuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
                                    BlobSource* source) {
   // Another process may have finished the same layer while this one waited.
-  if (Result<LayerIndex> cached = LoadCached(layer, cache); cached.ok()) return cached;
+  if (Result<LayerIndex> cached = LoadCached(layer, cache); !cached.status().IsNotFound()) {
+    return cached;
+  }
 
   // zstd:chunked first: stargz-snapshotter's zstd:chunked layers carry the eStargz TOC
   // annotation too, but their TOC sits in a zstd skippable frame, not behind a gzip footer.
@@ -112,7 +128,9 @@ Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cac
                                         BlobSource* source) {
   if (cache == nullptr) return Status::Internal("GetOrBuildLayerIndex without a cache");
   IMGFS_RETURN_IF_ERROR(ValidateDigest(layer.digest).WithContext("layer descriptor"));
-  if (Result<LayerIndex> cached = LoadCached(layer, cache); cached.ok()) return cached;
+  if (Result<LayerIndex> cached = LoadCached(layer, cache); !cached.status().IsNotFound()) {
+    return cached;
+  }
   if (source == nullptr) {
     return Status::Unavailable("layer " + layer.digest +
                                " is not in the cache and the registry is not reachable "

@@ -21,6 +21,9 @@ namespace imgfs::fs {
 
 // The verified index of `layer`, from `cache` when present, else built and stored there.
 // `source` may be null when offline: an index not in the cache is then kUnavailable.
+// When `layer.diff_id` is set, a cached index whose recorded LayerIndex::diff_id differs is
+// kDigestMismatch naming the layer (nothing is fetched); a cached gzip/tar index without a
+// recorded diff_id is built again, so that its stream is checked.
 Result<LayerIndex> GetOrBuildLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
                                         BlobSource* source);
 

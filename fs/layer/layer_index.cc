@@ -2,20 +2,23 @@
 //
 // Serialized form (all integers are LEB128 varints unless noted):
 //   "IMGFSLIX"                   8-byte magic
-//   version                      currently 2 (an index of another version is kCorrupt, so
-//                                the cache entry is rebuilt and replaced)
+//   version                      currently 3; 2 is still read (its diff_id is ""); any other
+//                                is kCorrupt, so the cache entry is rebuilt and replaced
 //   body_len                     length of the body once inflated
 //   zlib(body)                   the rest of the bytes; zlib's adler32 catches bit rot
 // body:
-//   blob_digest, format (strings: len + bytes), blob_size, prefetch_end
+//   blob_digest, format (strings: len + bytes), blob_size, prefetch_end, diff_id (string,
+//   version 3 only)
 //   entry_count, entries..., unit_count, units...
-//   (version 2 added prefetch_end and each chunk's decoded-bytes sha256)
+//   (version 2 added prefetch_end and each chunk's decoded-bytes sha256; version 3 the
+//   diff_id hashed from the layer's whole uncompressed stream)
 // The body is compressed as a whole because entries (paths) and zran windows (mostly text and
 // binaries) both shrink well, and one zlib stream is simpler than per-field codecs.
 #include "fs/layer/layer_index.h"
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "base/digest.h"
@@ -25,7 +28,9 @@ namespace imgfs::fs {
 namespace {
 
 constexpr std::string_view kMagic = "IMGFSLIX";
-constexpr uint64_t kVersion = 2;
+constexpr uint64_t kVersion = 3;
+// Indexes of version 2 differ only in lacking the diff_id: still read, as unchecked.
+constexpr uint64_t kVersionWithoutDiffId = 2;
 // An index is a few MiB even for huge layers; anything claiming more is not ours.
 constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
 constexpr uint64_t kMaxDeflateRatio = 1032;
@@ -200,6 +205,7 @@ std::string LayerIndex::Serialize() const {
   body.Str(format);
   body.Varint(blob_size);
   body.Varint(prefetch_end);
+  body.Str(diff_id);
   body.Varint(entries.size());
   for (const Entry& e : entries) WriteEntry(body, e);
   body.Varint(units.size());
@@ -233,7 +239,7 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   if (!header.Varint(&version) || !header.Varint(&body_len)) {
     return Status::Corrupt("layer index: truncated header");
   }
-  if (version != kVersion) {
+  if (version != kVersion && version != kVersionWithoutDiffId) {
     return Status::Corrupt("layer index: unknown version " + std::to_string(version));
   }
   if (body_len > kMaxBodyLen) return Status::Corrupt("layer index: implausible size");
@@ -261,7 +267,8 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   LayerIndex index;
   uint64_t nentries, nunits;
   if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Varint(&index.prefetch_end) || !r.Count(&nentries, kMinEntryBytes)) {
+      !r.Varint(&index.prefetch_end) ||
+      (version == kVersion && !r.Str(&index.diff_id)) || !r.Count(&nentries, kMinEntryBytes)) {
     return Status::Corrupt("layer index: truncated body");
   }
   index.entries.resize(nentries);
@@ -278,9 +285,25 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   return index;
 }
 
+std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index) {
+  std::vector<uint32_t> order;
+  for (uint32_t u = 0; u < index.units.size(); ++u) {
+    if (index.units[u].clen > 0) order.push_back(u);
+  }
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return index.units[a].coff < index.units[b].coff;
+  });
+  return order;
+}
+
 Status ValidateLayerIndex(const LayerIndex& index) {
   if (Status s = ValidateDigest(index.blob_digest); !s.ok()) {
     return Status::Corrupt("blob digest: " + s.message());
+  }
+  if (!index.diff_id.empty()) {
+    if (Status s = ValidateDigest(index.diff_id); !s.ok()) {
+      return Status::Corrupt("diff_id: " + s.message());
+    }
   }
   if (index.prefetch_end > index.blob_size) {
     return Status::Corrupt("prefetch region ends at " + std::to_string(index.prefetch_end) +

@@ -120,10 +120,20 @@ struct LayerIndex {
   std::vector<Unit> units;
   // Compressed offset where the eStargz prioritized (prefetch landmark) region ends; 0 = none.
   uint64_t prefetch_end = 0;
+  // "sha256:<hex>" of the layer's whole uncompressed stream, as imgfs computed it when it
+  // decoded the whole blob: always for the streamed formats (tar, gzip: the index pass), for
+  // TOC formats once every unit was in the cache and the stream was hashed (fs/tree/
+  // layer_check.h). "" = never hashed. Compared with the image config's diff_id whenever the
+  // index is used (fs/layer/layer_builder.h), so a cached index cannot skip that check.
+  std::string diff_id;
 
   std::string Serialize() const;
   static Result<LayerIndex> Deserialize(std::string_view bytes);
 };
+
+// The indexes of `index`'s units with bytes (clen > 0), sorted by compressed offset: the order
+// in which a whole-blob pass meets them.
+std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index);
 
 // Checks the invariants every reader relies on: valid digests (a kGzipMember/kZstdFrame unit
 // from a TOC may have an empty sha256, see estargz.h, but then every chunk pointing at it

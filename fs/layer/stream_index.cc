@@ -367,6 +367,7 @@ Result<LayerIndex> StreamIndexer::Finish() {
   diff_id_ = index->format == "gzip" ? impl_->diff_hash.FinishDigest() : blob_digest_;
   index->blob_digest = blob_digest_;
   index->blob_size = bytes_seen_;
+  index->diff_id = diff_id_;
   if (Status s = ValidateLayerIndex(*index); !s.ok()) {
     return Status::Internal("streamed index fails validation: " + s.message());
   }

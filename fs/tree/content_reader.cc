@@ -96,6 +96,8 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
   if (entry.type != EntryType::kRegular) {
     return Status::InvalidArgument("read of \"" + entry.path + "\", which is not a regular file");
   }
+  // A layer found bad after the mount began (its diff_id, fs/tree/layer_check.h).
+  IMGFS_RETURN_IF_ERROR(layers_->LayerStatus(file.layer));
   if (offset >= entry.size || len == 0) return size_t{0};
   const uint64_t end = offset + std::min<uint64_t>(len, entry.size - offset);
   auto corrupt = [&](const char* what) {

@@ -36,7 +36,9 @@
 // Failure: Read returns the Status of the first unit that could not be had (kDigestMismatch,
 // kCorrupt, kUnavailable, kNotFound, kIoError...), logged once per unit with the layer digest
 // and the unit's compressed offset; nothing is kept in the LRU for a failed unit, so a later
-// read tries again. A file whose chunks do not cover what its size says is kCorrupt.
+// read tries again. A file whose chunks do not cover what its size says is kCorrupt. A layer
+// that ImageLayers marks failed (its diff_id, fs/tree/layer_check.h) answers every read of its
+// files with that error.
 #pragma once
 
 #include <atomic>

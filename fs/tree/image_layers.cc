@@ -6,12 +6,39 @@
 
 namespace imgfs::fs {
 
-ImageLayers::ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers)
-    : layers_(std::move(layers)) {
+ImageLayers::ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers,
+                         std::vector<std::string> diff_ids)
+    : layers_(std::move(layers)), diff_ids_(std::move(diff_ids)), verdicts_(layers_.size()),
+      checked_(layers_.size()) {
   checks_.reserve(layers_.size());
   for (const auto& layer : layers_) {
     checks_.push_back(layer ? UnitChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
   }
+}
+
+const std::string& ImageLayers::diff_id(uint32_t layer) const {
+  static const std::string* const kNone = new std::string;
+  return layer < diff_ids_.size() ? diff_ids_[layer] : *kNone;
+}
+
+Status ImageLayers::LayerStatus(uint32_t layer) const {
+  MutexLock lock(&mu_);
+  return layer < verdicts_.size() ? verdicts_[layer] : Status::Ok();
+}
+
+void ImageLayers::FailLayer(uint32_t layer, Status error) const {
+  MutexLock lock(&mu_);
+  if (layer < verdicts_.size() && verdicts_[layer].ok()) verdicts_[layer] = std::move(error);
+}
+
+bool ImageLayers::DiffIdChecked(uint32_t layer) const {
+  MutexLock lock(&mu_);
+  return layer < checked_.size() && checked_[layer];
+}
+
+void ImageLayers::MarkDiffIdChecked(uint32_t layer) const {
+  MutexLock lock(&mu_);
+  if (layer < checked_.size()) checked_[layer] = true;
 }
 
 cache::UnitRef ImageLayers::MakeUnitRef(uint32_t layer, uint32_t unit,

@@ -12,8 +12,14 @@
 // ImageLayers>); it keeps the layer indexes alive. A UnitRef made here refers to this object and
 // must not be used after it is gone.
 //
-// Thread-safety: immutable after construction; every method is safe from many threads. The
-// verify of a UnitRef calls its sink on the thread that verifies.
+// A layer can be found bad after the mount began: when its whole uncompressed stream, hashed
+// once every unit is in the cache, differs from the image config's diff_id
+// (fs/tree/layer_check.h). FailLayer records that; from then on LayerStatus returns the error
+// and the reader serves nothing more of the layer (EIO through FUSE).
+//
+// Thread-safety: immutable after construction but for the layers' verdicts (under a mutex);
+// every method is safe from many threads. The verify of a UnitRef calls its sink on the
+// thread that verifies.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +29,9 @@
 #include <string_view>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "cache/cache.h"
 #include "fs/layer/layer_index.h"
 #include "fs/layer/toc.h"
@@ -37,7 +45,9 @@ class ImageLayers {
 
   // `layers` in image order (lowest first); a null entry is a layer without an index (nothing
   // of it can be read).
-  explicit ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers);
+  // `diff_ids`, when not empty, holds the image config's diff_id of each layer (same order).
+  explicit ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers,
+                       std::vector<std::string> diff_ids = {});
 
   size_t size() const { return layers_.size(); }
   // The index of layer `layer`, or nullptr (out of range, or no index).
@@ -45,6 +55,16 @@ class ImageLayers {
     return layer < layers_.size() ? layers_[layer].get() : nullptr;
   }
   const std::vector<std::shared_ptr<const LayerIndex>>& indexes() const { return layers_; }
+  // The image config's diff_id of layer `layer`; "" when not known.
+  const std::string& diff_id(uint32_t layer) const;
+
+  // OK, or the error that made layer `layer` untrustworthy (see above).
+  Status LayerStatus(uint32_t layer) const EXCLUDES(mu_);
+  // Records `error` (not OK) as layer `layer`'s verdict; the first one stays.
+  void FailLayer(uint32_t layer, Status error) const EXCLUDES(mu_);
+  // Whether this object has seen layer `layer`'s diff_id checked (either way), and recording it.
+  bool DiffIdChecked(uint32_t layer) const EXCLUDES(mu_);
+  void MarkDiffIdChecked(uint32_t layer) const EXCLUDES(mu_);
 
   // The cache's view of unit `unit` of layer `layer`; see above for `on_decoded`.
   // REQUIRES: layer(layer) != nullptr and unit < its units.size().
@@ -59,6 +79,12 @@ class ImageLayers {
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   // Per layer, per unit: the decoded-chunk checks of units without a sha256 (else empty).
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
+  const std::vector<std::string> diff_ids_;
+
+  // State below is protected by mu_.
+  mutable Mutex mu_;
+  mutable std::vector<Status> verdicts_ GUARDED_BY(mu_);  // per layer; OK = not found bad
+  mutable std::vector<bool> checked_ GUARDED_BY(mu_);     // per layer: diff_id checked here
 };
 
 }  // namespace imgfs::fs

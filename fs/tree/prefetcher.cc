@@ -7,6 +7,7 @@
 #include <system_error>
 
 #include "base/log.h"
+#include "fs/tree/layer_check.h"
 
 namespace imgfs::fs {
 namespace {
@@ -132,13 +133,7 @@ void Prefetcher::FetchEverything() {
   for (uint32_t l = 0; l < layers_->size() && !stopping(); ++l) {
     if (!layers_->layer(l)) continue;
     const LayerIndex& index = *layers_->layer(l);
-    std::vector<uint32_t> order;
-    for (uint32_t u = 0; u < index.units.size(); ++u) {
-      if (index.units[u].clen > 0) order.push_back(u);
-    }
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return index.units[a].coff < index.units[b].coff;
-    });
+    const std::vector<uint32_t> order = UnitsInBlobOrder(index);
     size_t i = 0;
     while (i < order.size() && !stopping()) {
       // A batch: missing units worth about one request.
@@ -157,6 +152,11 @@ void Prefetcher::FetchEverything() {
       if (stopping()) break;
       Fetch(l, batch, kAllRequestBytes);
     }
+    // A TOC layer that is whole now is checked against its diff_id, once.
+    if (!stopping() && NeedsDiffIdCheck(*layers_, l) && AllUnitsPresent(*layers_, l, cache_)) {
+      Status s = CheckLayerDiffId(*layers_, l, cache_, source_);
+      if (!s.ok()) RecordFailure(s);
+    }
   }
 }
 
@@ -173,6 +173,10 @@ void Prefetcher::Fetch(uint32_t layer, const std::vector<uint32_t>& units,
   failures_.fetch_add(1);
   s = s.WithContext("prefetching layer " + index.blob_digest);
   IMGFS_LOG(kWarning, s.ToString());
+  RecordFailure(s);
+}
+
+void Prefetcher::RecordFailure(const Status& s) {
   MutexLock lock(&mu_);
   if (first_error_.ok()) first_error_ = s;
 }

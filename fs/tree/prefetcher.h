@@ -9,7 +9,10 @@
 //   kAll                 kLandmark, then every unit of every layer that is not present yet,
 //                        in the background at low priority: one thread, coalesced requests of
 //                        about kAllRequestBytes, pausing while other fetches (reads of the
-//                        mount, read-ahead) are in flight in this process.
+//                        mount, read-ahead) are in flight in this process. An eStargz or
+//                        zstd:chunked layer that is then whole is checked against the image
+//                        config's diff_id (fs/tree/layer_check.h): a mismatch is logged, is
+//                        Wait's error, and the layer serves nothing more.
 //   kNone                nothing.
 // Units are verified like any other fetch (cache::Cache::FetchUnits; units without a sha256
 // are decoded and checked against their chunk digests, the decoded bytes then dropped).
@@ -78,6 +81,8 @@ class Prefetcher {
   void FetchEverything();
   // One FetchUnits call on `units` of `layer`; records its outcome.
   void Fetch(uint32_t layer, const std::vector<uint32_t>& units, uint64_t max_request_bytes);
+  // Keeps `s` as Wait's answer unless an earlier error is there.
+  void RecordFailure(const Status& s) EXCLUDES(mu_);
   bool stopping() const { return stop_.load(std::memory_order_relaxed); }
 
   // Constant after construction.

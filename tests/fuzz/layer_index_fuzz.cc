@@ -3,8 +3,9 @@
 // to it).
 // The serialized form is a header and a zlib-compressed body, which mutations of the whole
 // rarely get through; so each input is read twice: as a whole serialized index (the header
-// and inflate path), and as a body, wrapped in a valid header and compressed here (the record
-// decoder). Seeds are both (tests/fuzz/make_corpus.py: *.lix and *.body).
+// and inflate path), and as a body, wrapped in a valid header of each version read and
+// compressed here (the record decoder). Seeds are both (tests/fuzz/make_corpus.py: *.lix and
+// *.body).
 // Invariants: errors are kCorrupt; an accepted index passes ValidateLayerIndex and serializes
 // to bytes that deserialize to the same index; the chunk digests of a TOC index can be read
 // back (UnitChecks) without a crash.
@@ -27,10 +28,11 @@ void Varint(uint64_t v, std::string* out) {
   out->push_back(static_cast<char>(v));
 }
 
-// The serialized form of `body` (layer_index.cc: magic, version 2, body length, zlib body).
-std::string Wrap(std::string_view body) {
+// The serialized form of `body` (layer_index.cc: magic, version, body length, zlib body).
+// Version 3 bodies carry a diff_id after prefetch_end; version 2 bodies (still read) do not.
+std::string Wrap(std::string_view body, uint64_t version) {
   std::string out = "IMGFSLIX";
-  Varint(2, &out);
+  Varint(version, &out);
   Varint(body.size(), &out);
   uLongf clen = compressBound(body.size());
   std::string compressed(clen, '\0');
@@ -63,6 +65,7 @@ void Check(std::string_view bytes) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input = imgfs::fuzz::AsView(data, size);
   imgfs::fuzz::Check(input);
-  imgfs::fuzz::Check(imgfs::fuzz::Wrap(input));
+  imgfs::fuzz::Check(imgfs::fuzz::Wrap(input, 2));
+  imgfs::fuzz::Check(imgfs::fuzz::Wrap(input, 3));
   return 0;
 }

@@ -242,6 +242,23 @@ TEST_F(HostileRegistryTest, LayerThatDoesNotMatchItsDiffIdIsRefused) {
   EXPECT_THAT(r.err, HasSubstr("layer " + layer_.digest));
   EXPECT_THAT(r.err, HasSubstr("diff_id for it is " + wrong));
   ExpectHonestImageMounts();
+
+  // The honest mount left the layer's index in the cache; it records the diff_id its pass
+  // hashed, so the lying image is still refused, without the layer being fetched again.
+  ASSERT_TRUE(proxy_->ClearFaults().ok());
+  auto before = proxy_->Requests();
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  ImgfsMount again(cache_.path());
+  RunResult cached = again.Mount(Proxied(*pushed));
+  ExpectFailedCleanly(again, cached);
+  EXPECT_THAT(cached.err, HasSubstr("layer " + layer_.digest));
+  EXPECT_THAT(cached.err, HasSubstr("diff_id for it is " + wrong));
+  auto after = proxy_->Requests();
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  for (size_t i = before->size(); i < after->size(); ++i) {
+    EXPECT_FALSE((*after)[i].IsBlobBody() && (*after)[i].digest == layer_.digest)
+        << "the layer was fetched again: " << (*after)[i].ToString();
+  }
 }
 
 TEST_F(HostileRegistryTest, LayerSizeLiesAreRefused) {

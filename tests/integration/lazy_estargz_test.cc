@@ -10,12 +10,15 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "base/digest.h"
 #include "tests/support/blob_proxy.h"
 #include "tests/support/containerd.h"
 #include "tests/support/files.h"
+#include "tests/support/hostile_images.h"
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
@@ -26,6 +29,8 @@
 
 namespace imgfs::test {
 namespace {
+
+using ::testing::HasSubstr;
 
 // Bytes the cache holds on disk (allocated blocks of its sparse blob files).
 uint64_t CachedBlobBytes(const std::string& cache_dir) {
@@ -207,6 +212,66 @@ TEST_P(LazyPullTest, PullFetchesEveryChunkForAnOfflineMount) {
   TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("layered"), mount.path());
   EXPECT_TRUE(diff.empty()) << diff.ToString() << "daemon log:\n" << mount.LogTail();
   EXPECT_GE(diff.entries_compared, 10u);
+}
+
+// The image config's diff_id of a TOC layer is checked once the layer is whole: a config that
+// names the wrong one for the layer holding big/blob.bin (layer 2 of "layered").
+// `mount --prefetch all` mounts (the layer is read lazily), then, once every chunk is in, logs
+// the mismatch naming the layer and answers EIO for that layer's files while the other layers
+// read on; the verdict is recorded, so a later mount of the image fails at once naming the
+// layer. `imgfs pull` fetches every chunk and fails naming the layer.
+TEST_P(LazyPullTest, WrongDiffIdIsFoundWhenTheLayerIsWhole) {
+  auto manifest = FetchManifest(converted_image_->host, converted_image_->repo, "latest");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  ASSERT_EQ(manifest->layers.size(), 3u);
+  const std::string layer = manifest->layers[1].digest;
+  const std::string wrong = Sha256Digest("not the uncompressed layer");
+  PushedImage base{converted_image_->host, converted_image_->repo, "latest", ""};
+  auto pushed = PushEditedImage(base, "wrong-diff-id", [&](nlohmann::json*, std::string* config) {
+    nlohmann::json c = nlohmann::json::parse(*config);
+    c["rootfs"]["diff_ids"][1] = wrong;
+    *config = c.dump();
+  });
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  const std::string reason = "diff_id for it is " + wrong;
+
+  {
+    ImgfsMount mount(cache_.path());
+    RunResult r = mount.Mount(pushed->ByTag(), {"--prefetch", "all"});
+    ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (mount.LogTail().find(reason) == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const std::string log = mount.LogTail();
+    ASSERT_NE(log.find(reason), std::string::npos)
+        << "no diff_id mismatch logged after --prefetch all:\n" << log;
+    EXPECT_NE(log.find("layer " + layer + " uncompresses to"), std::string::npos) << log;
+    auto big = ReadFile(mount.Path("big/blob.bin"));
+    EXPECT_FALSE(big.ok()) << "a file of the layer whose diff_id does not match was served";
+    EXPECT_THAT(big.status().message(), HasSubstr("Input/output error")) << big.status().ToString();
+    auto lower = ReadFile(mount.Path("etc/hostname"));
+    EXPECT_TRUE(lower.ok()) << "the other layers must read on: " << lower.status().ToString();
+    mount.Unmount();
+  }
+  {
+    ImgfsMount again(cache_.path());
+    RunResult r = again.Mount(pushed->ByTag());
+    EXPECT_FALSE(r.ok()) << "the recorded diff_id was not compared: " << r.Describe();
+    EXPECT_THAT(r.err, HasSubstr("layer " + layer));
+    EXPECT_THAT(r.err, HasSubstr(reason));
+    EXPECT_FALSE(again.mounted());
+  }
+  TempDir pull_cache("cache");
+  RunResult pull = RunImgfs({"pull", "--cache", pull_cache.path(), pushed->ByTag()});
+  EXPECT_EQ(pull.exit_code, 1) << pull.Describe();
+  EXPECT_THAT(pull.err, HasSubstr("layer " + layer));
+  EXPECT_THAT(pull.err, HasSubstr(reason));
+  EXPECT_EQ(pull.out.find("Status: "), std::string::npos) << pull.out;
+  // The honest image pulls (its diff_ids are checked the same way) into the same cache.
+  RunResult honest = RunImgfs({"pull", "--cache", pull_cache.path(), image_});
+  EXPECT_TRUE(honest.ok()) << honest.Describe();
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, LazyPullTest, ::testing::Values("estargz", "zstdchunked"),

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <random>
 
 #include "base/digest.h"
@@ -32,6 +34,7 @@ LayerIndex SampleIndex() {
   u1.bits = 5;
   u1.window = std::string(32768, 'w');
   index.prefetch_end = 1234;
+  index.diff_id = Sha256Digest("the uncompressed stream");
   index.units = {u0, u1};
 
   Entry dir;
@@ -77,6 +80,7 @@ void ExpectSame(const LayerIndex& a, const LayerIndex& b) {
   EXPECT_EQ(a.format, b.format);
   EXPECT_EQ(a.blob_size, b.blob_size);
   EXPECT_EQ(a.prefetch_end, b.prefetch_end);
+  EXPECT_EQ(a.diff_id, b.diff_id);
   ASSERT_EQ(a.entries.size(), b.entries.size());
   for (size_t i = 0; i < a.entries.size(); ++i) {
     const Entry& x = a.entries[i];
@@ -153,6 +157,51 @@ TEST(LayerIndexTest, SmallestEntriesRoundTrip) {
   ExpectSame(index, *back);
 }
 
+// Indexes cached before the diff_id was recorded (version 2: the same body without it) are
+// still read, with an empty diff_id, so that the layer builder knows they were not checked.
+TEST(LayerIndexTest, VersionTwoIsReadWithoutADiffId) {
+  LayerIndex index = SampleIndex();
+  index.diff_id.clear();
+  std::string v3 = index.Serialize();
+  // Header: magic, version (1 byte), body length (varint); then the zlib body.
+  size_t pos = 9;
+  uint64_t body_len = 0;
+  for (int shift = 0;; shift += 7) {
+    auto b = static_cast<uint8_t>(v3[pos++]);
+    body_len |= uint64_t{b & 0x7fu} << shift;
+    if (b < 0x80) break;
+  }
+  std::string body(body_len, '\0');
+  uLongf got = body_len;
+  ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(body.data()), &got,
+                       reinterpret_cast<const Bytef*>(v3.data() + pos), v3.size() - pos),
+            Z_OK);
+  // blob_digest and format (1-byte lengths), blob_size 5000 (2 bytes), prefetch_end 1234
+  // (2 bytes), then the empty diff_id: one 0 byte, which version 2 does not have.
+  size_t at = 1 + index.blob_digest.size() + 1 + index.format.size() + 2 + 2;
+  ASSERT_EQ(body[at], '\0');
+  body.erase(at, 1);
+  uLongf clen = compressBound(body.size());
+  std::string compressed(clen, '\0');
+  ASSERT_EQ(compress(reinterpret_cast<Bytef*>(compressed.data()), &clen,
+                     reinterpret_cast<const Bytef*>(body.data()), body.size()),
+            Z_OK);
+  compressed.resize(clen);
+  std::string v2 = std::string("IMGFSLIX") + '\x02';
+  for (uint64_t v = body.size(); ; v >>= 7) {
+    if (v < 0x80) {
+      v2 += static_cast<char>(v);
+      break;
+    }
+    v2 += static_cast<char>((v & 0x7f) | 0x80);
+  }
+  v2 += compressed;
+  Result<LayerIndex> back = LayerIndex::Deserialize(v2);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectSame(index, *back);
+  EXPECT_TRUE(back->diff_id.empty());
+}
+
 TEST(LayerIndexTest, StatedSizeBeyondTheCompressedBodyIsCorrupt) {
   // Magic, version 2, a body of 2 GiB - 1 (the varint ff ff ff ff 07), then 10 bytes of
   // "compressed body": refused before anything of that size is allocated.
@@ -219,6 +268,9 @@ TEST(LayerIndexTest, InconsistentIndexesAreRejected) {
   LayerIndex outside_blob = SampleIndex();
   outside_blob.units[1].clen = 2002;
   EXPECT_TRUE(rejects(outside_blob));
+  LayerIndex bad_diff_id = SampleIndex();
+  bad_diff_id.diff_id = "sha256:not-hex";
+  EXPECT_TRUE(rejects(bad_diff_id));
   LayerIndex bad_nsec = SampleIndex();
   bad_nsec.entries[1].mtime_nsec = 1000000000;
   EXPECT_TRUE(rejects(bad_nsec));

@@ -602,6 +602,47 @@ TEST_F(StreamIndexTest, DiffIdOfTheUncompressedStreamIsChecked) {
             Code::kDigestMismatch);
 }
 
+// The pass records the diff_id it hashed in the cached index, so a later use of the index
+// checks it without the stream, and an index cached without one cannot skip the check.
+TEST_F(StreamIndexTest, CachedIndexCarriesTheDiffIdItWasCheckedWith) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  source_.Add(d.digest, blob);
+  // Indexed with no diff_id to check (as a caller without a config would).
+  Result<LayerIndex> built = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  EXPECT_EQ(built->diff_id, Sha256Digest(tar_));
+  Result<LayerIndex> stored = LayerIndex::Deserialize(*cache_->GetLayerIndex(d.digest));
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(stored->diff_id, Sha256Digest(tar_));
+
+  // Another image naming the same blob with another diff_id: refused from the cache alone.
+  source_.ResetCounts();
+  LayerDescriptor lying = d;
+  lying.diff_id = Sha256Digest(tar_ + "x");
+  Result<LayerIndex> bad = GetOrBuildLayerIndex(lying, cache_.get(), nullptr);
+  ASSERT_EQ(bad.status().code(), Code::kDigestMismatch) << bad.status().ToString();
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("layer " + d.digest));
+  EXPECT_THAT(bad.status().message(), ::testing::HasSubstr("diff_id for it is " + lying.diff_id));
+  LayerDescriptor honest = d;
+  honest.diff_id = Sha256Digest(tar_);
+  EXPECT_TRUE(GetOrBuildLayerIndex(honest, cache_.get(), nullptr).ok());
+  EXPECT_EQ(source_.requests() + source_.read_alls(), 0);
+
+  // An index stored without a diff_id (as before imgfs recorded it) is not trusted for the
+  // check: the stream is read again, and checked.
+  LayerIndex unchecked = *stored;
+  unchecked.diff_id.clear();
+  ASSERT_TRUE(cache_->PutLayerIndex(d.digest, unchecked.Serialize()).ok());
+  bad = GetOrBuildLayerIndex(lying, cache_.get(), &source_);
+  EXPECT_EQ(bad.status().code(), Code::kDigestMismatch) << bad.status().ToString();
+  EXPECT_EQ(source_.read_alls(), 1);
+  Result<LayerIndex> again = GetOrBuildLayerIndex(honest, cache_.get(), &source_);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->diff_id, Sha256Digest(tar_));
+  EXPECT_EQ(source_.read_alls(), 2);
+}
+
 TEST_F(StreamIndexTest, GzipBombIsRefusedAtTheInflateLimit) {
   // 1.25 GiB of zeros in about 1.3 MB: over the 1 GiB floor and 100 times the blob.
   std::string blob = ZeroMembers(64 << 20, 20);

@@ -12,12 +12,16 @@
 #include <utility>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "fs/tree/image_layers.h"
 #include "fs/tree/content_reader.h"
+#include "fs/layer/decode.h"
+#include "fs/layer/layer_builder.h"
+#include "fs/tree/layer_check.h"
 #include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
 #include "tests/support/test_blobs.h"
@@ -213,6 +217,130 @@ TEST_F(PrefetcherTest, DestructionStopsTheWorkWithoutWaitingForIt) {
   // Landmarks in flight finish (one request each), the full pass never starts.
   EXPECT_LT(took, std::chrono::seconds(2));
   EXPECT_FALSE(Present(1, 0));
+}
+
+// A whole eStargz layer as the converter lays it out: a member of tar headers before the
+// first chunk, the chunk members, and an empty member as the footer (standing in for TOC and
+// footer). *decoded gets its uncompressed stream, whose sha256 is the layer's diff_id.
+std::shared_ptr<LayerIndex> MakeWholeLayer(int units, uint32_t seed, std::string* blob,
+                                           std::string* decoded) {
+  std::string chunks;
+  std::shared_ptr<LayerIndex> index = MakeLayer(units, 0, seed, &chunks);
+  chunks.resize(chunks.size() - 51);  // MakeLayer's stand-in footer
+  const std::string headers = "ustar headers of the directories " + std::to_string(seed);
+  const std::string head = GzipMember(headers);
+  *blob = head + chunks + GzipMember("");
+  decoded->clear();
+  *decoded += headers;
+  for (Unit& u : index->units) {
+    Result<std::string> d = DecodeUnit(u, std::string_view(chunks).substr(u.coff, u.clen));
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    if (d.ok()) *decoded += *d;
+    u.coff += head.size();
+  }
+  index->blob_digest = Sha256Digest(*blob);
+  index->blob_size = blob->size();
+  EXPECT_TRUE(ValidateLayerIndex(*index).ok()) << ValidateLayerIndex(*index).ToString();
+  return index;
+}
+
+class DiffIdCheckTest : public PrefetcherTest {
+ protected:
+  void SetUp() override {
+    PrefetcherTest::SetUp();
+    std::string blob;
+    whole_ = MakeWholeLayer(5, 9, &blob, &decoded_);
+    source_.Add(whole_->blob_digest, blob);
+  }
+  // layers_[1] and the whole layer, with the diff_id `whole_diff_id` for the latter.
+  std::shared_ptr<const ImageLayers> Image(const std::string& whole_diff_id) const {
+    return std::make_shared<const ImageLayers>(
+        std::vector<std::shared_ptr<const LayerIndex>>{layers_[1], whole_},
+        std::vector<std::string>{"", whole_diff_id});
+  }
+  Status RunAll(const std::shared_ptr<const ImageLayers>& image,
+                Prefetcher::Mode mode = Prefetcher::Mode::kAll) {
+    Prefetcher prefetcher(image, cache_.get(), &source_, mode);
+    prefetcher.Start();
+    return prefetcher.Wait();
+  }
+  LayerDescriptor Descriptor(const std::string& diff_id) const {
+    LayerDescriptor d;
+    d.digest = whole_->blob_digest;
+    d.size = whole_->blob_size;
+    d.diff_id = diff_id;
+    return d;
+  }
+
+  std::shared_ptr<LayerIndex> whole_;
+  std::string decoded_;
+};
+
+// --prefetch all and pull: once every unit of a TOC layer is in, its uncompressed stream is
+// hashed and compared with the config's diff_id, once, and the outcome is recorded.
+TEST_F(DiffIdCheckTest, WholeLayerMatchingItsDiffIdIsRecorded) {
+  const std::string diff_id = Sha256Digest(decoded_);
+  ASSERT_TRUE(cache_->PutLayerIndex(whole_->blob_digest, whole_->Serialize()).ok());
+  Status s = RunAll(Image(diff_id));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  Result<LayerIndex> stored = LayerIndex::Deserialize(*cache_->GetLayerIndex(whole_->blob_digest));
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_EQ(stored->diff_id, diff_id);
+  // The recorded verdict serves a later image without fetching: this one agrees ...
+  source_.ResetCounts();
+  EXPECT_TRUE(GetOrBuildLayerIndex(Descriptor(diff_id), cache_.get(), nullptr).ok());
+  // ... another one naming the blob with another diff_id is refused, naming the layer.
+  Result<LayerIndex> other =
+      GetOrBuildLayerIndex(Descriptor(Sha256Digest("other")), cache_.get(), nullptr);
+  EXPECT_EQ(other.status().code(), Code::kDigestMismatch) << other.status().ToString();
+  EXPECT_THAT(other.status().message(), ::testing::HasSubstr("layer " + whole_->blob_digest));
+  // A second --prefetch all of an image whose index records it checks nothing again.
+  auto checked = std::make_shared<LayerIndex>(*stored);
+  Prefetcher again(std::make_shared<const ImageLayers>(
+                       std::vector<std::shared_ptr<const LayerIndex>>{checked},
+                       std::vector<std::string>{diff_id}),
+                   cache_.get(), &source_, Prefetcher::Mode::kAll);
+  again.Start();
+  EXPECT_TRUE(again.Wait().ok());
+  EXPECT_EQ(source_.requests(), 0);
+}
+
+TEST_F(DiffIdCheckTest, MismatchFailsTheLayerNamingItAndItsReads) {
+  const std::string wrong = Sha256Digest("not the stream");
+  auto image = Image(wrong);
+  Status s = RunAll(image);
+  ASSERT_EQ(s.code(), Code::kDigestMismatch) << s.ToString();
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("layer " + whole_->blob_digest));
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("uncompresses to " + Sha256Digest(decoded_)));
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("diff_id for it is " + wrong));
+  // Every unit is in the cache, but the reader serves nothing more of the layer; the other
+  // layer reads as before.
+  ContentReader reader(image, cache_.get(), &source_);
+  std::string out(10, '\0');
+  Result<size_t> bad = reader.Read(FileSource{1, 0, 0}, 0, 10, out.data());
+  EXPECT_EQ(bad.status().code(), Code::kDigestMismatch) << bad.status().ToString();
+  Result<size_t> good = reader.Read(FileSource{0, 0, 0}, 0, 10, out.data());
+  EXPECT_TRUE(good.ok()) << good.status().ToString();
+  // The verdict outlives the process: the index in the cache records what the stream is.
+  Result<LayerIndex> later = GetOrBuildLayerIndex(Descriptor(wrong), cache_.get(), nullptr);
+  EXPECT_EQ(later.status().code(), Code::kDigestMismatch) << later.status().ToString();
+}
+
+TEST_F(DiffIdCheckTest, NotCheckedUntilTheLayerIsWhole) {
+  const std::string wrong = Sha256Digest("not the stream");
+  // The landmark pass fetches part of a layer at most: nothing to check.
+  EXPECT_TRUE(RunAll(Image(wrong), Prefetcher::Mode::kLandmark).ok());
+  EXPECT_TRUE(cache_->GetLayerIndex(whole_->blob_digest).status().IsNotFound());
+  // A transfer fault in the bytes no unit covers is not a verdict on the layer: the assembled
+  // blob fails its digest, the layer stays readable, and the check runs again next time.
+  source_.FlipAt(5, whole_->blob_digest);
+  auto image = Image(Sha256Digest(decoded_));
+  Status s = RunAll(image);
+  EXPECT_EQ(s.code(), Code::kDigestMismatch) << s.ToString();
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("diff_id was not checked"));
+  EXPECT_TRUE(image->LayerStatus(1).ok());
+  source_.Heal();
+  EXPECT_TRUE(RunAll(Image(Sha256Digest(decoded_))).ok());
 }
 
 TEST(PrefetcherModeTest, ParsesTheCommandLineNames) {
