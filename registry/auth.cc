@@ -3,15 +3,10 @@
 #include <algorithm>
 #include <cctype>
 
+#include "base/ascii.h"
+
 namespace imgfs::registry {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool IsTokenChar(char c) {
   if (std::isalnum(static_cast<unsigned char>(c))) return true;
@@ -41,7 +36,7 @@ std::vector<AuthChallenge> ParseWwwAuthenticate(std::string_view h) {
       continue;
     }
     AuthChallenge challenge;
-    challenge.scheme = Lower(scheme);
+    challenge.scheme = AsciiLower(scheme);
     while (i < n) {
       skip_ws();
       size_t param_start = i;
@@ -65,7 +60,7 @@ std::vector<AuthChallenge> ParseWwwAuthenticate(std::string_view h) {
       } else {
         while (i < n && h[i] != ',' && h[i] != ' ' && h[i] != '\t') value.push_back(h[i++]);
       }
-      challenge.params[Lower(name)] = std::move(value);
+      challenge.params[AsciiLower(name)] = std::move(value);
       skip_ws();
       if (i < n && h[i] == ',') {
         ++i;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/ascii.h"
 #include "base/digest.h"
 #include "registry/client_impl.h"
 #include "registry/manifest.h"
@@ -14,16 +15,6 @@ namespace imgfs::registry {
 namespace {
 
 using nlohmann::json;
-
-std::string BareContentType(std::string_view t) {
-  t = t.substr(0, t.find(';'));
-  while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
-  while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
-  std::string out(t);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 // The target of the `rel="next"` entry of a Link header ("" when there is none).
 std::string NextLink(std::string_view header) {
@@ -37,9 +28,7 @@ std::string NextLink(std::string_view header) {
     std::string_view params = header.substr(close + 1, end == std::string_view::npos
                                                            ? std::string_view::npos
                                                            : end - close - 1);
-    std::string lower(params);
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::string lower = AsciiLower(params);
     if (lower.find("rel=\"next\"") != std::string::npos ||
         lower.find("rel=next") != std::string::npos) {
       return std::string(header.substr(open + 1, close - open - 1));

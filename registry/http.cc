@@ -15,19 +15,13 @@
 #include <mutex>
 #include <string>
 
+#include "base/ascii.h"
 #include "base/log.h"
 #include "base/mutex.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
@@ -137,7 +131,7 @@ size_t OnHeader(char* data, size_t size, size_t nitems, void* user) {
                                              std::to_string(kMaxHeaderLines) + " header lines");
         return 0;
       }
-      ex->response->headers.emplace_back(Lower(Trim(line.substr(0, colon))),
+      ex->response->headers.emplace_back(AsciiLower(Trim(line.substr(0, colon))),
                                          std::string(Trim(line.substr(colon + 1))));
     }
     return len;
@@ -419,11 +413,11 @@ std::unique_ptr<HttpTransport> NewCurlTransport(CurlTransportOptions options) {
 std::pair<std::string, std::string> UrlSchemeAndAuthority(std::string_view url) {
   size_t sep = url.find("://");
   if (sep == std::string_view::npos || sep == 0) return {"", ""};
-  std::string scheme = Lower(url.substr(0, sep));
+  std::string scheme = AsciiLower(url.substr(0, sep));
   std::string_view rest = url.substr(sep + 3);
   std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
   if (size_t at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
-  std::string auth = Lower(authority);
+  std::string auth = AsciiLower(authority);
   if (scheme == "https" && auth.size() > 4 && auth.compare(auth.size() - 4, 4, ":443") == 0) {
     auth.resize(auth.size() - 4);
   } else if (scheme == "http" && auth.size() > 3 && auth.compare(auth.size() - 3, 3, ":80") == 0) {

@@ -5,22 +5,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/ascii.h"
 #include "base/digest.h"
 
 namespace imgfs::registry {
-namespace {
-
-using nlohmann::json;
 
 std::string BareContentType(std::string_view content_type) {
   std::string_view t = content_type.substr(0, content_type.find(';'));
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
-  std::string out(t);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
+  return AsciiLower(t);
 }
+
+namespace {
+
+using nlohmann::json;
 
 bool IsIndexType(std::string_view t) { return t == kOciIndex || t == kDockerManifestList; }
 bool IsManifestType(std::string_view t) { return t == kOciManifest || t == kDockerManifest; }

@@ -86,6 +86,9 @@ struct ImageIndex {
 
 enum class ManifestKind { kImage, kIndex };
 
+// The media type of a Content-Type value: parameters dropped, white space trimmed, lower case.
+std::string BareContentType(std::string_view content_type);
+
 // `content_type` may carry parameters ("...; charset=utf-8") or be empty.
 Result<ManifestKind> ClassifyManifest(std::string_view bytes, std::string_view content_type);
 Result<ImageManifest> ParseImageManifest(std::string_view bytes);

@@ -7,15 +7,10 @@
 #include <cstdlib>
 #include <vector>
 
+#include "base/ascii.h"
+
 namespace imgfs::registry {
 namespace {
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 bool IsName(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
@@ -64,7 +59,7 @@ int VariantNumber(const std::string& v, int empty_as) {
 }  // namespace
 
 Result<Platform> Platform::Parse(std::string_view s) {
-  std::string text = Lower(s);
+  std::string text = AsciiLower(s);
   std::vector<std::string> parts;
   size_t start = 0;
   while (true) {
@@ -91,7 +86,7 @@ Platform Platform::Host() {
   Platform p;
   p.os = "linux";
   struct utsname u;
-  std::string machine = uname(&u) == 0 ? Lower(u.machine) : "";
+  std::string machine = uname(&u) == 0 ? AsciiLower(u.machine) : "";
   if (machine == "x86_64" || machine == "amd64") {
     p.architecture = "amd64";
   } else if (machine == "aarch64" || machine == "arm64") {
@@ -123,10 +118,10 @@ std::string Platform::String() const {
 int PlatformMatch(const Platform& want_in, const Platform& have_in) {
   Platform want = want_in;
   Platform have = have_in;
-  want.os = Lower(want.os);
-  have.os = Lower(have.os);
-  want.architecture = Lower(want.architecture);
-  have.architecture = Lower(have.architecture);
+  want.os = AsciiLower(want.os);
+  have.os = AsciiLower(have.os);
+  want.architecture = AsciiLower(want.architecture);
+  have.architecture = AsciiLower(have.architecture);
   NormalizeArch(&want.architecture, &want.variant);
   NormalizeArch(&have.architecture, &have.variant);
   if (want.os != have.os || want.architecture != have.architecture) return 0;

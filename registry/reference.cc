@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "base/ascii.h"
 #include "base/digest.h"
 
 namespace imgfs::registry {
@@ -229,8 +230,7 @@ bool IsLoopbackHost(std::string_view host) {
   } else {
     h = std::string(host);
   }
-  std::transform(h.begin(), h.end(), h.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  h = AsciiLower(h);
   if (h == "localhost") return true;
   in_addr v4;
   if (inet_pton(AF_INET, h.c_str(), &v4) == 1) {

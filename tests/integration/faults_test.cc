@@ -24,6 +24,7 @@
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_world.h"
 #include "tests/support/tree_compare.h"
@@ -53,45 +54,8 @@ class SmallDisk {
   std::string error_;
 };
 
-class FaultsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    Status s = CheckImgfsBinary();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    image_ = *pushed;
-    auto registry = TestWorld::Get().Registry();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    auto proxy = BlobProxy::Start((*registry)->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
-    auto manifest = FetchManifest(image_.host, image_.repo, image_.tag);
-    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-    ASSERT_FALSE(manifest->layers.empty());
-    layer_ = manifest->layers.front();
-  }
-
-  std::string Proxied() const { return proxy_->host() + "/" + image_.repo + ":" + image_.tag; }
-
-  // Mounts the image with `cache` (at `mount`'s mount point) and compares it with umoci's
-  // unpack: what the cache kept through the fault is right.
-  void ExpectMountsAndReadsRight(ImgfsMount& mount) {
-    ASSERT_TRUE(proxy_->ClearFaults().ok());
-    RunResult r = mount.Mount(Proxied());
-    ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
-    TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("busybox"), mount.path());
-    EXPECT_TRUE(diff.empty()) << diff.ToString();
-    EXPECT_GE(diff.entries_compared, 4u);
-    mount.Unmount();
-    EXPECT_EQ(mount.forced_cleanup(), "");
-  }
-
-  PushedImage image_;
-  std::unique_ptr<BlobProxy> proxy_;
-  ManifestLayer layer_;
-  TempDir cache_{"cache"};
-};
+// The busybox image behind the proxy (tests/support/proxied_image_test.h).
+using FaultsTest = ProxiedImageTest;
 
 TEST_F(FaultsTest, DaemonKilledDuringTheLayerFetchLeavesTheCacheConsistent) {
   // The registry sends half the layer and then nothing: the daemon is in the middle of

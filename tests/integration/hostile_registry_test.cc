@@ -22,6 +22,7 @@
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_world.h"
 #include "tests/support/tree_compare.h"
@@ -36,43 +37,13 @@ double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-class HostileRegistryTest : public ::testing::Test {
+class HostileRegistryTest : public ProxiedImageTest {
  protected:
-  void SetUp() override {
-    Status s = CheckImgfsBinary();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    image_ = *pushed;
-    auto registry = TestWorld::Get().Registry();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    registry_ = *registry;
-    auto proxy = BlobProxy::Start(registry_->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
-    auto manifest = FetchManifest(image_.host, image_.repo, image_.tag);
-    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-    ASSERT_FALSE(manifest->layers.empty());
-    manifest_ = *manifest;
-    layer_ = manifest_.layers.front();
-  }
-
-  // `image` as served through the proxy.
-  std::string Proxied(const PushedImage& image) const {
-    return proxy_->host() + "/" + image.repo + ":" + image.tag;
-  }
-
   // The honest image mounts from the same cache after whatever failed, and equals umoci's
   // unpack of it: nothing wrong was kept.
   void ExpectHonestImageMounts() {
-    ASSERT_TRUE(proxy_->ClearFaults().ok());
     ImgfsMount mount(cache_.path());
-    RunResult r = mount.Mount(Proxied(image_));
-    ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
-    TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("busybox"), mount.path());
-    EXPECT_TRUE(diff.empty()) << diff.ToString();
-    EXPECT_GE(diff.entries_compared, 4u);
-    mount.Unmount();
+    ExpectMountsAndReadsRight(mount);
   }
 
   // A failed mount: a clear message, no mount, no process left for the mount point.
@@ -84,13 +55,6 @@ class HostileRegistryTest : public ::testing::Test {
     EXPECT_TRUE(ImgfsProcessesFor(mount.path()).empty())
         << "an imgfs process outlived the failed mount";
   }
-
-  PushedImage image_;
-  RegistryServer* registry_ = nullptr;
-  std::unique_ptr<BlobProxy> proxy_;
-  RegistryManifest manifest_;
-  ManifestLayer layer_;
-  TempDir cache_{"cache"};
 };
 
 // ---- stalls, truncation, endless bodies (point 1 of issue 6) ----

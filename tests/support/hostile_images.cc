@@ -15,15 +15,6 @@
 namespace imgfs::test {
 namespace {
 
-// Runs curl; returns stdout (what -w printed).
-Result<std::string> Curl(std::vector<std::string> args) {
-  std::vector<std::string> argv = {"curl", "-sS", "--max-time", "120"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  RunResult r = RunCommand(argv);
-  if (!r.ok()) return Status::Unavailable(r.Describe());
-  return r.out;
-}
-
 // The digest of a file, read in pieces.
 Result<std::string> FileDigest(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -45,8 +36,9 @@ Result<std::string> PushBlobFile(const std::string& host, const std::string& rep
   TempDir tmp("blob-push");
   IMGFS_ASSIGN_OR_RETURN(
       std::string code,
-      Curl({"-o", tmp.Sub("answer"), "-D", tmp.Sub("headers"), "-w", "%{http_code}", "-X",
-            "POST", "http://" + host + "/v2/" + repo + "/blobs/uploads/"}));
+      RunCurl({"-o", tmp.Sub("answer"), "-D", tmp.Sub("headers"), "-w", "%{http_code}", "-X",
+               "POST", "http://" + host + "/v2/" + repo + "/blobs/uploads/"},
+              120));
   if (code != "202") return Status::Unavailable("POST blob upload of " + repo + " answered " + code);
   IMGFS_ASSIGN_OR_RETURN(std::string headers, ReadFile(tmp.Sub("headers")));
   std::string location;
@@ -65,8 +57,10 @@ Result<std::string> PushBlobFile(const std::string& host, const std::string& rep
   if (location.rfind("http", 0) != 0) location = "http://" + host + location;
   location += (location.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") + digest;
   IMGFS_ASSIGN_OR_RETURN(
-      code, Curl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT", "-H",
-                  "Content-Type: application/octet-stream", "--data-binary", "@" + path, location}));
+      code, RunCurl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT", "-H",
+                     "Content-Type: application/octet-stream", "--data-binary", "@" + path,
+                     location},
+                    120));
   if (code != "201") {
     auto answer = ReadFile(tmp.Sub("answer"));
     return Status::Unavailable("PUT blob " + digest + " answered " + code + ": " +

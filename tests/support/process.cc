@@ -212,6 +212,14 @@ Status RunOk(const std::vector<std::string>& argv, const RunOptions& options) {
   return Status::Internal(r.Describe());
 }
 
+Result<std::string> RunCurl(const std::vector<std::string>& args, int max_time_s) {
+  std::vector<std::string> argv = {"curl", "-sS", "--max-time", std::to_string(max_time_s)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  RunResult r = RunCommand(argv);
+  if (!r.ok()) return Status::Unavailable(r.Describe());
+  return r.out;
+}
+
 BackgroundProcess::~BackgroundProcess() { Stop(); }
 
 Status BackgroundProcess::Start(const std::vector<std::string>& argv,

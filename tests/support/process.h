@@ -54,6 +54,10 @@ bool WaitUntil(const std::function<bool()>& done, double seconds);
 // RunCommand() that turns a non-zero exit into a Status carrying Describe().
 Status RunOk(const std::vector<std::string>& argv, const RunOptions& options = {});
 
+// Runs `curl -sS --max-time max_time_s ARGS...`; its stdout (what -w printed), or
+// kUnavailable describing the failed run.
+Result<std::string> RunCurl(const std::vector<std::string>& args, int max_time_s);
+
 // argv joined with spaces, arguments containing spaces quoted; for messages only.
 std::string JoinArgs(const std::vector<std::string>& argv);
 

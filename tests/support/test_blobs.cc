@@ -7,10 +7,10 @@
 
 namespace imgfs::test {
 
-std::string GzipMember(std::string_view data) {
+std::string GzipMember(std::string_view data, int level) {
   z_stream zs{};
   // windowBits 15 + 16: a gzip wrapper rather than zlib's.
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
   std::string out(deflateBound(&zs, data.size()) + 64, '\0');
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   zs.avail_in = static_cast<uInt>(data.size());

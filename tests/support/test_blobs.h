@@ -12,9 +12,9 @@
 
 namespace imgfs::test {
 
-// `data` as one complete gzip member (header, deflate at level 6, CRC32/ISIZE trailer), the
+// `data` as one complete gzip member (header, deflate at `level`, CRC32/ISIZE trailer), the
 // unit of eStargz layers.
-std::string GzipMember(std::string_view data);
+std::string GzipMember(std::string_view data, int level = 6);
 
 // The zero bytes that pad a tar entry's `size` bytes of data to the next 512-byte block.
 std::string TarPadding(uint64_t size);

@@ -78,14 +78,6 @@ class RootfsWriter {
   std::string root_;
 };
 
-Result<std::string> RunCurl(std::vector<std::string> args) {
-  std::vector<std::string> argv = {"curl", "-sS", "--max-time", "60"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  RunResult r = RunCommand(argv);
-  if (!r.ok()) return Status::Unavailable(r.Describe());
-  return r.out;
-}
-
 }  // namespace
 
 std::string HostArchitecture() {
@@ -265,7 +257,7 @@ Result<std::string> HttpGet(const std::string& url, const std::vector<std::strin
     args.push_back(creds);
   }
   args.push_back(url);
-  IMGFS_ASSIGN_OR_RETURN(std::string code, RunCurl(args));
+  IMGFS_ASSIGN_OR_RETURN(std::string code, RunCurl(args, 60));
   auto body = ReadFile(body_path);
   std::string text = body.ok() ? *body : "";
   if (code.empty() || code[0] != '2') {
@@ -311,7 +303,8 @@ Result<std::string> PutIndex(const std::string& host, const std::string& repo,
       RunCurl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT", "-H",
                "Content-Type: application/vnd.oci.image.index.v1+json", "--data-binary",
                "@" + tmp.Sub("index.json"),
-               "http://" + host + "/v2/" + repo + "/manifests/" + tag}));
+               "http://" + host + "/v2/" + repo + "/manifests/" + tag},
+              60));
   if (code != "201") {
     auto answer = ReadFile(tmp.Sub("answer"));
     return Status::Unavailable("PUT index " + repo + ":" + tag + " answered " + code + ": " +

@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "cache/lmdb_env.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
 namespace {
@@ -33,12 +33,7 @@ bool Present(Cache& cache, const UnitRef& u) { return cache.HasUnit(u.blob, u.co
 constexpr uint64_t kBlobSize = 1 << 20;
 constexpr uint64_t kUnitSize = 100000;  // not a power of two: the last unit is short
 
-std::string MakeBlob() {
-  std::mt19937_64 rng(42);
-  std::string blob(kBlobSize, '\0');
-  for (auto& c : blob) c = static_cast<char>(rng());
-  return blob;
-}
+std::string MakeBlob() { return test::RandomBytes(kBlobSize, 42); }
 
 class CacheContentTest : public ::testing::Test {
  protected:

@@ -8,7 +8,6 @@
 
 #include <filesystem>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -18,18 +17,14 @@
 #include "cache/cache.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
 namespace {
 
 constexpr uint64_t kUnit = 64 << 10;  // a multiple of the file system block
 
-std::string RandomBlob(size_t n) {
-  std::mt19937_64 rng(11);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+std::string RandomBlob(size_t n) { return test::RandomBytes(n, 11); }
 
 class CacheEvictionTest : public ::testing::Test {
  protected:

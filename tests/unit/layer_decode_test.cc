@@ -1,7 +1,6 @@
 #include "fs/layer/decode.h"
 
 #include <gtest/gtest.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include <cstdio>
@@ -10,23 +9,12 @@
 
 #include "base/digest.h"
 #include "fs/layer/stream_index.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
 
-std::string GzipMember(std::string_view data, int level = 6) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string buf(deflateBound(&zs, data.size()) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  zs.next_out = reinterpret_cast<Bytef*>(buf.data());
-  zs.avail_out = static_cast<uInt>(buf.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  buf.resize(zs.total_out);
-  deflateEnd(&zs);
-  return buf;
-}
+using test::GzipMember;
 
 std::string Zstd(std::string_view data) {
   std::string out(ZSTD_compressBound(data.size()), '\0');

@@ -5,7 +5,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 #include "fs/layer/decode.h"
 #include "fs/layer/layer_builder.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
 namespace {
@@ -104,17 +104,7 @@ std::string Gzip(std::string_view data, size_t piece = 0, int level = 6) {
   do {
     std::string_view part = data.substr(pos, piece);
     pos += part.size();
-    z_stream zs{};
-    EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
-    std::string buf(deflateBound(&zs, part.size()) + 64, '\0');
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(part.data()));
-    zs.avail_in = static_cast<uInt>(part.size());
-    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
-    zs.avail_out = static_cast<uInt>(buf.size());
-    EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-    buf.resize(zs.total_out);
-    deflateEnd(&zs);
-    out += buf;
+    out += test::GzipMember(part, level);
   } while (pos < data.size());
   return out;
 }
