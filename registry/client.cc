@@ -240,7 +240,7 @@ CurlTransportOptions TransportOptionsFor(const ClientOptions& options) {
   return out;
 }
 
-Client::Client(ClientOptions options)
+Client::Client(const ClientOptions& options)
     : Client(options, NewCurlTransport(TransportOptionsFor(options))) {}
 
 Client::Client(ClientOptions options, std::unique_ptr<HttpTransport> transport)

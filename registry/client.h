@@ -94,7 +94,7 @@ struct ManifestResponse {
 
 class Client {
  public:
-  explicit Client(ClientOptions options = {});
+  explicit Client(const ClientOptions& options = {});
   // Uses `transport` instead of the network (tests).
   Client(ClientOptions options, std::unique_ptr<HttpTransport> transport);
   ~Client();

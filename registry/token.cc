@@ -84,7 +84,7 @@ Result<TokenAnswer> ParseTokenAnswer(const HttpResponse& resp, const std::string
   if (out.token.empty()) {
     return Status::Corrupt("token server " + realm_host + " sent no token");
   }
-  out.expires_in_s = std::clamp<int64_t>(out.expires_in_s, 60, 24 * 3600);
+  out.expires_in_s = std::clamp<int64_t>(out.expires_in_s, 60, int64_t{24} * 3600);
   return out;
 }
 
