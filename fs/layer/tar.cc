@@ -27,7 +27,7 @@ constexpr uint64_t kMaxExtendedHeader = 1 << 20;
 TarReader::TarReader(EntrySink sink) : sink_(std::move(sink)) {}
 TarReader::~TarReader() = default;
 
-Status TarReader::Fail(uint64_t at, std::string message) {
+Status TarReader::Fail(uint64_t at, const std::string& message) {
   error_ = Status::Corrupt("tar stream at offset " + std::to_string(at) + ": " + message);
   return error_;
 }

@@ -78,11 +78,11 @@ class TarReader {
   Status ProcessBlock();
   Status ProcessHeader();
   Status FinishCollect();
-  Status EmitEntry(const uint8_t* h, char typeflag, uint64_t header_offset);
+  Status EmitEntry(const uint8_t* h, char typeflag, uint64_t at);
   Status ProcessSparseBlock();
   Status DeliverSparse(uint64_t data_offset);
   Status Deliver(Entry entry, uint64_t data_offset);
-  Status Fail(uint64_t at, std::string message);
+  Status Fail(uint64_t at, const std::string& message);
 
   EntrySink sink_;
   State state_ = State::kHeader;

@@ -50,16 +50,17 @@ ContentReader::~ContentReader() {
 
 cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
                                           std::shared_ptr<Decoded> slot) {
-  return layers_->MakeUnitRef(layer, unit, [this, layer, unit, slot](std::string decoded) {
-    counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-    auto bytes = std::make_shared<const std::string>(std::move(decoded));
-    if (slot) {
-      *slot = std::move(bytes);
-    } else {
-      MutexLock lock(&mu_);
-      InsertLru(UnitKey{layer, unit}, bytes);
-    }
-  });
+  return layers_->MakeUnitRef(
+      layer, unit, [this, layer, unit, slot = std::move(slot)](std::string decoded) {
+        counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
+        auto bytes = std::make_shared<const std::string>(std::move(decoded));
+        if (slot) {
+          *slot = std::move(bytes);
+        } else {
+          MutexLock lock(&mu_);
+          InsertLru(UnitKey{layer, unit}, bytes);
+        }
+      });
 }
 
 std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& entry,
