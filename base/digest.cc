@@ -12,11 +12,13 @@ Status ValidateDigest(std::string_view digest) {
       return Status::Unsupported("digest algorithm '" + std::string(digest.substr(0, colon)) +
                                  "' is not supported (only sha256)");
     }
-    return Status::InvalidArgument("'" + std::string(digest) + "' is not a digest (sha256:<64 hex>)");
+    return Status::InvalidArgument("'" + std::string(digest) +
+                                   "' is not a digest (sha256:<64 hex>)");
   }
   std::string_view hex = digest.substr(kPrefix.size());
   if (hex.size() != 64) {
-    return Status::InvalidArgument("digest '" + std::string(digest) + "' must have 64 hex characters");
+    return Status::InvalidArgument("digest '" + std::string(digest) +
+                                   "' must have 64 hex characters");
   }
   for (char c : hex) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {

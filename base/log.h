@@ -18,11 +18,11 @@ void LogLine(LogLevel level, const std::string& line);
 
 }  // namespace imgfs
 
-#define IMGFS_LOG(level, expr)                                              \
-  do {                                                                      \
-    if (::imgfs::LogLevel::level >= ::imgfs::GetLogLevel()) {               \
-      std::ostringstream imgfs_log_os_;                                     \
-      imgfs_log_os_ << expr;                                                \
-      ::imgfs::LogLine(::imgfs::LogLevel::level, imgfs_log_os_.str());      \
-    }                                                                       \
+#define IMGFS_LOG(level, expr)                                         \
+  do {                                                                 \
+    if (::imgfs::LogLevel::level >= ::imgfs::GetLogLevel()) {          \
+      std::ostringstream imgfs_log_os_;                                \
+      imgfs_log_os_ << expr;                                           \
+      ::imgfs::LogLine(::imgfs::LogLevel::level, imgfs_log_os_.str()); \
+    }                                                                  \
   } while (0)

@@ -43,7 +43,7 @@ class SingleFlight {
     Mutex mu;
     CondVar cv{&mu};
     std::optional<Result<V>> result GUARDED_BY(mu);  // set once, by the leader
-    int waiters GUARDED_BY(mu) = 0;                   // callers blocked in Wait now
+    int waiters GUARDED_BY(mu) = 0;                  // callers blocked in Wait now
   };
 
  public:

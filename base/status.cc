@@ -4,16 +4,26 @@ namespace imgfs {
 
 const char* CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kInvalidArgument: return "invalid-argument";
-    case Code::kNotFound: return "not-found";
-    case Code::kUnauthorized: return "unauthorized";
-    case Code::kDigestMismatch: return "digest-mismatch";
-    case Code::kCorrupt: return "corrupt";
-    case Code::kUnsupported: return "unsupported";
-    case Code::kUnavailable: return "unavailable";
-    case Code::kIoError: return "io-error";
-    case Code::kInternal: return "internal";
+    case Code::kOk:
+      return "ok";
+    case Code::kInvalidArgument:
+      return "invalid-argument";
+    case Code::kNotFound:
+      return "not-found";
+    case Code::kUnauthorized:
+      return "unauthorized";
+    case Code::kDigestMismatch:
+      return "digest-mismatch";
+    case Code::kCorrupt:
+      return "corrupt";
+    case Code::kUnsupported:
+      return "unsupported";
+    case Code::kUnavailable:
+      return "unavailable";
+    case Code::kIoError:
+      return "io-error";
+    case Code::kInternal:
+      return "internal";
   }
   return "unknown";
 }

@@ -17,15 +17,15 @@ namespace imgfs {
 
 enum class Code {
   kOk = 0,
-  kInvalidArgument,   // bad input from the user (reference, flag, path)
-  kNotFound,          // repository, tag, blob, platform or file does not exist
-  kUnauthorized,      // credentials missing or refused
-  kDigestMismatch,    // bytes do not hash to what a trusted digest says
-  kCorrupt,           // malformed data from outside (manifest, tar, TOC, gzip)
-  kUnsupported,       // valid but not handled (schema1, unknown media type)
-  kUnavailable,       // transient: network, 5xx, 429; retrying may help
-  kIoError,           // local disk / OS failure
-  kInternal,          // a bug in imgfs
+  kInvalidArgument,  // bad input from the user (reference, flag, path)
+  kNotFound,         // repository, tag, blob, platform or file does not exist
+  kUnauthorized,     // credentials missing or refused
+  kDigestMismatch,   // bytes do not hash to what a trusted digest says
+  kCorrupt,          // malformed data from outside (manifest, tar, TOC, gzip)
+  kUnsupported,      // valid but not handled (schema1, unknown media type)
+  kUnavailable,      // transient: network, 5xx, 429; retrying may help
+  kIoError,          // local disk / OS failure
+  kInternal,         // a bug in imgfs
 };
 
 // Short stable name of a code, for logs ("not-found", "digest-mismatch").
@@ -93,10 +93,10 @@ class [[nodiscard]] Result {
 }  // namespace imgfs
 
 // Returns the Status of `expr` from the enclosing function when it is not OK.
-#define IMGFS_RETURN_IF_ERROR(expr)                 \
-  do {                                              \
-    ::imgfs::Status imgfs_status_ = (expr);         \
-    if (!imgfs_status_.ok()) return imgfs_status_;  \
+#define IMGFS_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::imgfs::Status imgfs_status_ = (expr);        \
+    if (!imgfs_status_.ok()) return imgfs_status_; \
   } while (0)
 
 #define IMGFS_CONCAT_INNER_(a, b) a##b

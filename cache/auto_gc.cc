@@ -65,9 +65,8 @@ void AutoGc::RunPasses(Cache& cache) {
     } else {
       if (!report->done.empty()) {
         IMGFS_LOG(kInfo, "cache gc: limit " << *policy.max_bytes << " bytes: freed "
-                                            << report->freed() << " bytes ("
-                                            << report->done.size() << " blobs), "
-                                            << report->bytes_after << " bytes left");
+                                            << report->freed() << " bytes (" << report->done.size()
+                                            << " blobs), " << report->bytes_after << " bytes left");
       }
       if (warn) {
         IMGFS_LOG(kWarning, "cache gc: blobs in use by live mounts take "

@@ -159,8 +159,7 @@ class BlobWriterImpl : public BlobWriter {
     }
     if (written_ != size_) {
       return Fail(Status::InvalidArgument("blob " + digest_ + " has " + std::to_string(written_) +
-                                          " bytes, its descriptor says " +
-                                          std::to_string(size_)));
+                                          " bytes, its descriptor says " + std::to_string(size_)));
     }
     // The caller verified the stream too; checking here makes "a complete blob file is the
     // exact blob" a promise of the cache itself.

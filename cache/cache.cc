@@ -7,8 +7,8 @@
 // over one LmdbEnv (cache/lmdb_env.h) per root and process.
 #include "cache/cache.h"
 
-#include <pwd.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -187,8 +187,8 @@ Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
   std::string actual;
   if (!VerifyUnitBytes(unit, bytes, &actual)) {
     return Status::DigestMismatch("bytes " + RangeText(unit) + " of blob " + unit.blob +
-                                  " do not verify (" + actual + ", expected " +
-                                  Expectation(unit) + "); not cached");
+                                  " do not verify (" + actual + ", expected " + Expectation(unit) +
+                                  "); not cached");
   }
   return core_->units.Store(unit, bytes);
 }
@@ -224,8 +224,8 @@ Result<std::unique_ptr<Cache>> Cache::Open(const std::string& root_arg) {
   }
   for (const std::string& dir : {root + "/blobs/sha256", root + "/index"}) {
     if (::access(dir.c_str(), W_OK) != 0) {
-      return Status::IoError("cache " + root + ": " + dir + " is not writable: " +
-                             std::strerror(errno) + hint);
+      return Status::IoError("cache " + root + ": " + dir +
+                             " is not writable: " + std::strerror(errno) + hint);
     }
   }
   struct stat st;

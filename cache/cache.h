@@ -47,7 +47,7 @@ class Verifier;
 // A verifiable piece of a blob: the compressed range [coff, coff + clen) must hash to sha256,
 // or, when sha256 is empty, be accepted by `verify`.
 struct UnitRef {
-  std::string blob;    // "sha256:<hex>" of the whole blob
+  std::string blob;  // "sha256:<hex>" of the whole blob
   uint64_t coff = 0;
   uint64_t clen = 0;
   std::string sha256;  // "sha256:<hex>" of the range's bytes, or "" (then `verify` decides)
@@ -96,8 +96,8 @@ class BlobWriter {
 };
 
 struct BlobStats {
-  uint64_t size = 0;            // blob size when known, else 0
-  uint64_t bytes_present = 0;   // bytes of published units (size when complete)
+  uint64_t size = 0;           // blob size when known, else 0
+  uint64_t bytes_present = 0;  // bytes of published units (size when complete)
   uint64_t units_present = 0;
   bool complete = false;
 };

@@ -21,8 +21,7 @@ namespace {
 std::atomic<uint64_t> pin_counter{0};
 
 bool IsHex64(std::string_view s) {
-  return s.size() == kHexLen &&
-         s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+  return s.size() == kHexLen && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
 uint64_t DiskBytes(const std::string& path) {

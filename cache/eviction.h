@@ -43,13 +43,13 @@ namespace imgfs::cache {
 class UnitStore;
 
 struct BlobUsage {
-  std::string digest;           // "sha256:<hex>"
-  uint64_t size = 0;            // blob size when known, else 0
+  std::string digest;  // "sha256:<hex>"
+  uint64_t size = 0;   // blob size when known, else 0
   bool complete = false;
-  uint64_t units_present = 0;   // `units` records (0 for a blob written whole)
-  uint64_t bytes_present = 0;   // bytes of those units, or size when complete
-  int64_t access_unix = 0;      // last recorded access, 0 when never
-  uint64_t disk_bytes = 0;      // blocks the blob file takes (0 when it has no file)
+  uint64_t units_present = 0;  // `units` records (0 for a blob written whole)
+  uint64_t bytes_present = 0;  // bytes of those units, or size when complete
+  int64_t access_unix = 0;     // last recorded access, 0 when never
+  uint64_t disk_bytes = 0;     // blocks the blob file takes (0 when it has no file)
 };
 
 struct UnitUsage {

@@ -95,13 +95,12 @@ Result<std::string> Fetcher::FetchVerifyStore(const UnitRef& unit, BlobSource* s
       if (!stored.ok()) IMGFS_LOG(kWarning, "not caching a verified unit: " << stored.ToString());
       return bytes;
     }
-    IMGFS_LOG(kWarning, Prefix() << "fetched bytes " << RangeText(unit) << " of blob "
-                                 << unit.blob << " do not verify: expected "
-                                 << Expectation(unit) << ", got " << actual << " (attempt "
-                                 << attempt << " of " << attempts << ")");
+    IMGFS_LOG(kWarning, Prefix() << "fetched bytes " << RangeText(unit) << " of blob " << unit.blob
+                                 << " do not verify: expected " << Expectation(unit) << ", got "
+                                 << actual << " (attempt " << attempt << " of " << attempts << ")");
   }
-  IMGFS_LOG(kError, Prefix() << "giving up on bytes " << RangeText(unit) << " of blob "
-                             << unit.blob << " (coff " << unit.coff
+  IMGFS_LOG(kError, Prefix() << "giving up on bytes " << RangeText(unit) << " of blob " << unit.blob
+                             << " (coff " << unit.coff
                              << "): they do not verify; nothing was cached");
   return Status::DigestMismatch("bytes " + RangeText(unit) + " of blob " + unit.blob +
                                 " do not match " + Expectation(unit) + " (got " + actual +
@@ -153,10 +152,10 @@ void Fetcher::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source)
     std::string_view piece = std::string_view(bytes).substr(unit.coff - start, unit.clen);
     std::string actual;
     if (!VerifyUnitBytes(unit, piece, &actual)) {
-      IMGFS_LOG(kWarning, Prefix() << "fetched bytes " << RangeText(unit) << " of blob "
-                                   << unit.blob << " do not verify: expected "
-                                   << Expectation(unit) << ", got " << actual
-                                   << " (coalesced fetch; fetching it alone)");
+      IMGFS_LOG(kWarning, Prefix()
+                              << "fetched bytes " << RangeText(unit) << " of blob " << unit.blob
+                              << " do not verify: expected " << Expectation(unit) << ", got "
+                              << actual << " (coalesced fetch; fetching it alone)");
       fetch_alone(job, kFetchAttempts - 1);
       continue;
     }
@@ -229,8 +228,8 @@ Status Fetcher::FetchUnits(const std::vector<UnitRef>& units, BlobSource* source
       try {
         FetchGroup(groups[i], source);
       } catch (...) {
-        IMGFS_LOG(kError, Prefix() << FromException("fetching units failed unexpectedly")
-                                          .message());
+        IMGFS_LOG(kError, Prefix()
+                              << FromException("fetching units failed unexpectedly").message());
       }
     }
   };
@@ -249,7 +248,8 @@ Status Fetcher::FetchUnits(const std::vector<UnitRef>& units, BlobSource* source
   for (std::thread& t : helpers) t.join();
   for (auto& job : jobs) {
     // Waiters must always get an answer, even when a group failed unexpectedly.
-    if (job->call.leader()) Finish(job.get(), Status::Internal("a unit fetch ended without a result"));
+    if (job->call.leader())
+      Finish(job.get(), Status::Internal("a unit fetch ended without a result"));
     note(job->status);
   }
   for (auto& call : others) note(call.Wait().status());

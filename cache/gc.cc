@@ -54,11 +54,10 @@ uint64_t DiskBytes(const std::vector<BlobUsage>& blobs) {
   return total;
 }
 
-std::vector<GcAction> PlanGc(const std::vector<BlobUsage>& blobs,
-                             const std::set<std::string>& pinned,
-                             const std::set<std::string>& referenced, const GcPolicy& policy,
-                             const std::function<std::vector<UnitUsage>(const std::string&)>&
-                                 units_of) {
+std::vector<GcAction> PlanGc(
+    const std::vector<BlobUsage>& blobs, const std::set<std::string>& pinned,
+    const std::set<std::string>& referenced, const GcPolicy& policy,
+    const std::function<std::vector<UnitUsage>(const std::string&)>& units_of) {
   uint64_t total = DiskBytes(blobs);
   std::vector<const BlobUsage*> candidates;
   for (const BlobUsage& b : blobs) {
@@ -119,11 +118,11 @@ Result<GcReport> CollectGarbage(Cache& cache, const std::set<std::string>& refer
   report.bytes_before = DiskBytes(blobs);
   for (int round = 0; round < kMaxPlansPerPass; ++round) {
     IMGFS_ASSIGN_OR_RETURN(std::set<std::string> pinned, eviction.PinnedBlobs());
-    std::vector<GcAction> plan =
-        PlanGc(blobs, pinned, referenced, policy, [&](const std::string& digest) {
-          auto units = eviction.ListUnits(digest);
-          return units.ok() ? *units : std::vector<UnitUsage>{};
-        });
+    std::vector<GcAction> plan = PlanGc(blobs, pinned, referenced, policy,
+                                        [&](const std::string& digest) {
+                                          auto units = eviction.ListUnits(digest);
+                                          return units.ok() ? *units : std::vector<UnitUsage>{};
+                                        });
     if (plan.empty()) break;
     bool progress = false;
     for (GcAction& action : plan) {

@@ -54,18 +54,17 @@ struct GcAction {
 // The plan for `blobs` (Eviction::ListBlobs) under `policy`. `referenced` and `pinned` are
 // blob digests ("sha256:<hex>"). `units_of` lists a partly present blob's units (asked only
 // for the one blob that is trimmed rather than dropped). Pure: no I/O of its own.
-std::vector<GcAction> PlanGc(const std::vector<BlobUsage>& blobs,
-                             const std::set<std::string>& pinned,
-                             const std::set<std::string>& referenced, const GcPolicy& policy,
-                             const std::function<std::vector<UnitUsage>(const std::string&)>&
-                                 units_of);
+std::vector<GcAction> PlanGc(
+    const std::vector<BlobUsage>& blobs, const std::set<std::string>& pinned,
+    const std::set<std::string>& referenced, const GcPolicy& policy,
+    const std::function<std::vector<UnitUsage>(const std::string&)>& units_of);
 
 struct GcReport {
-  std::vector<GcAction> done;      // what was dropped or trimmed
-  uint64_t bytes_before = 0;       // disk bytes of the blob files before the pass
-  uint64_t bytes_after = 0;        // and after
-  uint64_t pinned_bytes = 0;       // disk bytes of pinned blobs after the pass
-  int skipped_pinned = 0;          // planned steps skipped because a pin appeared meanwhile
+  std::vector<GcAction> done;  // what was dropped or trimmed
+  uint64_t bytes_before = 0;   // disk bytes of the blob files before the pass
+  uint64_t bytes_after = 0;    // and after
+  uint64_t pinned_bytes = 0;   // disk bytes of pinned blobs after the pass
+  int skipped_pinned = 0;      // planned steps skipped because a pin appeared meanwhile
 
   uint64_t freed() const { return bytes_before > bytes_after ? bytes_before - bytes_after : 0; }
 };

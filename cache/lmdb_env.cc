@@ -196,8 +196,8 @@ Status LmdbEnv::Resize(bool adopt_only, uint64_t size_seen) {
     // Several threads that all hit MAP_FULL double the map once, not once each.
     if (map_size() > size_seen) return Status::Ok();
     target = map_size() * 2;
-    IMGFS_LOG(kInfo, "cache " << label_ << ": index map full, growing it to " << target
-                              << " bytes");
+    IMGFS_LOG(kInfo,
+              "cache " << label_ << ": index map full, growing it to " << target << " bytes");
   }
   int rc = mdb_env_set_mapsize(env_, target);
   if (rc != MDB_SUCCESS) return Error("growing the index map", rc);

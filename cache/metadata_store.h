@@ -28,8 +28,7 @@ class MetadataStore {
   Result<std::vector<std::pair<std::string, ReferenceRecord>>> ListReferences(
       std::string_view prefix);
   Status DeleteReference(std::string_view ref);
-  Status PutDocument(std::string_view digest, std::string_view media_type,
-                     std::string_view bytes);
+  Status PutDocument(std::string_view digest, std::string_view media_type, std::string_view bytes);
   Result<Document> GetDocument(std::string_view digest);
   Status PutLayerIndex(std::string_view blob_digest, std::string_view serialized);
   Result<std::string> GetLayerIndex(std::string_view blob_digest);

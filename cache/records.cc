@@ -48,8 +48,7 @@ std::string_view UnitShaHex(const UnitRef& unit) {
 
 bool UnitValueMatches(std::string_view value, const UnitRef& unit) {
   std::string_view hex = UnitShaHex(unit);
-  return value.size() == 8 + hex.size() && ReadU64(value, 0) == unit.clen &&
-         value.substr(8) == hex;
+  return value.size() == 8 + hex.size() && ReadU64(value, 0) == unit.clen && value.substr(8) == hex;
 }
 
 std::optional<uint64_t> UnitValueClen(std::string_view value) {
@@ -102,8 +101,7 @@ std::string EncodeDocument(std::string_view media_type, std::string_view bytes) 
 
 std::optional<Document> DecodeDocument(std::string_view digest, std::string_view v) {
   if (v.size() < 2) return std::nullopt;
-  size_t type_len =
-      (static_cast<unsigned char>(v[0]) << 8) | static_cast<unsigned char>(v[1]);
+  size_t type_len = (static_cast<unsigned char>(v[0]) << 8) | static_cast<unsigned char>(v[1]);
   if (v.size() < 2 + type_len) return std::nullopt;
   Document doc;
   doc.media_type = std::string(v.substr(2, type_len));
@@ -141,10 +139,9 @@ Status CheckUnit(const UnitRef& unit) {
     if (!s.ok()) return s.WithContext("unit of blob " + unit.blob);
   }
   if (unit.clen == 0 || unit.clen > kMaxUnitBytes) {
-    return Status::InvalidArgument("unit of blob " + unit.blob + " at offset " +
-                                   std::to_string(unit.coff) + " has length " +
-                                   std::to_string(unit.clen) + " (must be 1.." +
-                                   std::to_string(kMaxUnitBytes) + ")");
+    return Status::InvalidArgument(
+        "unit of blob " + unit.blob + " at offset " + std::to_string(unit.coff) + " has length " +
+        std::to_string(unit.clen) + " (must be 1.." + std::to_string(kMaxUnitBytes) + ")");
   }
   if (unit.coff > (uint64_t{1} << 62)) {
     return Status::InvalidArgument("unit of blob " + unit.blob + " has offset " +

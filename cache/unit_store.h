@@ -65,8 +65,7 @@ class UnitStore {
 
   // Starts writing a whole blob; `keep_alive` is held by the writer (the store must outlive
   // it).
-  Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest,
-                                                       uint64_t size,
+  Result<std::unique_ptr<BlobWriter>> CreateBlobWriter(std::string_view blob_digest, uint64_t size,
                                                        std::shared_ptr<const void> keep_alive);
 
  private:
@@ -77,7 +76,7 @@ class UnitStore {
   LmdbEnv* const env_;
   const std::string root_;
 
-  BlobFiles files_;  // thread-safe itself
+  BlobFiles files_;                             // thread-safe itself
   std::function<void(uint64_t)> written_hook_;  // set before the store is shared
 
   // State below is protected by access_mu_.

@@ -55,7 +55,8 @@ std::string CheckWholeBlob(const std::string& path, const std::string& digest, u
   ReadFd file(path);
   if (file.fd() < 0) return "cannot open its file: " + std::string(std::strerror(file.err()));
   struct stat st;
-  if (::fstat(file.fd(), &st) != 0) return "cannot stat its file: " + std::string(std::strerror(errno));
+  if (::fstat(file.fd(), &st) != 0)
+    return "cannot stat its file: " + std::string(std::strerror(errno));
   if (static_cast<uint64_t>(st.st_size) != size) {
     return "its file has " + std::to_string(st.st_size) + " bytes, the blob " +
            std::to_string(size);
@@ -151,8 +152,8 @@ Result<VerifyReport> Verifier::Verify(const VerifyHooks& hooks,
     IMGFS_RETURN_IF_ERROR(txn.Scan(Db::kDocs, "", [&](std::string_view k, std::string_view v) {
       ++report.documents;
       if (!ValidateDigest(k).ok()) {
-        bad.push_back({Db::kDocs, std::string(k), std::string(v), "document",
-                       "its key is not a digest"});
+        bad.push_back(
+            {Db::kDocs, std::string(k), std::string(v), "document", "its key is not a digest"});
       } else if (!DecodeDocument(k, v)) {
         std::string problem = "its record is damaged";
         if (v.size() >= 2) {
@@ -181,8 +182,8 @@ Result<VerifyReport> Verifier::Verify(const VerifyHooks& hooks,
         if (!s.ok()) problem = "unreadable: " + s.message();
       }
       if (!problem.empty()) {
-        bad.push_back({Db::kLayers, std::string(k), std::string(v), "layer index of blob",
-                       problem});
+        bad.push_back(
+            {Db::kLayers, std::string(k), std::string(v), "layer index of blob", problem});
       }
       return true;
     });
@@ -219,10 +220,10 @@ Result<VerifyReport> Verifier::Verify(const VerifyHooks& hooks,
       ++report.complete_blobs;
       std::string problem = CheckWholeBlob(path, digest, entry.record.size, &report.bytes);
       // A commit in another process may have replaced the file meanwhile: look once more.
-      if (!problem.empty()) problem = CheckWholeBlob(path, digest, entry.record.size, &report.bytes);
+      if (!problem.empty())
+        problem = CheckWholeBlob(path, digest, entry.record.size, &report.bytes);
       if (!problem.empty()) {
-        fail({"blob", digest, Range(0, entry.record.size), problem,
-              eviction_->DropBlob(digest)});
+        fail({"blob", digest, Range(0, entry.record.size), problem, eviction_->DropBlob(digest)});
       }
       continue;
     }

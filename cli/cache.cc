@@ -26,8 +26,8 @@ struct Row {
 };
 
 struct Usage {
-  Row images;   // active: mounted now (a blob pinned); reclaimable: blobs a limit may evict
-  Row blobs;    // active: used by an image or pinned; reclaimable: what gc frees, no limit
+  Row images;  // active: mounted now (a blob pinned); reclaimable: blobs a limit may evict
+  Row blobs;   // active: used by an image or pinned; reclaimable: what gc frees, no limit
   uint64_t index_bytes = 0;
 };
 
@@ -79,8 +79,8 @@ std::string Reclaimable(const Row& r) {
 }
 
 nlohmann::json RowJson(const Row& r) {
-  return {{"total", r.total}, {"active", r.active}, {"size", r.size},
-          {"reclaimable", r.reclaimable}};
+  return {
+      {"total", r.total}, {"active", r.active}, {"size", r.size}, {"reclaimable", r.reclaimable}};
 }
 
 }  // namespace

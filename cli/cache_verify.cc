@@ -49,10 +49,8 @@ class TocUnitChecks {
     }
     cache::UnitRef ref = layers_->MakeUnitRef(0, it->second);
     // The check refers into `layers`: it keeps them alive.
-    return cache::VerifyHooks::UnitCheck(
-        [layers = layers_, verify = std::move(ref.verify)](std::string_view bytes) {
-          return verify(bytes);
-        });
+    return cache::VerifyHooks::UnitCheck([layers = layers_, verify = std::move(ref.verify)](
+                                             std::string_view bytes) { return verify(bytes); });
   }
 
  private:
@@ -62,8 +60,8 @@ class TocUnitChecks {
     unit_at_.clear();
     load_status_ = Status::Ok();
     Result<std::string> bytes = cache_->GetLayerIndex(blob);
-    Result<fs::LayerIndex> index =
-        bytes.ok() ? fs::LayerIndex::Deserialize(*bytes) : Result<fs::LayerIndex>(bytes.status());
+    Result<fs::LayerIndex> index = bytes.ok() ? fs::LayerIndex::Deserialize(*bytes)
+                                              : Result<fs::LayerIndex>(bytes.status());
     if (!index.ok()) {
       load_status_ = Status::NotFound("no usable layer index to check it against (" +
                                       index.status().message() + ")");
@@ -103,8 +101,7 @@ int RunCacheVerify(const CacheVerifyOptions& options) {
   std::string failed = report->failures.empty()
                            ? "all good"
                            : std::to_string(report->failures.size()) + " failed, " +
-                                 std::to_string(report->failures.size() - not_dropped) +
-                                 " dropped";
+                                 std::to_string(report->failures.size() - not_dropped) + " dropped";
   std::printf(
       "Verified %llu complete blobs and %llu units (%s), %llu layer indexes, %llu documents, "
       "%llu references: %s\n",

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <cstdint>
-#include <set>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -15,11 +15,11 @@ namespace imgfs::cli {
 // ResolveConfig (cli/config.h) fills in what the config files say for the flags not given,
 // and rewrites the two lists into the effective ones.
 struct CommonOptions {
-  std::string cache_dir;  // "" = cache::Cache::DefaultRoot()
+  std::string cache_dir;        // "" = cache::Cache::DefaultRoot()
   uint64_t cache_max_size = 0;  // bytes; 0 = no limit
-  std::string platform;   // "" = the host's
+  std::string platform;         // "" = the host's
   std::string pull = "missing";
-  int stall_timeout_s = 30;  // registry::ClientOptions::stall_timeout_s
+  int stall_timeout_s = 30;                      // registry::ClientOptions::stall_timeout_s
   std::vector<std::string> registry_mirrors;     // "[REGISTRY=]URL"; docker.io when no REGISTRY
   std::vector<std::string> insecure_registries;  // "HOST[:PORT]"
   std::set<std::string> flags_given;             // long names given on the command line
@@ -70,10 +70,10 @@ struct PullOptions {
 struct FilesOptions {
   CommonOptions common;
   std::string image;
-  std::string path;           // in the image; "" = the root
-  bool long_format = false;   // ls -l
-  bool recursive = false;     // ls -R
-  std::string dest;           // cp: where on the host
+  std::string path;          // in the image; "" = the root
+  bool long_format = false;  // ls -l
+  bool recursive = false;    // ls -R
+  std::string dest;          // cp: where on the host
 };
 
 struct ImagesOptions {
@@ -104,8 +104,8 @@ struct CacheVerifyOptions {
 // `imgfs cache df` and `imgfs cache gc` (cli/cache.cc).
 struct CacheOptions {
   CommonOptions common;
-  std::string format = "text";         // df: text or json
-  std::optional<uint64_t> max_size;   // gc --max-size; else the configured limit
+  std::string format = "text";       // df: text or json
+  std::optional<uint64_t> max_size;  // gc --max-size; else the configured limit
 };
 
 int RunMount(const MountOptions& options);

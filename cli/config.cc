@@ -8,8 +8,8 @@
 #include <optional>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
+#include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "cli/image_resolver.h"
@@ -145,7 +145,8 @@ class TomlReader {
       if (const toml::table* ins = Table(*v1, "insecure", &st)) {
         if (const toml::array* hosts = (*ins)["registries"].as_array()) {
           for (const toml::node& h : *hosts) {
-            if (auto s = h.value_exact<std::string>()) Entry(config, *s).insecure = {true, Where(h)};
+            if (auto s = h.value_exact<std::string>())
+              Entry(config, *s).insecure = {true, Where(h)};
           }
         }
       }
@@ -157,22 +158,24 @@ class TomlReader {
 
   Status Mirrors(const toml::node& n, const std::string& location, MirrorLists* out) const {
     const toml::array* list = n.as_array();
-    if (list == nullptr) return Error(n, "'registry.mirror' must be an array of tables ([[registry.mirror]])");
+    if (list == nullptr)
+      return Error(n, "'registry.mirror' must be an array of tables ([[registry.mirror]])");
     for (const toml::node& item : *list) {
       const toml::table* m = item.as_table();
       if (m == nullptr) return Error(item, "each [[registry.mirror]] must be a table");
       IMGFS_RETURN_IF_ERROR(CheckKeys(*m, "registry.mirror.", {"location", "insecure"}));
-      IMGFS_ASSIGN_OR_RETURN(auto loc, Get<std::string>(*m, "location", "a string",
-                                                         "registry.mirror.location"));
-      IMGFS_ASSIGN_OR_RETURN(auto insecure, Get<bool>(*m, "insecure", "true or false",
-                                                      "registry.mirror.insecure"));
+      IMGFS_ASSIGN_OR_RETURN(
+          auto loc, Get<std::string>(*m, "location", "a string", "registry.mirror.location"));
+      IMGFS_ASSIGN_OR_RETURN(
+          auto insecure, Get<bool>(*m, "insecure", "true or false", "registry.mirror.insecure"));
       if (!loc || loc->empty()) return Error(*m, "[[registry.mirror]] without a location");
       std::string url = MirrorUrl(*loc, insecure.value_or(false));
       auto [scheme, authority] = registry::UrlSchemeAndAuthority(url);
       if (authority.empty() || url.size() > scheme.size() + 3 + authority.size()) {
         // A namespace under the mirror's host ("mirror.example.com/hub"): not spoken here.
-        IMGFS_LOG(kWarning, Where(*m) << ": mirror '" << *loc
-                                      << "' has a path; imgfs only uses mirrors at a host's /v2/, skipped");
+        IMGFS_LOG(kWarning,
+                  Where(*m) << ": mirror '" << *loc
+                            << "' has a path; imgfs only uses mirrors at a host's /v2/, skipped");
         continue;
       }
       auto& entry = (*out)[NormalizeLocation(location)];
@@ -205,16 +208,16 @@ class TomlReader {
     IMGFS_RETURN_IF_ERROR(st);
     if (const toml::table* pull = Table(doc, "pull", &st)) {
       IMGFS_RETURN_IF_ERROR(CheckKeys(*pull, "pull.", {"platform", "policy", "stall_timeout"}));
-      IMGFS_ASSIGN_OR_RETURN(auto platform, Get<std::string>(*pull, "platform", "a string",
-                                                              "pull.platform"));
+      IMGFS_ASSIGN_OR_RETURN(auto platform,
+                             Get<std::string>(*pull, "platform", "a string", "pull.platform"));
       if (platform) {
         const toml::node& n = *pull->get("platform");
         Result<registry::Platform> p = registry::Platform::Parse(*platform);
         if (!p.ok()) return Error(n, "pull.platform: " + p.status().message());
         config->platform = {*platform, Where(n)};
       }
-      IMGFS_ASSIGN_OR_RETURN(auto policy, Get<std::string>(*pull, "policy", "a string",
-                                                            "pull.policy"));
+      IMGFS_ASSIGN_OR_RETURN(auto policy,
+                             Get<std::string>(*pull, "policy", "a string", "pull.policy"));
       if (policy) {
         const toml::node& n = *pull->get("policy");
         if (!ParsePullPolicy(*policy).ok()) {
@@ -222,8 +225,8 @@ class TomlReader {
         }
         config->pull_policy = {*policy, Where(n)};
       }
-      IMGFS_ASSIGN_OR_RETURN(auto stall, Get<int64_t>(*pull, "stall_timeout", "seconds",
-                                                       "pull.stall_timeout"));
+      IMGFS_ASSIGN_OR_RETURN(auto stall,
+                             Get<int64_t>(*pull, "stall_timeout", "seconds", "pull.stall_timeout"));
       if (stall) {
         const toml::node& n = *pull->get("stall_timeout");
         if (*stall < 1 || *stall > 3600) return Error(n, "'pull.stall_timeout' must be 1..3600");
@@ -262,8 +265,10 @@ void ReadDockerDaemon(const std::string& path, const std::string& text, Config* 
   MirrorLists mirrors;
   if (auto m = doc.find("registry-mirrors"); m != doc.end() && m->is_array()) {
     for (const json& url : *m) {
-      if (!url.is_string() || registry::UrlSchemeAndAuthority(url.get<std::string>()).first.empty()) {
-        IMGFS_LOG(kWarning, path << ": registry-mirrors entry " << url.dump() << " is not a URL, skipped");
+      if (!url.is_string() ||
+          registry::UrlSchemeAndAuthority(url.get<std::string>()).first.empty()) {
+        IMGFS_LOG(kWarning,
+                  path << ": registry-mirrors entry " << url.dump() << " is not a URL, skipped");
         continue;
       }
       auto& entry = mirrors["docker.io"];
@@ -338,14 +343,16 @@ Result<Config> LoadConfig(const ConfigPaths& paths) {
   for (const std::string& path : paths.imgfs) {
     IMGFS_RETURN_IF_ERROR(read_toml(path, /*strict=*/true, paths.imgfs_required));
   }
-  std::sort(config.registries.begin(), config.registries.end(),
-            [](const RegistryConfig& a, const RegistryConfig& b) { return a.location < b.location; });
+  std::sort(
+      config.registries.begin(), config.registries.end(),
+      [](const RegistryConfig& a, const RegistryConfig& b) { return a.location < b.location; });
   return config;
 }
 
 Status OverlayFlags(const CommonOptions& common, Config* config) {
   auto given = [&](const char* flag) { return common.flags_given.count(flag) > 0; };
-  if (std::string env = Env("IMGFS_CACHE"); !env.empty()) config->cache_dir = {env, "env IMGFS_CACHE"};
+  if (std::string env = Env("IMGFS_CACHE"); !env.empty())
+    config->cache_dir = {env, "env IMGFS_CACHE"};
   if (given("--cache")) config->cache_dir = {common.cache_dir, "flag --cache"};
   if (std::string env = Env("IMGFS_CACHE_MAX_SIZE"); !env.empty()) {
     Result<uint64_t> bytes = ParseByteSize(env);
@@ -385,8 +392,9 @@ Status OverlayFlags(const CommonOptions& common, Config* config) {
     if (host.empty()) return Status::InvalidArgument("--insecure-registry needs a HOST[:PORT]");
     Entry(config, host).insecure = {true, "flag --insecure-registry"};
   }
-  std::sort(config->registries.begin(), config->registries.end(),
-            [](const RegistryConfig& a, const RegistryConfig& b) { return a.location < b.location; });
+  std::sort(
+      config->registries.begin(), config->registries.end(),
+      [](const RegistryConfig& a, const RegistryConfig& b) { return a.location < b.location; });
   return Status::Ok();
 }
 
@@ -399,7 +407,8 @@ void ApplyConfig(const Config& config, CommonOptions* common) {
   common->registry_mirrors.clear();
   common->insecure_registries.clear();
   for (const RegistryConfig& r : config.registries) {
-    for (const std::string& url : r.mirrors) common->registry_mirrors.push_back(r.location + "=" + url);
+    for (const std::string& url : r.mirrors)
+      common->registry_mirrors.push_back(r.location + "=" + url);
     if (r.insecure.value) common->insecure_registries.push_back(r.location);
   }
 }
@@ -412,13 +421,23 @@ Result<Config> ResolveConfig(CommonOptions* common) {
 }
 
 Result<uint64_t> ParseByteSize(const std::string& text) {
-  static const std::pair<const char*, double> kUnits[] = {
-      {"", 1},          {"b", 1},         {"k", 1024.0},    {"kib", 1024.0},  {"kb", 1e3},
-      {"m", 1048576.0}, {"mib", 1048576.0}, {"mb", 1e6},    {"g", 1073741824.0},
-      {"gib", 1073741824.0}, {"gb", 1e9}, {"t", 1099511627776.0}, {"tib", 1099511627776.0},
-      {"tb", 1e12}};
+  static const std::pair<const char*, double> kUnits[] = {{"", 1},
+                                                          {"b", 1},
+                                                          {"k", 1024.0},
+                                                          {"kib", 1024.0},
+                                                          {"kb", 1e3},
+                                                          {"m", 1048576.0},
+                                                          {"mib", 1048576.0},
+                                                          {"mb", 1e6},
+                                                          {"g", 1073741824.0},
+                                                          {"gib", 1073741824.0},
+                                                          {"gb", 1e9},
+                                                          {"t", 1099511627776.0},
+                                                          {"tib", 1099511627776.0},
+                                                          {"tb", 1e12}};
   size_t end = 0;
-  while (end < text.size() && (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '.')) {
+  while (end < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '.')) {
     ++end;
   }
   std::string number = text.substr(0, end);

@@ -54,9 +54,9 @@ struct RegistryConfig {
 struct Config {
   // Every file consulted, in order, with "read" or "not found".
   std::vector<std::pair<std::string, std::string>> files;
-  Sourced<std::string> cache_dir;      // "" = cache::Cache::DefaultRoot()
-  Sourced<uint64_t> cache_max_size;    // bytes; 0 = no limit
-  Sourced<std::string> platform;       // "" = this host's
+  Sourced<std::string> cache_dir;    // "" = cache::Cache::DefaultRoot()
+  Sourced<uint64_t> cache_max_size;  // bytes; 0 = no limit
+  Sourced<std::string> platform;     // "" = this host's
   Sourced<std::string> pull_policy{"missing"};
   Sourced<int> stall_timeout_s{30};
   std::vector<RegistryConfig> registries;  // sorted by location

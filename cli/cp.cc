@@ -109,11 +109,12 @@ int RunCp(const FilesOptions& options) {
     if (Status s = CopyEntry(image, a, to); !s.ok()) return Fail(s);
     if (!S_ISDIR(a.mode)) continue;
     dirs.emplace_back(a, to);
-    Status s = image.tree->ReadDir(a.ino, 0, [&](std::string_view name, const fs::Tree::Attr& c,
-                                                 uint64_t) {
-      if (name != "." && name != "..") todo.emplace_back(c, to + "/" + std::string(name));
-      return true;
-    });
+    Status s = image.tree->ReadDir(a.ino, 0,
+                                   [&](std::string_view name, const fs::Tree::Attr& c, uint64_t) {
+                                     if (name != "." && name != "..")
+                                       todo.emplace_back(c, to + "/" + std::string(name));
+                                     return true;
+                                   });
     if (!s.ok()) return Fail(s);
   }
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {

@@ -72,8 +72,7 @@ int WaitForChild(pid_t pid, int read_fd) {
     }
   });
   if (ready_fd >= 0) {
-    WriteAll(ready_fd, s.ok() ? std::string("the mount ended before it was ready")
-                              : s.message());
+    WriteAll(ready_fd, s.ok() ? std::string("the mount ended before it was ready") : s.message());
     ::close(ready_fd);
     ::_exit(1);
   }

@@ -27,8 +27,7 @@ std::vector<std::string> Components(std::string_view path) {
 
 }  // namespace
 
-Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target,
-                                               const CommonOptions& common) {
+Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target, const CommonOptions& common) {
   auto out = std::make_unique<OpenedImage>();
   IMGFS_ASSIGN_OR_RETURN(out->cache, OpenCacheForWriting(common));
   registry::ClientOptions client_options = DefaultClientOptions(common);
@@ -53,7 +52,7 @@ Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target,
 
 Result<uint64_t> ResolvePath(const fs::Tree& tree, std::string_view path, bool follow_last) {
   std::vector<std::string> todo = Components(path);
-  std::reverse(todo.begin(), todo.end());  // a stack: next component at the back
+  std::reverse(todo.begin(), todo.end());             // a stack: next component at the back
   std::vector<uint64_t> dirs = {fs::Tree::kRootIno};  // the directories walked into
   int links = 0;
   while (!todo.empty()) {

@@ -10,8 +10,9 @@ std::string TagKey(const registry::Reference& ref) { return ref.Repo() + ":" + r
 namespace {
 
 std::string NeverMessage(const std::string& what) {
-  return what + " is not in the cache and --pull=never forbids asking the registry: run it "
-                "once with --pull=missing";
+  return what +
+         " is not in the cache and --pull=never forbids asking the registry: run it "
+         "once with --pull=missing";
 }
 
 // registry::ManifestSource with the cache in front of the registry, under a pull policy.
@@ -109,8 +110,8 @@ Result<PullPolicy> ParsePullPolicy(std::string_view s) {
   if (s == "missing") return PullPolicy::kMissing;
   if (s == "always") return PullPolicy::kAlways;
   if (s == "never") return PullPolicy::kNever;
-  return Status::InvalidArgument("--pull must be missing, always or never, not '" +
-                                 std::string(s) + "'");
+  return Status::InvalidArgument("--pull must be missing, always or never, not '" + std::string(s) +
+                                 "'");
 }
 
 Result<registry::ResolvedImage> ResolveImage(const registry::Reference& ref,

@@ -18,9 +18,9 @@ struct Row {
   registry::Reference ref;  // its tag is "" for an image pulled by digest only
   std::string digest;
   std::string platform = "?";
-  uint64_t size = 0;            // compressed bytes of its layers
+  uint64_t size = 0;  // compressed bytes of its layers
   int64_t pulled_unix = 0;
-  int64_t last_used_unix = 0;   // the latest access to any of its layers, or the pull
+  int64_t last_used_unix = 0;  // the latest access to any of its layers, or the pull
 };
 
 }  // namespace

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
 #include "base/blob_source.h"
+#include "base/status.h"
 #include "cache/cache.h"
 #include "fs/layer/layer_builder.h"
 #include "registry/manifest.h"

@@ -41,8 +41,8 @@ std::string Prompt(const std::string& question, bool secret) {
 
 Result<registry::Credentials> Check(const registry::ClientOptions& client,
                                     const std::string& domain, const registry::Credentials& c) {
-  std::unique_ptr<registry::HttpTransport> transport =
-      registry::NewCurlTransport(registry::TransportOptionsFor(client));
+  std::unique_ptr<registry::HttpTransport> transport = registry::NewCurlTransport(
+      registry::TransportOptionsFor(client));
   return registry::CheckLogin(*transport, client, domain, c);
 }
 
@@ -68,8 +68,8 @@ int RunLogin(const LoginOptions& options) {
   const bool interactive = ::isatty(STDIN_FILENO) == 1;
   if (creds.username.empty() && creds.password.empty()) {
     // As docker: the stored credentials first, when they still work.
-    Result<std::optional<registry::Credentials>> stored =
-        registry::LookupCredentials(client.docker_config_dir, *domain);
+    Result<std::optional<registry::Credentials>> stored = registry::LookupCredentials(
+        client.docker_config_dir, *domain);
     if (!stored.ok()) return Fail(stored.status());
     if (stored->has_value()) {
       std::cerr << "Authenticating with existing credentials...\n";
@@ -103,11 +103,12 @@ int RunLogin(const LoginOptions& options) {
   }
   Result<registry::Credentials> checked = Check(client, *domain, creds);
   if (!checked.ok()) return Fail(checked.status());
-  Result<std::string> where = registry::StoreCredentials(client.docker_config_dir, *domain, *checked);
+  Result<std::string> where = registry::StoreCredentials(client.docker_config_dir, *domain,
+                                                         *checked);
   if (!where.ok()) {
-    return Fail(Status(where.status().code(),
-                       "the login worked but the credentials could not be stored: " +
-                           where.status().message()));
+    return Fail(
+        Status(where.status().code(), "the login worked but the credentials could not be stored: " +
+                                          where.status().message()));
   }
   if (where->rfind("docker-credential-", 0) != 0) {
     std::cerr << "WARNING! Your password will be stored unencrypted in " << *where << ".\n"

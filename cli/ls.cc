@@ -51,19 +51,19 @@ void PrintEntry(const fs::Tree& tree, const std::string& name, const fs::Tree::A
     auto target = tree.ReadLink(attr.ino);
     link = " -> " + (target.ok() ? *target : std::string("?"));
   }
-  std::printf("%s %3u %5u %5u %10s %s %s%s\n", ModeString(attr.mode).c_str(), attr.nlink,
-              attr.uid, attr.gid, size, when.c_str(), name.c_str(), link.c_str());
+  std::printf("%s %3u %5u %5u %10s %s %s%s\n", ModeString(attr.mode).c_str(), attr.nlink, attr.uid,
+              attr.gid, size, when.c_str(), name.c_str(), link.c_str());
 }
 
 // The children of directory `ino`, sorted by name, without "." and "..".
 Result<std::vector<std::pair<std::string, fs::Tree::Attr>>> Children(const fs::Tree& tree,
                                                                      uint64_t ino) {
   std::vector<std::pair<std::string, fs::Tree::Attr>> out;
-  IMGFS_RETURN_IF_ERROR(tree.ReadDir(ino, 0, [&](std::string_view name, const fs::Tree::Attr& a,
-                                                 uint64_t) {
-    if (name != "." && name != "..") out.emplace_back(std::string(name), a);
-    return true;
-  }));
+  IMGFS_RETURN_IF_ERROR(
+      tree.ReadDir(ino, 0, [&](std::string_view name, const fs::Tree::Attr& a, uint64_t) {
+        if (name != "." && name != "..") out.emplace_back(std::string(name), a);
+        return true;
+      }));
   return out;
 }
 

@@ -129,14 +129,15 @@ int main(int argc, char** argv) {
   add_common(cat_cmd, &cat.common);
   cat_cmd->add_option("IMAGE", cat.image)->required();
   cat_cmd->add_option("PATH", cat.path, "A file in the image")->required();
-  CLI::App* cp_cmd =
-      app.add_subcommand("cp", "Copy a file or directory out of an image, without mounting it");
+  CLI::App* cp_cmd = app.add_subcommand(
+      "cp", "Copy a file or directory out of an image, without mounting it");
   add_common(cp_cmd, &cp.common);
   cp_cmd->add_option("SOURCE", cp.image, "IMAGE:/PATH")->required();
   cp_cmd->add_option("DEST", cp.dest, "A host path (into it when it is a directory)")->required();
 
   imgfs::cli::ImagesOptions images;
-  CLI::App* images_cmd = app.add_subcommand("images", "List the images imgfs pull put in the cache");
+  CLI::App* images_cmd = app.add_subcommand("images",
+                                            "List the images imgfs pull put in the cache");
   images_cmd->add_option("--cache", images.common.cache_dir, "Cache root");
   images_cmd->add_option("--format", images.format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
@@ -145,26 +146,26 @@ int main(int argc, char** argv) {
   rmi_cmd->add_option("--cache", rmi.common.cache_dir, "Cache root");
   rmi_cmd->add_option("IMAGE", rmi.images)->required();
 
-  CLI::App* cache_cmd =
-      app.add_subcommand("cache", "Check, measure and trim the cache shared by mounts and pulls");
+  CLI::App* cache_cmd = app.add_subcommand(
+      "cache", "Check, measure and trim the cache shared by mounts and pulls");
   cache_cmd->require_subcommand(1);
   imgfs::cli::CacheVerifyOptions cache_verify;
   CLI::App* cache_verify_cmd = cache_cmd->add_subcommand(
       "verify", "Re-hash everything cached; drop and report what fails (exit status 1)");
   cache_verify_cmd->add_option("--cache", cache_verify.common.cache_dir, "Cache root");
   imgfs::cli::CacheOptions cache_df, cache_gc;
-  CLI::App* cache_df_cmd =
-      cache_cmd->add_subcommand("df", "Show the cache's disk usage, as docker system df");
+  CLI::App* cache_df_cmd = cache_cmd->add_subcommand(
+      "df", "Show the cache's disk usage, as docker system df");
   cache_df_cmd->add_option("--cache", cache_df.common.cache_dir, "Cache root");
   cache_df_cmd->add_option("--format", cache_df.format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
   CLI::App* cache_gc_cmd = cache_cmd->add_subcommand(
       "gc", "Drop blobs no image uses, then the least recently used down to a size");
   cache_gc_cmd->add_option("--cache", cache_gc.common.cache_dir, "Cache root");
-  AddSizeOption(cache_gc_cmd, "--max-size",
-                [&cache_gc](uint64_t bytes) { cache_gc.max_size = bytes; },
-                "Evict the least recently used blobs until the cache takes at most SIZE on "
-                "disk (bytes, or K/M/G/T, binary; default: the configured limit, if any)");
+  AddSizeOption(
+      cache_gc_cmd, "--max-size", [&cache_gc](uint64_t bytes) { cache_gc.max_size = bytes; },
+      "Evict the least recently used blobs until the cache takes at most SIZE on "
+      "disk (bytes, or K/M/G/T, binary; default: the configured limit, if any)");
 
   std::string umount_point;
   CLI::App* umount_cmd = app.add_subcommand("umount", "Unmount an imgfs mount");
@@ -172,16 +173,16 @@ int main(int argc, char** argv) {
   umount_cmd->add_option("MOUNTPOINT", umount_point)->required();
 
   imgfs::cli::InspectOptions inspect;
-  CLI::App* inspect_cmd =
-      app.add_subcommand("inspect", "Print an image's manifest digest, platform, layers, config");
+  CLI::App* inspect_cmd = app.add_subcommand(
+      "inspect", "Print an image's manifest digest, platform, layers, config");
   add_common(inspect_cmd, &inspect.common);
   inspect_cmd->add_option("--format", inspect.format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
   inspect_cmd->add_option("IMAGE", inspect.image)->required();
 
   std::string stats_point, stats_format = "text";
-  CLI::App* stats_cmd =
-      app.add_subcommand("stats", "Show per layer what a mount fetched and what is cached");
+  CLI::App* stats_cmd = app.add_subcommand(
+      "stats", "Show per layer what a mount fetched and what is cached");
   stats_cmd->add_option("--format", stats_format, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
   stats_cmd->add_option("MOUNTPOINT", stats_point)->required();
@@ -200,19 +201,25 @@ int main(int argc, char** argv) {
       ->excludes(password_opt);
   login_cmd->add_option("SERVER", login.registry, "Registry (default: docker.io)");
   imgfs::cli::LoginOptions logout;
-  CLI::App* logout_cmd =
-      app.add_subcommand("logout", "Remove a registry's stored credentials (default Docker Hub)");
+  CLI::App* logout_cmd = app.add_subcommand(
+      "logout", "Remove a registry's stored credentials (default Docker Hub)");
   logout_cmd->add_option("SERVER", logout.registry, "Registry (default: docker.io)");
 
   CLI11_PARSE(app, argc, argv);
 
   // The config files fill in what the command line did not say (cli/config.h).
-  const std::pair<CLI::App*, CommonOptions*> commons[] = {
-      {mount_cmd, &mount.common}, {pull_cmd, &pull.common},     {ls_cmd, &ls.common},
-      {cat_cmd, &cat.common},     {cp_cmd, &cp.common},         {images_cmd, &images.common},
-      {rmi_cmd, &rmi.common},     {inspect_cmd, &inspect.common}, {info_cmd, &info},
-      {login_cmd, &login.common}, {cache_df_cmd, &cache_df.common},
-      {cache_gc_cmd, &cache_gc.common}};
+  const std::pair<CLI::App*, CommonOptions*> commons[] = {{mount_cmd, &mount.common},
+                                                          {pull_cmd, &pull.common},
+                                                          {ls_cmd, &ls.common},
+                                                          {cat_cmd, &cat.common},
+                                                          {cp_cmd, &cp.common},
+                                                          {images_cmd, &images.common},
+                                                          {rmi_cmd, &rmi.common},
+                                                          {inspect_cmd, &inspect.common},
+                                                          {info_cmd, &info},
+                                                          {login_cmd, &login.common},
+                                                          {cache_df_cmd, &cache_df.common},
+                                                          {cache_gc_cmd, &cache_gc.common}};
   for (const auto& [cmd, common] : commons) {
     if (!*cmd) continue;
     for (const CLI::Option* opt : cmd->get_options()) {

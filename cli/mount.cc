@@ -22,7 +22,8 @@ Status CheckMountpoint(const std::string& path) {
                                      " is a stale mount whose process has gone: run imgfs umount " +
                                      path + " first");
     }
-    return Status::InvalidArgument("mount point " + path + " does not exist: create it first (mkdir -p)");
+    return Status::InvalidArgument("mount point " + path +
+                                   " does not exist: create it first (mkdir -p)");
   }
   if (!S_ISDIR(st.st_mode)) {
     return Status::InvalidArgument("mount point " + path + " is not a directory");

@@ -7,10 +7,10 @@
 // verified (fs::Prefetcher; for eStargz/zstd:chunked the TOC's chunks), up to
 // kMaxParallelLayers layers at once. Every layer fetched whole is checked against the config's
 // diff_id (the gzip/tar pass; for eStargz/zstd:chunked the Prefetcher once all units are in),
-// and a mismatch fails the pull naming the layer. What the cache already holds is never fetched again, so
-// a blob shared by two images or tags is fetched once. Finally the pull is recorded (docker's
-// reference store) under "pulled <reference>" in the cache's refs, next to the resolver's tag
-// record that lets a `--pull missing` mount resolve the tag offline.
+// and a mismatch fails the pull naming the layer. What the cache already holds is never fetched
+// again, so a blob shared by two images or tags is fetched once. Finally the pull is recorded
+// (docker's reference store) under "pulled <reference>" in the cache's refs, next to the resolver's
+// tag record that lets a `--pull missing` mount resolve the tag offline.
 #include <unistd.h>
 
 #include <chrono>
@@ -50,15 +50,14 @@ std::string ShortId(const std::string& digest) {
 bool IsNameOnly(std::string_view image) {
   if (image.find('@') != std::string_view::npos) return false;
   size_t slash = image.rfind('/');
-  return image.find(':', slash == std::string_view::npos ? 0 : slash + 1) ==
-         std::string_view::npos;
+  return image.find(':', slash == std::string_view::npos ? 0 : slash + 1) == std::string_view::npos;
 }
 
 Result<fs::Prefetcher::Mode> ParsePrefetchOnly(std::string_view s) {
   if (s == "all") return fs::Prefetcher::Mode::kAll;
   if (s == "landmark") return fs::Prefetcher::Mode::kLandmark;
-  return Status::InvalidArgument("--prefetch-only must be landmark or all, not '" +
-                                 std::string(s) + "'");
+  return Status::InvalidArgument("--prefetch-only must be landmark or all, not '" + std::string(s) +
+                                 "'");
 }
 
 // docker's words (distribution's TranslatePullError) for what the registry does not know or
@@ -184,16 +183,15 @@ class LayerFetch {
         fs::GetOrBuildLayerIndex(ToLayerDescriptor(d, diff_id), ctx_.cache, &source_));
     auto index = std::make_shared<const fs::LayerIndex>(std::move(built));
     if (LayerComplete(*index, diff_id, ctx_.mode, ctx_.cache)) return Status::Ok();
-    fs::Prefetcher prefetcher(
-        std::make_shared<const fs::ImageLayers>(
-            std::vector<std::shared_ptr<const fs::LayerIndex>>{index},
-            std::vector<std::string>{diff_id}),
-        ctx_.cache, &source_, ctx_.mode);
+    fs::Prefetcher prefetcher(std::make_shared<const fs::ImageLayers>(
+                                  std::vector<std::shared_ptr<const fs::LayerIndex>>{index},
+                                  std::vector<std::string>{diff_id}),
+                              ctx_.cache, &source_, ctx_.mode);
     prefetcher.Start();
     IMGFS_RETURN_IF_ERROR(prefetcher.Wait());
     // The index in hand predates the check; the cache's records its outcome.
-    if (Result<fs::LayerIndex> now =
-            fs::GetOrBuildLayerIndex(ToLayerDescriptor(d, diff_id), ctx_.cache, nullptr);
+    if (Result<fs::LayerIndex> now = fs::GetOrBuildLayerIndex(ToLayerDescriptor(d, diff_id),
+                                                              ctx_.cache, nullptr);
         now.ok()) {
       index = std::make_shared<const fs::LayerIndex>(std::move(now).value());
     }
@@ -268,8 +266,8 @@ Result<bool> PullImage(const PullContext& ctx, const Target& target) {
   std::vector<bool> present;
   bool all_present = true;
   for (size_t i = 0; i < layers.size(); ++i) {
-    auto index =
-        fs::GetOrBuildLayerIndex(ToLayerDescriptor(layers[i], diff_ids[i]), ctx.cache, nullptr);
+    auto index = fs::GetOrBuildLayerIndex(ToLayerDescriptor(layers[i], diff_ids[i]), ctx.cache,
+                                          nullptr);
     present.push_back(index.ok() && LayerComplete(*index, diff_ids[i], ctx.mode, ctx.cache));
     all_present = all_present && present.back();
   }
@@ -294,8 +292,8 @@ Result<bool> PullImage(const PullContext& ctx, const Target& target) {
 }
 
 std::string StatusLine(bool newer, const std::string& name) {
-  return std::string("Status: ") + (newer ? "Downloaded newer image for " : "Image is up to date for ") +
-         name;
+  return std::string("Status: ") +
+         (newer ? "Downloaded newer image for " : "Image is up to date for ") + name;
 }
 
 }  // namespace
@@ -338,8 +336,8 @@ int RunPull(const PullOptions& options) {
     one.ref.tag = tag;
     auto pulled = PullImage(ctx, one);
     if (!pulled.ok()) {
-      IMGFS_LOG(kWarning, "not pulled: " << FamiliarString(one.ref) << ": "
-                                         << pulled.status().message());
+      IMGFS_LOG(kWarning,
+                "not pulled: " << FamiliarString(one.ref) << ": " << pulled.status().message());
       continue;
     }
     newer = newer || *pulled;

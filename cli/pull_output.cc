@@ -53,8 +53,8 @@ void PullOutput::LayerStatus(const std::string& id, const std::string& status) {
   std::fflush(out_);
 }
 
-void PullOutput::LayerProgress(const std::string& id, const std::string& action,
-                               uint64_t current, uint64_t total, int64_t elapsed_ms) {
+void PullOutput::LayerProgress(const std::string& id, const std::string& action, uint64_t current,
+                               uint64_t total, int64_t elapsed_ms) {
   if (mode_ != Mode::kTerminal) return;
   MutexLock lock(&mu_);
   std::string text = ProgressText(current, total, elapsed_ms, TerminalWidth(out_));

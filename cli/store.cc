@@ -101,12 +101,11 @@ class RegistryLayerStore : public fs::LayerProvider {
       auto it = layers_.find(key);
       if (it != layers_.end()) return it->second->layer;
     }
-    Result<std::shared_ptr<const fs::StoreLayer>> out = layer_flights_.Do(key, [&] {
-      return ServeLayer(ref, digest, key);
-    });
+    Result<std::shared_ptr<const fs::StoreLayer>> out = layer_flights_.Do(
+        key, [&] { return ServeLayer(ref, digest, key); });
     if (!out.ok()) {
-      IMGFS_LOG(kWarning, "store: layer " << digest << " of " << ref << ": "
-                                          << out.status().ToString());
+      IMGFS_LOG(kWarning,
+                "store: layer " << digest << " of " << ref << ": " << out.status().ToString());
     }
     return out;
   }
@@ -127,8 +126,7 @@ class RegistryLayerStore : public fs::LayerProvider {
     ServedLayer& l = *it->second;
     if (l.uses > 0) --l.uses;
     if (l.uses == 0) l.pin.reset();
-    IMGFS_LOG(kInfo, "store: layer " << digest << " of " << ref << " released (" << l.uses
-                                     << ")");
+    IMGFS_LOG(kInfo, "store: layer " << digest << " of " << ref << " released (" << l.uses << ")");
   }
 
   // For `imgfs stats` and the tests: every layer served, its uses and whether it is pinned.
@@ -170,9 +168,8 @@ class RegistryLayerStore : public fs::LayerProvider {
     return image_flights_.Do(ref, [&]() -> Result<std::shared_ptr<ServedImage>> {
       IMGFS_ASSIGN_OR_RETURN(Target target, ParseTarget(ref, options_.common));
       auto served = std::make_shared<ServedImage>();
-      IMGFS_ASSIGN_OR_RETURN(served->image, ResolveImage(target.ref, target.platform,
-                                                         target.policy, client_.get(),
-                                                         cache_.get()));
+      IMGFS_ASSIGN_OR_RETURN(served->image, ResolveImage(target.ref, target.platform, target.policy,
+                                                         client_.get(), cache_.get()));
       IMGFS_RETURN_IF_ERROR(CheckPlatform(served->image, target));
       served->source = std::make_unique<RegistryBlobSource>(client_.get(), target.ref);
       std::lock_guard<std::mutex> lock(mu_);
@@ -220,8 +217,8 @@ class RegistryLayerStore : public fs::LayerProvider {
     BlobSource* source = image->source.get();
     std::shared_ptr<const fs::ImageLayers> layers = served->layers;
     cache::Cache* cache = cache_.get();
-    layer->read_blob = [layers, cache, source, digest = desc.digest, size = desc.size](
-                           uint64_t offset, size_t len, char* out) {
+    layer->read_blob = [layers, cache, source, digest = desc.digest,
+                        size = desc.size](uint64_t offset, size_t len, char* out) {
       return ReadBlobRange(*layers, cache, source, digest, size, offset, len, out);
     };
     served->layer = layer;
@@ -239,8 +236,8 @@ class RegistryLayerStore : public fs::LayerProvider {
   // Bytes [offset, offset + len) of the compressed blob: what the layer's units cover through
   // the cache (verified, and kept), the rest (a TOC, a footer) from the registry.
   static Result<size_t> ReadBlobRange(const fs::ImageLayers& layers, cache::Cache* cache,
-                                      BlobSource* source, const std::string& digest,
-                                      uint64_t size, uint64_t offset, size_t len, char* out) {
+                                      BlobSource* source, const std::string& digest, uint64_t size,
+                                      uint64_t offset, size_t len, char* out) {
     const uint64_t end = std::min<uint64_t>(size, offset + len);
     const std::vector<fs::Unit>& units = layers.layer(0)->units;
     uint64_t pos = offset;
@@ -251,7 +248,8 @@ class RegistryLayerStore : public fs::LayerProvider {
       uint64_t next_start = it == units.end() ? end : std::min(end, it->coff);
       if (it != units.begin() && pos < std::prev(it)->coff + std::prev(it)->clen) {
         const uint32_t u = static_cast<uint32_t>(std::prev(it) - units.begin());
-        IMGFS_ASSIGN_OR_RETURN(std::string bytes, cache->ReadUnit(layers.MakeUnitRef(0, u), source));
+        IMGFS_ASSIGN_OR_RETURN(std::string bytes,
+                               cache->ReadUnit(layers.MakeUnitRef(0, u), source));
         const uint64_t stop = std::min(end, units[u].coff + units[u].clen);
         std::memcpy(out + (pos - offset), bytes.data() + (pos - units[u].coff), stop - pos);
         pos = stop;
@@ -306,10 +304,9 @@ int RunStore(const StoreOptions& options) {
   if (!prefetch.ok()) return Fail(prefetch.status());
   std::string log_file = options.log_file.empty() ? CacheRoot(options.common) + "/imgfs.log"
                                                   : options.log_file;
-  return RunServing(options.foreground, "store at " + options.mountpoint, log_file,
-                    [&](const std::function<void()>& ready) {
-                      return ServeStoreAt(options, *prefetch, ready);
-                    });
+  return RunServing(
+      options.foreground, "store at " + options.mountpoint, log_file,
+      [&](const std::function<void()>& ready) { return ServeStoreAt(options, *prefetch, ready); });
 }
 
 }  // namespace imgfs::cli

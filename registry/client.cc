@@ -34,7 +34,8 @@ RegistryError ParseRegistryError(std::string_view body) {
   if (errors == doc.end() || !errors->is_array() || errors->empty()) return e;
   const json& first = (*errors)[0];
   if (!first.is_object()) return e;
-  if (auto c = first.find("code"); c != first.end() && c->is_string()) e.code = c->get<std::string>();
+  if (auto c = first.find("code"); c != first.end() && c->is_string())
+    e.code = c->get<std::string>();
   if (auto m = first.find("message"); m != first.end() && m->is_string()) {
     e.message = m->get<std::string>();
   }
@@ -87,8 +88,8 @@ Status Client::Impl::SendTo(const Call& call, HttpResponse* resp, int max_attemp
 }
 
 std::vector<Endpoint> Client::Impl::EndpointsOf(const Reference& repo) {
-  std::vector<Endpoint> all =
-      RegistryEndpoints(repo.ApiHost(), options_.insecure_registries, options_.certs_dir);
+  std::vector<Endpoint> all = RegistryEndpoints(repo.ApiHost(), options_.insecure_registries,
+                                                options_.certs_dir);
   MutexLock lock(&mu_);
   auto it = answering_base_.find(repo.ApiHost());
   if (it != answering_base_.end()) {
@@ -102,8 +103,9 @@ Status Client::Impl::SendOnce(const Call& call, HttpResponse* resp, bool* sent_a
                               bool* from_registry) {
   if (!call.base.empty()) {
     auto [scheme, authority] = UrlSchemeAndAuthority(call.base);
-    return SendVia(call, Endpoint{call.base, !IsInsecureRegistry(authority, options_.insecure_registries)},
-                   resp, sent_auth, from_registry);
+    return SendVia(
+        call, Endpoint{call.base, !IsInsecureRegistry(authority, options_.insecure_registries)},
+        resp, sent_auth, from_registry);
   }
   // An insecure registry is tried over https, then plain http (docker's order); the one
   // that answers is asked first from then on.
@@ -172,7 +174,8 @@ Status Client::Impl::SendVia(const Call& call, const Endpoint& endpoint, HttpRes
                              " to an invalid location '" + location + "'");
     }
   }
-  return Status::Corrupt("more than " + std::to_string(kMaxRedirects) + " redirects for " + call.what);
+  return Status::Corrupt("more than " + std::to_string(kMaxRedirects) + " redirects for " +
+                         call.what);
 }
 
 void Client::Impl::Backoff(int attempt, int retry_after_s) {
@@ -230,7 +233,6 @@ Status Client::Impl::MapStatus(const Call& call, const HttpResponse& resp, bool 
       return Status::Corrupt("registry " + repo.domain + " answered " + call.what + http + detail);
   }
 }
-
 
 CurlTransportOptions TransportOptionsFor(const ClientOptions& options) {
   CurlTransportOptions out;

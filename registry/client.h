@@ -7,9 +7,9 @@
 // - authentication driven by the registry's 401 challenge: anonymous first, then Basic with
 //   the credentials docker or podman stored (credentials.h), or a Bearer token fetched from
 //   the challenge's realm for scope repository:<repo>:pull (token.h: Basic credentials sent
-//   to the realm when there are some, an identity token with the refresh-token grant). Tokens are cached per (realm, service, scope) until they expire and
-//   fetched again once on a 401. The last challenge of a host is remembered so later requests
-//   authenticate up front;
+//   to the realm when there are some, an identity token with the refresh-token grant). Tokens are
+//   cached per (realm, service, scope) until they expire and fetched again once on a 401. The last
+//   challenge of a host is remembered so later requests authenticate up front;
 // - redirects (blob GETs are usually 307 to a CDN) followed here, at most 5, and the
 //   Authorization header is only ever sent to the registry's own scheme://host:port;
 // - requests go to the registry's configured mirrors first (ClientOptions::mirrors), with a
@@ -51,9 +51,9 @@ struct ClientOptions {
   std::string docker_config_dir;  // "" = $DOCKER_CONFIG, else ~/.docker
   std::string user_agent = "imgfs/0.1";
   int max_attempts = 3;
-  int retry_base_delay_ms = 250;   // doubled on each retry, at most 8 s
-  int stall_timeout_s = 30;        // see above; also applies to manifests and tokens
-  int max_transfer_failures = 5;   // failed attempts per blob transfer, resumes included
+  int retry_base_delay_ms = 250;  // doubled on each retry, at most 8 s
+  int stall_timeout_s = 30;       // see above; also applies to manifests and tokens
+  int max_transfer_failures = 5;  // failed attempts per blob transfer, resumes included
   // Not owned; may be set to true from any thread or a signal handler.
   const std::atomic<bool>* cancel = nullptr;
   // Per-registry CAs and client certificates, docker's and podman's certs.d layout; several
@@ -76,7 +76,6 @@ struct ClientOptions {
   int mirror_skip_s = 30;
   int mirror_fill_ms = 2000;
 };
-
 
 // The curl transport's settings that follow from `options` (certs, stall timeout, agent).
 CurlTransportOptions TransportOptionsFor(const ClientOptions& options);
@@ -115,8 +114,8 @@ class Client {
   // A server that ignores Range and answers 200 is handled by skipping `off` bytes and
   // stopping after `len`. A 206 whose Content-Range is not the one asked for is kCorrupt; a
   // blob that ends early is kCorrupt. *out is unchanged on failure. Not verified here.
-  Status GetBlobRange(const Reference& repo, std::string_view digest, uint64_t off,
-                      uint64_t len, std::string* out);
+  Status GetBlobRange(const Reference& repo, std::string_view digest, uint64_t off, uint64_t len,
+                      std::string* out);
 
   // Streams the whole blob through `sink`, in order, each byte once (also across resumed
   // connections). A non-OK Status from `sink` stops the stream and is returned. Not verified.

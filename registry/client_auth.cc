@@ -52,8 +52,7 @@ std::string Client::Impl::RefusedMessage(const Reference& repo) {
          ": wrong or expired; run `" + LoginCommand(repo.domain) + "` again";
 }
 
-Status Client::Impl::AuthFailed(const Reference& repo, bool sent_auth,
-                                const HttpResponse& resp) {
+Status Client::Impl::AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp) {
   RegistryError e = ParseRegistryError(resp.body);
   std::string detail = e.message.empty() ? std::string() : " (" + e.message + ")";
   auto creds = CredentialsFor(repo);
@@ -95,8 +94,7 @@ Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Referenc
   return std::optional<std::string>("Bearer " + token);
 }
 
-Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& resp,
-                                  bool sent_auth) {
+Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth) {
   std::vector<AuthChallenge> all;
   for (const std::string& h : resp.AllHeaders("www-authenticate")) {
     for (AuthChallenge& c : ParseWwwAuthenticate(h)) all.push_back(std::move(c));
@@ -113,7 +111,8 @@ Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& res
   }
   if (chosen == nullptr) {
     return Status::Unauthorized("registry " + repo.domain + " asks for authentication for " +
-                                repo.Repo() + " with no challenge imgfs understands (Basic or Bearer)");
+                                repo.Repo() +
+                                " with no challenge imgfs understands (Basic or Bearer)");
   }
   std::string key = TokenKey(*chosen, Scope(repo));
   {
@@ -142,7 +141,8 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
   auto [realm_scheme, realm_host] = UrlSchemeAndAuthority(realm);
   if (realm_scheme != "https" && realm_scheme != "http") {
     return Status::Unauthorized("registry " + repo.domain +
-                                " sent a Bearer challenge without a usable realm ('" + realm + "')");
+                                " sent a Bearer challenge without a usable realm ('" + realm +
+                                "')");
   }
   std::string scope = Scope(repo);
   IMGFS_ASSIGN_OR_RETURN(std::optional<Credentials> creds, CredentialsFor(repo));
@@ -154,13 +154,14 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
   HttpRequest req = BuildTokenRequest(token_request);
   req.cancel = options_.cancel;
   req.verify_tls = !IsInsecureRegistry(realm_host, options_.insecure_registries);
-  const bool sent_credentials =
-      creds && (UsesRefreshGrant(&*creds) || !creds->username.empty() || !creds->password.empty());
+  const bool sent_credentials = creds && (UsesRefreshGrant(&*creds) || !creds->username.empty() ||
+                                          !creds->password.empty());
   HttpResponse resp;
   for (int attempt = 1;; ++attempt) {
     Status st = transport_->Perform(req, &resp);
     if (!st.ok()) {
-      if (attempt < options_.max_attempts && st.message().find("certificate") == std::string::npos) {
+      if (attempt < options_.max_attempts &&
+          st.message().find("certificate") == std::string::npos) {
         Backoff(attempt, 0);
         continue;
       }
@@ -193,8 +194,8 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
   // The spec's minimum lifetime is 60 s (ParseTokenAnswer's floor); renew a little early so
   // a request never carries a token that expires on the way.
   MutexLock lock(&mu_);
-  tokens_[TokenKey(challenge, scope)] =
-      Token{token, Clock::now() + std::chrono::seconds(expires_in - 10)};
+  tokens_[TokenKey(challenge, scope)] = Token{token,
+                                              Clock::now() + std::chrono::seconds(expires_in - 10)};
   return token;
 }
 

@@ -22,7 +22,8 @@ bool ParseContentRange(std::string_view v, uint64_t* first, uint64_t* last) {
   v.remove_prefix(6);
   size_t dash = v.find('-');
   size_t slash = v.find('/');
-  if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash) return false;
+  if (dash == std::string_view::npos || slash == std::string_view::npos || slash < dash)
+    return false;
   auto parse = [](std::string_view s, uint64_t* out) {
     if (s.empty() || s.size() > 19) return false;
     uint64_t n = 0;
@@ -78,8 +79,8 @@ Status Client::Impl::StreamBlob(const Reference& repo, std::string_view digest, 
               (len && last != end - 1) || last < first) {
             sink_status = Status::Corrupt("registry " + repo.domain + " answered the range " +
                                           std::to_string(pos) + "-" +
-                                          (len ? std::to_string(end - 1) : std::string()) +
-                                          " of " + call.what + " with Content-Range '" + range + "'");
+                                          (len ? std::to_string(end - 1) : std::string()) + " of " +
+                                          call.what + " with Content-Range '" + range + "'");
             return false;
           }
         } else {
@@ -117,7 +118,8 @@ Status Client::Impl::StreamBlob(const Reference& repo, std::string_view digest, 
     }
     if (st.code() == Code::kUnavailable && pos > attempt_start && !Cancelled() &&
         failures < options_.max_transfer_failures) {
-      IMGFS_LOG(kInfo, "resuming " << call.what << " at byte " << pos << " after: " << st.message());
+      IMGFS_LOG(kInfo,
+                "resuming " << call.what << " at byte " << pos << " after: " << st.message());
       continue;
     }
     if (st.code() == Code::kUnavailable && failures >= options_.max_transfer_failures) {
@@ -149,15 +151,16 @@ Result<std::string> Client::GetBlobVerified(const Reference& repo, std::string_v
                                             uint64_t max_size) {
   std::string buf;
   Sha256 hash;
-  IMGFS_RETURN_IF_ERROR(impl_->StreamBlob(repo, digest, 0, std::nullopt, [&](std::string_view chunk) {
-    if (buf.size() + chunk.size() > max_size) {
-      return Status::Corrupt("blob " + repo.Repo() + "@" + std::string(digest) + " is larger than " +
-                             std::to_string(max_size) + " bytes");
-    }
-    buf.append(chunk);
-    hash.Update(chunk);
-    return Status::Ok();
-  }));
+  IMGFS_RETURN_IF_ERROR(
+      impl_->StreamBlob(repo, digest, 0, std::nullopt, [&](std::string_view chunk) {
+        if (buf.size() + chunk.size() > max_size) {
+          return Status::Corrupt("blob " + repo.Repo() + "@" + std::string(digest) +
+                                 " is larger than " + std::to_string(max_size) + " bytes");
+        }
+        buf.append(chunk);
+        hash.Update(chunk);
+        return Status::Ok();
+      }));
   std::string got = hash.FinishDigest();
   if (got != digest) {
     return Status::DigestMismatch("blob " + repo.Repo() + "@" + std::string(digest) +

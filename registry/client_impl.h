@@ -84,7 +84,9 @@ class Client::Impl {
   // The endpoints of `repo`'s registry (endpoint.h), the one that last answered first.
   std::vector<Endpoint> EndpointsOf(const Reference& repo) EXCLUDES(mu_);
   // Where requests to `repo`'s registry go now: "https://host[:port]" or "http://...".
-  std::string BaseUrl(const Reference& repo) EXCLUDES(mu_) { return EndpointsOf(repo).front().base; }
+  std::string BaseUrl(const Reference& repo) EXCLUDES(mu_) {
+    return EndpointsOf(repo).front().base;
+  }
 
   static std::string Scope(const Reference& repo) {
     return "repository:" + repo.repository + ":pull";
@@ -132,8 +134,7 @@ class Client::Impl {
   std::string AuthRequiredMessage(const Reference& repo) const;
   // "<registry> refused the credentials ... (user 'u', from <file>): ... imgfs login ...".
   std::string RefusedMessage(const Reference& repo) EXCLUDES(mu_);
-  Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp)
-      EXCLUDES(mu_);
+  Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp) EXCLUDES(mu_);
   static std::string TokenKey(const AuthChallenge& c, const std::string& scope);
   // The Authorization value to send to `repo`'s registry, from what its last challenge asked.
   Result<std::optional<std::string>> AuthorizationFor(const Reference& repo) EXCLUDES(mu_);
@@ -154,8 +155,8 @@ class Client::Impl {
 
   // State below is protected by mu_.
   Mutex mu_;
-  std::map<std::string, AuthChallenge> challenges_ GUARDED_BY(mu_);  // by ApiHost
-  std::map<std::string, Token> tokens_ GUARDED_BY(mu_);  // by TokenKey
+  std::map<std::string, AuthChallenge> challenges_ GUARDED_BY(mu_);          // by ApiHost
+  std::map<std::string, Token> tokens_ GUARDED_BY(mu_);                      // by TokenKey
   std::map<std::string, std::optional<Credentials>> creds_ GUARDED_BY(mu_);  // by domain
   std::map<std::string, Clock::time_point> mirror_skipped_ GUARDED_BY(mu_);  // by authority
   std::map<std::string, Clock::time_point> mirror_filling_ GUARDED_BY(mu_);  // authority + path

@@ -25,9 +25,8 @@ std::string NextLink(std::string_view header) {
     size_t close = header.find('>', open);
     if (close == std::string_view::npos) return "";
     size_t end = header.find('<', close);  // the next entry, if any
-    std::string_view params = header.substr(close + 1, end == std::string_view::npos
-                                                           ? std::string_view::npos
-                                                           : end - close - 1);
+    std::string_view params = header.substr(
+        close + 1, end == std::string_view::npos ? std::string_view::npos : end - close - 1);
     std::string lower = AsciiLower(params);
     if (lower.find("rel=\"next\"") != std::string::npos ||
         lower.find("rel=next") != std::string::npos) {
@@ -59,8 +58,8 @@ Result<ManifestResponse> Client::Impl::GetManifest(const Reference& repo,
   ManifestResponse out;
   out.digest = Sha256Digest(resp.body);
   if (by_digest && out.digest != tag_or_digest) {
-    return Status::DigestMismatch("manifest " + call.what + ": the registry sent bytes with digest " +
-                                  out.digest);
+    return Status::DigestMismatch("manifest " + call.what +
+                                  ": the registry sent bytes with digest " + out.digest);
   }
   std::string sent = resp.Header("docker-content-digest");
   if (!by_digest && !sent.empty() && ValidateDigest(sent).ok() && sent != out.digest) {
@@ -120,8 +119,8 @@ Result<std::vector<std::string>> Client::Impl::ListTags(const Reference& repo) {
     auto list = doc.find("tags");
     if (list != doc.end() && !list->is_null()) {
       if (!list->is_array()) {
-        return Status::Corrupt("registry " + repo.domain + " sent a tags list for " +
-                               repo.Repo() + " whose \"tags\" is not an array");
+        return Status::Corrupt("registry " + repo.domain + " sent a tags list for " + repo.Repo() +
+                               " whose \"tags\" is not an array");
       }
       for (const json& t : *list) {
         if (!t.is_string()) {
@@ -161,13 +160,15 @@ Result<bool> Client::Impl::CheckTagOrDigest(std::string_view tag_or_digest) {
   }
   bool ok = !tag_or_digest.empty() && tag_or_digest.size() <= 128 &&
             std::all_of(tag_or_digest.begin(), tag_or_digest.end(), [](char c) {
-              return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+              return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' ||
+                     c == '-';
             });
   if (!ok) return Status::InvalidArgument("invalid tag '" + std::string(tag_or_digest) + "'");
   return false;
 }
 
-Result<ManifestResponse> Client::GetManifest(const Reference& repo, std::string_view tag_or_digest) {
+Result<ManifestResponse> Client::GetManifest(const Reference& repo,
+                                             std::string_view tag_or_digest) {
   return impl_->GetManifest(repo, tag_or_digest);
 }
 

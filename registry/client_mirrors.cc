@@ -37,7 +37,8 @@ Status Client::Impl::Send(const Call& call, HttpResponse* resp) {
   if (filling.empty() || delivered > 0 || answered) return st;
   for (const std::string* mirror : filling) {
     Status from_mirror;
-    if (TryMirror(call, *mirror, /*accept_whole=*/true, resp, &from_mirror) == MirrorOutcome::kServed) {
+    if (TryMirror(call, *mirror, /*accept_whole=*/true, resp, &from_mirror) ==
+        MirrorOutcome::kServed) {
       return from_mirror;
     }
   }
@@ -83,10 +84,11 @@ Client::Impl::MirrorOutcome Client::Impl::TryMirror(const Call& call, const std:
                          : st->code() == Code::kUnavailable;
   if (failed) {
     Remember(MirrorMemory::kSkipped, authority, std::chrono::seconds(options_.mirror_skip_s));
-    IMGFS_LOG(kWarning, "mirror " << authority << " failed for " << call.what << " ("
-                                  << (st->ok() ? "HTTP " + std::to_string(resp->status) : st->message())
-                                  << "); falling back to registry " << call.repo->domain
-                                  << ", the mirror is skipped for " << options_.mirror_skip_s << " s");
+    IMGFS_LOG(kWarning,
+              "mirror " << authority << " failed for " << call.what << " ("
+                        << (st->ok() ? "HTTP " + std::to_string(resp->status) : st->message())
+                        << "); falling back to registry " << call.repo->domain
+                        << ", the mirror is skipped for " << options_.mirror_skip_s << " s");
     // A body broken after some bytes: the caller resumes, from the next source.
     return delivered > 0 ? MirrorOutcome::kServed : MirrorOutcome::kNext;
   }

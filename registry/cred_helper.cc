@@ -105,8 +105,8 @@ Status Failed(const std::string& helper, const std::string& action, const Helper
 std::optional<Credentials> HelperGet(const std::string& helper, const std::string& server) {
   HelperRun run = Run(helper, "get", server);
   if (!run.started || run.exit_code != 0) {
-    IMGFS_LOG(kInfo, Failed(helper, "get", run).message() << " (no credentials from it for "
-                                                           << server << ")");
+    IMGFS_LOG(kInfo, Failed(helper, "get", run).message()
+                         << " (no credentials from it for " << server << ")");
     return std::nullopt;
   }
   json doc = json::parse(run.output, nullptr, /*allow_exceptions=*/false);

@@ -17,7 +17,8 @@ std::string HostOnly(std::string_view host) {
     size_t close = host.find(']');
     return std::string(host.substr(1, close == std::string_view::npos ? 0 : close - 1));
   }
-  if (std::count(host.begin(), host.end(), ':') == 1) return std::string(host.substr(0, host.find(':')));
+  if (std::count(host.begin(), host.end(), ':') == 1)
+    return std::string(host.substr(0, host.find(':')));
   return std::string(host);
 }
 
@@ -38,8 +39,9 @@ bool IsInsecureRegistry(std::string_view host, const std::vector<std::string>& i
   for (const std::string& entry : insecure) {
     std::string_view e = entry;
     if (size_t sep = e.find("://"); sep != std::string_view::npos) e.remove_prefix(sep + 3);
-    if (size_t slash = e.find('/'); slash != std::string_view::npos &&
-                                    e.find_first_not_of("0123456789", slash + 1) != std::string_view::npos) {
+    if (size_t slash = e.find('/');
+        slash != std::string_view::npos &&
+        e.find_first_not_of("0123456789", slash + 1) != std::string_view::npos) {
       e = e.substr(0, slash);  // a path, not a prefix length
     }
     if (e.find('/') != std::string_view::npos) {

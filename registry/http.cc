@@ -38,15 +38,16 @@ bool IsFile(const std::string& path) {
 }
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() > suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
 HostCerts FindHostCerts(std::string_view certs_dirs, std::string_view host_port) {
   HostCerts out;
-  if (host_port.empty() || host_port.find('/') != std::string_view::npos ||
-      host_port == "." || host_port == "..") {
+  if (host_port.empty() || host_port.find('/') != std::string_view::npos || host_port == "." ||
+      host_port == "..") {
     return out;
   }
   size_t start = 0;
@@ -119,8 +120,9 @@ size_t OnHeader(char* data, size_t size, size_t nitems, void* user) {
       // A new response starts (after 100-continue or a proxy's CONNECT answer): forget the last.
       ex->response->headers.clear();
       size_t sp = line.find(' ');
-      ex->response->status =
-          sp == std::string_view::npos ? 0 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
+      ex->response->status = sp == std::string_view::npos
+                                 ? 0
+                                 : std::atoi(std::string(line.substr(sp + 1, 3)).c_str());
       return len;
     }
     size_t colon = line.find(':');
@@ -268,7 +270,8 @@ class CurlTransport : public HttpTransport {
     if (request.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (request.method == "POST") {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+                       static_cast<curl_off_t>(request.body.size()));
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
     } else {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
@@ -416,7 +419,8 @@ std::pair<std::string, std::string> UrlSchemeAndAuthority(std::string_view url) 
   std::string scheme = AsciiLower(url.substr(0, sep));
   std::string_view rest = url.substr(sep + 3);
   std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
-  if (size_t at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  if (size_t at = authority.rfind('@'); at != std::string_view::npos)
+    authority.remove_prefix(at + 1);
   std::string auth = AsciiLower(authority);
   if (scheme == "https" && auth.size() > 4 && auth.compare(auth.size() - 4, 4, ":443") == 0) {
     auth.resize(auth.size() - 4);

@@ -33,7 +33,7 @@
 namespace imgfs::registry {
 
 struct HttpRequest {
-  std::string method = "GET";        // "GET", "HEAD" or "POST" (with `body`)
+  std::string method = "GET";  // "GET", "HEAD" or "POST" (with `body`)
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;                  // POST only

@@ -31,7 +31,8 @@ Result<Credentials> CheckLogin(HttpTransport& transport, const ClientOptions& op
   HttpRequest probe;
   HttpResponse resp;
   Status reached = Status::Unavailable("no endpoint");
-  for (const Endpoint& e : RegistryEndpoints(host, options.insecure_registries, options.certs_dir)) {
+  for (const Endpoint& e :
+       RegistryEndpoints(host, options.insecure_registries, options.certs_dir)) {
     probe.url = e.base + "/v2/";
     probe.verify_tls = e.verify_tls;
     probe.cancel = options.cancel;
@@ -40,8 +41,8 @@ Result<Credentials> CheckLogin(HttpTransport& transport, const ClientOptions& op
     IMGFS_LOG(kInfo, "GET " << probe.url << ": " << reached.message());
   }
   if (!reached.ok()) {
-    return Status::Unavailable("registry " + std::string(domain) + " unreachable: " +
-                               reached.message() +
+    return Status::Unavailable("registry " + std::string(domain) +
+                               " unreachable: " + reached.message() +
                                CertificateHint(reached.message(), host, options.certs_dir));
   }
   if (resp.status == 200) return credentials;
@@ -63,7 +64,8 @@ Result<Credentials> CheckLogin(HttpTransport& transport, const ClientOptions& op
   Credentials out = credentials;
   HttpRequest check = probe;
   if (chosen->scheme == "basic") {
-    if (credentials.username.empty() && credentials.password.empty()) return Refused(domain, credentials);
+    if (credentials.username.empty() && credentials.password.empty())
+      return Refused(domain, credentials);
     check.headers.push_back("Authorization: Basic " +
                             EncodeBase64(credentials.username + ":" + credentials.password));
   } else {
@@ -75,7 +77,8 @@ Result<Credentials> CheckLogin(HttpTransport& transport, const ClientOptions& op
     auto [realm_scheme, realm_host] = UrlSchemeAndAuthority(tr.realm);
     if (realm_scheme != "https" && realm_scheme != "http") {
       return Status::Unauthorized("registry " + std::string(domain) +
-                                  " sent a Bearer challenge without a usable realm ('" + tr.realm + "')");
+                                  " sent a Bearer challenge without a usable realm ('" + tr.realm +
+                                  "')");
     }
     HttpRequest req = BuildTokenRequest(tr);
     req.cancel = options.cancel;

@@ -33,7 +33,8 @@ Result<json> ParseJsonObject(std::string_view bytes, std::string_view what) {
 }
 
 Status StringMap(const json& obj, std::string_view where, std::map<std::string, std::string>* out) {
-  if (!obj.is_object()) return Status::Corrupt(std::string(where) + " must be an object of strings");
+  if (!obj.is_object())
+    return Status::Corrupt(std::string(where) + " must be an object of strings");
   for (auto it = obj.begin(); it != obj.end(); ++it) {
     if (!it.value().is_string()) {
       return Status::Corrupt(std::string(where) + "[\"" + it.key() + "\"] must be a string");
@@ -46,7 +47,8 @@ Status StringMap(const json& obj, std::string_view where, std::map<std::string, 
 Status OptionalString(const json& obj, const char* key, std::string_view where, std::string* out) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return Status::Ok();
-  if (!it->is_string()) return Status::Corrupt(std::string(where) + "." + key + " must be a string");
+  if (!it->is_string())
+    return Status::Corrupt(std::string(where) + "." + key + " must be a string");
   *out = it->get<std::string>();
   return Status::Ok();
 }
@@ -76,8 +78,9 @@ Result<Descriptor> ParseDescriptor(const json& j, const std::string& where) {
   if (dg == j.end() || !dg->is_string()) return Status::Corrupt(where + " has no digest");
   d.digest = dg->get<std::string>();
   Status st = ValidateDigest(d.digest);
-  if (!st.ok()) return Status(st.code() == Code::kUnsupported ? Code::kUnsupported : Code::kCorrupt,
-                              where + ": " + st.message());
+  if (!st.ok())
+    return Status(st.code() == Code::kUnsupported ? Code::kUnsupported : Code::kCorrupt,
+                  where + ": " + st.message());
   auto sz = j.find("size");
   if (sz == j.end()) return Status::Corrupt(where + " has no size");
   if (sz->is_number_unsigned()) {
@@ -101,7 +104,8 @@ Result<Descriptor> ParseDescriptor(const json& j, const std::string& where) {
     if (!pl->is_object()) return Status::Corrupt(where + ".platform must be an object");
     Platform p;
     IMGFS_RETURN_IF_ERROR(OptionalString(*pl, "os", where + ".platform", &p.os));
-    IMGFS_RETURN_IF_ERROR(OptionalString(*pl, "architecture", where + ".platform", &p.architecture));
+    IMGFS_RETURN_IF_ERROR(
+        OptionalString(*pl, "architecture", where + ".platform", &p.architecture));
     IMGFS_RETURN_IF_ERROR(OptionalString(*pl, "variant", where + ".platform", &p.variant));
     if (p.os.empty() || p.architecture.empty()) {
       return Status::Corrupt(where + ".platform needs os and architecture");
@@ -147,7 +151,8 @@ Result<ManifestKind> ClassifyManifest(std::string_view bytes, std::string_view c
     body_type = mt->get<std::string>();
   }
   auto sv = doc.find("schemaVersion");
-  if (IsSchema1Type(body_type) || (sv != doc.end() && sv->is_number_integer() && sv->get<int64_t>() == 1)) {
+  if (IsSchema1Type(body_type) ||
+      (sv != doc.end() && sv->is_number_integer() && sv->get<int64_t>() == 1)) {
     return Status::Unsupported("deprecated schema1 manifest, not supported: " +
                                (body_type.empty() ? std::string("schemaVersion 1") : body_type) +
                                " (push the image again with a current docker or skopeo)");
@@ -186,8 +191,9 @@ Result<ImageManifest> ParseImageManifest(std::string_view bytes) {
                                std::to_string(kMaxImageLayers));
   }
   for (size_t i = 0; i < layers->size(); ++i) {
-    IMGFS_ASSIGN_OR_RETURN(Descriptor d,
-                           ParseDescriptor((*layers)[i], "image manifest layers[" + std::to_string(i) + "]"));
+    IMGFS_ASSIGN_OR_RETURN(
+        Descriptor d,
+        ParseDescriptor((*layers)[i], "image manifest layers[" + std::to_string(i) + "]"));
     m.layers.push_back(std::move(d));
   }
   if (auto an = doc.find("annotations"); an != doc.end() && !an->is_null()) {
@@ -210,8 +216,8 @@ Result<ImageIndex> ParseImageIndex(std::string_view bytes) {
     return Status::Corrupt("image index has no manifests array");
   }
   for (size_t i = 0; i < list->size(); ++i) {
-    IMGFS_ASSIGN_OR_RETURN(Descriptor d,
-                           ParseDescriptor((*list)[i], "image index manifests[" + std::to_string(i) + "]"));
+    IMGFS_ASSIGN_OR_RETURN(Descriptor d, ParseDescriptor((*list)[i], "image index manifests[" +
+                                                                         std::to_string(i) + "]"));
     index.manifests.push_back(std::move(d));
   }
   return index;
@@ -235,9 +241,9 @@ Result<Descriptor> SelectPlatform(const ImageIndex& index, const Platform& want,
     }
   }
   if (best == nullptr) {
-    return Status::NotFound("no image for platform " + want.String() + " in " +
-                            std::string(where) + "; available: " +
-                            (available.empty() ? std::string("none") : Join(available)));
+    return Status::NotFound(
+        "no image for platform " + want.String() + " in " + std::string(where) +
+        "; available: " + (available.empty() ? std::string("none") : Join(available)));
   }
   return *best;
 }

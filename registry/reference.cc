@@ -82,7 +82,8 @@ bool IsDomain(std::string_view d) {
     size_t start = 0;
     while (true) {
       size_t dot = host.find('.', start);
-      if (!IsDomainComponent(host.substr(start, dot == std::string_view::npos ? dot : dot - start))) {
+      if (!IsDomainComponent(
+              host.substr(start, dot == std::string_view::npos ? dot : dot - start))) {
         return false;
       }
       if (dot == std::string_view::npos) break;
@@ -140,7 +141,8 @@ Result<Reference> Reference::Parse(std::string_view s) {
     std::string_view digest = s.substr(at + 1);
     name_tag = s.substr(0, at);
     if (!IsDigestSyntax(digest)) {
-      return Invalid("invalid digest format '" + std::string(digest) + "' (expected sha256:<64 hex>)");
+      return Invalid("invalid digest format '" + std::string(digest) +
+                     "' (expected sha256:<64 hex>)");
     }
     Status st = ValidateDigest(digest);
     if (!st.ok()) return Status(st.code(), "invalid reference format: " + st.message());
@@ -164,10 +166,9 @@ Result<Reference> Reference::Parse(std::string_view s) {
   std::string_view path = name;
   size_t slash = name.find('/');
   std::string_view first = name.substr(0, slash);
-  bool first_is_domain =
-      slash != std::string_view::npos &&
-      (first.find_first_of(".:") != std::string_view::npos || first == "localhost" ||
-       HasUpper(first));
+  bool first_is_domain = slash != std::string_view::npos &&
+                         (first.find_first_of(".:") != std::string_view::npos ||
+                          first == "localhost" || HasUpper(first));
   if (first_is_domain) {
     ref.domain = std::string(first);
     path = name.substr(slash + 1);
@@ -184,8 +185,8 @@ Result<Reference> Reference::Parse(std::string_view s) {
   size_t start = 0;
   while (true) {
     size_t next = path.find('/', start);
-    std::string_view component =
-        path.substr(start, next == std::string_view::npos ? next : next - start);
+    std::string_view component = path.substr(start,
+                                             next == std::string_view::npos ? next : next - start);
     if (!IsPathComponent(component)) {
       return Invalid("repository name component '" + std::string(component) +
                      "' must be lowercase letters and digits, separated by '.', '_', '__' or '-'");

@@ -28,7 +28,7 @@ struct ResolvedImage {
   std::optional<ManifestResponse> index;  // when the reference named an index / manifest list
   ManifestResponse manifest;              // the image manifest (digest verified)
   ImageManifest parsed;
-  std::string config;                     // the config blob (digest and size verified)
+  std::string config;  // the config blob (digest and size verified)
   // The config's rootfs.diff_ids, one per layer of `parsed` (checked): what each layer's
   // uncompressed tar must hash to.
   std::vector<std::string> diff_ids;

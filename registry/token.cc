@@ -26,9 +26,7 @@ std::string UrlEncode(std::string_view s) {
   return out;
 }
 
-bool UsesRefreshGrant(const Credentials* c) {
-  return c != nullptr && !c->identity_token.empty();
-}
+bool UsesRefreshGrant(const Credentials* c) { return c != nullptr && !c->identity_token.empty(); }
 
 HttpRequest BuildTokenRequest(const TokenRequest& r) {
   HttpRequest req;

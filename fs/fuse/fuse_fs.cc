@@ -19,9 +19,9 @@
 namespace imgfs::fs {
 namespace {
 
+using internal::kOpNames;
 using internal::MakeOps;
 using internal::Mount;
-using internal::kOpNames;
 
 void LogOpStats(const Mount& mount) {
   for (size_t i = 0; i < mount.ops.size(); ++i) {

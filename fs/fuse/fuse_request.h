@@ -33,12 +33,27 @@ inline constexpr double kCacheTimeout = 1e6;
 inline constexpr uint32_t kBlockSize = 4096;
 
 enum class Op : uint8_t {
-  kLookup, kGetattr, kReadlink, kOpen, kRead, kRelease, kOpendir, kReaddir, kReaddirplus,
-  kReleasedir, kStatfs, kGetxattr, kListxattr, kAccess, kWrite, kCount
+  kLookup,
+  kGetattr,
+  kReadlink,
+  kOpen,
+  kRead,
+  kRelease,
+  kOpendir,
+  kReaddir,
+  kReaddirplus,
+  kReleasedir,
+  kStatfs,
+  kGetxattr,
+  kListxattr,
+  kAccess,
+  kWrite,
+  kCount
 };
 inline constexpr std::array<const char*, static_cast<size_t>(Op::kCount)> kOpNames = {
-    "lookup", "getattr", "readlink", "open", "read", "release", "opendir", "readdir",
-    "readdirplus", "releasedir", "statfs", "getxattr", "listxattr", "access", "write-attempt"};
+    "lookup",  "getattr",  "readlink",  "open",        "read",
+    "release", "opendir",  "readdir",   "readdirplus", "releasedir",
+    "statfs",  "getxattr", "listxattr", "access",      "write-attempt"};
 
 struct OpCounters {
   std::atomic<uint64_t> calls{0};

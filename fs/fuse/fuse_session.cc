@@ -93,7 +93,8 @@ Status RunFuseSession(const fuse_lowlevel_ops& ops, void* userdata, const FuseOp
     if (errno == ENOTCONN) {
       return Status::InvalidArgument("mountpoint " + options.mountpoint +
                                      " holds a stale FUSE mount whose server is gone: run "
-                                     "`imgfs umount " + options.mountpoint + "` first");
+                                     "`imgfs umount " +
+                                     options.mountpoint + "` first");
     }
     return Status::InvalidArgument("mountpoint " + options.mountpoint + ": " +
                                    std::strerror(errno));
@@ -141,8 +142,7 @@ Status RunFuseSession(const fuse_lowlevel_ops& ops, void* userdata, const FuseOp
   fuse_remove_signal_handlers(se);
   // rc > 0 is the signal that ended the loop: an ordinary stop.
   if (rc < 0) {
-    return Status::IoError("FUSE loop at " + options.mountpoint + " failed: " +
-                           std::strerror(-rc));
+    return Status::IoError("FUSE loop at " + options.mountpoint + " failed: " + std::strerror(-rc));
   }
   return Status::Ok();
 }

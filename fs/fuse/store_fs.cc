@@ -138,8 +138,9 @@ struct stat NsStat(uint64_t ino, const NsNode& n, Store& store) {
     std::shared_ptr<const StoreLayer> layer = store.Layer(n.slot);
     st.st_mode = S_IFREG | 0444;
     st.st_nlink = 1;
-    if (layer) st.st_size = static_cast<off_t>(n.kind == Kind::kInfo ? layer->info.size()
-                                                                     : layer->blob_size);
+    if (layer)
+      st.st_size = static_cast<off_t>(n.kind == Kind::kInfo ? layer->info.size()
+                                                            : layer->blob_size);
   } else {
     st.st_mode = S_IFDIR | 0755;
     st.st_nlink = 2;

@@ -163,14 +163,14 @@ class ZstdHasher : public HasherBase {
 }  // namespace
 
 Result<std::unique_ptr<DiffIdHasher>> DiffIdHasher::Create(std::string_view format,
-                                                          uint64_t max_decoded) {
+                                                           uint64_t max_decoded) {
   if (format == "tar") return std::unique_ptr<DiffIdHasher>(new RawHasher(max_decoded));
   if (format == "gzip" || format == "estargz") {
     return std::unique_ptr<DiffIdHasher>(new GzipHasher(max_decoded));
   }
   if (format == "zstd:chunked") return std::unique_ptr<DiffIdHasher>(new ZstdHasher(max_decoded));
-  return Status::Unsupported("no diff_id can be computed for layer format '" +
-                             std::string(format) + "'");
+  return Status::Unsupported("no diff_id can be computed for layer format '" + std::string(format) +
+                             "'");
 }
 
 }  // namespace imgfs::fs

@@ -145,7 +145,6 @@ Result<std::pair<size_t, size_t>> FindTocInTar(std::string_view tar) {
   return Status::Corrupt("TOC tar stream has too many extended headers");
 }
 
-
 }  // namespace
 
 Result<uint64_t> ParseEstargzFooter(std::string_view tail, uint64_t* footer_size) {
@@ -189,9 +188,8 @@ Result<LayerIndex> BuildEstargzIndex(const LayerDescriptor& layer, BlobSource* s
   }
   const std::string& want = annotation->second;
   if (!ValidateDigest(want).ok()) {
-    return Status::Corrupt("annotation " + std::string(kEstargzTocDigestAnnotation) +
-                           " of layer " + layer.digest + " is not a sha256 digest: \"" + want +
-                           "\"");
+    return Status::Corrupt("annotation " + std::string(kEstargzTocDigestAnnotation) + " of layer " +
+                           layer.digest + " is not a sha256 digest: \"" + want + "\"");
   }
   if (source == nullptr) {
     return Status::Unavailable("the TOC of layer " + layer.digest +
@@ -246,8 +244,8 @@ Result<LayerIndex> BuildEstargzIndex(const LayerDescriptor& layer, BlobSource* s
                                   " does not match its annotation (TOC hashes to " + got +
                                   ", annotation says " + want + ")");
   }
-  return IndexFromTocJson(*toc_json, TocBlob{layer.digest, layer.size, UnitCodec::kGzipMember,
-                                             *toc_off, "estargz"});
+  return IndexFromTocJson(
+      *toc_json, TocBlob{layer.digest, layer.size, UnitCodec::kGzipMember, *toc_off, "estargz"});
 }
 
 }  // namespace imgfs::fs

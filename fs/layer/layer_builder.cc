@@ -50,9 +50,8 @@ Result<LayerIndex> LoadCached(const LayerDescriptor& layer, cache::Cache* cache)
     // Hashed when the whole stream was decoded (this or an earlier process): the same verdict
     // as then, without the stream.
     if (index->diff_id == layer.diff_id) return index;
-    return Status::DigestMismatch("layer " + layer.digest + " uncompresses to " +
-                                  index->diff_id + " but the image config's diff_id for it is " +
-                                  layer.diff_id);
+    return Status::DigestMismatch("layer " + layer.digest + " uncompresses to " + index->diff_id +
+                                  " but the image config's diff_id for it is " + layer.diff_id);
   }
   if (index->format == "gzip" || index->format == "tar") {
     // An index of the streamed formats without a diff_id was stored before imgfs recorded it:
@@ -71,8 +70,8 @@ Result<LayerIndex> StoreTocIndex(const LayerDescriptor& layer, cache::Cache* cac
                             " is inconsistent: " + s.message());
   }
   if (Status s = cache->PutLayerIndex(layer.digest, built->Serialize()); !s.ok()) {
-    IMGFS_LOG(kWarning, "could not store the index of layer " << layer.digest << ": "
-                                                               << s.ToString());
+    IMGFS_LOG(kWarning,
+              "could not store the index of layer " << layer.digest << ": " << s.ToString());
   }
   return built;
 }

@@ -267,8 +267,8 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   LayerIndex index;
   uint64_t nentries, nunits;
   if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Varint(&index.prefetch_end) ||
-      (version == kVersion && !r.Str(&index.diff_id)) || !r.Count(&nentries, kMinEntryBytes)) {
+      !r.Varint(&index.prefetch_end) || (version == kVersion && !r.Str(&index.diff_id)) ||
+      !r.Count(&nentries, kMinEntryBytes)) {
     return Status::Corrupt("layer index: truncated body");
   }
   index.entries.resize(nentries);
@@ -290,9 +290,8 @@ std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index) {
   for (uint32_t u = 0; u < index.units.size(); ++u) {
     if (index.units[u].clen > 0) order.push_back(u);
   }
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    return index.units[a].coff < index.units[b].coff;
-  });
+  std::sort(order.begin(), order.end(),
+            [&](uint32_t a, uint32_t b) { return index.units[a].coff < index.units[b].coff; });
   return order;
 }
 
@@ -378,8 +377,7 @@ Status ValidateLayerIndex(const LayerIndex& index) {
 std::string AbbreviateName(std::string_view name) {
   constexpr size_t kShown = 80;
   if (name.size() <= kShown) return std::string(name);
-  return std::string(name.substr(0, kShown)) + "... (" + std::to_string(name.size()) +
-         " bytes)";
+  return std::string(name.substr(0, kShown)) + "... (" + std::to_string(name.size()) + " bytes)";
 }
 
 Result<std::string> CleanPath(std::string_view name) {
@@ -402,8 +400,7 @@ Result<std::string> CleanPath(std::string_view name) {
       continue;
     }
     if (part.find('\0') != std::string_view::npos) {
-      return Status::Corrupt("tar member name '" + AbbreviateName(name) +
-                             "' contains a NUL byte");
+      return Status::Corrupt("tar member name '" + AbbreviateName(name) + "' contains a NUL byte");
     }
     parts.push_back(part);
   }
@@ -460,8 +457,8 @@ Status ValidateXattrs(const Entry& entry) {
   if (list > kMaxXattrNameList || total > kMaxXattrBytesPerEntry) {
     return fail("xattrs take " + std::to_string(total) + " bytes (" + std::to_string(list) +
                 " for the names), more than the limits of " +
-                std::to_string(kMaxXattrBytesPerEntry) + " (" +
-                std::to_string(kMaxXattrNameList) + ")");
+                std::to_string(kMaxXattrBytesPerEntry) + " (" + std::to_string(kMaxXattrNameList) +
+                ")");
   }
   return Status::Ok();
 }

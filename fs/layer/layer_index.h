@@ -36,10 +36,10 @@ enum class UnitCodec : uint8_t {
 
 struct Unit {
   UnitCodec codec = UnitCodec::kRaw;
-  uint64_t coff = 0;      // compressed range inside the blob
+  uint64_t coff = 0;  // compressed range inside the blob
   uint64_t clen = 0;
-  std::string sha256;     // "sha256:<hex>" of the compressed range
-  uint64_t ulen = 0;      // decoded length of the unit
+  std::string sha256;  // "sha256:<hex>" of the compressed range
+  uint64_t ulen = 0;   // decoded length of the unit
   // kZran only. The checkpoint at the unit's start: when `bits` != 0 the first byte of the
   // range (at coff) holds `bits` still-unused bits of the deflate stream (zran.c's
   // inflatePrime), otherwise decoding starts at coff on a byte boundary. `window` is the
@@ -55,7 +55,7 @@ enum class EntryType : uint8_t {
   kRegular = 0,
   kDirectory = 1,
   kSymlink = 2,
-  kHardlink = 3,   // link_target names an earlier entry (this or a lower layer)
+  kHardlink = 3,  // link_target names an earlier entry (this or a lower layer)
   kCharDevice = 4,
   kBlockDevice = 5,
   kFifo = 6,
@@ -82,13 +82,13 @@ struct Entry {
   // or ".." components; "" is the root directory itself.
   std::string path;
   EntryType type = EntryType::kRegular;
-  uint32_t mode = 0;       // permission bits including setuid/setgid/sticky (07777)
+  uint32_t mode = 0;  // permission bits including setuid/setgid/sticky (07777)
   uint32_t uid = 0;
   uint32_t gid = 0;
   int64_t mtime_sec = 0;
   uint32_t mtime_nsec = 0;
-  uint64_t size = 0;       // regular files only
-  std::string link_target; // symlink target as stored; hard link: cleaned path of the target
+  uint64_t size = 0;        // regular files only
+  std::string link_target;  // symlink target as stored; hard link: cleaned path of the target
   uint32_t dev_major = 0;
   uint32_t dev_minor = 0;
   std::vector<std::pair<std::string, std::string>> xattrs;  // name -> raw value, tar order
@@ -113,8 +113,8 @@ struct LayerDescriptor {
 };
 
 struct LayerIndex {
-  std::string blob_digest;   // "sha256:<hex>" of the compressed blob
-  std::string format;        // "tar", "gzip", "estargz", "zstd:chunked"
+  std::string blob_digest;  // "sha256:<hex>" of the compressed blob
+  std::string format;       // "tar", "gzip", "estargz", "zstd:chunked"
   uint64_t blob_size = 0;
   std::vector<Entry> entries;
   std::vector<Unit> units;
@@ -145,8 +145,8 @@ Status ValidateLayerIndex(const LayerIndex& index);
 // Limits on names from outside data (docs/architecture.md, "Limits on outside data"). They are
 // the kernel's: a name beyond them could not be extracted (ENAMETOOLONG, E2BIG, ERANGE), so
 // docker's and containerd's extraction fails on it; imgfs refuses the layer the same way.
-inline constexpr size_t kMaxNameComponent = 255;   // NAME_MAX, one path component
-inline constexpr size_t kMaxPathLength = 4095;     // PATH_MAX (4096) with its NUL
+inline constexpr size_t kMaxNameComponent = 255;  // NAME_MAX, one path component
+inline constexpr size_t kMaxPathLength = 4095;    // PATH_MAX (4096) with its NUL
 inline constexpr size_t kMaxXattrsPerEntry = 1024;
 inline constexpr size_t kMaxXattrName = 255;        // XATTR_NAME_MAX
 inline constexpr size_t kMaxXattrValue = 65536;     // XATTR_SIZE_MAX
@@ -164,8 +164,8 @@ Result<std::string> CleanPath(std::string_view name);
 
 // kCorrupt, naming the (abbreviated) path, when a cleaned path breaks the limits above: a
 // component over kMaxNameComponent or the whole over kMaxPathLength (which also bounds a
-// path's depth: at most 2048 components). Every layer parser (tar and TOC formats) gets it through CleanPath, and
-// ValidateLayerIndex checks it again.
+// path's depth: at most 2048 components). Every layer parser (tar and TOC formats) gets it through
+// CleanPath, and ValidateLayerIndex checks it again.
 Status ValidateEntryName(std::string_view path);
 
 // kCorrupt naming the entry when its xattrs break the limits above (count, name and value

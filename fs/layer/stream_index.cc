@@ -61,8 +61,8 @@ struct StreamIndexer::Impl {
   uint64_t total_out = 0;  // uncompressed stream bytes produced
   // The tar archive ended and its last unit is closed: the rest of the stream is only hashed.
   bool trailing = false;
-  Sha256 diff_hash;        // of the uncompressed stream (gzip only; raw: the blob digest)
-  Status limit_error;      // a limit was passed: the pass stops at once
+  Sha256 diff_hash;    // of the uncompressed stream (gzip only; raw: the blob digest)
+  Status limit_error;  // a limit was passed: the pass stops at once
 
   // gzip state
   z_stream zs{};
@@ -117,10 +117,10 @@ struct StreamIndexer::Impl {
     if (total_out > options.max_inflated) {
       limit_error = Status::Corrupt(
           "the layer inflates to more than " + std::to_string(options.max_inflated) +
-          " bytes, the limit for a blob of its size (at most " +
-          std::to_string(kMaxInflateRatio) + " times the compressed size beyond " +
-          std::to_string(kInflateRatioFloor >> 30) + " GiB, and never more than " +
-          std::to_string(kMaxInflatedLayerBytes >> 30) + " GiB): refusing a likely gzip bomb");
+          " bytes, the limit for a blob of its size (at most " + std::to_string(kMaxInflateRatio) +
+          " times the compressed size beyond " + std::to_string(kInflateRatioFloor >> 30) +
+          " GiB, and never more than " + std::to_string(kMaxInflatedLayerBytes >> 30) +
+          " GiB): refusing a likely gzip bomb");
       return limit_error;
     }
     if (mode == Mode::kGzip) {
@@ -149,8 +149,7 @@ struct StreamIndexer::Impl {
 
   Status Detect() {
     if (StartsWith(detect_buf, {0x28, 0xb5, 0x2f, 0xfd})) {
-      return Status::Unsupported(
-          "zstd layers without zstd:chunked TOC are not supported yet");
+      return Status::Unsupported("zstd layers without zstd:chunked TOC are not supported yet");
     }
     if (StartsWith(detect_buf, {0x1f, 0x8b})) {
       mode = Mode::kGzip;
@@ -280,8 +279,8 @@ struct StreamIndexer::Impl {
         e->chunks.push_back(region);
         continue;
       }
-      IMGFS_RETURN_IF_ERROR(MapRange(e, region.file_offset, data_offset + region.unit_offset,
-                                     region.length));
+      IMGFS_RETURN_IF_ERROR(
+          MapRange(e, region.file_offset, data_offset + region.unit_offset, region.length));
     }
     return Status::Ok();
   }
@@ -340,8 +339,7 @@ uint64_t InflateLimitFor(uint64_t compressed_size) {
   return std::min(kMaxInflatedLayerBytes, std::max(kInflateRatioFloor, by_ratio));
 }
 
-StreamIndexer::StreamIndexer(StreamIndexOptions options)
-    : impl_(std::make_unique<Impl>(options)) {}
+StreamIndexer::StreamIndexer(StreamIndexOptions options) : impl_(std::make_unique<Impl>(options)) {}
 StreamIndexer::~StreamIndexer() = default;
 
 Status StreamIndexer::Feed(std::string_view bytes) {
@@ -452,8 +450,7 @@ Result<LayerIndex> StreamPass(const LayerDescriptor& layer, cache::BlobWriter* w
 }  // namespace
 
 Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::Cache* cache,
-                                           BlobSource* source,
-                                           const StreamIndexOptions& options) {
+                                           BlobSource* source, const StreamIndexOptions& options) {
   const std::string& digest = layer.digest;
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer,
                          cache->CreateBlobWriter(digest, layer.size));
@@ -461,8 +458,8 @@ Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::
   Result<LayerIndex> index = StreamPass(layer, writer.get(), source, options);
   // The adopted bytes were never verified: when the whole does not verify, they may be what
   // is wrong. Once more from the start.
-  if (resumed && (index.status().code() == Code::kDigestMismatch ||
-                  index.status().code() == Code::kCorrupt)) {
+  if (resumed &&
+      (index.status().code() == Code::kDigestMismatch || index.status().code() == Code::kCorrupt)) {
     IMGFS_LOG(kWarning, "layer " << digest << ": the resumed transfer does not verify ("
                                  << index.status().message() << "); fetching it whole again");
     Status restart = writer->Restart();
@@ -475,8 +472,8 @@ Result<LayerIndex> BuildStreamedLayerIndex(const LayerDescriptor& layer, cache::
     IMGFS_LOG(kWarning, "could not store the index of layer " << digest << ": " << s.ToString());
   }
   IMGFS_LOG(kInfo, "indexed layer " << digest << " (" << index->format << ", "
-                                    << index->entries.size() << " entries, "
-                                    << index->units.size() << " units)");
+                                    << index->entries.size() << " entries, " << index->units.size()
+                                    << " units)");
   return index;
 }
 

@@ -42,9 +42,9 @@
 namespace imgfs::fs {
 
 struct StreamIndexOptions {
-  uint64_t span = uint64_t{1} << 20;             // output between zran checkpoints
+  uint64_t span = uint64_t{1} << 20;              // output between zran checkpoints
   uint64_t min_member_span = uint64_t{64} << 10;  // see above
-  uint64_t raw_unit = uint64_t{1} << 20;         // size of an uncompressed tar's units
+  uint64_t raw_unit = uint64_t{1} << 20;          // size of an uncompressed tar's units
   // The most bytes the layer may inflate to (the whole stream, tar end and padding included).
   uint64_t max_inflated = uint64_t{1} << 40;
 };

@@ -10,13 +10,13 @@
 namespace imgfs::fs {
 namespace {
 
-using ustar::kBlock;
-using ustar::kMaxSize;
-using ustar::kSize;
-using ustar::kChksum;
-using ustar::kTypeflag;
 using ustar::FieldBytes;
 using ustar::IsZeroBlock;
+using ustar::kBlock;
+using ustar::kChksum;
+using ustar::kMaxSize;
+using ustar::kSize;
+using ustar::kTypeflag;
 using ustar::Padding;
 
 // Go's maxSpecialFileSize: the most an 'x', 'g', 'L' or 'K' header may hold.
@@ -187,7 +187,8 @@ Status TarReader::FinishCollect() {
     case 'x': {
       // Only the last 'x' header before a member counts (Go replaces its records).
       std::map<std::string, std::string> records;
-      if (Status s = ParsePaxRecords(data, &records); !s.ok()) return Fail(collect_offset_, s.message());
+      if (Status s = ParsePaxRecords(data, &records); !s.ok())
+        return Fail(collect_offset_, s.message());
       pax_local_ = std::move(records);
       return Status::Ok();
     }
@@ -195,7 +196,8 @@ Status TarReader::FinishCollect() {
       // Checked, then ignored as docker ignores it; Go returns it as a member of its own, so
       // the extension records before it apply to nothing.
       std::map<std::string, std::string> records;
-      if (Status s = ParsePaxRecords(data, &records); !s.ok()) return Fail(collect_offset_, s.message());
+      if (Status s = ParsePaxRecords(data, &records); !s.ok())
+        return Fail(collect_offset_, s.message());
       pax_local_.clear();
       gnu_long_name_.reset();
       gnu_long_link_.reset();

@@ -133,8 +133,7 @@ Status ParsePaxRecords(std::string_view records, std::map<std::string, std::stri
     size_t eq = record.find('=');
     if (eq == std::string_view::npos || eq == 0) return Status::Corrupt("PAX record without a key");
     std::string_view key = record.substr(0, eq), value = record.substr(eq + 1);
-    bool string_field =
-        key == "path" || key == "linkpath" || key == "uname" || key == "gname";
+    bool string_field = key == "path" || key == "linkpath" || key == "uname" || key == "gname";
     if ((string_field ? value : key).find('\0') != std::string_view::npos) {
       return Status::Corrupt("PAX record '" + AbbreviateName(key) + "' holds a NUL byte");
     }

@@ -15,26 +15,26 @@
 namespace imgfs::fs {
 namespace {
 
+using ustar::CString;
+using ustar::FieldBytes;
 using ustar::kBlock;
-using ustar::kMaxSize;
-using ustar::kName;
-using ustar::kMode;
-using ustar::kUid;
-using ustar::kGid;
-using ustar::kSize;
-using ustar::kMtime;
-using ustar::kLinkname;
-using ustar::kMagic;
-using ustar::kVersion;
 using ustar::kDevmajor;
 using ustar::kDevminor;
-using ustar::kPrefix;
-using ustar::kStarPrefix;
-using ustar::kGnuSparse;
+using ustar::kGid;
 using ustar::kGnuIsExtended;
 using ustar::kGnuRealSize;
-using ustar::FieldBytes;
-using ustar::CString;
+using ustar::kGnuSparse;
+using ustar::kLinkname;
+using ustar::kMagic;
+using ustar::kMaxSize;
+using ustar::kMode;
+using ustar::kMtime;
+using ustar::kName;
+using ustar::kPrefix;
+using ustar::kSize;
+using ustar::kStarPrefix;
+using ustar::kUid;
+using ustar::kVersion;
 using ustar::Padding;
 
 }  // namespace
@@ -214,8 +214,7 @@ Status TarReader::EmitEntry(const uint8_t* h, char typeflag, uint64_t at) {
   } else if (e.type == EntryType::kSymlink) {
     if (link.size() > kMaxPathLength) {
       return Fail(at, "symlink '" + e.path + "' has a target of " + std::to_string(link.size()) +
-                          " bytes, longer than PATH_MAX (" + std::to_string(kMaxPathLength) +
-                          ")");
+                          " bytes, longer than PATH_MAX (" + std::to_string(kMaxPathLength) + ")");
     }
     e.link_target = std::move(link);
   }

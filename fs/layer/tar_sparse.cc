@@ -104,8 +104,9 @@ Status SparseChunks(const std::vector<SparseRegion>& regions, uint64_t size, uin
   for (const SparseRegion& r : regions) {
     if (r.offset < 0 || r.length < 0 || r.offset > INT64_MAX - r.length ||
         static_cast<uint64_t>(r.offset + r.length) > size || prev_end > r.offset) {
-      return Status::Corrupt("sparse map regions overlap, are out of order or lie past the "
-                             "file's size");
+      return Status::Corrupt(
+          "sparse map regions overlap, are out of order or lie past the "
+          "file's size");
     }
     prev_end = r.offset + r.length;
     if (r.length == 0) continue;

@@ -40,7 +40,8 @@ class TocConverter {
     // Every recorded offset is the start of a compressed member/frame: it bounds the unit
     // before it, even when the entry itself gives no unit (landmarks, zero chunks).
     if (offset != 0) boundaries_.push_back(offset);
-    if (je.number(TocEntryFields::kEndOffset) != 0) boundaries_.push_back(je.number(TocEntryFields::kEndOffset));
+    if (je.number(TocEntryFields::kEndOffset) != 0)
+      boundaries_.push_back(je.number(TocEntryFields::kEndOffset));
 
     if (type == "chunk") {
       if (!current_file_ && dropped_file_) return Status::Ok();
@@ -174,8 +175,7 @@ class TocConverter {
     }
     if (chunk_offset >= f.size) {
       return Status::Corrupt("chunk at file offset " + std::to_string(chunk_offset) +
-                             " is past the end of the " + std::to_string(f.size) +
-                             "-byte file");
+                             " is past the end of the " + std::to_string(f.size) + "-byte file");
     }
     uint64_t length = chunk_size != 0 ? chunk_size : f.size - chunk_offset;
     if (length > f.size - chunk_offset) {
@@ -204,14 +204,13 @@ class TocConverter {
       // Both terms are bounded by kMaxTocNumber (2^63 - 1): the sum cannot wrap.
       const uint64_t inner = je.number(TocEntryFields::kInnerOffset);
       if (inner + length > kMaxUnitBytes) {
-        return Status::Unsupported("a chunk of \"" + f.path + "\" decodes to " +
-                                   std::to_string(inner + length) +
-                                   " bytes, more than the limit of " +
-                                   std::to_string(kMaxUnitBytes));
+        return Status::Unsupported(
+            "a chunk of \"" + f.path + "\" decodes to " + std::to_string(inner + length) +
+            " bytes, more than the limit of " + std::to_string(kMaxUnitBytes));
       }
       c.sha256 = std::move(digest);
-      raw_chunks_.push_back({*current_file_, static_cast<uint32_t>(f.chunks.size()), offset,
-                             inner});
+      raw_chunks_.push_back(
+          {*current_file_, static_cast<uint32_t>(f.chunks.size()), offset, inner});
     }
     f.chunks.push_back(std::move(c));
     covered_ += length;
@@ -259,8 +258,7 @@ class TocConverter {
     units.reserve(starts.size());
     for (uint64_t start : starts) {
       auto next = std::upper_bound(boundaries_.begin(), boundaries_.end(), start);
-      uint64_t end = (next == boundaries_.end() || *next > blob_.data_end) ? blob_.data_end
-                                                                           : *next;
+      uint64_t end = (next == boundaries_.end() || *next > blob_.data_end) ? blob_.data_end : *next;
       Unit u;
       u.codec = blob_.codec;
       u.coff = start;
@@ -273,8 +271,8 @@ class TocConverter {
     spans.reserve(raw_chunks_.size());
     for (const RawChunk& raw : raw_chunks_) {
       Chunk& c = out_.entries[raw.entry].chunks[raw.chunk];
-      auto unit = static_cast<uint32_t>(
-          std::lower_bound(starts.begin(), starts.end(), raw.offset) - starts.begin());
+      auto unit = static_cast<uint32_t>(std::lower_bound(starts.begin(), starts.end(), raw.offset) -
+                                        starts.begin());
       c.unit = unit;
       c.unit_offset = raw.inner_offset;
       units[unit].ulen = std::max(units[unit].ulen, raw.inner_offset + c.length);

@@ -46,8 +46,8 @@ namespace imgfs::fs {
 // xattrs are held to the limits of layer_index.h, as in every layer format.
 inline constexpr uint64_t kMaxTocCompressedBytes = uint64_t{128} << 20;
 inline constexpr uint64_t kMaxTocJsonBytes = uint64_t{384} << 20;
-inline constexpr size_t kMaxTocEntries = size_t{4} << 20;     // TOC entries of all types
-inline constexpr size_t kMaxTocNesting = 32;                  // JSON arrays/objects deep
+inline constexpr size_t kMaxTocEntries = size_t{4} << 20;  // TOC entries of all types
+inline constexpr size_t kMaxTocNesting = 32;               // JSON arrays/objects deep
 
 // The limits a parse enforces; tests lower them.
 struct TocLimits {

@@ -46,8 +46,7 @@ class TocSax final : public nlohmann::json_sax<json> {
       case kInEntries:
         if (entries_ >= limits_.max_entries) {
           return Fail(Status::Corrupt("the TOC lists more than " +
-                                      std::to_string(limits_.max_entries) +
-                                      " entries, the limit"));
+                                      std::to_string(limits_.max_entries) + " entries, the limit"));
         }
         entry_.Clear();
         stack_.push_back(kEntry);
@@ -125,8 +124,16 @@ class TocSax final : public nlohmann::json_sax<json> {
  private:
   enum Frame : uint8_t { kTopObject, kEntries, kEntry, kXattrs, kSkipped };
   // What the next value is, from the innermost frame and the key before it.
-  enum Place { kTop, kTopEntries, kTopVersion, kInEntries, kEntryField, kEntryXattrs,
-               kValueOfXattr, kElsewhere };
+  enum Place {
+    kTop,
+    kTopEntries,
+    kTopVersion,
+    kInEntries,
+    kEntryField,
+    kEntryXattrs,
+    kValueOfXattr,
+    kElsewhere
+  };
   struct Scalar {
     enum Kind { kNull, kUnsigned, kNegative, kFloat, kString, kOther } kind = kNull;
     uint64_t number = 0;
@@ -220,8 +227,7 @@ class TocSax final : public nlohmann::json_sax<json> {
       case kValueOfXattr:
         if (v.kind != Scalar::kString) return FailEntry("xattr value is not a string");
         if (entry_.xattrs.size() >= limits_.max_xattrs_per_entry) {
-          return Fail(Status::Corrupt("more than " +
-                                      std::to_string(limits_.max_xattrs_per_entry) +
+          return Fail(Status::Corrupt("more than " + std::to_string(limits_.max_xattrs_per_entry) +
                                       " xattrs, the limit")
                           .WithContext(EntryName()));
         }

@@ -29,15 +29,31 @@ namespace imgfs::fs {
 // The fields of one TOC entry, as the JSON gives them; absent or null fields are 0 or "".
 struct TocEntryFields {
   enum Field : uint8_t {
-    kOffset, kEndOffset, kSize, kMode, kUid, kGid, kDevMajor, kDevMinor, kChunkOffset,
-    kChunkSize, kInnerOffset, kNumberFields,
-    kType = kNumberFields, kName, kModtime, kLinkName, kDigest, kChunkType, kChunkDigest,
+    kOffset,
+    kEndOffset,
+    kSize,
+    kMode,
+    kUid,
+    kGid,
+    kDevMajor,
+    kDevMinor,
+    kChunkOffset,
+    kChunkSize,
+    kInnerOffset,
+    kNumberFields,
+    kType = kNumberFields,
+    kName,
+    kModtime,
+    kLinkName,
+    kDigest,
+    kChunkType,
+    kChunkDigest,
     kFieldCount
   };
   static constexpr const char* kNames[kFieldCount] = {
-      "offset", "endOffset", "size", "mode", "uid", "gid", "devMajor", "devMinor",
-      "chunkOffset", "chunkSize", "innerOffset", "type", "name", "modtime", "linkName",
-      "digest", "chunkType", "chunkDigest"};
+      "offset",   "endOffset", "size",        "mode",      "uid",         "gid",
+      "devMajor", "devMinor",  "chunkOffset", "chunkSize", "innerOffset", "type",
+      "name",     "modtime",   "linkName",    "digest",    "chunkType",   "chunkDigest"};
 
   uint64_t numbers[kNumberFields] = {};
   std::string strings[kFieldCount - kNumberFields];

@@ -204,8 +204,7 @@ Result<LayerIndex> BuildZstdChunkedIndex(const LayerDescriptor& layer, BlobSourc
   if (!toc_json.ok()) return toc_json.status().WithContext("TOC of layer " + layer.digest);
   compressed = std::string();
   return IndexFromTocJson(*toc_json, TocBlob{layer.digest, layer.size, UnitCodec::kZstdFrame,
-                                             pos.offset - kSkippableHeaderSize,
-                                             "zstd:chunked"});
+                                             pos.offset - kSkippableHeaderSize, "zstd:chunked"});
 }
 
 }  // namespace imgfs::fs

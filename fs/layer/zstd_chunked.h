@@ -48,8 +48,8 @@ inline constexpr std::string_view kZstdChunkedLegacyPositionAnnotation =
 
 // Where the compressed TOC is.
 struct ZstdChunkedTocPosition {
-  uint64_t offset = 0;             // of the compressed TOC (after the skippable frame header)
-  uint64_t length = 0;             // compressed
+  uint64_t offset = 0;  // of the compressed TOC (after the skippable frame header)
+  uint64_t length = 0;  // compressed
   uint64_t uncompressed_length = 0;
 };
 

@@ -19,8 +19,7 @@ constexpr size_t kMaxStreams = 4096;
 }  // namespace
 
 ContentReader::ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache,
-                             BlobSource* source, size_t lru_bytes,
-                             uint64_t read_ahead_bytes)
+                             BlobSource* source, size_t lru_bytes, uint64_t read_ahead_bytes)
     : layers_(std::move(layers)),
       cache_(cache),
       source_(source),
@@ -64,8 +63,7 @@ cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
 }
 
 std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& entry,
-                                                  uint64_t begin, uint64_t end,
-                                                  uint64_t max_clen) {
+                                                  uint64_t begin, uint64_t end, uint64_t max_clen) {
   const LayerIndex& index = *layers_->layer(layer);
   const std::vector<Chunk>& chunks = entry.chunks;
   auto it = std::upper_bound(chunks.begin(), chunks.end(), begin,
@@ -86,8 +84,7 @@ std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& e
   return out;
 }
 
-Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size_t len,
-                                   char* out) {
+Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size_t len, char* out) {
   if (layers_->layer(file.layer) == nullptr ||
       file.entry >= layers_->layer(file.layer)->entries.size()) {
     return Status::InvalidArgument("read of a file that is not in the image's layers");
@@ -102,8 +99,7 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
   if (offset >= entry.size || len == 0) return size_t{0};
   const uint64_t end = offset + std::min<uint64_t>(len, entry.size - offset);
   auto corrupt = [&](const char* what) {
-    return Status::Corrupt("layer " + layer.blob_digest + ": file \"" + entry.path + "\" " +
-                           what);
+    return Status::Corrupt("layer " + layer.blob_digest + ": file \"" + entry.path + "\" " + what);
   };
 
   // Several missing units: one coalesced fetch instead of a request per unit. Failures are
@@ -152,7 +148,8 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
   if (pos < end) return corrupt("is longer than its chunks");
   counters_[file.layer].bytes_read.fetch_add(end - offset, std::memory_order_relaxed);
   MaybeReadAhead(file, entry, offset, end);
-  if (first_unit != Chunk::kZeroUnit) MaybeReadAheadAcrossFiles(file, offset, first_unit, last_unit);
+  if (first_unit != Chunk::kZeroUnit)
+    MaybeReadAheadAcrossFiles(file, offset, first_unit, last_unit);
   return static_cast<size_t>(end - offset);
 }
 
@@ -315,8 +312,8 @@ Result<ContentReader::Decoded> ContentReader::FetchDecodeAndKeep(uint32_t layer,
 Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uint32_t unit) {
   const LayerIndex& index = *layers_->layer(layer);
   const Unit& u = index.units[unit];
-  const std::string context =
-      "layer " + index.blob_digest + " unit at offset " + std::to_string(u.coff);
+  const std::string context = "layer " + index.blob_digest + " unit at offset " +
+                              std::to_string(u.coff);
   auto fail = [&](const Status& s) -> Result<Decoded> {
     counters_[layer].failures.fetch_add(1, std::memory_order_relaxed);
     return s.WithContext(context);

@@ -43,8 +43,8 @@
 
 #include <atomic>
 #include <cstddef>
-#include <deque>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <map>
 #include <memory>
@@ -55,11 +55,11 @@
 #include <utility>
 #include <vector>
 
+#include "base/blob_source.h"
 #include "base/mutex.h"
 #include "base/single_flight.h"
-#include "base/thread_annotations.h"
 #include "base/status.h"
-#include "base/blob_source.h"
+#include "base/thread_annotations.h"
 #include "cache/cache.h"
 #include "fs/layer/layer_index.h"
 #include "fs/tree/file_source.h"
@@ -72,11 +72,11 @@ class ContentReader {
   // Per-layer counters since the reader was made (bytes fetched are the cache's business).
   struct LayerStats {
     std::string blob_digest;
-    uint64_t unit_decodes = 0;  // units read through the cache and decoded
-    uint64_t lru_hits = 0;      // chunk reads served by an already decoded unit
-    uint64_t shared_waits = 0;  // reads that waited for another read's fetch of the same unit
-    uint64_t failures = 0;      // unit reads that failed
-    uint64_t bytes_read = 0;    // file bytes returned to callers
+    uint64_t unit_decodes = 0;     // units read through the cache and decoded
+    uint64_t lru_hits = 0;         // chunk reads served by an already decoded unit
+    uint64_t shared_waits = 0;     // reads that waited for another read's fetch of the same unit
+    uint64_t failures = 0;         // unit reads that failed
+    uint64_t bytes_read = 0;       // file bytes returned to callers
     uint64_t readahead_units = 0;  // units handed to the background read-ahead
   };
 
@@ -86,9 +86,8 @@ class ContentReader {
 
   // `read_ahead_bytes`: how far ahead of a sequential reader units are fetched (file bytes,
   // and at most that many compressed bytes per background request); 0 turns read-ahead off.
-  ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache,
-                BlobSource* source, size_t lru_bytes = 64 << 20,
-                uint64_t read_ahead_bytes = kReadAheadBytes);
+  ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache, BlobSource* source,
+                size_t lru_bytes = 64 << 20, uint64_t read_ahead_bytes = kReadAheadBytes);
   ~ContentReader();
   ContentReader(const ContentReader&) = delete;
   ContentReader& operator=(const ContentReader&) = delete;
@@ -125,8 +124,8 @@ class ContentReader {
   };
   // Where a sequential reader of one file is.
   struct Stream {
-    uint64_t next_offset = 0;   // where the last read ended
-    uint64_t ahead_until = 0;   // file offset up to which read-ahead was requested
+    uint64_t next_offset = 0;  // where the last read ended
+    uint64_t ahead_until = 0;  // file offset up to which read-ahead was requested
   };
 
   // Where a reader walking a layer's files in blob order is.

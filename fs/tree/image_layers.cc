@@ -8,7 +8,9 @@ namespace imgfs::fs {
 
 ImageLayers::ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers,
                          std::vector<std::string> diff_ids)
-    : layers_(std::move(layers)), diff_ids_(std::move(diff_ids)), verdicts_(layers_.size()),
+    : layers_(std::move(layers)),
+      diff_ids_(std::move(diff_ids)),
+      verdicts_(layers_.size()),
       checked_(layers_.size()) {
   checks_.reserve(layers_.size());
   for (const auto& layer : layers_) {
@@ -65,8 +67,7 @@ Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit,
   if (u.codec == UnitCodec::kRaw) {
     // Decoding a raw unit is a copy; skip it (units can be MiBs).
     if (u.ulen != u.clen || compressed.size() != u.clen) {
-      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) +
-                             " with ulen != clen");
+      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) + " with ulen != clen");
     }
     return compressed;
   }

@@ -62,7 +62,8 @@ Status CheckLayerDiffId(const ImageLayers& layers, uint32_t layer, cache::Cache*
       std::string piece;
       uint64_t n = std::min(end - pos, kGapPieceBytes);
       IMGFS_RETURN_IF_ERROR(source->ReadRange(digest, pos, n, &piece));
-      if (piece.size() != n) return Status::Corrupt("short read of the blob at " + std::to_string(pos));
+      if (piece.size() != n)
+        return Status::Corrupt("short read of the blob at " + std::to_string(pos));
       feed(piece);
       pos += n;
     }
@@ -81,11 +82,13 @@ Status CheckLayerDiffId(const ImageLayers& layers, uint32_t layer, cache::Cache*
 
   const std::string got_blob = blob_hash.FinishDigest();
   if (got_blob != digest) {
-    return Status::DigestMismatch("layer " + digest + ": the blob put together from the cache "
-                                  "and the registry hashes to " + got_blob +
-                                  "; its diff_id was not checked");
+    return Status::DigestMismatch("layer " + digest +
+                                  ": the blob put together from the cache "
+                                  "and the registry hashes to " +
+                                  got_blob + "; its diff_id was not checked");
   }
-  Result<std::string> got = decode_error.ok() ? hasher->Finish() : Result<std::string>(decode_error);
+  Result<std::string> got = decode_error.ok() ? hasher->Finish()
+                                              : Result<std::string>(decode_error);
   layers.MarkDiffIdChecked(layer);
   Status verdict;
   if (!got.ok()) {
@@ -95,8 +98,8 @@ Status CheckLayerDiffId(const ImageLayers& layers, uint32_t layer, cache::Cache*
     LayerIndex checked = index;
     checked.diff_id = *got;
     if (Status s = cache->PutLayerIndex(digest, checked.Serialize()); !s.ok()) {
-      IMGFS_LOG(kWarning, "could not record the diff_id of layer " << digest << ": "
-                                                                   << s.ToString());
+      IMGFS_LOG(kWarning,
+                "could not record the diff_id of layer " << digest << ": " << s.ToString());
     }
     if (*got != want) {
       verdict = Status::DigestMismatch("layer " + digest + " uncompresses to " + *got +

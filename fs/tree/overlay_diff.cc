@@ -16,7 +16,7 @@ LayerIndex OverlayDiffIndex(const LayerIndex& layer) {
   out.prefetch_end = layer.prefetch_end;
   out.entries.reserve(layer.entries.size());
 
-  std::set<std::string> opaque;      // directories marked opaque
+  std::set<std::string> opaque;  // directories marked opaque
   std::set<std::string> explicit_dirs;
   bool has_root = false;
   for (const Entry& e : layer.entries) {

@@ -109,8 +109,8 @@ void Prefetcher::Run() {
   }
   done_cv_.SignalAll();
   IMGFS_LOG(kInfo, "prefetch finished: " << requests_started_.load() << " fetches of "
-                                         << units_wanted_.load() << " units, "
-                                         << failures_.load() << " failed");
+                                         << units_wanted_.load() << " units, " << failures_.load()
+                                         << " failed");
 }
 
 void Prefetcher::FetchLandmark(uint32_t layer) {

@@ -17,8 +17,8 @@
 // Units are verified like any other fetch (cache::Cache::FetchUnits; units without a sha256
 // are decoded and checked against their chunk digests, the decoded bytes then dropped).
 //
-// Ownership: the Prefetcher shares the mount's ImageLayers; `cache` and `source` are borrowed and must
-// outlive it. Work runs on threads started by Start(); the destructor asks them to stop (they
+// Ownership: the Prefetcher shares the mount's ImageLayers; `cache` and `source` are borrowed and
+// must outlive it. Work runs on threads started by Start(); the destructor asks them to stop (they
 // finish the request in flight) and joins them.
 //
 // Thread-safety: Start, Wait and stats may be called from any thread; Start at most once.
@@ -34,10 +34,10 @@
 #include <thread>
 #include <vector>
 
+#include "base/blob_source.h"
 #include "base/mutex.h"
 #include "base/status.h"
 #include "base/thread_annotations.h"
-#include "base/blob_source.h"
 #include "cache/cache.h"
 #include "fs/tree/image_layers.h"
 
@@ -104,7 +104,7 @@ class Prefetcher {
   Status first_error_ GUARDED_BY(mu_);
 
   // Set once by Start (under mu_), joined by the destructor.
-  std::thread thread_;    // the controller; joined by the destructor
+  std::thread thread_;  // the controller; joined by the destructor
 };
 
 }  // namespace imgfs::fs

@@ -74,7 +74,7 @@ struct Tree::Node {
   uint32_t mtime_nsec = 0;
   uint32_t layer = kNone;  // the entry that gave the inode its attributes; kNone: implicit dir
   uint32_t entry = kNone;
-  uint32_t parent = 0;     // directories: the parent's ino (root: itself)
+  uint32_t parent = 0;  // directories: the parent's ino (root: itself)
   uint32_t child_begin = 0;
   uint32_t child_count = 0;
 };
@@ -109,8 +109,8 @@ class TreeBuilder {
     uint64_t rdev = 0;
     uint32_t layer = kNone;
     uint32_t entry = kNone;
-    uint32_t names = 0;                 // non-directories: names that refer to the inode
-    std::unique_ptr<ChildMap> children; // directories only
+    uint32_t names = 0;                  // non-directories: names that refer to the inode
+    std::unique_ptr<ChildMap> children;  // directories only
   };
 
   bool IsDir(uint32_t ino) const { return S_ISDIR(nodes_[ino].mode); }
@@ -132,7 +132,7 @@ class TreeBuilder {
     n.gid = e.gid == UINT32_MAX ? 0 : e.gid;
     n.mtime_sec = e.mtime_sec;
     n.mtime_nsec = e.mtime_nsec;
-    n.size = e.type == EntryType::kRegular  ? e.size
+    n.size = e.type == EntryType::kRegular   ? e.size
              : e.type == EntryType::kSymlink ? e.link_target.size()
                                              : 0;
     n.rdev = (e.type == EntryType::kCharDevice || e.type == EntryType::kBlockDevice)
@@ -403,9 +403,7 @@ Tree::Attr Tree::MakeAttr(uint64_t ino, const Node& node) const {
   return a;
 }
 
-static Status NoInode(uint64_t ino) {
-  return Status::NotFound("no inode " + std::to_string(ino));
-}
+static Status NoInode(uint64_t ino) { return Status::NotFound("no inode " + std::to_string(ino)); }
 
 Result<Tree::Attr> Tree::GetAttr(uint64_t ino) const {
   const Node* n = Find(ino);
@@ -429,9 +427,9 @@ Result<Tree::Attr> Tree::Lookup(uint64_t parent, std::string_view name) const {
   return MakeAttr(it->ino, nodes_[it->ino]);
 }
 
-Status Tree::ReadDir(uint64_t ino, uint64_t offset,
-                     const std::function<bool(std::string_view, const Attr&, uint64_t)>& emit)
-    const {
+Status Tree::ReadDir(
+    uint64_t ino, uint64_t offset,
+    const std::function<bool(std::string_view, const Attr&, uint64_t)>& emit) const {
   const Node* dir = Find(ino);
   if (!dir) return NoInode(ino);
   if (!S_ISDIR(dir->mode)) return Status::InvalidArgument("inode is not a directory");

@@ -55,8 +55,8 @@ class Tree {
     uint32_t nlink = 0;
     uint32_t uid = 0;
     uint32_t gid = 0;
-    uint64_t size = 0;   // regular files: content size; symlinks: target length; else 0
-    uint64_t rdev = 0;   // makedev(major, minor) for devices
+    uint64_t size = 0;  // regular files: content size; symlinks: target length; else 0
+    uint64_t rdev = 0;  // makedev(major, minor) for devices
     int64_t mtime_sec = 0;
     uint32_t mtime_nsec = 0;
   };
@@ -113,8 +113,8 @@ class Tree {
   const Entry* SourceEntry(const Node& node) const;
 
   std::vector<std::shared_ptr<const LayerIndex>> layers_;
-  std::vector<Node> nodes_;       // indexed by ino; [0] unused
-  std::vector<Child> children_;   // each directory's children, contiguous and sorted by name
+  std::vector<Node> nodes_;      // indexed by ino; [0] unused
+  std::vector<Child> children_;  // each directory's children, contiguous and sorted by name
   Stats stats_;
 
   friend class TreeBuilder;

@@ -29,15 +29,15 @@ void Run(std::string_view input) {
   blob_layer.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
   blob_layer.digest = Sha256Digest(input);
   blob_layer.size = input.size();
-  blob_layer.annotations[std::string(fs::kEstargzTocDigestAnnotation)] =
-      "sha256:" + std::string(64, '0');
+  blob_layer.annotations[std::string(fs::kEstargzTocDigestAnnotation)] = "sha256:" +
+                                                                         std::string(64, '0');
   test::FakeBlobSource source(std::string(input), test::FakeBlobSource::Serve::kAnyDigest);
   auto read = fs::BuildEstargzIndex(blob_layer, &source);
   FUZZ_CHECK(!read.ok() && IsInputError(read.status()), read.status().ToString());
 
-  CheckToc(fs::IndexFromTocJson(input, fs::TocBlob{blob_layer.digest, kDataEnd + 51,
-                                                   fs::UnitCodec::kGzipMember, kDataEnd,
-                                                   "estargz"}));
+  CheckToc(
+      fs::IndexFromTocJson(input, fs::TocBlob{blob_layer.digest, kDataEnd + 51,
+                                              fs::UnitCodec::kGzipMember, kDataEnd, "estargz"}));
 }
 
 }  // namespace

@@ -20,13 +20,13 @@
 namespace imgfs::fuzz {
 
 // Aborts (a finding) with the failed condition and `detail` when `cond` is false.
-#define FUZZ_CHECK(cond, detail)                                                       \
-  do {                                                                                 \
-    if (!(cond)) {                                                                     \
-      std::fprintf(stderr, "FUZZ_CHECK failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, \
-                   #cond, std::string(detail).c_str());                                \
-      std::abort();                                                                    \
-    }                                                                                  \
+#define FUZZ_CHECK(cond, detail)                                                               \
+  do {                                                                                         \
+    if (!(cond)) {                                                                             \
+      std::fprintf(stderr, "FUZZ_CHECK failed at %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, \
+                   std::string(detail).c_str());                                               \
+      std::abort();                                                                            \
+    }                                                                                          \
   } while (0)
 
 inline std::string_view AsView(const uint8_t* data, size_t size) {

@@ -8,8 +8,8 @@
 #include <iterator>
 #include <string>
 
-#include "fs/layer/toc.h"
 #include "fs/layer/stream_index.h"
+#include "fs/layer/toc.h"
 
 namespace {
 

@@ -13,7 +13,7 @@ namespace imgfs::fuzz {
 namespace {
 
 struct Walk {
-  std::vector<std::string> entries;  // one line per entry
+  std::vector<std::string> entries;                 // one line per entry
   std::vector<std::pair<uint64_t, uint64_t>> data;  // regular files: [offset, offset + size)
   Status status;
 };
@@ -71,8 +71,8 @@ void Run(std::string_view stream) {
   FUZZ_CHECK(split.status.code() == whole.status.code(),
              whole.status.ToString() + " vs " + split.status.ToString());
   if (whole.status.ok()) {
-    FUZZ_CHECK(split.entries == whole.entries, "entries differ with pieces of " +
-                                                   std::to_string(piece) + " bytes");
+    FUZZ_CHECK(split.entries == whole.entries,
+               "entries differ with pieces of " + std::to_string(piece) + " bytes");
   }
 }
 

@@ -31,8 +31,8 @@ void Run(std::string_view input) {
   auto footer = fs::ParseZstdChunkedFooter(input);
   if (footer.ok()) {
     if (footer->offset <= input.size() && footer->length <= input.size() - footer->offset) {
-      layer.annotations[std::string(fs::kZstdChunkedChecksumAnnotation)] =
-          Sha256Digest(input.substr(footer->offset, footer->length));
+      layer.annotations[std::string(fs::kZstdChunkedChecksumAnnotation)] = Sha256Digest(
+          input.substr(footer->offset, footer->length));
       test::FakeBlobSource source(std::string(input), test::FakeBlobSource::Serve::kAnyDigest);
       CheckToc(fs::BuildZstdChunkedIndex(layer, &source));
     }
@@ -40,9 +40,9 @@ void Run(std::string_view input) {
     FUZZ_CHECK(IsInputError(footer.status()), footer.status().ToString());
   }
 
-  CheckToc(fs::IndexFromTocJson(input, fs::TocBlob{layer.digest, kDataEnd + 72,
-                                                   fs::UnitCodec::kZstdFrame, kDataEnd,
-                                                   "zstd:chunked"}));
+  CheckToc(fs::IndexFromTocJson(input,
+                                fs::TocBlob{layer.digest, kDataEnd + 72, fs::UnitCodec::kZstdFrame,
+                                            kDataEnd, "zstd:chunked"}));
 }
 
 }  // namespace

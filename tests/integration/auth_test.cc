@@ -33,9 +33,9 @@ class AuthTest : public ::testing::Test {
 
   // Pushes busybox with the right credentials, then checks the three cases a user meets.
   void CheckRegistry(RegistryServer& registry) {
-    auto pushed = images_->Push("busybox", registry.host(), "imgfs/private", "v1",
-                                PushOptions{ManifestFormat::kOci,
-                                            std::string(kUser) + ":" + kPassword});
+    auto pushed = images_->Push(
+        "busybox", registry.host(), "imgfs/private", "v1",
+        PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
     ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
     {
       SCOPED_TRACE("no credentials");

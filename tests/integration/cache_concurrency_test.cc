@@ -42,7 +42,8 @@ Status BuildSharedBaseImages(OciLayout& layout, const std::string& work,
   IMGFS_RETURN_IF_ERROR(layout.NewImage("base"));
   IMGFS_RETURN_IF_ERROR(layout.Unpack("base", work + "/base1"));
   auto busybox = ReadFile("/bin/busybox");
-  if (!busybox.ok()) return Status::NotFound("/bin/busybox: install busybox-static (scripts/setup)");
+  if (!busybox.ok())
+    return Status::NotFound("/bin/busybox: install busybox-static (scripts/setup)");
   IMGFS_RETURN_IF_ERROR(MakeDirs(work + "/base1/rootfs/usr/bin"));
   IMGFS_RETURN_IF_ERROR(WriteFile(work + "/base1/rootfs/usr/bin/big", *busybox, 0755));
   IMGFS_RETURN_IF_ERROR(layout.Repack("base", work + "/base1"));
@@ -117,7 +118,8 @@ TEST(CacheConcurrencyTest, TwoMountsAndAPullOfOverlappingImagesShareOneCache) {
     }
     ADD_FAILURE() << "two mounts and a pull did not finish within "
                   << std::chrono::duration_cast<std::chrono::seconds>(kDeadline).count()
-                  << " s: a deadlock?\nmount a log:\n" << mount_a.LogTail();
+                  << " s: a deadlock?\nmount a log:\n"
+                  << mount_a.LogTail();
   }
   for (auto& job : jobs) {
     std::string problem = job.get();

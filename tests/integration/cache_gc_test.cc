@@ -57,15 +57,14 @@ uint64_t BlobDiskBytes(const std::string& cache_root) {
 bool BlobStored(const std::string& cache_root, const std::string& digest) {
   std::string hex = digest.substr(7);
   struct stat st;
-  return ::stat((cache_root + "/blobs/sha256/" + hex.substr(0, 2) + "/" + hex).c_str(), &st) ==
-             0 &&
+  return ::stat((cache_root + "/blobs/sha256/" + hex.substr(0, 2) + "/" + hex).c_str(), &st) == 0 &&
          st.st_blocks > 0;
 }
 
 struct Image {
-  std::string ref;     // through the proxy
-  std::string root;    // the reference tree (umoci unpack)
-  std::string layer;   // digest of its one layer
+  std::string ref;    // through the proxy
+  std::string root;   // the reference tree (umoci unpack)
+  std::string layer;  // digest of its one layer
 };
 
 class CacheGcTest : public ::testing::Test {
@@ -91,8 +90,8 @@ class CacheGcTest : public ::testing::Test {
     EXPECT_TRUE(layout_->NewImage(name).ok());
     EXPECT_TRUE(layout_->Unpack(name, bundle).ok());
     EXPECT_TRUE(MakeDirs(bundle + "/rootfs/data").ok());
-    EXPECT_TRUE(WriteFile(bundle + "/rootfs/data/" + name + ".bin", RandomBytes(kImageBytes, seed))
-                    .ok());
+    EXPECT_TRUE(
+        WriteFile(bundle + "/rootfs/data/" + name + ".bin", RandomBytes(kImageBytes, seed)).ok());
     EXPECT_TRUE(WriteFile(bundle + "/rootfs/data/name", name + "\n").ok());
     Status s = layout_->Repack(name, bundle);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -182,7 +181,8 @@ TEST_F(CacheGcTest, GcMaxSizeBringsTheCacheUnderTheLimitAndEvictedImagesMountAga
     const uint64_t before = Fetched(image->layer);
     MountAndCompare(*image);
     EXPECT_GE(Fetched(image->layer) - before, kImageBytes / 2)
-        << "the evicted layer must come from the registry again\n" << proxy_->Describe();
+        << "the evicted layer must come from the registry again\n"
+        << proxy_->Describe();
   }
 }
 
@@ -203,8 +203,7 @@ TEST_F(CacheGcTest, ConfiguredLimitHoldsWhileImagesAreMountedAndReadOneAfterAnot
   EXPECT_TRUE(BlobStored(cache_.path(), images[2].layer));
   // One of the two earlier images went (access times are in seconds: the two may tie, and a
   // tie goes in digest order).
-  EXPECT_NE(BlobStored(cache_.path(), images[0].layer),
-            BlobStored(cache_.path(), images[1].layer));
+  EXPECT_NE(BlobStored(cache_.path(), images[0].layer), BlobStored(cache_.path(), images[1].layer));
 
   // Pulls keep it too, with the limit from the environment.
   const std::vector<std::pair<std::string, std::string>> env = {{"IMGFS_CACHE_MAX_SIZE", size}};

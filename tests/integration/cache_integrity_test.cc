@@ -208,10 +208,9 @@ TEST_F(CacheIntegrityTest, PullKilledHalfWayResumesWhereItStopped) {
   TempDir logs("logs");
   BackgroundProcess pull;
   // The pull's stall timeout (30 s) is far beyond the wait below.
-  ASSERT_TRUE(
-      pull.Start({ImgfsBinary(), "pull", "--cache", cache_.path(), Proxied()}, logs.Sub("out"),
-                 logs.Sub("err"))
-          .ok());
+  ASSERT_TRUE(pull.Start({ImgfsBinary(), "pull", "--cache", cache_.path(), Proxied()},
+                         logs.Sub("out"), logs.Sub("err"))
+                  .ok());
   // Half-way: the layer's temporary file holds everything the proxy sent before it stalled.
   const std::string blob = StoredBlobPath(cache_.path(), layer_.digest);
   ASSERT_TRUE(WaitUntil([&] { return TempFileBytes(blob) >= stall_at; }, 20))
@@ -226,7 +225,8 @@ TEST_F(CacheIntegrityTest, PullKilledHalfWayResumesWhereItStopped) {
   ASSERT_TRUE(again.ok()) << again.Describe();
   EXPECT_THAT(again.out, HasSubstr(": Pull complete"));
   EXPECT_EQ(LayerBytesSinceLastCall(), layer_.size - stall_at)
-      << "only what the killed pull did not receive is fetched\n" << proxy_->Describe();
+      << "only what the killed pull did not receive is fetched\n"
+      << proxy_->Describe();
   EXPECT_EQ(TempFileBytes(blob), 0u) << "no temporary file is left";
   ExpectCleanAndComplete();
 }

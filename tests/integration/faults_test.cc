@@ -38,8 +38,8 @@ using ::testing::HasSubstr;
 class SmallDisk {
  public:
   explicit SmallDisk(uint64_t bytes) {
-    RunResult r = RunCommand({"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(bytes),
-                              "tmpfs", dir_.path()});
+    RunResult r = RunCommand(
+        {"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(bytes), "tmpfs", dir_.path()});
     error_ = r.ok() ? "" : "cannot mount a tmpfs (the tests run as root): " + r.Describe();
   }
   ~SmallDisk() { RunCommand({"umount", "-l", dir_.path()}); }
@@ -70,8 +70,7 @@ TEST_F(FaultsTest, DaemonKilledDuringTheLayerFetchLeavesTheCacheConsistent) {
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(proxy_->WaitForStall(60))
-      << proxy_->Describe();
+  ASSERT_TRUE(proxy_->WaitForStall(60)) << proxy_->Describe();
   std::vector<pid_t> pids = ImgfsProcessesFor(mount.path());
   pids.erase(std::remove(pids.begin(), pids.end(), command.pid()), pids.end());
   ASSERT_EQ(pids.size(), 1u) << "the daemon of the mount";

@@ -16,8 +16,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -32,8 +32,8 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "fs/tree/image_layers.h"
-#include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 
 namespace imgfs::fs {
 namespace {
@@ -125,7 +125,8 @@ class FuseFsTest : public ::testing::Test {
     Result<std::unique_ptr<Tree>> tree = Tree::Build({lower, upper});
     ASSERT_TRUE(tree.ok()) << tree.status().ToString();
     tree_ = std::move(tree).value();
-    reader_ = std::make_unique<ContentReader>(std::make_shared<const ImageLayers>(tree_->layers()), cache_.get(), source_.get());
+    reader_ = std::make_unique<ContentReader>(std::make_shared<const ImageLayers>(tree_->layers()),
+                                              cache_.get(), source_.get());
 
     mnt_ = dir_.MakeDir("mnt");
     std::future<Status> ready_future = ready_.get_future();

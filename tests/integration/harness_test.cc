@@ -2,9 +2,9 @@
 // content; the token server's JWTs are accepted by docker-registry; the test images build,
 // push in both manifest forms and as a multi-platform index; TreeCompare finds what differs.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -45,8 +45,8 @@ class HarnessTest : public ::testing::Test {
 TestImages* HarnessTest::images_ = nullptr;
 
 std::string HttpCode(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                   "--max-time", "10"};
+  std::vector<std::string> argv = {"curl", "-s",           "-o",         "/dev/null",
+                                   "-w",   "%{http_code}", "--max-time", "10"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv).out;
 }
@@ -115,8 +115,8 @@ TEST(TokenServerTest, DockerRegistryAcceptsItsTokensAndRejectsRequestsWithout) {
   RegistryServer& r = **registry;
 
   std::string scope = "repository:imgfs/probe:pull";
-  std::string token_url =
-      (*tokens)->realm() + "?service=" + (*tokens)->service() + "&scope=" + scope;
+  std::string token_url = (*tokens)->realm() + "?service=" + (*tokens)->service() +
+                          "&scope=" + scope;
   EXPECT_EQ(HttpCode({token_url}), "401") << "no credentials: no token";
   EXPECT_EQ(HttpCode({"-u", "alice:nope", token_url}), "401");
   auto answer = HttpGet(token_url, {}, "alice:wonderland");
@@ -134,8 +134,9 @@ TEST(TokenServerTest, DockerRegistryAcceptsItsTokensAndRejectsRequestsWithout) {
   EXPECT_EQ(HttpCode({"-H", "Authorization: Bearer " + token, tags_url}), "404")
       << "docker-registry rejected the token; its log:\n"
       << ReadFile(r.app_log_path()).value();
-  EXPECT_EQ(HttpCode({"-H", "Authorization: Bearer " + token, r.url() + "/v2/imgfs/other/tags/list"}),
-            "401")
+  EXPECT_EQ(
+      HttpCode({"-H", "Authorization: Bearer " + token, r.url() + "/v2/imgfs/other/tags/list"}),
+      "401")
       << "a token for one repository must not open another";
   EXPECT_EQ(HttpCode({"-H", "Authorization: Bearer " + token, r.url() + "/v2/"}), "200");
 }

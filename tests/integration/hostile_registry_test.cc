@@ -90,9 +90,8 @@ TEST_F(HostileRegistryTest, InterruptedMountTakesItsHalfStartedDaemonWithIt) {
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(proxy_->WaitForStall(60))
-      << "the layer transfer never reached the stall:\n"
-      << proxy_->Describe();
+  ASSERT_TRUE(proxy_->WaitForStall(60)) << "the layer transfer never reached the stall:\n"
+                                        << proxy_->Describe();
   EXPECT_EQ(ImgfsProcessesFor(mount.path()).size(), 2u) << "the command and its daemon";
   ASSERT_EQ(::kill(command.pid(), SIGINT), 0);
   EXPECT_TRUE(WaitUntil([&] { return ImgfsProcessesFor(mount.path()).empty(); }, 10))
@@ -107,13 +106,12 @@ TEST_F(HostileRegistryTest, InterruptedForegroundMountEnds) {
   TempDir logs("logs");
   BackgroundProcess command;
   ASSERT_TRUE(command
-                  .Start({ImgfsBinary(), "mount", "-f", "--cache", cache_.path(),
-                          "--stall-timeout", "600", Proxied(image_), mount.path()},
+                  .Start({ImgfsBinary(), "mount", "-f", "--cache", cache_.path(), "--stall-timeout",
+                          "600", Proxied(image_), mount.path()},
                          logs.Sub("out"), logs.Sub("err"),
                          {{"DOCKER_CONFIG", mount.docker_config()}})
                   .ok());
-  ASSERT_TRUE(proxy_->WaitForStall(60))
-      << proxy_->Describe();
+  ASSERT_TRUE(proxy_->WaitForStall(60)) << proxy_->Describe();
   ASSERT_EQ(::kill(command.pid(), SIGTERM), 0);
   EXPECT_TRUE(WaitUntil([&] { return !command.running(); }, 10));
   EXPECT_TRUE(ImgfsProcessesFor(mount.path()).empty());
@@ -179,9 +177,8 @@ TEST_F(HostileRegistryTest, ConfigsThatDoNotDescribeTheLayersAreRefused) {
   cases.push_back({"count", too_many + "]}}",
                    "lists " + std::to_string(manifest_.layers.size() + 1) + " diff_ids"});
   for (const Case& c : cases) {
-    auto pushed = PushEditedImage(image_, c.tag, [&](nlohmann::json*, std::string* config) {
-      *config = c.config;
-    });
+    auto pushed = PushEditedImage(
+        image_, c.tag, [&](nlohmann::json*, std::string* config) { *config = c.config; });
     ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
     ImgfsMount mount(cache_.path());
     RunResult r = mount.Mount(Proxied(*pushed));
@@ -275,8 +272,8 @@ TEST_F(HostileRegistryTest, GzipBombIsRefusedWithBoundedMemory) {
   options.env = {{"DOCKER_CONFIG", mount.docker_config()}};
   options.timeout_seconds = 170;
   const auto start = Clock::now();
-  RunResult r = RunCommand({"/usr/bin/time", "-f", "peak-rss-kib=%M", ImgfsBinary(), "mount",
-                            "-f", "--cache", cache_.path(), Proxied(*pushed), mount.path()},
+  RunResult r = RunCommand({"/usr/bin/time", "-f", "peak-rss-kib=%M", ImgfsBinary(), "mount", "-f",
+                            "--cache", cache_.path(), Proxied(*pushed), mount.path()},
                            options);
   const double took = SecondsSince(start);
   EXPECT_FALSE(r.ok()) << r.Describe();

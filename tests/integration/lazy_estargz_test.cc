@@ -136,8 +136,8 @@ TEST_P(LazyPullTest, ReadingOneSmallFileFetchesLittle) {
   // The image holds a 17 MiB file: reading everything stores far more than one small file.
   EXPECT_GT(after_everything, 4u << 20) << "the cache does not keep fetched content";
   EXPECT_LT(after_one_file, after_everything / 4)
-      << "reading one small file stored " << after_one_file << " bytes of "
-      << after_everything << ": the layer was not pulled lazily";
+      << "reading one small file stored " << after_one_file << " bytes of " << after_everything
+      << ": the layer was not pulled lazily";
 }
 
 // The TOC is trusted only because a verified manifest names its digest: a manifest whose
@@ -161,8 +161,8 @@ TEST_P(LazyPullTest, TocNotMatchingItsAnnotationFailsTheMount) {
       }
     }
   }
-  ASSERT_GT(changed, 0) << "the " << GetParam() << " conversion has no TOC digest annotation: "
-                        << manifest->body;
+  ASSERT_GT(changed, 0) << "the " << GetParam()
+                        << " conversion has no TOC digest annotation: " << manifest->body;
   const std::string media_type = manifest->media_type.empty()
                                      ? "application/vnd.oci.image.manifest.v1+json"
                                      : manifest->media_type;
@@ -174,8 +174,10 @@ TEST_P(LazyPullTest, TocNotMatchingItsAnnotationFailsTheMount) {
   RunResult r = mount.Mount(converted_image_->host + "/" + converted_image_->repo + ":wrong-toc",
                             {"--prefetch", "none"});
   EXPECT_FALSE(r.ok()) << "a " << GetParam() << " image whose TOC does not match its "
-                       << "annotation was mounted:\n" << r.Describe() << "\nmanifest: "
-                       << manifest->json.dump() << "\ndaemon log:\n" << mount.LogTail();
+                       << "annotation was mounted:\n"
+                       << r.Describe() << "\nmanifest: " << manifest->json.dump()
+                       << "\ndaemon log:\n"
+                       << mount.LogTail();
   EXPECT_FALSE(mount.mounted());
   std::string message = r.err + r.out;
   std::string lower = message;
@@ -187,8 +189,8 @@ TEST_P(LazyPullTest, TocNotMatchingItsAnnotationFailsTheMount) {
       << "the error does not say that the TOC is wrong: " << r.Describe();
   EXPECT_TRUE(message.find(DigestHex(first_layer).substr(0, 12)) != std::string::npos ||
               message.find(DigestHex(wrong).substr(0, 12)) != std::string::npos)
-      << "the error names neither the layer " << first_layer << " nor the digest " << wrong
-      << ": " << r.Describe();
+      << "the error names neither the layer " << first_layer << " nor the digest " << wrong << ": "
+      << r.Describe();
 }
 
 // imgfs pull fetches a converted image's TOCs and every chunk, verified: afterwards, with
@@ -246,7 +248,8 @@ TEST_P(LazyPullTest, WrongDiffIdIsFoundWhenTheLayerIsWhole) {
     }
     const std::string log = mount.LogTail();
     ASSERT_NE(log.find(reason), std::string::npos)
-        << "no diff_id mismatch logged after --prefetch all:\n" << log;
+        << "no diff_id mismatch logged after --prefetch all:\n"
+        << log;
     EXPECT_NE(log.find("layer " + layer + " uncompresses to"), std::string::npos) << log;
     auto big = ReadFile(mount.Path("big/blob.bin"));
     EXPECT_FALSE(big.ok()) << "a file of the layer whose diff_id does not match was served";

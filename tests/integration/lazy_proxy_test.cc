@@ -80,8 +80,8 @@ TEST_F(BlobProxyTest, FlipsTheBitAtTheBlobOffsetUntilCleared) {
   ASSERT_EQ(damaged->size(), clean->size());
   for (size_t i = 0; i < clean->size(); ++i) {
     const char want = i == 100 ? static_cast<char>((*clean)[i] ^ 1) : (*clean)[i];
-    ASSERT_EQ((*damaged)[i], want) << "byte " << i << " of the body (blob offset " << 200 + i
-                                   << ")";
+    ASSERT_EQ((*damaged)[i], want)
+        << "byte " << i << " of the body (blob offset " << 200 + i << ")";
   }
   // A range that does not carry the offset is untouched.
   auto elsewhere = HttpGet(BlobUrl(proxy_->host()), {"Range: bytes=400-599"});

@@ -117,12 +117,10 @@ class BigImage {
     IMGFS_ASSIGN_OR_RETURN(c->manifest, FetchManifest(registry_->host(), c->repo, "latest"));
     for (const ManifestLayer& layer : c->manifest.layers) {
       IMGFS_ASSIGN_OR_RETURN(
-          TocLayout toc,
-          ReadTocLayout(RegistryBlobPath(registry_->storage_dir(), layer.digest)));
+          TocLayout toc, ReadTocLayout(RegistryBlobPath(registry_->storage_dir(), layer.digest)));
       if (toc.blob_size != layer.size) {
-        return Status::Corrupt("layer " + layer.digest + " holds " +
-                               std::to_string(toc.blob_size) + " bytes, its descriptor says " +
-                               std::to_string(layer.size));
+        return Status::Corrupt("layer " + layer.digest + " holds " + std::to_string(toc.blob_size) +
+                               " bytes, its descriptor says " + std::to_string(layer.size));
       }
       c->tocs.push_back(std::move(toc));
     }
@@ -295,9 +293,9 @@ TEST_P(LazyTransferTest, ColdReadOfOneSmallFileFetchesOnlyTocsAndItsChunks) {
     }
     fetched += layer_fetched;
     allowed += toc.TocAndFooterBytes() + chunk_bytes;
-    breakdown << "  layer " << i << " " << layer.digest << " (" << layer.size
-              << " bytes): fetched " << layer_fetched << ", TOC+footer "
-              << toc.TocAndFooterBytes() << ", chunks of " << file << " " << chunk_bytes << "\n";
+    breakdown << "  layer " << i << " " << layer.digest << " (" << layer.size << " bytes): fetched "
+              << layer_fetched << ", TOC+footer " << toc.TocAndFooterBytes() << ", chunks of "
+              << file << " " << chunk_bytes << "\n";
   }
   EXPECT_LE(fetched, allowed) << "reading " << file << " from a cold " << GetParam()
                               << " mount made the registry send " << fetched
@@ -362,7 +360,9 @@ TEST_P(LazyTransferTest, DamagedChunkFailsWithEioUntilTheRegistrySendsTheRightBy
                       << " arrives with a flipped bit gave "
                       << (err == 0 ? "no error" : std::strerror(err))
                       << (err == 0 && content == *expected ? " and the right bytes (?)" : "")
-                      << "\nrequests:\n" << proxy_->Describe() << "imgfs log:\n" << Log();
+                      << "\nrequests:\n"
+                      << proxy_->Describe() << "imgfs log:\n"
+                      << Log();
   auto requests = proxy_->Requests();
   ASSERT_TRUE(requests.ok()) << requests.status().ToString();
   EXPECT_TRUE(std::any_of(requests->begin(), requests->end(),
@@ -382,7 +382,8 @@ TEST_P(LazyTransferTest, DamagedChunkFailsWithEioUntilTheRegistrySendsTheRightBy
     }
   }
   EXPECT_TRUE(named) << "no line of the imgfs log names layer " << digest << " and unit offset "
-                     << offset_text << ":\n" << log;
+                     << offset_text << ":\n"
+                     << log;
 
   auto stats = LayerStats(mount);
   ASSERT_TRUE(stats.ok()) << stats.status().ToString();
@@ -400,17 +401,19 @@ TEST_P(LazyTransferTest, DamagedChunkFailsWithEioUntilTheRegistrySendsTheRightBy
   ASSERT_TRUE(proxy_->ClearFlips().ok());
   err = ReadWholeFile(mount.Path(file), &content);
   ASSERT_EQ(err, 0) << "after the registry sends the right bytes, reading " << file
-                    << " still fails: " << std::strerror(err) << "\nimgfs log:\n" << Log();
+                    << " still fails: " << std::strerror(err) << "\nimgfs log:\n"
+                    << Log();
   EXPECT_TRUE(content == *expected) << "wrong bytes for " << file << " (" << content.size()
                                     << " bytes, expected " << expected->size() << ")";
   stats = LayerStats(mount);
   ASSERT_TRUE(stats.ok()) << stats.status().ToString();
-  EXPECT_EQ(StoredBytesIn(cache_.path(), digest, inner_begin, inner_end),
-            inner_end - inner_begin)
+  EXPECT_EQ(StoredBytesIn(cache_.path(), digest, inner_begin, inner_end), inner_end - inner_begin)
       << "the chunk read correctly is not in the cache's blob file";
   EXPECT_GE(JsonCount(stats->at(digest), "units_present"), 1u)
       << "imgfs stats does not count the unit read correctly: " << stats->at(digest).dump()
-      << "\nrequests:\n" << proxy_->Describe() << "imgfs log:\n" << Log();
+      << "\nrequests:\n"
+      << proxy_->Describe() << "imgfs log:\n"
+      << Log();
 }
 
 // 16 threads read random ranges of every file of a cold mount made with `mount_args`, through
@@ -492,16 +495,21 @@ void ConcurrentReadsFetchEachRangeOnce(const std::vector<std::string>& mount_arg
   }
   for (auto& t : threads) t.join();
   auto after_reads = proxy.Requests();
-  const uint64_t fetched_by_reads =
-      after_reads.ok() ? BlobBytes(*after_reads, conversion.manifest.layers.back().digest) : 0;
+  const uint64_t fetched_by_reads = after_reads.ok()
+                                        ? BlobBytes(*after_reads,
+                                                    conversion.manifest.layers.back().digest)
+                                        : 0;
   std::string failure_text;
   for (const auto& f : failures) failure_text += "  " + f + "\n";
   EXPECT_TRUE(failures.empty()) << failures.size() << "+ failed reads out of " << reads.load()
-                                << ":\n" << failure_text << "imgfs log:\n" << Log();
+                                << ":\n"
+                                << failure_text << "imgfs log:\n"
+                                << Log();
   EXPECT_GT(reads.load(), 16u * 30);
   TreeDiff diff = CompareTrees(reference, mount.path());
   EXPECT_TRUE(diff.empty()) << diff.total << " differences between umoci unpack of the big "
-                            << "image and its mount:\n" << diff.ToString();
+                            << "image and its mount:\n"
+                            << diff.ToString();
 
   // Every request is logged when it ends: unmount first, so background fetches are over.
   mount.Unmount();
@@ -540,8 +548,7 @@ void ConcurrentReadsFetchEachRangeOnce(const std::vector<std::string>& mount_arg
   }
   EXPECT_EQ(twice_count, 0) << twice_count << " blob ranges were fetched more than once:\n"
                             << twice.str();
-  EXPECT_GT(chunk_bytes, 0u) << "no chunk was fetched through the proxy:\n"
-                             << proxy.Describe();
+  EXPECT_GT(chunk_bytes, 0u) << "no chunk was fetched through the proxy:\n" << proxy.Describe();
   std::cout << "[   INFO   ] " << JoinArgs(mount_args) << ": " << reads.load() << " reads of "
             << bytes.load() << " bytes by " << kThreads << " threads made the registry send "
             << fetched_by_reads << " bytes of the big layer; with a full tree compare "
@@ -559,8 +566,7 @@ TEST_P(LazyTransferTest, SixteenThreadsGetTheReferenceBytesAndEachRangeIsFetched
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, LazyTransferTest,
-                         ::testing::Values("estargz", "zstdchunked"),
+INSTANTIATE_TEST_SUITE_P(Formats, LazyTransferTest, ::testing::Values("estargz", "zstdchunked"),
                          [](const auto& param_info) { return param_info.param; });
 
 }  // namespace

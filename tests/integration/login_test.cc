@@ -18,9 +18,9 @@
 namespace imgfs::test {
 namespace {
 
+using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using nlohmann::json;
 
 constexpr char kUser[] = "login-user";
 constexpr char kPassword[] = "pa55 word:with colon";
@@ -67,9 +67,9 @@ class LoginTest : public ::testing::Test {
     registry_ = registry->release();
     auto images = TestWorld::Get().Images("busybox");
     ASSERT_TRUE(images.ok()) << images.status().ToString();
-    auto pushed = (*images)->Push("busybox", registry_->host(), "team/app", "v1",
-                                  PushOptions{ManifestFormat::kOci,
-                                              std::string(kUser) + ":" + kPassword});
+    auto pushed = (*images)->Push(
+        "busybox", registry_->host(), "team/app", "v1",
+        PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
     ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
     image_ = new std::string(pushed->ByTag());
   }
@@ -98,13 +98,14 @@ class LoginTest : public ::testing::Test {
     return RunCommand(argv, options);
   }
 
-  RunResult Imgfs(const std::vector<std::string>& args) { return RunImgfs(args, config_.path(), extra_env_); }
+  RunResult Imgfs(const std::vector<std::string>& args) {
+    return RunImgfs(args, config_.path(), extra_env_);
+  }
 
   std::vector<std::pair<std::string, std::string>> Env() const {
-    std::vector<std::pair<std::string, std::string>> env = {
-        {"DOCKER_CONFIG", config_.path()},
-        {"XDG_RUNTIME_DIR", config_.path()},
-        {"XDG_CONFIG_HOME", config_.path()}};
+    std::vector<std::pair<std::string, std::string>> env = {{"DOCKER_CONFIG", config_.path()},
+                                                            {"XDG_RUNTIME_DIR", config_.path()},
+                                                            {"XDG_CONFIG_HOME", config_.path()}};
     env.insert(env.end(), extra_env_.begin(), extra_env_.end());
     return env;
   }
@@ -168,14 +169,18 @@ RegistryServer* LoginTest::registry_ = nullptr;
 std::string* LoginTest::image_ = nullptr;
 
 TEST_F(LoginTest, LoginStoresBase64AuthMode0600KeepingOtherKeysAndLogoutRemovesIt) {
-  ASSERT_TRUE(WriteFile(config_.Sub("config.json"),
-                        R"({"psFormat": "table {{.ID}}", "auths": {"other.example.com": {"auth": "dTpw"}}})",
-                        0644).ok());
+  ASSERT_TRUE(
+      WriteFile(
+          config_.Sub("config.json"),
+          R"({"psFormat": "table {{.ID}}", "auths": {"other.example.com": {"auth": "dTpw"}}})",
+          0644)
+          .ok());
   ExpectMountNeedsLogin();
 
   RunResult wrong = Login("not the password");
   EXPECT_EQ(wrong.exit_code, 1) << wrong.Describe();
-  EXPECT_THAT(wrong.err, HasSubstr("refused user '" + std::string(kUser) + "'")) << wrong.Describe();
+  EXPECT_THAT(wrong.err, HasSubstr("refused user '" + std::string(kUser) + "'"))
+      << wrong.Describe();
   EXPECT_FALSE(ReadConfig()["auths"].contains(registry_->host()));
 
   RunResult r = Login(kPassword);
@@ -186,7 +191,8 @@ TEST_F(LoginTest, LoginStoresBase64AuthMode0600KeepingOtherKeysAndLogoutRemovesI
   EXPECT_EQ(doc["psFormat"], "table {{.ID}}");
   EXPECT_EQ(doc["auths"]["other.example.com"]["auth"], "dTpw");
   // base64("login-user:pa55 word:with colon")
-  EXPECT_EQ(doc["auths"][registry_->host()]["auth"], "bG9naW4tdXNlcjpwYTU1IHdvcmQ6d2l0aCBjb2xvbg==");
+  EXPECT_EQ(doc["auths"][registry_->host()]["auth"],
+            "bG9naW4tdXNlcjpwYTU1IHdvcmQ6d2l0aCBjb2xvbg==");
   struct stat st;
   ASSERT_EQ(stat(config_.Sub("config.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -213,7 +219,8 @@ TEST_F(LoginTest, DockerHubNamesAreOneEntry) {
                         R"({"auths": {"index.docker.io": {"auth": "dTpw"},
                                       "https://index.docker.io/v1/": {"auth": "dTpw"},
                                       "registry-1.docker.io": {"auth": "dTpw"},
-                                      "ghcr.io": {"auth": "dTpw"}}})").ok());
+                                      "ghcr.io": {"auth": "dTpw"}}})")
+                  .ok());
   RunResult r = Imgfs({"logout", "registry-1.docker.io"});
   ASSERT_TRUE(r.ok()) << r.Describe();
   EXPECT_EQ(r.out, "Removing login credentials for https://index.docker.io/v1/\n");
@@ -254,14 +261,17 @@ TEST_F(LoginTest, CredHelpersEntryWinsOverTheFile) {
   InstallHelper();
   // The registry's own helper; a stale password in `auths` must not be what is used.
   ASSERT_TRUE(WriteFile(config_.Sub("config.json"),
-                        R"({"credHelpers": {")" + registry_->host() + R"(": "test"}})").ok());
+                        R"({"credHelpers": {")" + registry_->host() + R"(": "test"}})")
+                  .ok());
   RunResult r = Login(kPassword);
   ASSERT_TRUE(r.ok()) << r.Describe();
   EXPECT_THAT(HelperLog(), HasSubstr("store " + registry_->host()));
   EXPECT_EQ(HelperStore()[registry_->host()]["Secret"], kPassword);
-  ASSERT_TRUE(WriteFile(config_.Sub("config.json"),
-                        R"({"credHelpers": {")" + registry_->host() + R"(": "test"},
-                            "auths": {")" + registry_->host() + R"(": {"auth": "dTpw"}}})").ok());
+  ASSERT_TRUE(WriteFile(config_.Sub("config.json"), R"({"credHelpers": {")" + registry_->host() +
+                                                        R"(": "test"},
+                            "auths": {")" + registry_->host() +
+                                                        R"(": {"auth": "dTpw"}}})")
+                  .ok());
   ExpectMountReads();
   EXPECT_THAT(HelperLog(), HasSubstr("get " + registry_->host()));
 }
@@ -301,17 +311,19 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   auto images = TestWorld::Get().Images("busybox");
   ASSERT_TRUE(images.ok()) << images.status().ToString();
-  auto pushed = (*images)->Push("busybox", (*registry)->host(), "team/tokened", "v1",
-                                PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
+  auto pushed = (*images)->Push(
+      "busybox", (*registry)->host(), "team/tokened", "v1",
+      PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
 
   TempDir config("docker");
   RunOptions run;
   run.stdin_data = std::string(kPassword) + "\n";
-  run.env = {{"DOCKER_CONFIG", config.path()}, {"XDG_RUNTIME_DIR", config.path()},
+  run.env = {{"DOCKER_CONFIG", config.path()},
+             {"XDG_RUNTIME_DIR", config.path()},
              {"XDG_CONFIG_HOME", config.path()}};
-  RunResult login = RunCommand({ImgfsBinary(), "login", "-u", kUser, "--password-stdin",
-                                (*registry)->host()}, run);
+  RunResult login = RunCommand(
+      {ImgfsBinary(), "login", "-u", kUser, "--password-stdin", (*registry)->host()}, run);
   ASSERT_TRUE(login.ok()) << login.Describe();
   EXPECT_THAT(login.out, HasSubstr("Login Succeeded"));
   auto text = ReadFile(config.Sub("config.json"));
@@ -338,9 +350,9 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
   EXPECT_THAT(mount_requests, Not(HasSubstr("GET /token"))) << mount_requests;
 
   // A refresh token the server no longer knows: the mount says to log in again.
-  ASSERT_TRUE(WriteFile(config.Sub("config.json"),
-                        R"({"auths": {")" + (*registry)->host() +
-                            R"(": {"identitytoken": "revoked"}}})").ok());
+  ASSERT_TRUE(WriteFile(config.Sub("config.json"), R"({"auths": {")" + (*registry)->host() +
+                                                       R"(": {"identitytoken": "revoked"}}})")
+                  .ok());
   TempDir cache("cache");
   ImgfsMount mount(cache.path(), config.path());
   RunResult r = mount.Mount(pushed->ByTag());
@@ -365,8 +377,9 @@ TEST(BlobRedirectTest, NoAuthorizationReachesTheRedirectTarget) {
   ASSERT_TRUE(cdn_store.ok()) << cdn_store.status().ToString();
   auto images = TestWorld::Get().Images("busybox");
   ASSERT_TRUE(images.ok()) << images.status().ToString();
-  auto pushed = (*images)->Push("busybox", (*registry)->host(), "team/cdn", "v1",
-                                PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
+  auto pushed = (*images)->Push(
+      "busybox", (*registry)->host(), "team/cdn", "v1",
+      PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   ASSERT_TRUE((*images)->Push("busybox", (*cdn_store)->host(), "team/cdn", "v1").ok());
 

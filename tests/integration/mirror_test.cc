@@ -84,7 +84,8 @@ TEST_F(MirrorTest, ColdMountReadsEverythingThroughThePullThroughMirrorThenFallsB
   EXPECT_EQ(ImgfsBlobRequests(*upstream_), upstream_before)
       << "imgfs went to the upstream although the mirror was up";
   bool whole_blob_answer = false;
-  for (const std::string& line : via_mirror) whole_blob_answer |= line.find("\" 200 ") != std::string::npos;
+  for (const std::string& line : via_mirror)
+    whole_blob_answer |= line.find("\" 200 ") != std::string::npos;
   EXPECT_TRUE(whole_blob_answer) << "the cold pull-through cache answered no blob request with 200";
   EXPECT_FALSE(upstream_->AccessLogLines("Go-http-client").empty())
       << "the mirror never asked the upstream";
@@ -106,7 +107,8 @@ TEST_F(MirrorTest, ColdMountReadsEverythingThroughThePullThroughMirrorThenFallsB
 TEST_F(MirrorTest, InfoNamesWhereEachValueCameFrom) {
   const std::string config = dir_.Sub("info.toml");
   const std::string registries = dir_.Sub("registries.conf");
-  ASSERT_TRUE(WriteFile(config, "[cache]\nmax_size = \"3GiB\"\n\n[pull]\npolicy = \"always\"\n").ok());
+  ASSERT_TRUE(
+      WriteFile(config, "[cache]\nmax_size = \"3GiB\"\n\n[pull]\npolicy = \"always\"\n").ok());
   ASSERT_TRUE(WriteFile(registries,
                         "unqualified-search-registries = [\"docker.io\"]\n[[registry]]\n"
                         "location = \"10.20.30.40:5000\"\ninsecure = true\n"

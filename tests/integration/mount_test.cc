@@ -10,8 +10,8 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ostream>
 #include <nlohmann/json.hpp>
+#include <ostream>
 
 #include "base/digest.h"
 #include "tests/support/files.h"
@@ -83,23 +83,23 @@ TEST_P(MountEqualsUnpackTest, MountedTreeEqualsUmociUnpack) {
   EXPECT_EQ(mount.forced_cleanup(), "") << "imgfs umount must unmount and end the daemon";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Images, MountEqualsUnpackTest,
-    ::testing::Values(ImageCase{"busybox", ManifestFormat::kOci},
-                      ImageCase{"busybox", ManifestFormat::kDockerV2},
-                      ImageCase{"layered", ManifestFormat::kOci},
-                      ImageCase{"layered", ManifestFormat::kDockerV2}),
-    [](const ::testing::TestParamInfo<ImageCase>& param_info) {
-      bool oci = param_info.param.format == ManifestFormat::kOci;
-      return param_info.param.name + (oci ? "_oci" : "_docker_v2");
-    });
+INSTANTIATE_TEST_SUITE_P(Images, MountEqualsUnpackTest,
+                         ::testing::Values(ImageCase{"busybox", ManifestFormat::kOci},
+                                           ImageCase{"busybox", ManifestFormat::kDockerV2},
+                                           ImageCase{"layered", ManifestFormat::kOci},
+                                           ImageCase{"layered", ManifestFormat::kDockerV2}),
+                         [](const ::testing::TestParamInfo<ImageCase>& param_info) {
+                           bool oci = param_info.param.format == ManifestFormat::kOci;
+                           return param_info.param.name + (oci ? "_oci" : "_docker_v2");
+                         });
 
 TEST_F(MountTest, HardLinkedFilesShareAnInodeAndTheOverlayRulesHold) {
   auto pushed = TestWorld::Get().Pushed("layered", ManifestFormat::kOci);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   ImgfsMount mount(cache_.path());
   MountOrFail(mount, pushed->ByTag());
-  struct stat a {}, b {}, keep {}, lower {};
+  struct stat a {
+  }, b{}, keep{}, lower{};
   ASSERT_EQ(lstat(mount.Path("data/hardlink-a").c_str(), &a), 0) << strerror(errno);
   ASSERT_EQ(lstat(mount.Path("data/hardlink-b").c_str(), &b), 0) << strerror(errno);
   EXPECT_EQ(a.st_ino, b.st_ino);
@@ -144,7 +144,8 @@ TEST_F(MountTest, TagAtDigestOfAnImageInAnotherRepositoryFails) {
   auto layered = TestWorld::Get().Pushed("layered", ManifestFormat::kOci);
   ASSERT_TRUE(layered.ok()) << layered.status().ToString();
   // The busybox manifest is not in imgfs/layered, whatever the tag says.
-  std::string ref = layered->host + "/" + layered->repo + ":" + layered->tag + "@" + busybox->digest;
+  std::string ref = layered->host + "/" + layered->repo + ":" + layered->tag + "@" +
+                    busybox->digest;
   ImgfsMount mount(cache_.path());
   RunResult r = mount.Mount(ref);
   EXPECT_NE(r.exit_code, 0) << r.Describe();
@@ -183,8 +184,8 @@ TEST_F(MountTest, UnavailablePlatformFailsListingTheAvailableOnes) {
   ImgfsMount mount(cache_.path());
   RunResult r = mount.Mount(multi->ByTag(), {"--platform", "linux/s390x"});
   EXPECT_NE(r.exit_code, 0) << r.Describe();
-  EXPECT_THAT(r.err, AllOf(HasSubstr("linux/s390x"), HasSubstr("linux/amd64"),
-                           HasSubstr("linux/arm64")))
+  EXPECT_THAT(r.err,
+              AllOf(HasSubstr("linux/s390x"), HasSubstr("linux/amd64"), HasSubstr("linux/arm64")))
       << r.Describe();
   EXPECT_FALSE(mount.mounted());
 }
@@ -229,8 +230,7 @@ TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
     ImgfsMount mount(cache_.path());
     RunResult r = mount.Mount(pushed->ByTag(), {"--pull", "always"});
     EXPECT_NE(r.exit_code, 0) << "--pull always must revalidate with the (stopped) registry";
-    EXPECT_THAT(r.err, AnyOf(HasSubstr((*registry)->host()), HasSubstr("onnect")))
-        << r.Describe();
+    EXPECT_THAT(r.err, AnyOf(HasSubstr((*registry)->host()), HasSubstr("onnect"))) << r.Describe();
     EXPECT_FALSE(mount.mounted());
   }
 }
@@ -240,7 +240,8 @@ TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
 TEST_F(MountTest, InspectJsonNamesTheManifestDigestAndLayers) {
   auto pushed = TestWorld::Get().Pushed("layered", ManifestFormat::kOci);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-  RunResult r = RunImgfs({"inspect", "--cache", cache_.path(), "--format", "json", pushed->ByTag()});
+  RunResult r = RunImgfs(
+      {"inspect", "--cache", cache_.path(), "--format", "json", pushed->ByTag()});
   ASSERT_TRUE(r.ok()) << r.Describe();
   nlohmann::json j;
   try {

@@ -4,15 +4,15 @@
 // (tests/support/blob_proxy.h).
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -23,8 +23,8 @@
 #include "base/base64.h"
 #include "tests/support/blob_proxy.h"
 #include "tests/support/containerd.h"
-#include "tests/support/image_builder.h"
 #include "tests/support/files.h"
+#include "tests/support/image_builder.h"
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/podman.h"
@@ -157,7 +157,8 @@ TEST_F(PodmanStoreTest, RunsTheLayeredImageFromTheStoreAsAPulledOne) {
   ASSERT_TRUE(podman.ok()) << podman.status().ToString();
 
   const size_t before = RequestCount();
-  RunResult run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/only-in-layer2"}));
+  RunResult run = (*podman)->Run(
+      Busybox(image, {"cat", "/data/keep", "/etc/replaced/only-in-layer2"}));
   ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
   EXPECT_EQ(run.out, "kept from layer 1\nlayer 2 owns this directory now\n");
   for (const ManifestLayer& layer : manifest->layers) {
@@ -219,8 +220,7 @@ TEST_F(PodmanStoreTest, LayerDirectoriesHoldDiffInfoAndBlobInOverlayFormat) {
   ssize_t n = lgetxattr((layer2 + "/diff/etc/replaced").c_str(), "trusted.overlay.opaque", value,
                         sizeof(value));
   EXPECT_EQ(std::string(value, n > 0 ? static_cast<size_t>(n) : 0), "y");
-  n = lgetxattr((layer2 + "/diff/etc/xattr-file").c_str(), "user.imgfs.test", value,
-                sizeof(value));
+  n = lgetxattr((layer2 + "/diff/etc/xattr-file").c_str(), "user.imgfs.test", value, sizeof(value));
   EXPECT_GT(n, 0);
   ASSERT_EQ(lstat((layer2 + "/diff/bin/setuid-tool").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 07777, 04755u);
@@ -287,8 +287,7 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   started = store.Start();
   ASSERT_TRUE(started.ok()) << started.Describe();
   proxy_.reset();  // the registry's only address is gone
-  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/added-in-layer3"}),
-                       120);
+  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/added-in-layer3"}), 120);
   ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
   EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
 }
@@ -349,8 +348,7 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   }
   EXPECT_LE(fetched, allowed) << "of " << image_bytes << " bytes of layers";
   // podman 5.1 and later name such a layer by its TOC digest: the same layer answers there.
-  const std::string toc_digest =
-      manifest->layers[0].annotations.at(kEstargzTocDigestAnnotation);
+  const std::string toc_digest = manifest->layers[0].annotations.at(kEstargzTocDigestAnnotation);
   auto info = ReadFile(store.path() + "/" + EncodeBase64(image) + "/" + toc_digest + "/info");
   ASSERT_TRUE(info.ok()) << info.status().ToString() << "\nstore log:\n" << store.Log();
   nlohmann::json j = nlohmann::json::parse(*info, nullptr, false);
@@ -359,12 +357,12 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   EXPECT_GE(image_bytes, uint64_t{100} << 20);
 
   // The layer of the big files stalls; reading one of them fails with EIO, in bounded time.
-  ASSERT_TRUE(proxy_->SetFault(manifest->layers[big_layer].digest, BlobProxy::Fault::kStall,
-                               1000).ok());
+  ASSERT_TRUE(
+      proxy_->SetFault(manifest->layers[big_layer].digest, BlobProxy::Fault::kStall, 1000).ok());
   const auto start = std::chrono::steady_clock::now();
   RunResult stalled = (*podman)->Run(Busybox(image, {"cat", "/data/r-0003m.bin"}), 180);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                             .count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_FALSE(stalled.ok());
   EXPECT_THAT(stalled.err + stalled.out, HasSubstr("Input/output error")) << stalled.Describe();
   EXPECT_LT(seconds, 90) << "5 attempts of a 1 s stall timeout plus backoff";

@@ -175,7 +175,8 @@ TEST_F(PullTest, FirstPullPrintsDockersLinesSecondFetchesNothingMountWorksOfflin
   BlobBytesSinceLastCall(&per_blob);
   for (const ManifestLayer& l : layers) {
     EXPECT_EQ(per_blob[l.digest], l.size) << "layer " << l.digest << " must be fetched exactly "
-                                          << "once\n" << proxy_->Describe();
+                                          << "once\n"
+                                          << proxy_->Describe();
   }
 
   RunResult second = Pull({image});
@@ -352,8 +353,8 @@ TEST_F(PullTest, LsCatAndCpReadThePulledImageOffline) {
   struct tm tm {};
   std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", gmtime_r(&hostname.st_mtime, &tm));
   RunResult long_ls = RunImgfs({"ls", "--cache", cache_.path(), "-l", image, "/etc/hostname"});
-  EXPECT_EQ(long_ls.out, "-rw-r--r--   1     0     0         23 " + std::string(when) +
-                             " /etc/hostname\n")
+  EXPECT_EQ(long_ls.out,
+            "-rw-r--r--   1     0     0         23 " + std::string(when) + " /etc/hostname\n")
       << long_ls.Describe();
 
   int files = 0;

@@ -20,9 +20,9 @@
 namespace imgfs::test {
 namespace {
 
+using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using nlohmann::json;
 
 constexpr char kUser[] = "tls-user";
 constexpr char kPassword[] = "tls-secret";
@@ -89,8 +89,8 @@ class TlsTest : public ::testing::Test {
                    {"XDG_RUNTIME_DIR", config_.path()},
                    {"XDG_CONFIG_HOME", config_.path()}};
     options.env.insert(options.env.end(), env.begin(), env.end());
-    options.unset_env = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY",
-                         "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
+    options.unset_env = {"http_proxy", "HTTP_PROXY",         "https_proxy",    "HTTPS_PROXY",
+                         "ALL_PROXY",  "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
     options.timeout_seconds = 120;
     return RunCommand(argv, options);
   }
@@ -111,14 +111,17 @@ TEST_F(TlsTest, PrivateCaInCertsDirLoginMountLogout) {
   const std::string empty_certs = certs_.MakeDir("empty");
   {
     SCOPED_TRACE("without the CA, login names the certificate problem and where the CA goes");
-    RunResult r = Imgfs({"login", "-u", kUser, "--password-stdin", "--certs-dir", empty_certs,
-                         registry_->host()}, kPassword);
+    RunResult r = Imgfs(
+        {"login", "-u", kUser, "--password-stdin", "--certs-dir", empty_certs, registry_->host()},
+        kPassword);
     EXPECT_EQ(r.exit_code, 1) << r.Describe();
     EXPECT_THAT(r.err, HasSubstr("certificate")) << r.Describe();
-    EXPECT_THAT(r.err, HasSubstr(empty_certs + "/" + registry_->host() + "/ca.crt")) << r.Describe();
+    EXPECT_THAT(r.err, HasSubstr(empty_certs + "/" + registry_->host() + "/ca.crt"))
+        << r.Describe();
   }
-  RunResult login = Imgfs({"login", "-u", kUser, "--password-stdin", "--certs-dir", certs,
-                           registry_->host()}, kPassword);
+  RunResult login = Imgfs(
+      {"login", "-u", kUser, "--password-stdin", "--certs-dir", certs, registry_->host()},
+      kPassword);
   ASSERT_TRUE(login.ok()) << login.Describe();
   EXPECT_THAT(login.out, HasSubstr("Login Succeeded"));
   {
@@ -148,7 +151,8 @@ TEST_F(TlsTest, PrivateCaInCertsDirLoginMountLogout) {
     RunResult r = mount.Mount(image_);
     EXPECT_NE(r.exit_code, 0) << r.Describe();
     EXPECT_THAT(r.err, HasSubstr("certificate")) << r.Describe();
-    EXPECT_THAT(r.err, HasSubstr(empty_certs + "/" + registry_->host() + "/ca.crt")) << r.Describe();
+    EXPECT_THAT(r.err, HasSubstr(empty_certs + "/" + registry_->host() + "/ca.crt"))
+        << r.Describe();
     EXPECT_THAT(r.err, HasSubstr("--insecure-registry " + registry_->host())) << r.Describe();
     EXPECT_FALSE(mount.mounted());
   }
@@ -156,8 +160,8 @@ TEST_F(TlsTest, PrivateCaInCertsDirLoginMountLogout) {
     SCOPED_TRACE("marked insecure, it works without the CA");
     TempDir cache("cache");
     ImgfsMount mount(cache.path(), config_.path());
-    RunResult r = mount.Mount(image_, {"--certs-dir", empty_certs, "--insecure-registry",
-                                       registry_->host()});
+    RunResult r = mount.Mount(
+        image_, {"--certs-dir", empty_certs, "--insecure-registry", registry_->host()});
     ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
     EXPECT_TRUE(ReadFile(mount.Path("etc/os-release")).ok());
   }
@@ -201,8 +205,10 @@ TEST_F(TlsTest, ClientCertificateFromCertsDir) {
   }
   auto client = ca_->IssueClient("imgfs");
   ASSERT_TRUE(client.ok()) << client.status().ToString();
-  ASSERT_TRUE(RunOk({"cp", client->cert_path, certs + "/" + registry_->host() + "/client.cert"}).ok());
-  ASSERT_TRUE(RunOk({"cp", client->key_path, certs + "/" + registry_->host() + "/client.key"}).ok());
+  ASSERT_TRUE(
+      RunOk({"cp", client->cert_path, certs + "/" + registry_->host() + "/client.cert"}).ok());
+  ASSERT_TRUE(
+      RunOk({"cp", client->key_path, certs + "/" + registry_->host() + "/client.key"}).ok());
   TempDir cache("cache");
   ImgfsMount mount(cache.path(), config_.path());
   RunResult r = mount.Mount(image_, {"--certs-dir", certs});

@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <sstream>
 #include <thread>
@@ -37,8 +37,7 @@ Result<std::unique_ptr<BlobProxy>> BlobProxy::Start(int upstream_port) {
   IMGFS_RETURN_IF_ERROR(proxy->ClearFlips());
   IMGFS_RETURN_IF_ERROR(proxy->process_.Start(
       {kPython, script, "--upstream-port", std::to_string(upstream_port), "--log",
-       proxy->log_path(), "--control", proxy->dir_.Sub("control.json"), "--port-file",
-       port_file},
+       proxy->log_path(), "--control", proxy->dir_.Sub("control.json"), "--port-file", port_file},
       proxy->dir_.Sub("proxy.log"), proxy->dir_.Sub("proxy.log")));
   for (int i = 0; i < 300; ++i) {
     auto port = ReadFile(port_file);

@@ -35,14 +35,14 @@ namespace imgfs::test {
 struct ProxiedRequest {
   std::string method;
   std::string path;
-  std::string range;     // the request's Range header, "" when none
-  int status = 0;        // 0: the registry never answered
-  uint64_t bytes = 0;    // response body bytes sent to the client
-  std::string digest;    // blob digest of a successful blob GET, else ""
-  int64_t start = -1;    // blob offset of the body's first byte; -1 when not a blob body
-  bool flipped = false;  // a bit of this body was inverted
-  bool aborted = false;  // the client went away before the body was complete
-  std::string fault;     // the SetFault mode applied ("stall", "cut", "endless"), else ""
+  std::string range;          // the request's Range header, "" when none
+  int status = 0;             // 0: the registry never answered
+  uint64_t bytes = 0;         // response body bytes sent to the client
+  std::string digest;         // blob digest of a successful blob GET, else ""
+  int64_t start = -1;         // blob offset of the body's first byte; -1 when not a blob body
+  bool flipped = false;       // a bit of this body was inverted
+  bool aborted = false;       // the client went away before the body was complete
+  std::string fault;          // the SetFault mode applied ("stall", "cut", "endless"), else ""
   std::string authorization;  // the request's Authorization header, "" when none
   // This line marks the start of a stall (an extra line; the request's own comes at its end).
   bool stalled = false;

@@ -16,17 +16,23 @@ Status PrivateContainerd::Start() {
   socket_ = dir_.Sub("containerd.sock");
   std::string config =
       "version = 2\n"
-      "root = \"" + dir_.MakeDir("root") + "\"\n"
-      "state = \"" + dir_.MakeDir("state") + "\"\n"
+      "root = \"" +
+      dir_.MakeDir("root") +
+      "\"\n"
+      "state = \"" +
+      dir_.MakeDir("state") +
+      "\"\n"
       "disabled_plugins = [\"io.containerd.grpc.v1.cri\", "
       "\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", "
       "\"io.containerd.snapshotter.v1.devmapper\", \"io.containerd.snapshotter.v1.aufs\"]\n"
-      "[grpc]\n  address = \"" + socket_ + "\"\n"
-      "[ttrpc]\n  address = \"" + socket_ + ".ttrpc\"\n";
+      "[grpc]\n  address = \"" +
+      socket_ +
+      "\"\n"
+      "[ttrpc]\n  address = \"" +
+      socket_ + ".ttrpc\"\n";
   IMGFS_RETURN_IF_ERROR(WriteFile(dir_.Sub("config.toml"), config));
-  IMGFS_RETURN_IF_ERROR(process_.Start(
-      {"/usr/bin/containerd", "--config", dir_.Sub("config.toml")}, dir_.Sub("out.log"),
-      dir_.Sub("containerd.log")));
+  IMGFS_RETURN_IF_ERROR(process_.Start({"/usr/bin/containerd", "--config", dir_.Sub("config.toml")},
+                                       dir_.Sub("out.log"), dir_.Sub("containerd.log")));
   for (int i = 0; i < 300; ++i) {
     if (RunCommand({"/usr/bin/ctr-remote", "--address", socket_, "version"}).ok()) {
       return Status::Ok();

@@ -90,8 +90,8 @@ Status FakeBlobSource::ReadRange(std::string_view digest, uint64_t offset, uint6
     (*out)[start + length / 2] ^= 0x01;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = flips_.lower_bound({offset, ""}); it != flips_.end() && it->first < offset + length;
-       ++it) {
+  for (auto it = flips_.lower_bound({offset, ""});
+       it != flips_.end() && it->first < offset + length; ++it) {
     if (it->second.empty() || it->second == digest) (*out)[start + (it->first - offset)] ^= 0x10;
   }
   return Status::Ok();

@@ -43,8 +43,8 @@
 #include <utility>
 #include <vector>
 
-#include "base/status.h"
 #include "base/blob_source.h"
+#include "base/status.h"
 
 namespace imgfs::test {
 
@@ -124,13 +124,13 @@ class FakeBlobSource : public BlobSource {
   std::atomic<int> max_inside_{0};
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;                         // gate, rendezvous, inside changes
-  bool blocked_ = false;                               // GUARDED_BY(mu_)
-  Status fail_;                                        // GUARDED_BY(mu_)
-  int fail_next_ = 0;                                  // GUARDED_BY(mu_)
-  Status fail_next_status_;                            // GUARDED_BY(mu_)
-  std::set<std::pair<uint64_t, std::string>> flips_;   // GUARDED_BY(mu_): offset, digest
-  std::vector<std::pair<uint64_t, uint64_t>> ranges_;  // GUARDED_BY(mu_)
+  std::condition_variable cv_;                           // gate, rendezvous, inside changes
+  bool blocked_ = false;                                 // GUARDED_BY(mu_)
+  Status fail_;                                          // GUARDED_BY(mu_)
+  int fail_next_ = 0;                                    // GUARDED_BY(mu_)
+  Status fail_next_status_;                              // GUARDED_BY(mu_)
+  std::set<std::pair<uint64_t, std::string>> flips_;     // GUARDED_BY(mu_): offset, digest
+  std::vector<std::pair<uint64_t, uint64_t>> ranges_;    // GUARDED_BY(mu_)
   std::map<std::string, int, std::less<>> requests_of_;  // GUARDED_BY(mu_)
 };
 

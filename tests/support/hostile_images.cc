@@ -39,7 +39,8 @@ Result<std::string> PushBlobFile(const std::string& host, const std::string& rep
       RunCurl({"-o", tmp.Sub("answer"), "-D", tmp.Sub("headers"), "-w", "%{http_code}", "-X",
                "POST", "http://" + host + "/v2/" + repo + "/blobs/uploads/"},
               120));
-  if (code != "202") return Status::Unavailable("POST blob upload of " + repo + " answered " + code);
+  if (code != "202")
+    return Status::Unavailable("POST blob upload of " + repo + " answered " + code);
   IMGFS_ASSIGN_OR_RETURN(std::string headers, ReadFile(tmp.Sub("headers")));
   std::string location;
   size_t at = 0;
@@ -47,20 +48,22 @@ Result<std::string> PushBlobFile(const std::string& host, const std::string& rep
     size_t end = headers.find('\n', at);
     std::string line = headers.substr(at, end == std::string::npos ? std::string::npos : end - at);
     at = end == std::string::npos ? headers.size() : end + 1;
-    if (line.size() > 9 && (line.compare(0, 9, "Location:") == 0 || line.compare(0, 9, "location:") == 0)) {
+    if (line.size() > 9 &&
+        (line.compare(0, 9, "Location:") == 0 || line.compare(0, 9, "location:") == 0)) {
       location = line.substr(9);
       while (!location.empty() && (location.front() == ' ')) location.erase(0, 1);
-      while (!location.empty() && (location.back() == '\r' || location.back() == ' ')) location.pop_back();
+      while (!location.empty() && (location.back() == '\r' || location.back() == ' '))
+        location.pop_back();
     }
   }
   if (location.empty()) return Status::Unavailable("blob upload of " + repo + " gave no Location");
   if (location.rfind("http", 0) != 0) location = "http://" + host + location;
-  location += (location.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") + digest;
-  IMGFS_ASSIGN_OR_RETURN(
-      code, RunCurl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT", "-H",
-                     "Content-Type: application/octet-stream", "--data-binary", "@" + path,
-                     location},
-                    120));
+  location += (location.find('?') == std::string::npos ? "?" : "&") + std::string("digest=") +
+              digest;
+  IMGFS_ASSIGN_OR_RETURN(code, RunCurl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT",
+                                        "-H", "Content-Type: application/octet-stream",
+                                        "--data-binary", "@" + path, location},
+                                       120));
   if (code != "201") {
     auto answer = ReadFile(tmp.Sub("answer"));
     return Status::Unavailable("PUT blob " + digest + " answered " + code + ": " +
@@ -82,9 +85,8 @@ Result<PushedImage> PushEditedImage(
   IMGFS_ASSIGN_OR_RETURN(RegistryManifest m, FetchManifest(base.host, base.repo, base.tag));
   nlohmann::json manifest = m.json;
   std::string config_digest = manifest["config"]["digest"].get<std::string>();
-  IMGFS_ASSIGN_OR_RETURN(std::string config,
-                         HttpGet("http://" + base.host + "/v2/" + base.repo + "/blobs/" +
-                                 config_digest));
+  IMGFS_ASSIGN_OR_RETURN(std::string config, HttpGet("http://" + base.host + "/v2/" + base.repo +
+                                                     "/blobs/" + config_digest));
   const std::string original_config = config;
   edit(&manifest, &config);
   if (config != original_config && manifest["config"]["digest"] == config_digest) {
@@ -111,20 +113,19 @@ Result<PushedImage> PushOneLayerImage(const std::string& host, const std::string
                            {"rootfs", {{"type", "layers"}, {"diff_ids", {diff_id}}}}};
   std::string config_bytes = config.dump();
   IMGFS_ASSIGN_OR_RETURN(std::string config_digest, PushBlob(host, repo, config_bytes));
-  nlohmann::json manifest = {
-      {"schemaVersion", 2},
-      {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
-      {"config",
-       {{"mediaType", "application/vnd.oci.image.config.v1+json"},
-        {"digest", config_digest},
-        {"size", config_bytes.size()}}},
-      {"layers",
-       {{{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
-         {"digest", layer},
-         {"size", layer_size}}}}};
-  IMGFS_ASSIGN_OR_RETURN(std::string digest,
-                         PutManifest(host, repo, tag, manifest.dump(),
-                                     "application/vnd.oci.image.manifest.v1+json"));
+  nlohmann::json manifest = {{"schemaVersion", 2},
+                             {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                             {"config",
+                              {{"mediaType", "application/vnd.oci.image.config.v1+json"},
+                               {"digest", config_digest},
+                               {"size", config_bytes.size()}}},
+                             {"layers",
+                              {{{"mediaType", "application/vnd.oci.image.layer.v1.tar+gzip"},
+                                {"digest", layer},
+                                {"size", layer_size}}}}};
+  IMGFS_ASSIGN_OR_RETURN(
+      std::string digest,
+      PutManifest(host, repo, tag, manifest.dump(), "application/vnd.oci.image.manifest.v1+json"));
   return PushedImage{host, repo, tag, digest};
 }
 
@@ -153,7 +154,8 @@ Result<uint64_t> WriteZeroBomb(const std::string& path, uint64_t member_bytes, i
   } while (flush != Z_FINISH);
   deflateEnd(&zs);
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  for (int i = 0; i < members; ++i) f.write(member.data(), static_cast<std::streamsize>(member.size()));
+  for (int i = 0; i < members; ++i)
+    f.write(member.data(), static_cast<std::streamsize>(member.size()));
   if (!f) return Status::IoError("cannot write " + path);
   return static_cast<uint64_t>(member.size()) * static_cast<uint64_t>(members);
 }

@@ -64,8 +64,10 @@ Result<std::string> PushImage(const OciLayout& layout, const std::string& tag,
   TempDir tmp("push");
   std::string digest_file = tmp.Sub("digest");
   std::vector<std::string> argv = {
-      skopeo, "copy", "--quiet", "--dest-tls-verify=false", "--digestfile", digest_file,
-      "--format", options.format == ManifestFormat::kOci ? "oci" : "v2s2"};
+      skopeo,         "copy",
+      "--quiet",      "--dest-tls-verify=false",
+      "--digestfile", digest_file,
+      "--format",     options.format == ManifestFormat::kOci ? "oci" : "v2s2"};
   if (!options.creds.empty()) {
     argv.push_back("--dest-creds");
     argv.push_back(options.creds);

@@ -51,7 +51,7 @@ enum class ManifestFormat { kOci, kDockerV2 };
 
 struct PushOptions {
   ManifestFormat format = ManifestFormat::kOci;
-  std::string creds;  // "user:password"; empty: anonymous
+  std::string creds;     // "user:password"; empty: anonymous
   std::string cert_dir;  // client.cert/client.key for a registry that asks for them
 };
 

@@ -92,8 +92,8 @@ RunResult RunImgfs(const std::vector<std::string>& args, const std::string& dock
   }
   options.env.insert(options.env.end(), env.begin(), env.end());
   // A proxy configured on the host must not intercept loopback registries.
-  options.unset_env = {"http_proxy",  "HTTP_PROXY", "https_proxy",       "HTTPS_PROXY",
-                       "ALL_PROXY",   "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
+  options.unset_env = {"http_proxy", "HTTP_PROXY",         "https_proxy",    "HTTPS_PROXY",
+                       "ALL_PROXY",  "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
   return RunCommand(argv, options);
 }
 

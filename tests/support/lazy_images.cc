@@ -66,8 +66,8 @@ Result<RegistryManifest> FetchManifest(const std::string& host, const std::strin
                                        const std::string& reference) {
   RegistryManifest m;
   IMGFS_ASSIGN_OR_RETURN(
-      m.body, HttpGet("http://" + host + "/v2/" + repo + "/manifests/" + reference,
-                      {kManifestAccept}));
+      m.body,
+      HttpGet("http://" + host + "/v2/" + repo + "/manifests/" + reference, {kManifestAccept}));
   m.json = nlohmann::json::parse(m.body, nullptr, false);
   if (m.json.is_discarded() || !m.json.is_object()) {
     return Status::Corrupt(repo + ":" + reference + ": the manifest is not JSON: " + m.body);
@@ -105,16 +105,15 @@ Result<std::string> PutManifest(const std::string& host, const std::string& repo
   if (!r.ok()) return Status::Unavailable(r.Describe());
   if (r.out != "201") {
     auto answer = ReadFile(tmp.Sub("answer"));
-    return Status::Unavailable("PUT manifest " + repo + ":" + tag + " answered " + r.out +
-                               ": " + (answer.ok() ? *answer : ""));
+    return Status::Unavailable("PUT manifest " + repo + ":" + tag + " answered " + r.out + ": " +
+                               (answer.ok() ? *answer : ""));
   }
   return Sha256Digest(body);
 }
 
 std::string RegistryBlobPath(const std::string& storage_dir, const std::string& digest) {
   std::string hex(DigestHex(digest));
-  return storage_dir + "/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex +
-         "/data";
+  return storage_dir + "/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex + "/data";
 }
 
 Result<TocLayout> ReadTocLayout(const std::string& blob_path) {
@@ -131,8 +130,8 @@ Result<TocLayout> ReadTocLayout(const std::string& blob_path) {
     for (const auto& [name, chunks] : j.at("files").items()) {
       std::vector<TocChunk>& out = layout.files[name];
       for (const auto& c : chunks) {
-        out.push_back({c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>(),
-                       c.at(2).get<uint64_t>(), c.at(3).get<uint64_t>()});
+        out.push_back({c.at(0).get<uint64_t>(), c.at(1).get<uint64_t>(), c.at(2).get<uint64_t>(),
+                       c.at(3).get<uint64_t>()});
       }
     }
   } catch (const nlohmann::json::exception& e) {
@@ -166,12 +165,18 @@ Status BuildBigImage(const OciLayout& layout, const std::string& tag, const std:
   IMGFS_RETURN_IF_ERROR(MakeDirs(root + "/etc/app"));
   // Odd sizes, so that file ends fall inside chunks and pages.
   const std::vector<std::pair<std::string, uint64_t>> random_files = {
-      {"r-0001k.bin", 1000},          {"r-0007k.bin", 7 * 1024 + 3},
-      {"r-0064k.bin", 65536},         {"r-0100k.bin", 100 * 1024 + 17},
-      {"r-0300k.bin", 300 * 1024 + 1}, {"r-0001m.bin", (1u << 20) - 5},
-      {"r-0002m.bin", (5u << 19) + 123}, {"r-0003m.bin", (3u << 20) + 4097},
-      {"r-0005m.bin", (5u << 20) + 999}, {"r-0009m.bin", (9u << 20) + 1},
-      {"r-0016m.bin", (16u << 20) - 77}, {"r-0030m.bin", (30u << 20) + 31},
+      {"r-0001k.bin", 1000},
+      {"r-0007k.bin", 7 * 1024 + 3},
+      {"r-0064k.bin", 65536},
+      {"r-0100k.bin", 100 * 1024 + 17},
+      {"r-0300k.bin", 300 * 1024 + 1},
+      {"r-0001m.bin", (1u << 20) - 5},
+      {"r-0002m.bin", (5u << 19) + 123},
+      {"r-0003m.bin", (3u << 20) + 4097},
+      {"r-0005m.bin", (5u << 20) + 999},
+      {"r-0009m.bin", (9u << 20) + 1},
+      {"r-0016m.bin", (16u << 20) - 77},
+      {"r-0030m.bin", (30u << 20) + 31},
       {"r-0045m.bin", (45u << 20) + 12345}};
   uint64_t seed = 1;
   for (const auto& [name, size] : random_files) {

@@ -23,7 +23,8 @@ Result<std::unique_ptr<NetNamespace>> NetNamespace::Create() {
   for (int attempt = 0; attempt < 64; ++attempt) {
     int n = counter.fetch_add(1);
     int id = (pid * 7 + n * 13 + attempt) % 2048;  // 2048 /30 subnets of 10.200.0.0/13 x 4
-    std::string prefix = "10." + std::to_string(200 + id / 256) + "." + std::to_string(id % 256) + ".";
+    std::string prefix = "10." + std::to_string(200 + id / 256) + "." + std::to_string(id % 256) +
+                         ".";
     if (used.out.find(" " + prefix) != std::string::npos) continue;
     std::unique_ptr<NetNamespace> ns(new NetNamespace());
     std::string tag = std::to_string(pid % 100000) + "n" + std::to_string(n);
@@ -35,15 +36,15 @@ Result<std::unique_ptr<NetNamespace>> NetNamespace::Create() {
     if (peer.size() > 15) return Status::Internal("veth name too long: " + peer);
     Status s = RunOk({"ip", "netns", "add", ns->name_});
     if (!s.ok()) {
-      return Status::Unsupported("cannot create a network namespace (needs root): " +
-                                      s.message());
+      return Status::Unsupported("cannot create a network namespace (needs root): " + s.message());
     }
     for (const std::vector<std::string>& step : std::vector<std::vector<std::string>>{
              {"ip", "link", "add", ns->veth_, "type", "veth", "peer", "name", peer},
              {"ip", "link", "set", peer, "netns", ns->name_},
              {"ip", "addr", "add", ns->outer_ + "/30", "dev", ns->veth_},
              {"ip", "link", "set", ns->veth_, "up"},
-             {"ip", "netns", "exec", ns->name_, "ip", "addr", "add", ns->inner_ + "/30", "dev", peer},
+             {"ip", "netns", "exec", ns->name_, "ip", "addr", "add", ns->inner_ + "/30", "dev",
+              peer},
              {"ip", "netns", "exec", ns->name_, "ip", "link", "set", peer, "up"},
              {"ip", "netns", "exec", ns->name_, "ip", "link", "set", "lo", "up"}}) {
       IMGFS_RETURN_IF_ERROR(RunOk(step));  // the destructor of `ns` removes what was made

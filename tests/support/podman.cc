@@ -12,7 +12,8 @@ Result<std::unique_ptr<PrivatePodman>> PrivatePodman::Create(const std::string& 
                                                              const std::string& store) {
   for (const char* tool : {"/usr/bin/podman", "/usr/sbin/runc", "/usr/bin/conmon"}) {
     if (!IsExecutable(tool)) {
-      return Status::NotFound(std::string(tool) + " missing: podman and runc not installed: run "
+      return Status::NotFound(std::string(tool) +
+                              " missing: podman and runc not installed: run "
                               "scripts/setup");
     }
   }
@@ -55,10 +56,16 @@ RunResult PrivatePodman::Run(const std::vector<std::string>& args, int timeout_s
   // always works. Containers get this process's open-file limit and 4096 processes.
   struct rlimit nofile;
   getrlimit(RLIMIT_NOFILE, &nofile);
-  std::vector<std::string> argv = {
-      "--log-level=debug", "run", "--rm", "--network", "none",
-      "--ulimit", "nofile=" + std::to_string(nofile.rlim_cur) + ":" + std::to_string(nofile.rlim_cur),
-      "--ulimit", "nproc=4096:4096"};
+  std::vector<std::string> argv = {"--log-level=debug",
+                                   "run",
+                                   "--rm",
+                                   "--network",
+                                   "none",
+                                   "--ulimit",
+                                   "nofile=" + std::to_string(nofile.rlim_cur) + ":" +
+                                       std::to_string(nofile.rlim_cur),
+                                   "--ulimit",
+                                   "nproc=4096:4096"};
   argv.insert(argv.end(), args.begin(), args.end());
   return Podman(argv, timeout_seconds);
 }

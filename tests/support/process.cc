@@ -232,8 +232,8 @@ Status BackgroundProcess::Start(const std::vector<std::string>& argv,
   int in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   int err_pipe[2] = {-1, -1};
   if (out_fd < 0 || err_fd < 0 || in_fd < 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
-    Status s = Status::IoError("cannot open log files " + stdout_path + ", " + stderr_path +
-                               ": " + strerror(errno));
+    Status s = Status::IoError("cannot open log files " + stdout_path + ", " + stderr_path + ": " +
+                               strerror(errno));
     for (int fd : {out_fd, err_fd, in_fd}) {
       if (fd >= 0) close(fd);
     }

@@ -4,11 +4,11 @@
 // Commands are run with fork/exec and an argv vector, never through a shell, so paths and
 // references with odd characters cannot inject anything. Output goes to anonymous memory files
 // rather than pipes: a program that daemonizes (imgfs mount) may leave a child holding the
-// descriptors, and a pipe reader would wait for that child forever, while here RunCommand() returns as
-// soon as the direct child exits.
+// descriptors, and a pipe reader would wait for that child forever, while here RunCommand() returns
+// as soon as the direct child exits.
 //
-// Thread-safety: RunCommand() may be called from several threads. A BackgroundProcess is owned by one
-// thread. Failure: a program that cannot be started gives exit_code 127 and the reason in err.
+// Thread-safety: RunCommand() may be called from several threads. A BackgroundProcess is owned by
+// one thread. Failure: a program that cannot be started gives exit_code 127 and the reason in err.
 #pragma once
 
 #include <sys/types.h>
@@ -27,9 +27,9 @@ struct RunOptions {
   std::vector<std::pair<std::string, std::string>> env;
   // Variables removed from the child's environment.
   std::vector<std::string> unset_env;
-  std::string stdin_data;      // empty: stdin is /dev/null
-  std::string cwd;             // empty: the test's cwd
-  int timeout_seconds = 180;   // the child is killed (SIGKILL) after this
+  std::string stdin_data;     // empty: stdin is /dev/null
+  std::string cwd;            // empty: the test's cwd
+  int timeout_seconds = 180;  // the child is killed (SIGKILL) after this
 };
 
 struct RunResult {

@@ -49,9 +49,9 @@ Result<std::unique_ptr<TokenServer>> TokenServer::Start(const std::vector<User>&
   const TempDir& dir = server->dir_;
   std::string key = dir.Sub("key.pem");
   server->cert_path_ = dir.Sub("cert.pem");
-  RunResult gen = RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                       "-out", server->cert_path_, "-days", "2", "-subj",
-                       "/CN=imgfs-test-token-issuer"});
+  RunResult gen = RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                              key, "-out", server->cert_path_, "-days", "2", "-subj",
+                              "/CN=imgfs-test-token-issuer"});
   if (!gen.ok()) return Status::Internal("cannot generate token signing key: " + gen.Describe());
   std::string user_list;
   for (const auto& u : users) {
@@ -159,8 +159,8 @@ Status RegistryServer::Start() {
   IMGFS_ASSIGN_OR_RETURN(std::string binary, DockerRegistryBinary());
   std::vector<std::string> argv = {binary, "serve", config_path_};
   if (options_.netns != nullptr) argv = options_.netns->Exec(argv);
-  IMGFS_RETURN_IF_ERROR(process_.Start(argv, access_log_path(),
-                                       app_log_path(), {{"OTEL_SDK_DISABLED", "true"}}));
+  IMGFS_RETURN_IF_ERROR(
+      process_.Start(argv, access_log_path(), app_log_path(), {{"OTEL_SDK_DISABLED", "true"}}));
   return WaitReady();
 }
 

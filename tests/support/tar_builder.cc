@@ -44,7 +44,10 @@ std::string Header(const Hdr& h) {
   b[156] = h.type;
   PutStr(b, 157, 100, h.linkname);
   if (h.format == Hdr::kUstar) {
-    std::memcpy(&b[257], "ustar\0" "00", 8);
+    std::memcpy(&b[257],
+                "ustar\0"
+                "00",
+                8);
     PutStr(b, 345, 155, h.prefix);
   } else if (h.format == Hdr::kGnu) {
     std::memcpy(&b[257], "ustar  \0", 8);
@@ -76,8 +79,7 @@ std::string PaxRecords(const std::vector<std::pair<std::string, std::string>>& k
   return out;
 }
 
-std::string PaxHeader(const std::vector<std::pair<std::string, std::string>>& kv,
-                      char type) {
+std::string PaxHeader(const std::vector<std::pair<std::string, std::string>>& kv, char type) {
   std::string data = PaxRecords(kv);
   Hdr h;
   h.name = "PaxHeaders/x";

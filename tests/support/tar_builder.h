@@ -41,8 +41,7 @@ std::string Padded(const std::string& data);
 // PAX records ("LEN key=value\n") with their lengths right.
 std::string PaxRecords(const std::vector<std::pair<std::string, std::string>>& kv);
 // A PAX header of type `type` ('x' or 'g') with its records.
-std::string PaxHeader(const std::vector<std::pair<std::string, std::string>>& kv,
-                      char type = 'x');
+std::string PaxHeader(const std::vector<std::pair<std::string, std::string>>& kv, char type = 'x');
 // A regular file member (header `h` with name, type '0' and size set) and its data.
 std::string File(const std::string& name, const std::string& data, Hdr h = {});
 // A GNU long name ('L') or long link ('K') header holding `value`.

@@ -19,9 +19,7 @@ namespace {
 
 constexpr const char* kBusybox = "/bin/busybox";
 
-Status Errno(const std::string& what) {
-  return Status::IoError(what + ": " + strerror(errno));
-}
+Status Errno(const std::string& what) { return Status::IoError(what + ": " + strerror(errno)); }
 
 // Small wrappers so the image recipes below read as a list of what the image holds.
 class RootfsWriter {
@@ -93,7 +91,8 @@ std::string HostArchitecture() {
 
 Status BuildBusyboxImage(const OciLayout& layout, const std::string& tag, const std::string& work) {
   if (!IsExecutable(kBusybox)) {
-    return Status::NotFound("/bin/busybox missing: busybox-static not installed: run scripts/setup");
+    return Status::NotFound(
+        "/bin/busybox missing: busybox-static not installed: run scripts/setup");
   }
   IMGFS_RETURN_IF_ERROR(layout.NewImage(tag));
   std::string bundle = work + "/bundle-" + tag;
@@ -106,8 +105,8 @@ Status BuildBusyboxImage(const OciLayout& layout, const std::string& tag, const 
   for (const char* applet : {"sh", "ls", "cat", "echo", "sha256sum", "find"}) {
     IMGFS_RETURN_IF_ERROR(w.Symlink("busybox", std::string("bin/") + applet));
   }
-  IMGFS_RETURN_IF_ERROR(w.File("etc/os-release",
-                               "NAME=\"imgfs test busybox\"\nID=imgfs-busybox\nVERSION_ID=1\n"));
+  IMGFS_RETURN_IF_ERROR(
+      w.File("etc/os-release", "NAME=\"imgfs test busybox\"\nID=imgfs-busybox\nVERSION_ID=1\n"));
   IMGFS_RETURN_IF_ERROR(w.File("README",
                                "This image was built by the imgfs tests with umoci.\n"
                                "It holds a static busybox and a few applet links.\n"));
@@ -270,11 +269,10 @@ Result<std::string> PutIndex(const std::string& host, const std::string& repo,
                              const std::string& tag, const std::vector<IndexEntry>& entries) {
   nlohmann::json manifests = nlohmann::json::array();
   for (const auto& e : entries) {
-    IMGFS_ASSIGN_OR_RETURN(
-        std::string body,
-        HttpGet("http://" + host + "/v2/" + repo + "/manifests/" + e.digest,
-                {"Accept: application/vnd.oci.image.manifest.v1+json, "
-                 "application/vnd.docker.distribution.manifest.v2+json"}));
+    IMGFS_ASSIGN_OR_RETURN(std::string body,
+                           HttpGet("http://" + host + "/v2/" + repo + "/manifests/" + e.digest,
+                                   {"Accept: application/vnd.oci.image.manifest.v1+json, "
+                                    "application/vnd.docker.distribution.manifest.v2+json"}));
     std::string media_type = "application/vnd.oci.image.manifest.v1+json";
     try {
       auto j = nlohmann::json::parse(body);
@@ -302,8 +300,7 @@ Result<std::string> PutIndex(const std::string& host, const std::string& repo,
       std::string code,
       RunCurl({"-o", tmp.Sub("answer"), "-w", "%{http_code}", "-X", "PUT", "-H",
                "Content-Type: application/vnd.oci.image.index.v1+json", "--data-binary",
-               "@" + tmp.Sub("index.json"),
-               "http://" + host + "/v2/" + repo + "/manifests/" + tag},
+               "@" + tmp.Sub("index.json"), "http://" + host + "/v2/" + repo + "/manifests/" + tag},
               60));
   if (code != "201") {
     auto answer = ReadFile(tmp.Sub("answer"));

@@ -30,8 +30,8 @@ namespace imgfs::test {
 
 // Where an image was pushed: host/repo, tag and manifest digest.
 struct PushedImage {
-  std::string host;    // 127.0.0.1:PORT
-  std::string repo;    // e.g. "imgfs/layered"
+  std::string host;  // 127.0.0.1:PORT
+  std::string repo;  // e.g. "imgfs/layered"
   std::string tag;
   std::string digest;  // sha256:... of the manifest (or index)
 

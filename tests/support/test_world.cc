@@ -37,9 +37,8 @@ Result<const TestImages*> TestWorld::Images(const std::string& name) {
   std::string key = (name == "amd64" || name == "arm64") ? "platforms" : name;
   auto it = images_.find(key);
   if (it == images_.end()) {
-    std::vector<std::string> names =
-        key == "platforms" ? std::vector<std::string>{"amd64", "arm64"}
-                           : std::vector<std::string>{name};
+    std::vector<std::string> names = key == "platforms" ? std::vector<std::string>{"amd64", "arm64"}
+                                                        : std::vector<std::string>{name};
     IMGFS_ASSIGN_OR_RETURN(auto built, TestImages::Build(names));
     it = images_.emplace(key, std::move(built)).first;
   }
@@ -59,9 +58,8 @@ Result<PushedImage> TestWorld::Pushed(const std::string& name, ManifestFormat fo
   if (it != pushed_.end()) return it->second;
   IMGFS_ASSIGN_OR_RETURN(RegistryServer * registry, Registry());
   IMGFS_ASSIGN_OR_RETURN(const TestImages* images, Images(name));
-  IMGFS_ASSIGN_OR_RETURN(PushedImage pushed,
-                         images->Push(name, registry->host(), "imgfs/" + name, tag,
-                                      PushOptions{format, ""}));
+  IMGFS_ASSIGN_OR_RETURN(PushedImage pushed, images->Push(name, registry->host(), "imgfs/" + name,
+                                                          tag, PushOptions{format, ""}));
   pushed_[key] = pushed;
   return pushed;
 }

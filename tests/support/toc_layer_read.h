@@ -14,7 +14,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-#include <vector>
 
 #include "fs/layer/decode.h"
 #include "fs/layer/layer_index.h"

@@ -35,14 +35,22 @@ std::string Octal(unsigned v) {
 
 std::string TypeName(mode_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFREG: return "regular file";
-    case S_IFDIR: return "directory";
-    case S_IFLNK: return "symlink";
-    case S_IFCHR: return "char device";
-    case S_IFBLK: return "block device";
-    case S_IFIFO: return "fifo";
-    case S_IFSOCK: return "socket";
-    default: return "unknown type";
+    case S_IFREG:
+      return "regular file";
+    case S_IFDIR:
+      return "directory";
+    case S_IFLNK:
+      return "symlink";
+    case S_IFCHR:
+      return "char device";
+    case S_IFBLK:
+      return "block device";
+    case S_IFIFO:
+      return "fifo";
+    case S_IFSOCK:
+      return "socket";
+    default:
+      return "unknown type";
   }
 }
 
@@ -167,13 +175,12 @@ void CompareEntry(const std::string& rel, const std::string& expected_root,
   bool is_root = rel.empty();
   // Linux ignores a symlink's permission bits (always 0777 via lstat); nothing to compare.
   if (!S_ISLNK(a.st_mode) && (a.st_mode & 07777) != (b.st_mode & 07777)) {
-    report.Add(rel, "mode: expected " + Octal(a.st_mode & 07777) + ", got " +
-                        Octal(b.st_mode & 07777));
+    report.Add(rel,
+               "mode: expected " + Octal(a.st_mode & 07777) + ", got " + Octal(b.st_mode & 07777));
   }
   if (a.st_uid != b.st_uid || a.st_gid != b.st_gid) {
-    report.Add(rel, "owner: expected " + std::to_string(a.st_uid) + ":" +
-                        std::to_string(a.st_gid) + ", got " + std::to_string(b.st_uid) + ":" +
-                        std::to_string(b.st_gid));
+    report.Add(rel, "owner: expected " + std::to_string(a.st_uid) + ":" + std::to_string(a.st_gid) +
+                        ", got " + std::to_string(b.st_uid) + ":" + std::to_string(b.st_gid));
   }
   if (!is_root) {
     if (a.st_mtim.tv_sec != b.st_mtim.tv_sec) {

@@ -8,8 +8,8 @@ namespace imgfs {
 namespace {
 
 TEST(Base64Test, RoundTripsEveryLengthModThree) {
-  for (const std::string& s : std::vector<std::string>{"", "a", "ab", "abc", "user:pass",
-                                                       std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s :
+       std::vector<std::string>{"", "a", "ab", "abc", "user:pass", std::string("\0\xff\x10", 3)}) {
     std::optional<std::string> back = DecodeBase64(EncodeBase64(s));
     ASSERT_TRUE(back.has_value()) << s;
     EXPECT_EQ(*back, s);

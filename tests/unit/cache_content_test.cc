@@ -356,8 +356,7 @@ TEST_F(CacheContentTest, ReadsRecordTheBlobAccessTime) {
   auto env = LmdbEnv::Open(root_ + "/index", root_);
   ASSERT_TRUE(env.ok()) << env.status().ToString();
   std::string hex(DigestHex(source_.digest())), record;
-  ASSERT_TRUE(
-      (*env)->Read([&](LmdbTxn& txn) { return txn.Get(Db::kBlobs, hex, &record); }).ok());
+  ASSERT_TRUE((*env)->Read([&](LmdbTxn& txn) { return txn.Get(Db::kBlobs, hex, &record); }).ok());
   ASSERT_EQ(record.size(), 18u);
   EXPECT_EQ(record[0], 1);
   int64_t access = 0;

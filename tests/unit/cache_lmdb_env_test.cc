@@ -5,13 +5,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <stdexcept>
-#include <thread>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 

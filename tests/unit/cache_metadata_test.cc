@@ -192,8 +192,7 @@ TEST_F(CacheMetadataTest, UnwritableRootIsAClearIoError) {
   auto cache = Cache::Open(file + "/cache");
   ASSERT_FALSE(cache.ok());
   EXPECT_EQ(cache.status().code(), Code::kIoError);
-  EXPECT_NE(cache.status().message().find(file), std::string::npos)
-      << cache.status().message();
+  EXPECT_NE(cache.status().message().find(file), std::string::npos) << cache.status().message();
   EXPECT_EQ(Cache::Open("").status().code(), Code::kInvalidArgument);
 }
 
@@ -207,10 +206,12 @@ class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) {
     if (const char* old = getenv(name)) old_ = old, had_ = true;
-    if (value) setenv(name, value, 1); else unsetenv(name);
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
   }
   ~ScopedEnv() {
-    if (had_) setenv(name_, old_.c_str(), 1); else unsetenv(name_);
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
   }
 
  private:

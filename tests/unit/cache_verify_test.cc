@@ -65,8 +65,7 @@ class CacheVerifyTest : public ::testing::Test {
       return VerifyHooks::UnitCheck(CallerChecked(1).verify);
     };
     hooks_.check_layer_index = [](std::string_view, std::string_view serialized) {
-      return serialized.substr(0, 8) == "index of" ? Status::Ok()
-                                                   : Status::Corrupt("not an index");
+      return serialized.substr(0, 8) == "index of" ? Status::Ok() : Status::Corrupt("not an index");
     };
   }
   void TearDown() override {

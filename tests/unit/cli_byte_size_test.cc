@@ -34,8 +34,8 @@ TEST(ParseByteSizeTest, DecimalSuffixesAreSpelledWithB) {
 }
 
 TEST(ParseByteSizeTest, RejectsWhatIsNotASize) {
-  for (const std::string bad : {"", "G", "-1", "1.2.3", "10X", "1GG", ".", "0x10",
-                                "18446744073709551616", "20000000T"}) {
+  for (const std::string bad :
+       {"", "G", "-1", "1.2.3", "10X", "1GG", ".", "0x10", "18446744073709551616", "20000000T"}) {
     auto r = ParseByteSize(bad);
     EXPECT_FALSE(r.ok()) << "'" << bad << "' parsed as " << (r.ok() ? *r : 0);
     if (!r.ok()) {

@@ -177,8 +177,8 @@ location = "file-mirror.example.com"
   EXPECT_EQ(applied.cache_dir, "/from-env");
   EXPECT_EQ(applied.pull, "never");
   EXPECT_EQ(applied.platform, "linux/arm64");
-  EXPECT_THAT(applied.registry_mirrors,
-              ElementsAre("docker.io=https://flag-mirror.example.com", "ghcr.io=http://127.0.0.1:9"));
+  EXPECT_THAT(applied.registry_mirrors, ElementsAre("docker.io=https://flag-mirror.example.com",
+                                                    "ghcr.io=http://127.0.0.1:9"));
   EXPECT_THAT(applied.insecure_registries, ElementsAre("10.2.2.2:5000"));
 
   common.registry_mirrors = {"ghcr.io="};

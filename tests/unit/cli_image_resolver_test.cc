@@ -110,14 +110,14 @@ class ImageResolverTest : public ::testing::Test {
 
   // An image whose config says `note`; returns its manifest digest.
   std::string PushImage(const std::string& tag, const std::string& note) {
-    std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"n":")" +
-                         note + R"("}}})";
+    std::string config =
+        R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Labels":{"n":")" +
+        note + R"("}}})";
     registry_->PutBlob(config);
-    std::string manifest = R"({"schemaVersion":2,"mediaType":")" +
-                           std::string(registry::kOciManifest) +
-                           R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
-                           Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) +
-                           R"(},"layers":[]})";
+    std::string manifest =
+        R"({"schemaVersion":2,"mediaType":")" + std::string(registry::kOciManifest) +
+        R"(","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+        Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) + R"(},"layers":[]})";
     registry_->Put(tag, manifest);
     return Sha256Digest(manifest);
   }

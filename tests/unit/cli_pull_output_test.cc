@@ -135,7 +135,7 @@ TEST(PullOutputTest, ProgressTextIsDockersBarNumbersAndTimeLeft) {
   EXPECT_EQ(ProgressText(1000000, 2000000, 1000, 40), "     1MB/2MB");
   EXPECT_EQ(ProgressText(1000, 2000000, 1000, 80), "     1kB/2MB 33m19s");
   EXPECT_EQ(ProgressText(2000000, 2000000, 1000, 80), "     2MB/2MB");  // done: no time left
-  EXPECT_EQ(ProgressText(3000, 0, 10, 80), "     3kB");                // size unknown
+  EXPECT_EQ(ProgressText(3000, 0, 10, 80), "     3kB");                 // size unknown
   EXPECT_EQ(ProgressText(0, 0, 0, 80), "");
 }
 

@@ -167,8 +167,8 @@ TEST_F(MaliciousLayerTest, DuplicatesAreReadAsTheLastOne) {
 TEST_F(MaliciousLayerTest, OverlongNamesAndPaxRecordsAreRefusedAndSiblingsAlwaysListed) {
   // The case: a 1 MiB PAX path once mounted and left its directory listing empty.
   Status huge = Refusal(File("dir/a", "") +
-                        PaxHeader({{"path", "dir/" + std::string(1 << 20, 'p')}}) +
-                        File("x", "") + File("dir/b", "") + End());
+                        PaxHeader({{"path", "dir/" + std::string(1 << 20, 'p')}}) + File("x", "") +
+                        File("dir/b", "") + End());
   EXPECT_EQ(huge.code(), Code::kCorrupt);
   EXPECT_THAT(huge.message(), HasSubstr("larger than the limit"));
   Status name = Refusal(PaxHeader({{"path", "dir/" + std::string(256, 'n')}}) + File("x", "") +
@@ -251,8 +251,8 @@ TEST_F(MaliciousLayerTest, TwoHundredThousandEntriesMountListedInFull) {
   Status s = served_.Mount(blob, dir_.Sub("cache"), mnt);
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(List(mnt + "/many").size(), 200000u);
-  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::steady_clock::now() - start)
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                      .count();
   EXPECT_LT(seconds, 60);
   // Index, tree and listing: well under 200 MiB more than before.

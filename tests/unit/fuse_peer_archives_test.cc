@@ -35,9 +35,9 @@ constexpr const char* kGoTestdata = "/usr/share/go-1.19/src/archive/tar/testdata
 constexpr const char* kPythonTesttar = "/usr/lib/python3.11/test/testtar.tar";
 
 enum class Outcome {
-  kGnuTar,  // the mount equals GNU tar's extraction
-  kBsdtar,  // the mount equals bsdtar's extraction (GNU tar fails on the archive)
-  kRefused, // indexing fails with kCorrupt whose message contains `error`
+  kGnuTar,   // the mount equals GNU tar's extraction
+  kBsdtar,   // the mount equals bsdtar's extraction (GNU tar fails on the archive)
+  kRefused,  // indexing fails with kCorrupt whose message contains `error`
 };
 
 struct Archive {
@@ -94,8 +94,7 @@ const Archive kArchives[] = {
     {"ustar-file-reg.tar", Outcome::kGnuTar, "", true, "a plain ustar file"},
     {"ustar.tar", Outcome::kGnuTar, "", true, "ustar prefix names"},
     {"v7.tar", Outcome::kGnuTar, "", true, "V7 headers"},
-    {"writer-big-long.tar", Outcome::kRefused, "ends inside", true,
-     "a 16 GiB member, truncated"},
+    {"writer-big-long.tar", Outcome::kRefused, "ends inside", true, "a 16 GiB member, truncated"},
     {"writer-big.tar", Outcome::kRefused, "ends inside", true, "a 16 GiB member, truncated"},
     {"writer.tar", Outcome::kGnuTar, "", true, "what Go's writer writes"},
     {"xattrs.tar", Outcome::kGnuTar, "", true, "SCHILY xattrs"},
@@ -205,12 +204,12 @@ TEST_P(PeerArchiveTest, MountEqualsTheExtractionOrIsRefused) {
                            ? "tar --numeric-owner --xattrs --xattrs-include='*'"
                            : "bsdtar --numeric-owner";
     std::string ref = dir.MakeDir(gzip ? "ref-gz" : "ref");
-    Result<std::string> extracted =
-        Shell(tool + " -xpf " + Quote(tar_path) + " -C " + Quote(ref) + " 2>&1");
+    Result<std::string> extracted = Shell(tool + " -xpf " + Quote(tar_path) + " -C " + Quote(ref) +
+                                          " 2>&1");
     ASSERT_TRUE(extracted.ok()) << "the reference extraction failed (run scripts/setup for "
                                 << "tar and bsdtar): " << extracted.status().ToString();
-    ZeroImpliedDirectoryTimes(ref, Members(a.outcome == Outcome::kGnuTar ? "tar" : "bsdtar",
-                                           tar_path));
+    ZeroImpliedDirectoryTimes(ref,
+                              Members(a.outcome == Outcome::kGnuTar ? "tar" : "bsdtar", tar_path));
     std::string mnt = dir.MakeDir(gzip ? "mnt-gz" : "mnt");
     ServedLayer served;
     Status s = served.Mount(blob, dir.Sub(gzip ? "cache-gz" : "cache"), mnt);

@@ -77,11 +77,10 @@ TEST(DecodeUnitTest, ZstdFrames) {
   EXPECT_EQ(*DecodeUnit(MakeUnit(UnitCodec::kZstdFrame, frames, a.size() + b.size()), frames),
             a + b);
   EXPECT_EQ(*DecodeUnit(MakeUnit(UnitCodec::kZstdFrame, frames, 10), frames), a.substr(0, 10));
-  EXPECT_EQ(
-      DecodeUnit(MakeUnit(UnitCodec::kZstdFrame, frames, a.size() + b.size() + 1), frames)
-          .status()
-          .code(),
-      Code::kCorrupt);
+  EXPECT_EQ(DecodeUnit(MakeUnit(UnitCodec::kZstdFrame, frames, a.size() + b.size() + 1), frames)
+                .status()
+                .code(),
+            Code::kCorrupt);
   std::string cut = frames.substr(0, frames.size() / 3);
   EXPECT_EQ(DecodeUnit(MakeUnit(UnitCodec::kZstdFrame, cut, a.size()), cut).status().code(),
             Code::kCorrupt);
@@ -104,7 +103,10 @@ TEST(DecodeUnitTest, ZranUnitsFromTheIndexer) {
   std::snprintf(&header[124], 12, "%011llo", static_cast<unsigned long long>(content.size()));
   std::snprintf(&header[136], 12, "%011o", 0);
   header[156] = '0';
-  std::memcpy(&header[257], "ustar\0" "00", 8);
+  std::memcpy(&header[257],
+              "ustar\0"
+              "00",
+              8);
   std::memset(&header[148], ' ', 8);
   unsigned sum = 0;
   for (unsigned char c : header) sum += c;

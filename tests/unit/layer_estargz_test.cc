@@ -21,13 +21,13 @@ namespace imgfs::fs {
 namespace {
 
 using nlohmann::json;
-using ::testing::HasSubstr;
+using test::FakeBlobSource;
 using test::FindEntry;
 using test::GzipMember;
-using test::FakeBlobSource;
 using test::RandomBytes;
 using test::ReadEntry;
 using test::TarPadding;
+using ::testing::HasSubstr;
 
 std::string Octal(uint64_t v, size_t width) {
   std::string s(width - 1, '0');
@@ -49,7 +49,10 @@ std::string TarHeader(const std::string& name, char type, uint64_t size,
   h.replace(136, 12, Octal(0, 12));
   h[156] = type;
   h.replace(157, std::min<size_t>(link.size(), 100), link.substr(0, 100));
-  h.replace(257, 8, std::string("ustar\0" "00", 8));
+  h.replace(257, 8,
+            std::string("ustar\0"
+                        "00",
+                        8));
   h.replace(148, 8, "        ");
   unsigned sum = 0;
   for (unsigned char c : h) sum += c;
@@ -199,9 +202,13 @@ class EstargzWriter {
     if (!it.xattrs.empty()) {
       for (auto& [k, v] : it.xattrs) e["xattrs"][k] = Base64(v);
     }
-    char tar_type = it.type == "reg" ? '0' : it.type == "dir" ? '5' : it.type == "symlink" ? '2'
-                    : it.type == "hardlink" ? '1' : it.type == "char" ? '3'
-                    : it.type == "block" ? '4' : '6';
+    char tar_type = it.type == "reg"        ? '0'
+                    : it.type == "dir"      ? '5'
+                    : it.type == "symlink"  ? '2'
+                    : it.type == "hardlink" ? '1'
+                    : it.type == "char"     ? '3'
+                    : it.type == "block"    ? '4'
+                                            : '6';
     OpenMember();
     cur_ += TarHeader(it.name, tar_type, it.type == "reg" ? it.content.size() : 0, it.link);
     if (it.type != "reg" || it.content.empty()) {
@@ -262,8 +269,8 @@ std::vector<Item> SampleItems() {
   std::vector<Item> items;
   items.push_back(MakeItem("./", "dir", "", 0755));
   items.push_back(MakeItem("etc/", "dir", "", 0755));
-  items.push_back(MakeItem("etc/hosts", "reg", "127.0.0.1 localhost\n", 0644, "", {},
-                           "2021-03-04T05:06:07Z"));
+  items.push_back(
+      MakeItem("etc/hosts", "reg", "127.0.0.1 localhost\n", 0644, "", {}, "2021-03-04T05:06:07Z"));
   items.push_back(MakeItem("bin/", "dir", "", 0755));
   items.push_back(File("bin/big", RandomBytes(2500, 1), 04755));
   items.push_back(MakeItem("bin/link", "symlink", "", 0777, "big"));
@@ -271,9 +278,9 @@ std::vector<Item> SampleItems() {
   items.push_back(MakeItem("dev/null", "char", "", 0666));
   items.push_back(MakeItem("run/fifo", "fifo", "", 0600));
   items.push_back(File("etc/empty", ""));
-  items.push_back(MakeItem("etc/cap", "reg", "capped", 0644, "",
-                           {{"security.capability", std::string("\x01\x00\x00\x02", 4)},
-                            {"user.note", "hi"}}));
+  items.push_back(
+      MakeItem("etc/cap", "reg", "capped", 0644, "",
+               {{"security.capability", std::string("\x01\x00\x00\x02", 4)}, {"user.note", "hi"}}));
   items.push_back(File("old/.wh.gone", ""));
   items.push_back(File("opq/.wh..wh..opq", ""));
   items.push_back(File("usr/share/doc", std::string(5000, 'd')));
@@ -329,10 +336,9 @@ TEST(EstargzTest, TocBecomesEntriesInOrderWithChunksAndUnits) {
   EXPECT_EQ(FindEntry(index, "run/fifo")->type, EntryType::kFifo);
   EXPECT_TRUE(FindEntry(index, "etc/empty")->chunks.empty());
   EXPECT_THAT(FindEntry(index, "etc/cap")->xattrs,
-              ::testing::ElementsAre(
-                  std::make_pair(std::string("security.capability"),
-                                 std::string("\x01\x00\x00\x02", 4)),
-                  std::make_pair(std::string("user.note"), std::string("hi"))));
+              ::testing::ElementsAre(std::make_pair(std::string("security.capability"),
+                                                    std::string("\x01\x00\x00\x02", 4)),
+                                     std::make_pair(std::string("user.note"), std::string("hi"))));
   EXPECT_TRUE(FindEntry(index, "old/gone")->whiteout);
   EXPECT_TRUE(FindEntry(index, "opq")->opaque);
 
@@ -472,7 +478,8 @@ TEST(EstargzTest, LargeTocIsFetchedWithASecondRequest) {
   // Xattrs of incompressible bytes (each within the 64 KiB a value may have) make the
   // compressed TOC larger than the first tail read.
   std::map<std::string, std::string> xattrs;
-  for (int i = 0; i < 12; ++i) xattrs["user.big" + std::to_string(i)] = RandomBytes(60 << 10, 3 + i);
+  for (int i = 0; i < 12; ++i)
+    xattrs["user.big" + std::to_string(i)] = RandomBytes(60 << 10, 3 + i);
   items.push_back(MakeItem("etc/blob-xattr", "reg", "x", 0644, "", xattrs));
   Blob b = w.Write(items);
   ASSERT_GT(b.bytes.size() - b.toc_offset, (512u << 10) + 51);
@@ -503,8 +510,7 @@ TEST(EstargzTest, ChunkNotMatchingItsDigestFailsVerification) {
 }
 
 TEST(EstargzTest, VerifyDecodedUnitRejectsShortOrAlteredBytes) {
-  std::vector<ChunkCheck> checks = {{0, 5, Sha256Digest("hello")},
-                                    {10, 5, Sha256Digest("world")}};
+  std::vector<ChunkCheck> checks = {{0, 5, Sha256Digest("hello")}, {10, 5, Sha256Digest("world")}};
   EXPECT_TRUE(VerifyDecodedUnit(checks, "hello.....world").ok());
   EXPECT_EQ(VerifyDecodedUnit(checks, "hello.....worle").code(), Code::kDigestMismatch);
   EXPECT_EQ(VerifyDecodedUnit(checks, "hello.....wor").code(), Code::kCorrupt);
@@ -572,8 +578,8 @@ TEST(EstargzTest, MalformedTocsAreCorrupt) {
       R"({"version":1})",
       R"({"version":1,"entries":{}})",
       R"({"version":1,"entries":[42]})",
-      R"({"version":1,"entries":[{"name":"a","type":"chunk","offset":1,"chunkDigest":")" +
-          digest + R"("}]})",
+      R"({"version":1,"entries":[{"name":"a","type":"chunk","offset":1,"chunkDigest":")" + digest +
+          R"("}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":-5}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":1.5}]})",
       R"({"version":1,"entries":[{"name":"a","type":"weird"}]})",
@@ -583,7 +589,8 @@ TEST(EstargzTest, MalformedTocsAreCorrupt) {
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":0}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":0,"chunkDigest":"md5:1"}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":0,"chunkSize":4,"chunkDigest":")" +
-          digest + R"("},{"type":"chunk","offset":0,"chunkOffset":2,"chunkSize":6,"chunkDigest":")" +
+          digest +
+          R"("},{"type":"chunk","offset":0,"chunkOffset":2,"chunkSize":6,"chunkDigest":")" +
           digest + R"("}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":0,"chunkSize":4,"chunkDigest":")" +
           digest + R"("}]})",
@@ -595,7 +602,8 @@ TEST(EstargzTest, MalformedTocsAreCorrupt) {
       R"({"version":1,"entries":[{"name":"a","type":"reg","uid":4294967296}]})",
       R"({"version":1,"entries":[{"name":"a","type":"hardlink","linkName":"../x"}]})",
       R"({"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":0,"innerOffset":0,"chunkSize":5,"chunkDigest":")" +
-          digest + R"("},{"type":"chunk","offset":0,"innerOffset":2,"chunkOffset":5,"chunkDigest":")" +
+          digest +
+          R"("},{"type":"chunk","offset":0,"innerOffset":2,"chunkOffset":5,"chunkDigest":")" +
           digest + R"("}]})",
   };
   for (const std::string& json_text : bad) {

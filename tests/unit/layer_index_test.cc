@@ -188,7 +188,7 @@ TEST(LayerIndexTest, VersionTwoIsReadWithoutADiffId) {
             Z_OK);
   compressed.resize(clen);
   std::string v2 = std::string("IMGFSLIX") + '\x02';
-  for (uint64_t v = body.size(); ; v >>= 7) {
+  for (uint64_t v = body.size();; v >>= 7) {
     if (v < 0x80) {
       v2 += static_cast<char>(v);
       break;
@@ -309,12 +309,12 @@ TEST(CleanPathTest, EnforcesNameMaxAndPathMaxNamingTheEntry) {
 }
 
 TEST(IsDroppedNameTest, DegenerateWhiteoutsAndAufsMetadata) {
-  for (const char* dropped : {".wh.", "a/.wh..", "a/b/.wh...", ".wh..wh.plnk", ".wh..wh.plnk/1",
-                              ".wh..wh.aufs"}) {
+  for (const char* dropped :
+       {".wh.", "a/.wh..", "a/b/.wh...", ".wh..wh.plnk", ".wh..wh.plnk/1", ".wh..wh.aufs"}) {
     EXPECT_TRUE(IsDroppedName(dropped)) << dropped;
   }
-  for (const char* kept : {".wh..wh..opq", "a/.wh..wh..opq", "a/.wh.x", "a/.wh..wh.plnk",
-                           "x.wh.", "a/wh..", ""}) {
+  for (const char* kept :
+       {".wh..wh..opq", "a/.wh..wh..opq", "a/.wh.x", "a/.wh..wh.plnk", "x.wh.", "a/wh..", ""}) {
     EXPECT_FALSE(IsDroppedName(kept)) << kept;
   }
 }

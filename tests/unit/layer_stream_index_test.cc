@@ -248,8 +248,8 @@ TEST_F(StreamIndexTest, SingleMemberGzipWithManyCheckpoints) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->units.size(), index->units.size());
   const Unit& u = index->units[index->units.size() / 2];
-  Result<std::string> unit_bytes =
-      cache_->ReadUnit(cache::UnitRef{d.digest, u.coff, u.clen, u.sha256}, nullptr);
+  Result<std::string> unit_bytes = cache_->ReadUnit(
+      cache::UnitRef{d.digest, u.coff, u.clen, u.sha256}, nullptr);
   ASSERT_TRUE(unit_bytes.ok()) << unit_bytes.status().ToString();
   EXPECT_TRUE(*unit_bytes == blob.substr(u.coff, u.clen));
 }
@@ -476,8 +476,7 @@ TEST_F(StreamIndexTest, UnsupportedLayers) {
 
   LayerDescriptor b = Describe(tar_, "application/vnd.oci.image.layer.v1.tar+bzip2");
   source_.Add(b.digest, tar_);
-  EXPECT_EQ(GetOrBuildLayerIndex(b, cache_.get(), &source_).status().code(),
-            Code::kUnsupported);
+  EXPECT_EQ(GetOrBuildLayerIndex(b, cache_.get(), &source_).status().code(), Code::kUnsupported);
 }
 
 TEST(StreamIndexerTest, EmptyAndTinyBlobs) {
@@ -527,7 +526,6 @@ TEST(StreamIndexerTest, DamagedGzipNeverCrashes) {
     }
   }
 }
-
 
 // ---- hostile inflated sizes (docs/architecture.md, "Limits on outside data") ----
 

@@ -209,7 +209,8 @@ TEST(TarReaderTest, PaxSizeOverridesHeaderSize) {
   Hdr h;
   h.name = "big";
   h.size = 0;  // as if the real size did not fit the field
-  std::string tar = PaxHeader({{"size", "700"}}) + Header(h) + Padded(data) + File("next", "n") + End();
+  std::string tar = PaxHeader({{"size", "700"}}) + Header(h) + Padded(data) + File("next", "n") +
+                    End();
   Parsed p = Parse(tar);
   ASSERT_TRUE(p.status.ok()) << p.status.ToString();
   ASSERT_EQ(p.entries.size(), 2u);
@@ -218,7 +219,8 @@ TEST(TarReaderTest, PaxSizeOverridesHeaderSize) {
 }
 
 TEST(TarReaderTest, LibarchiveXattrsAreDecoded) {
-  std::string tar = PaxHeader({{"LIBARCHIVE.xattr.user.a%3Db", "aGVsbG8="}}) + File("f", "") + End();
+  std::string tar = PaxHeader({{"LIBARCHIVE.xattr.user.a%3Db", "aGVsbG8="}}) + File("f", "") +
+                    End();
   Parsed p = Parse(tar);
   ASSERT_TRUE(p.status.ok()) << p.status.ToString();
   ASSERT_EQ(p.entries[0].xattrs.size(), 1u);
@@ -228,9 +230,8 @@ TEST(TarReaderTest, LibarchiveXattrsAreDecoded) {
 
 TEST(TarReaderTest, EmptyXattrRecordsAreDropped) {
   // An empty pax value deletes the keyword; docker's and umoci's extraction omit the xattr.
-  std::string tar =
-      PaxHeader({{"SCHILY.xattr.user.empty", ""}, {"SCHILY.xattr.user.kept", "v"}}) +
-      File("f", "") + End();
+  std::string tar = PaxHeader({{"SCHILY.xattr.user.empty", ""}, {"SCHILY.xattr.user.kept", "v"}}) +
+                    File("f", "") + End();
   Parsed p = Parse(tar);
   ASSERT_TRUE(p.status.ok()) << p.status.ToString();
   ASSERT_EQ(p.entries[0].xattrs.size(), 1u);
@@ -240,7 +241,9 @@ TEST(TarReaderTest, EmptyXattrRecordsAreDropped) {
 TEST(TarReaderTest, GlobalPaxRecordsChangeNothing) {
   // Go returns a 'g' header as a member of its own, which docker and containerd skip: its
   // records reach no member, and the extension records pending before it are lost.
-  std::string tar = PaxHeader({{"mtime", "1234.5"}, {"uid", "7"}, {"path", "not-for-anyone"},
+  std::string tar = PaxHeader({{"mtime", "1234.5"},
+                               {"uid", "7"},
+                               {"path", "not-for-anyone"},
                                {"SCHILY.xattr.user.g", "v"}},
                               'g') +
                     File("a", "1") + PaxHeader({{"path", "lost"}}) +
@@ -263,8 +266,7 @@ TEST(TarReaderTest, GlobalPaxRecordsChangeNothing) {
   g.name = "global";
   g.type = 'g';
   g.size = bad.size();
-  EXPECT_EQ(Parse(Header(g) + Padded(bad) + File("f", "") + End()).status.code(),
-            Code::kCorrupt);
+  EXPECT_EQ(Parse(Header(g) + Padded(bad) + File("f", "") + End()).status.code(), Code::kCorrupt);
 }
 
 TEST(TarReaderTest, GnuLongNameAndLongLink) {
@@ -569,8 +571,7 @@ TEST(TarGoReadingTest, PaxNumbersMayHaveLeadingZerosAndASign) {
     EXPECT_EQ(p.entries[0].mtime_nsec, 500000000u);
     EXPECT_EQ(p.entries[1].path, "next");
   }
-  EXPECT_EQ(Parse(PaxHeader({{"size", "-1"}}) + Header(h) + End()).status.code(),
-            Code::kCorrupt);
+  EXPECT_EQ(Parse(PaxHeader({{"size", "-1"}}) + Header(h) + End()).status.code(), Code::kCorrupt);
 }
 
 TEST(TarGoReadingTest, GnuLongNameAndLinkWinOverPax) {
@@ -612,8 +613,8 @@ TEST(TarGoReadingTest, DegenerateWhiteoutsAndAufsMetadataAreDropped) {
   Hdr plnk;
   plnk.name = ".wh..wh.plnk/";
   plnk.type = '5';
-  std::string tar = File(".wh.", "") + File("a/.wh..", "") + File("a/.wh...", "") +
-                    Header(plnk) + File(".wh..wh.plnk/123", "x") + File("a/.wh.real", "") +
+  std::string tar = File(".wh.", "") + File("a/.wh..", "") + File("a/.wh...", "") + Header(plnk) +
+                    File(".wh..wh.plnk/123", "x") + File("a/.wh.real", "") +
                     File(".wh..wh..opq", "") + File("keep", "k") + End();
   Parsed p = Parse(tar);
   ASSERT_TRUE(p.status.ok()) << p.status.ToString();
@@ -669,9 +670,9 @@ TEST(TarSparseTest, ReadsEverySparseFormatGnuTarWrites) {
     ASSERT_EQ(ftruncate(hole, 1 << 20), 0);
     close(hole);
   }
-  for (const char* format : {"--format=gnu", "--format=pax --sparse-version=0.0",
-                             "--format=pax --sparse-version=0.1",
-                             "--format=pax --sparse-version=1.0"}) {
+  for (const char* format :
+       {"--format=gnu", "--format=pax --sparse-version=0.0", "--format=pax --sparse-version=0.1",
+        "--format=pax --sparse-version=1.0"}) {
     std::string tar_path = (dir / "out.tar").string();
     std::string cmd = std::string("tar --sparse ") + format + " -C " + (dir / "root").string() +
                       " -cf " + tar_path + " sparse hole";
@@ -688,8 +689,7 @@ TEST(TarSparseTest, ReadsEverySparseFormatGnuTarWrites) {
     EXPECT_GE(holes, 40u) << format;
     EXPECT_TRUE(Expand(tar, p.entries[0], p.data_offsets[0]) == content) << format;
     EXPECT_EQ(p.entries[1].path, "hole") << format;
-    EXPECT_EQ(Expand(tar, p.entries[1], p.data_offsets[1]), std::string(1 << 20, '\0'))
-        << format;
+    EXPECT_EQ(Expand(tar, p.entries[1], p.data_offsets[1]), std::string(1 << 20, '\0')) << format;
   }
   stdfs::remove_all(dir);
 }
@@ -699,8 +699,10 @@ TEST(TarSparseTest, LyingSparseMapsAreCorrupt) {
     Hdr h;
     h.name = "s";
     h.size = stored;
-    return PaxHeader({{"GNU.sparse.major", "0"}, {"GNU.sparse.minor", "1"},
-                      {"GNU.sparse.size", "100"}, {"GNU.sparse.numblocks", numblocks},
+    return PaxHeader({{"GNU.sparse.major", "0"},
+                      {"GNU.sparse.minor", "1"},
+                      {"GNU.sparse.size", "100"},
+                      {"GNU.sparse.numblocks", numblocks},
                       {"GNU.sparse.map", map}}) +
            Header(h) + Padded(std::string(stored, 'd')) + End();
   };
@@ -708,21 +710,21 @@ TEST(TarSparseTest, LyingSparseMapsAreCorrupt) {
   ASSERT_TRUE(good.status.ok()) << good.status.ToString();
   EXPECT_EQ(good.entries[0].size, 100u);
   EXPECT_EQ(good.entries[0].chunks.size(), 5u);  // hole, data, hole, data, hole
-  for (auto [map, n, stored] :
-       std::vector<std::tuple<std::string, std::string, uint64_t>>{
-           {"10,5,12,5", "2", 10},    // overlapping
-           {"50,5,10,5", "2", 10},    // out of order
-           {"90,20", "1", 20},        // past the size
-           {"10,5,50,5", "2", 12},    // stored data longer than the map says
-           {"10,5,50,5", "3", 10},    // count lies
-           {"10,x", "1", 0}}) {       // not a number
+  for (auto [map, n, stored] : std::vector<std::tuple<std::string, std::string, uint64_t>>{
+           {"10,5,12,5", "2", 10},  // overlapping
+           {"50,5,10,5", "2", 10},  // out of order
+           {"90,20", "1", 20},      // past the size
+           {"10,5,50,5", "2", 12},  // stored data longer than the map says
+           {"10,5,50,5", "3", 10},  // count lies
+           {"10,x", "1", 0}}) {     // not a number
     EXPECT_EQ(Parse(sparse01(map, n, stored)).status.code(), Code::kCorrupt) << map;
   }
   // A 1.0 map that claims more regions than the limit is refused before it is read.
   Hdr h;
   h.name = "s";
   h.size = 512;
-  std::string map10 = PaxHeader({{"GNU.sparse.major", "1"}, {"GNU.sparse.minor", "0"},
+  std::string map10 = PaxHeader({{"GNU.sparse.major", "1"},
+                                 {"GNU.sparse.minor", "0"},
                                  {"GNU.sparse.realsize", "10"}}) +
                       Header(h) + Padded("99999999\n") + End();
   Parsed p = Parse(map10);

@@ -57,15 +57,14 @@ TEST(TocTest, EntryLimitStopsTheParseWhereItIsCrossed) {
 
 TEST(TocTest, NamesLongerThanTheKernelTakesAreRefusedNamingTheEntry) {
   std::string component(256, 'n');
-  Status s = IndexFromTocJson(Toc(R"({"name":"dir/)" + component + R"(","type":"reg"})"),
-                              Blob())
-                 .status();
+  Status s =
+      IndexFromTocJson(Toc(R"({"name":"dir/)" + component + R"(","type":"reg"})"), Blob()).status();
   EXPECT_EQ(s.code(), Code::kCorrupt);
   EXPECT_THAT(s.message(), HasSubstr("TOC entry 0 (dir/nnnn"));
   EXPECT_THAT(s.message(), HasSubstr("longer than NAME_MAX (255)"));
-  EXPECT_TRUE(IndexFromTocJson(Toc(R"({"name":"dir/)" + component.substr(1) + R"(","type":"reg"})"),
-                               Blob())
-                  .ok());
+  EXPECT_TRUE(
+      IndexFromTocJson(Toc(R"({"name":"dir/)" + component.substr(1) + R"(","type":"reg"})"), Blob())
+          .ok());
 
   std::string deep;
   for (int i = 0; i < 500; ++i) deep += "abcdefghi/";
@@ -101,8 +100,7 @@ TEST(TocTest, XattrLimitsAreEnforced) {
   s = IndexFromTocJson(entry_with(1, "user." + std::string(300, 'k'), "v"), Blob()).status();
   EXPECT_EQ(s.code(), Code::kCorrupt);
   EXPECT_THAT(s.message(), HasSubstr("xattr name"));
-  s = IndexFromTocJson(entry_with(1, "user.big", std::string(kMaxXattrValue + 1, 'v')),
-                       Blob())
+  s = IndexFromTocJson(entry_with(1, "user.big", std::string(kMaxXattrValue + 1, 'v')), Blob())
           .status();
   EXPECT_EQ(s.code(), Code::kCorrupt);
   EXPECT_THAT(s.message(), HasSubstr("has a value of"));
@@ -112,8 +110,11 @@ TEST(TocTest, NamesDockerNeverExtractsAreLeftOutWithTheirChunks) {
   const std::string digest = Sha256Digest("x");
   auto index = IndexFromTocJson(
       Toc(R"({"name":"a/.wh.","type":"reg","size":10,"offset":100,"chunkSize":4,)"
-          R"("chunkDigest":")" + digest + R"("},{"type":"chunk","offset":200,"chunkOffset":4,)"
-          R"("chunkSize":6,"chunkDigest":")" + digest + R"("},{"name":"b","type":"dir"})"),
+          R"("chunkDigest":")" +
+          digest +
+          R"("},{"type":"chunk","offset":200,"chunkOffset":4,)"
+          R"("chunkSize":6,"chunkDigest":")" +
+          digest + R"("},{"name":"b","type":"dir"})"),
       Blob());
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   ASSERT_EQ(index->entries.size(), 1u);
@@ -122,13 +123,14 @@ TEST(TocTest, NamesDockerNeverExtractsAreLeftOutWithTheirChunks) {
 }
 
 TEST(TocTest, XattrsAreSortedAndALaterDuplicateWins) {
-  std::string toc = Toc(R"({"name":"f","type":"dir","xattrs":{"user.b":")" +
-                        EncodeBase64("1") + R"(","user.a":")" + EncodeBase64("2") +
-                        R"(","user.b":")" + EncodeBase64("3") + R"("}})");
+  std::string toc = Toc(R"({"name":"f","type":"dir","xattrs":{"user.b":")" + EncodeBase64("1") +
+                        R"(","user.a":")" + EncodeBase64("2") + R"(","user.b":")" +
+                        EncodeBase64("3") + R"("}})");
   auto index = IndexFromTocJson(toc, Blob());
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   using X = std::pair<std::string, std::string>;
-  EXPECT_THAT(index->entries.at(0).xattrs, ::testing::ElementsAre(X{"user.a", "2"}, X{"user.b", "3"}));
+  EXPECT_THAT(index->entries.at(0).xattrs,
+              ::testing::ElementsAre(X{"user.a", "2"}, X{"user.b", "3"}));
 }
 
 TEST(TocTest, UnknownFieldsOfAnyShapeAreSkippedKnownOnesMustHaveTheirType) {
@@ -140,9 +142,10 @@ TEST(TocTest, UnknownFieldsOfAnyShapeAreSkippedKnownOnesMustHaveTheirType) {
   ASSERT_EQ(index->entries.size(), 1u);
   EXPECT_EQ(index->entries[0].uid, 7u);
 
-  for (const char* bad : {R"({"name":{"x":1},"type":"dir"})", R"({"name":"d","type":"dir","uid":[7]})",
-                          R"([{"name":"d","type":"dir"}])", R"({"name":"d","type":"dir","xattrs":[]})",
-                          R"({"name":"d","type":"dir","xattrs":{"user.a":{}}})"}) {
+  for (const char* bad :
+       {R"({"name":{"x":1},"type":"dir"})", R"({"name":"d","type":"dir","uid":[7]})",
+        R"([{"name":"d","type":"dir"}])", R"({"name":"d","type":"dir","xattrs":[]})",
+        R"({"name":"d","type":"dir","xattrs":{"user.a":{}}})"}) {
     Status s = IndexFromTocJson(Toc(bad), Blob()).status();
     EXPECT_EQ(s.code(), Code::kCorrupt) << bad << " -> " << s.ToString();
     EXPECT_THAT(s.message(), HasSubstr("TOC entry 0")) << bad;

@@ -25,12 +25,12 @@ namespace imgfs::fs {
 namespace {
 
 using nlohmann::json;
-using ::testing::HasSubstr;
-using test::FindEntry;
 using test::FakeBlobSource;
+using test::FindEntry;
 using test::RandomBytes;
 using test::ReadEntry;
 using test::TarPadding;
+using ::testing::HasSubstr;
 
 std::string Zstd(std::string_view data) {
   std::string out(ZSTD_compressBound(data.size()), '\0');
@@ -219,9 +219,9 @@ std::vector<Item> SampleItems() {
   std::vector<Item> items;
   items.push_back(Other("usr/", "dir"));
   items.push_back(Reg("usr/small", {{"small file\n"}}));
-  items.push_back(Reg("usr/sparse", {{RandomBytes(3000, 1)},
-                                     {std::string(4096, '\0'), true},
-                                     {RandomBytes(1234, 2)}}));
+  items.push_back(
+      Reg("usr/sparse",
+          {{RandomBytes(3000, 1)}, {std::string(4096, '\0'), true}, {RandomBytes(1234, 2)}}));
   items.push_back(Reg("usr/empty", {}));
   items.push_back(Other("usr/link", "symlink", "small"));
   items.push_back(Other("usr/hard", "hardlink", "usr/small"));
@@ -237,9 +237,9 @@ void ExpectSampleIndex(const LayerIndex& index, const Blob& b) {
   EXPECT_EQ(index.format, "zstd:chunked");
   std::vector<std::string> paths;
   for (const Entry& e : index.entries) paths.push_back(e.path);
-  EXPECT_THAT(paths, ::testing::ElementsAre("usr", "usr/small", "usr/sparse", "usr/empty",
-                                            "usr/link", "usr/hard", "usr/x", "usr/removed",
-                                            "usr/big"));
+  EXPECT_THAT(paths,
+              ::testing::ElementsAre("usr", "usr/small", "usr/sparse", "usr/empty", "usr/link",
+                                     "usr/hard", "usr/x", "usr/removed", "usr/big"));
   const Entry* sparse = FindEntry(index, "usr/sparse");
   ASSERT_EQ(sparse->chunks.size(), 3u);
   EXPECT_EQ(sparse->chunks[1].unit, Chunk::kZeroUnit);
@@ -376,9 +376,9 @@ TEST(ZstdChunkedTest, BadPositionsAreRefused) {
 
   ZstdChunkedWriter w(Layout::kContainersStorage);
   Blob b = w.Write(SampleItems());
-  for (std::string position : {std::to_string(b.bytes.size()) + ":100:100:1",
-                               std::string("4:10:10:1"), std::string("100:0:0:1"),
-                               std::to_string(b.toc_offset) + ":99999999999:10:1"}) {
+  for (std::string position :
+       {std::to_string(b.bytes.size()) + ":100:100:1", std::string("4:10:10:1"),
+        std::string("100:0:0:1"), std::to_string(b.toc_offset) + ":99999999999:10:1"}) {
     LayerDescriptor d = Descriptor(b);
     d.annotations[std::string(kZstdChunkedPositionAnnotation)] = position;
     FakeBlobSource source(b.bytes, FakeBlobSource::Serve::kAnyDigest);
@@ -404,17 +404,20 @@ Status StatusForToc(const std::string& toc_json) {
 
 TEST(ZstdChunkedTest, MalformedTocsAreCorrupt) {
   const std::string d = Sha256Digest("x");
-  for (const std::string& toc_json : std::vector<std::string>{
-           "{", R"({"entries":"no"})",
-           R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":99999,"endOffset":100000,"digest":")" +
-               d + R"("}]})",
-           R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1,"chunkSize":4,"chunkDigest":")" +
-               d + R"(","chunkType":"weird"}]})",
-           R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1}]})",
-           R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1,"chunkSize":4,"chunkDigest":")" +
-               d + R"("},{"type":"chunk","name":"f","offset":5,"chunkOffset":4,"chunkSize":9,"chunkDigest":")" +
-               d + R"("}]})",
-       }) {
+  for (
+      const std::string& toc_json : std::vector<std::string>{
+          "{",
+          R"({"entries":"no"})",
+          R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":99999,"endOffset":100000,"digest":")" +
+              d + R"("}]})",
+          R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1,"chunkSize":4,"chunkDigest":")" +
+              d + R"(","chunkType":"weird"}]})",
+          R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1}]})",
+          R"({"version":1,"entries":[{"type":"reg","name":"f","size":10,"offset":1,"chunkSize":4,"chunkDigest":")" +
+              d +
+              R"("},{"type":"chunk","name":"f","offset":5,"chunkOffset":4,"chunkSize":9,"chunkDigest":")" +
+              d + R"("}]})",
+      }) {
     Status s = StatusForToc(toc_json);
     EXPECT_TRUE(s.code() == Code::kCorrupt || s.code() == Code::kUnsupported)
         << toc_json << " -> " << s.ToString();

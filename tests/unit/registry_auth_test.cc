@@ -34,7 +34,8 @@ TEST(WwwAuthenticateTest, QuotedValuesKeepCommasAndEscapes) {
 }
 
 TEST(WwwAuthenticateTest, SeveralChallengesAndCaseInsensitiveNames) {
-  auto c = ParseWwwAuthenticate(R"(Basic realm="Registry Realm", BEARER Realm=https://t/x ,Service=svc)");
+  auto c = ParseWwwAuthenticate(
+      R"(Basic realm="Registry Realm", BEARER Realm=https://t/x ,Service=svc)");
   ASSERT_EQ(c.size(), 2u);
   EXPECT_EQ(c[0].scheme, "basic");
   EXPECT_EQ(c[0].params.at("realm"), "Registry Realm");
@@ -49,8 +50,9 @@ TEST(WwwAuthenticateTest, SeveralChallengesAndCaseInsensitiveNames) {
 }
 
 TEST(WwwAuthenticateTest, GarbageNeverCrashes) {
-  for (const char* h : {"", ",,,", "\"", "=", "Bearer realm=\"unterminated", "Bearer =x", "Bearer realm=",
-                        "\x01\x02", "Bearer realm=\"a\" junk \"b\"", "Basic dXNlcjpwYXNz=="}) {
+  for (const char* h :
+       {"", ",,,", "\"", "=", "Bearer realm=\"unterminated", "Bearer =x",
+        "Bearer realm=", "\x01\x02", "Bearer realm=\"a\" junk \"b\"", "Basic dXNlcjpwYXNz=="}) {
     SCOPED_TRACE(h);
     auto c = ParseWwwAuthenticate(h);
     for (const AuthChallenge& ch : c) EXPECT_FALSE(ch.scheme.empty());
@@ -61,7 +63,8 @@ TEST(WwwAuthenticateTest, GarbageNeverCrashes) {
 }
 
 TEST(Base64Test, RoundTrips) {
-  for (std::string s : {std::string(), std::string("a"), std::string("ab"), std::string("abc"), std::string("user:pa:ss"), std::string("\0\xff\x10", 3)}) {
+  for (std::string s : {std::string(), std::string("a"), std::string("ab"), std::string("abc"),
+                        std::string("user:pa:ss"), std::string("\0\xff\x10", 3)}) {
     std::optional<std::string> back = DecodeBase64(EncodeBase64(s));
     ASSERT_TRUE(back.has_value());
     EXPECT_EQ(*back, s);
@@ -106,10 +109,13 @@ TEST_F(CredentialsTest, InvalidConfigIsAnErrorNamingTheFile) {
 TEST_F(CredentialsTest, FindsAuthsEntriesTheWayDockerWritesThem) {
   WriteConfig(R"({
     "auths": {
-      "https://index.docker.io/v1/": {"auth": ")" + EncodeBase64("hubuser:hub:pass") + R"("},
-      "localhost:5000": {"auth": ")" + EncodeBase64("local:secret") + R"("},
+      "https://index.docker.io/v1/": {"auth": ")" +
+              EncodeBase64("hubuser:hub:pass") + R"("},
+      "localhost:5000": {"auth": ")" +
+              EncodeBase64("local:secret") + R"("},
       "https://ghcr.io": {"username": "gh", "password": "tok"},
-      "http://127.0.0.1:41234/v2/": {"auth": ")" + EncodeBase64("ip:pw") + R"("},
+      "http://127.0.0.1:41234/v2/": {"auth": ")" +
+              EncodeBase64("ip:pw") + R"("},
       "empty.example.com": {}
     }
   })");
@@ -167,14 +173,15 @@ TEST_F(CredentialsTest, DockerConfigEnvironmentIsTheDefaultDirectory) {
 TEST_F(CredentialsTest, UsesCredentialHelpersThenFallsBackToAuths) {
   // A helper that knows one server, as docker-credential-* helpers do.
   std::string helper = dir_ + "/docker-credential-imgfstest";
-  std::ofstream(helper) << "#!/bin/sh\n"
-                           "read server\n"
-                           "if [ \"$1\" = get ] && [ \"$server\" = \"helped.example.com\" ]; then\n"
-                           "  echo '{\"ServerURL\":\"helped.example.com\",\"Username\":\"hu\",\"Secret\":\"hs\"}'\n"
-                           "  exit 0\n"
-                           "fi\n"
-                           "echo 'credentials not found in native keychain'\n"
-                           "exit 1\n";
+  std::ofstream(helper)
+      << "#!/bin/sh\n"
+         "read server\n"
+         "if [ \"$1\" = get ] && [ \"$server\" = \"helped.example.com\" ]; then\n"
+         "  echo '{\"ServerURL\":\"helped.example.com\",\"Username\":\"hu\",\"Secret\":\"hs\"}'\n"
+         "  exit 0\n"
+         "fi\n"
+         "echo 'credentials not found in native keychain'\n"
+         "exit 1\n";
   ASSERT_EQ(chmod(helper.c_str(), 0755), 0);
   std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
   setenv("PATH", (dir_ + ":" + old_path).c_str(), 1);
@@ -188,7 +195,8 @@ TEST_F(CredentialsTest, UsesCredentialHelpersThenFallsBackToAuths) {
   auto other = LookupCredentials(dir_, "other.example.com");
   auto missing = LookupCredentials(dir_, "missing.example.com");
 
-  WriteConfig(R"({"credsStore": "imgfstest", "auths": {"fallback.example.com": {"username": "f", "password": "p"}}})");
+  WriteConfig(
+      R"({"credsStore": "imgfstest", "auths": {"fallback.example.com": {"username": "f", "password": "p"}}})");
   auto store = LookupCredentials(dir_, "helped.example.com");
   auto fallback = LookupCredentials(dir_, "fallback.example.com");
   setenv("PATH", old_path.c_str(), 1);

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/digest.h"
@@ -103,7 +103,9 @@ std::string ErrorBody(const std::string& code, const std::string& message) {
   return R"({"errors":[{"code":")" + code + R"(","message":")" + message + R"(","detail":null}]})";
 }
 
-Answer NotFound(const std::string& code) { return Answer{404, {}, ErrorBody(code, "unknown"), -1, false}; }
+Answer NotFound(const std::string& code) {
+  return Answer{404, {}, ErrorBody(code, "unknown"), -1, false};
+}
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -125,8 +127,8 @@ class ClientTest : public ::testing::Test {
   }
 
   void WriteCredentials(const std::string& host, const std::string& user, const std::string& pass) {
-    std::ofstream(config_dir_ + "/config.json")
-        << R"({"auths":{")" << host << R"(":{"auth":")" << EncodeBase64(user + ":" + pass) << R"("}}})";
+    std::ofstream(config_dir_ + "/config.json") << R"({"auths":{")" << host << R"(":{"auth":")"
+                                                << EncodeBase64(user + ":" + pass) << R"("}}})";
   }
 
   Reference Ref(const std::string& s) { return *Reference::Parse(s); }
@@ -136,8 +138,9 @@ class ClientTest : public ::testing::Test {
   std::unique_ptr<Client> client_;
 };
 
-const std::string kManifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
-                              std::string(64, 'c') + R"(","size":2},"layers":[]})";
+const std::string kManifest =
+    R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
+    std::string(64, 'c') + R"(","size":2},"layers":[]})";
 
 TEST_F(ClientTest, FetchesManifestWithBearerTokenAndReusesIt) {
   int token_requests = 0;
@@ -145,17 +148,20 @@ TEST_F(ClientTest, FetchesManifestWithBearerTokenAndReusesIt) {
     if (r.url.rfind("https://auth.example.com/token?", 0) == 0) {
       ++token_requests;
       EXPECT_EQ(r.url,
-                "https://auth.example.com/token?service=registry.example.com&scope=repository%3Ateam%2Fapp%3Apull");
+                "https://auth.example.com/"
+                "token?service=registry.example.com&scope=repository%3Ateam%2Fapp%3Apull");
       EXPECT_EQ(r.Header("Authorization"), "");  // no credentials configured
       return Answer{200, {}, R"({"token":"T1","expires_in":300})"};
     }
     EXPECT_EQ(r.url, "https://registry.example.com/v2/team/app/manifests/v1");
-    EXPECT_NE(r.Header("Accept").find("application/vnd.oci.image.index.v1+json"), std::string::npos);
+    EXPECT_NE(r.Header("Accept").find("application/vnd.oci.image.index.v1+json"),
+              std::string::npos);
     if (r.Header("Authorization") != "Bearer T1") {
-      return Answer{401,
-                    {{"www-authenticate",
-                      R"(Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull")"}},
-                    ErrorBody("UNAUTHORIZED", "authentication required")};
+      return Answer{
+          401,
+          {{"www-authenticate",
+            R"(Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/app:pull")"}},
+          ErrorBody("UNAUTHORIZED", "authentication required")};
     }
     return Answer{200, {{"content-type", "application/vnd.oci.image.manifest.v1+json"}}, kManifest};
   });
@@ -197,7 +203,8 @@ TEST_F(ClientTest, MapsRegistryErrorsToActionableStatuses) {
   Client& client = Make([&](const Seen& r) -> Answer {
     if (r.url.find("/norepo/") != std::string::npos) return NotFound("NAME_UNKNOWN");
     if (r.url.find("/blobs/") != std::string::npos) return NotFound("BLOB_UNKNOWN");
-    if (r.url.find("/forbidden/") != std::string::npos) return Answer{403, {}, ErrorBody("DENIED", "no way")};
+    if (r.url.find("/forbidden/") != std::string::npos)
+      return Answer{403, {}, ErrorBody("DENIED", "no way")};
     return NotFound("MANIFEST_UNKNOWN");
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app:nope"), "nope");
@@ -212,7 +219,8 @@ TEST_F(ClientTest, MapsRegistryErrorsToActionableStatuses) {
   EXPECT_EQ(m.status().code(), Code::kUnauthorized);
   EXPECT_NE(m.status().message().find("no way"), std::string::npos);
   std::string out;
-  Status b = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'b'), 0, 10, &out);
+  Status b = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'b'),
+                                 0, 10, &out);
   EXPECT_EQ(b.code(), Code::kNotFound);
   EXPECT_NE(b.message().find("blob unknown"), std::string::npos);
   EXPECT_EQ(client.GetManifest(Ref("registry.example.com/app"), "bad/tag").status().code(),
@@ -242,19 +250,25 @@ TEST_F(ClientTest, RefusedCredentialsAreReportedAsSuch) {
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnauthorized);
-  EXPECT_EQ(m.status().message().rfind("registry.example.com refused the credentials for registry.example.com/app", 0), 0u)
+  EXPECT_EQ(m.status().message().rfind(
+                "registry.example.com refused the credentials for registry.example.com/app", 0),
+            0u)
       << m.status().message();
 }
 
 TEST_F(ClientTest, MissingCredentialsSayHowToLogIn) {
   Client& client = Make([&](const Seen& r) -> Answer {
     if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{401, {}, ""};
-    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+    return Answer{
+        401,
+        {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}},
+        ""};
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnauthorized);
-  EXPECT_NE(m.status().message().find("authentication required for registry.example.com/app"), std::string::npos);
+  EXPECT_NE(m.status().message().find("authentication required for registry.example.com/app"),
+            std::string::npos);
   EXPECT_NE(m.status().message().find("imgfs login registry.example.com"), std::string::npos);
 }
 
@@ -262,11 +276,15 @@ TEST_F(ClientTest, TokenServerGetsBasicCredentialsAndAcceptsAccessToken) {
   WriteCredentials("registry.example.com", "bob", "pw");
   Client& client = Make([&](const Seen& r) -> Answer {
     if (r.url.rfind("https://auth.example.com/", 0) == 0) {
-      if (r.Header("Authorization") != "Basic " + EncodeBase64("bob:pw")) return Answer{401, {}, ""};
+      if (r.Header("Authorization") != "Basic " + EncodeBase64("bob:pw"))
+        return Answer{401, {}, ""};
       return Answer{200, {}, R"({"access_token":"AT"})"};
     }
     if (r.Header("Authorization") == "Bearer AT") return Answer{200, {}, kManifest};
-    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+    return Answer{
+        401,
+        {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}},
+        ""};
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -274,8 +292,8 @@ TEST_F(ClientTest, TokenServerGetsBasicCredentialsAndAcceptsAccessToken) {
 
 TEST_F(ClientTest, IdentityTokenIsUsedWithTheRefreshTokenGrant) {
   std::ofstream(config_dir_ + "/config.json")
-      << R"({"auths":{"registry.example.com":{"auth":")" << EncodeBase64("carol:") <<
-      R"(","identitytoken":"refresh-123"}}})";
+      << R"({"auths":{"registry.example.com":{"auth":")" << EncodeBase64("carol:")
+      << R"(","identitytoken":"refresh-123"}}})";
   int grants = 0;
   Client& client = Make([&](const Seen& r) -> Answer {
     if (r.url == "https://auth.example.com/token") {
@@ -289,7 +307,10 @@ TEST_F(ClientTest, IdentityTokenIsUsedWithTheRefreshTokenGrant) {
       return Answer{200, {}, R"({"access_token":"AT","expires_in":300})"};
     }
     if (r.Header("Authorization") == "Bearer AT") return Answer{200, {}, kManifest};
-    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}}, ""};
+    return Answer{
+        401,
+        {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token",service="svc")"}},
+        ""};
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/team/app"), "latest");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
@@ -303,12 +324,14 @@ TEST_F(ClientTest, RefusedIdentityTokenSaysToLogInAgain) {
     if (r.url == "https://auth.example.com/token") {
       return Answer{400, {}, R"({"error":"invalid_grant"})"};
     }
-    return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+    return Answer{
+        401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
   });
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/team/app"), "latest");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnauthorized);
-  EXPECT_NE(m.status().message().find("an identity token"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("an identity token"), std::string::npos)
+      << m.status().message();
   EXPECT_NE(m.status().message().find("imgfs login registry.example.com"), std::string::npos)
       << m.status().message();
 }
@@ -316,13 +339,15 @@ TEST_F(ClientTest, RefusedIdentityTokenSaysToLogInAgain) {
 TEST_F(ClientTest, InsecureRegistryIsTriedUnverifiedThenOverPlainHttp) {
   ClientOptions options;
   options.insecure_registries = {"registry.example.com:5000"};
-  Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.rfind("https://registry.example.com:5000/", 0) == 0) {
-      EXPECT_FALSE(r.verify_tls) << r.url;
-      return Answer{0, {}, "", -1, /*unreachable=*/true};
-    }
-    return Answer{200, {}, kManifest};
-  }, options);
+  Client& client = Make(
+      [&](const Seen& r) -> Answer {
+        if (r.url.rfind("https://registry.example.com:5000/", 0) == 0) {
+          EXPECT_FALSE(r.verify_tls) << r.url;
+          return Answer{0, {}, "", -1, /*unreachable=*/true};
+        }
+        return Answer{200, {}, kManifest};
+      },
+      options);
   ASSERT_TRUE(client.GetManifest(Ref("registry.example.com:5000/app"), "latest").ok());
   ASSERT_TRUE(client.GetManifest(Ref("registry.example.com:5000/app"), "v2").ok());
   std::vector<Seen> seen = transport_->seen();
@@ -341,17 +366,20 @@ TEST_F(ClientTest, RedirectsNeverCarryTheRegistryAuthorization) {
   const std::string blob = "0123456789abcdefghijklmnopqrstuvwxyz";
   const std::string digest = Sha256Digest(blob);
   Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{200, {}, R"({"token":"T"})"};
+    if (r.url.rfind("https://auth.example.com/", 0) == 0)
+      return Answer{200, {}, R"({"token":"T"})"};
     if (r.url.rfind("https://cdn.example.net/", 0) == 0) {
       EXPECT_EQ(r.Header("Authorization"), "") << r.url;
       return Answer{200, {}, blob};
     }
     if (r.Header("Authorization") != "Bearer T") {
-      return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+      return Answer{
+          401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
     }
     if (r.url.find("/blobs/") != std::string::npos) {
       // First a relative hop on the registry, then off to the CDN.
-      if (r.url.find("?hop=1") == std::string::npos) return Answer{307, {{"location", "/v2/app/blobs/" + digest + "?hop=1"}}, ""};
+      if (r.url.find("?hop=1") == std::string::npos)
+        return Answer{307, {{"location", "/v2/app/blobs/" + digest + "?hop=1"}}, ""};
       return Answer{307, {{"location", "https://cdn.example.net/x/y?sig=abc"}}, ""};
     }
     return Answer{404, {}, ""};
@@ -375,14 +403,16 @@ TEST_F(ClientTest, TooManyRedirectsIsAnError) {
     return Answer{302, {{"location", r.url + "x"}}, ""};
   });
   std::string out;
-  Status st = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'a'), 0, 1, &out);
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), "sha256:" + std::string(64, 'a'),
+                                  0, 1, &out);
   EXPECT_EQ(st.code(), Code::kCorrupt);
   EXPECT_NE(st.message().find("redirects"), std::string::npos);
   EXPECT_EQ(transport_->seen().size(), 6u);
 }
 
 // A blob server that honours Range the way `honour` says.
-FakeTransport::Handler BlobServer(const std::string& blob, bool honour, std::string bad_range = "") {
+FakeTransport::Handler BlobServer(const std::string& blob, bool honour,
+                                  std::string bad_range = "") {
   return [=](const Seen& r) -> Answer {
     std::string range = r.Header("Range");
     if (!honour || range.empty()) return Answer{200, {}, blob};
@@ -391,8 +421,9 @@ FakeTransport::Handler BlobServer(const std::string& blob, bool honour, std::str
     uint64_t last = dash + 1 < range.size() ? std::stoull(range.substr(dash + 1)) : blob.size() - 1;
     last = std::min<uint64_t>(last, blob.size() - 1);
     std::string content_range = bad_range.empty()
-        ? "bytes " + std::to_string(first) + "-" + std::to_string(last) + "/" + std::to_string(blob.size())
-        : bad_range;
+                                    ? "bytes " + std::to_string(first) + "-" +
+                                          std::to_string(last) + "/" + std::to_string(blob.size())
+                                    : bad_range;
     return Answer{206, {{"content-range", content_range}}, blob.substr(first, last - first + 1)};
   };
 }
@@ -402,13 +433,15 @@ TEST_F(ClientTest, RangeReadsUsePartialContent) {
   for (int i = 0; i < 1000; ++i) blob += static_cast<char>('a' + i % 26);
   Client& client = Make(BlobServer(blob, true));
   std::string out = "prefix:";
-  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 250, &out);
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 250,
+                                  &out);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(out, "prefix:" + blob.substr(100, 250));
   EXPECT_EQ(transport_->seen().back().Header("Range"), "bytes=100-349");
   // A zero-length read needs no request.
   size_t before = transport_->seen().size();
-  EXPECT_TRUE(client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 5, 0, &out).ok());
+  EXPECT_TRUE(
+      client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 5, 0, &out).ok());
   EXPECT_EQ(transport_->seen().size(), before);
 }
 
@@ -417,7 +450,8 @@ TEST_F(ClientTest, RangeReadsSurviveServersThatIgnoreRange) {
   for (int i = 0; i < 1000; ++i) blob += static_cast<char>('A' + i % 23);
   Client& client = Make(BlobServer(blob, false));
   std::string out;
-  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 333, 100, &out);
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 333, 100,
+                                  &out);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(out, blob.substr(333, 100));
   // Past the end of the blob is not silently short.
@@ -431,7 +465,8 @@ TEST_F(ClientTest, WrongContentRangeIsCorrupt) {
   std::string blob(500, 'x');
   Client& client = Make(BlobServer(blob, true, "bytes 0-99/500"));
   std::string out;
-  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 100, &out);
+  Status st = client.GetBlobRange(Ref("registry.example.com/app"), Sha256Digest(blob), 100, 100,
+                                  &out);
   EXPECT_EQ(st.code(), Code::kCorrupt);
   EXPECT_NE(st.message().find("Content-Range"), std::string::npos);
   EXPECT_TRUE(out.empty());
@@ -448,10 +483,11 @@ TEST_F(ClientTest, BrokenStreamsResumeFromWhereTheyStopped) {
     return a;
   });
   std::string got;
-  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
-    got.append(c);
-    return Status::Ok();
-  });
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                             [&](std::string_view c) {
+                               got.append(c);
+                               return Status::Ok();
+                             });
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(got, blob);
   auto seen = transport_->seen();
@@ -525,10 +561,11 @@ TEST_F(ClientTest, ResumeAgainstServerIgnoringRangeSkipsWhatWasDelivered) {
     return a;
   });
   std::string got;
-  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
-    got.append(c);
-    return Status::Ok();
-  });
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                             [&](std::string_view c) {
+                               got.append(c);
+                               return Status::Ok();
+                             });
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(got, blob);
 }
@@ -537,10 +574,11 @@ TEST_F(ClientTest, SinkErrorsStopTheStream) {
   std::string blob(10000, 'q');
   Client& client = Make(BlobServer(blob, true));
   size_t got = 0;
-  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob), [&](std::string_view c) {
-    got += c.size();
-    return got > 100 ? Status::IoError("disk full") : Status::Ok();
-  });
+  Status st = client.GetBlob(Ref("registry.example.com/app"), Sha256Digest(blob),
+                             [&](std::string_view c) {
+                               got += c.size();
+                               return got > 100 ? Status::IoError("disk full") : Status::Ok();
+                             });
   EXPECT_EQ(st.code(), Code::kIoError);
   EXPECT_LT(got, 200u);
 }
@@ -577,7 +615,8 @@ TEST_F(ClientTest, UnreachableRegistryNamesTheHost) {
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com/app"), "latest");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnavailable);
-  EXPECT_EQ(m.status().message(), "registry registry.example.com unreachable: Failed to connect: Connection refused");
+  EXPECT_EQ(m.status().message(),
+            "registry registry.example.com unreachable: Failed to connect: Connection refused");
   EXPECT_EQ(calls, 3);
 }
 
@@ -586,7 +625,8 @@ TEST_F(ClientTest, LoopbackRegistriesUsePlainHttpAndDockerHubItsApiHost) {
   ASSERT_TRUE(client.GetManifest(Ref("127.0.0.1:5000/app"), "latest").ok());
   EXPECT_EQ(transport_->seen().back().url, "http://127.0.0.1:5000/v2/app/manifests/latest");
   ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
-  EXPECT_EQ(transport_->seen().back().url, "https://registry-1.docker.io/v2/library/alpine/manifests/latest");
+  EXPECT_EQ(transport_->seen().back().url,
+            "https://registry-1.docker.io/v2/library/alpine/manifests/latest");
 }
 
 TEST_F(ClientTest, HeadManifestReturnsTheDigestHeader) {
@@ -612,7 +652,8 @@ TEST_F(ClientTest, GetBlobVerifiedChecksDigestAndSize) {
   std::string blob = "{\"architecture\":\"amd64\",\"os\":\"linux\"}";
   Client& client = Make(BlobServer(blob, true));
   Reference ref = Ref("registry.example.com/app");
-  EXPECT_EQ(client.GetBlobVerified(ref, "sha256:" + std::string(64, 'd')).status().code(), Code::kDigestMismatch);
+  EXPECT_EQ(client.GetBlobVerified(ref, "sha256:" + std::string(64, 'd')).status().code(),
+            Code::kDigestMismatch);
   EXPECT_EQ(client.GetBlobVerified(ref, Sha256Digest(blob), 10).status().code(), Code::kCorrupt);
   Result<std::string> ok = client.GetBlobVerified(ref, Sha256Digest(blob));
   ASSERT_TRUE(ok.ok());
@@ -622,16 +663,19 @@ TEST_F(ClientTest, GetBlobVerifiedChecksDigestAndSize) {
 TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
   const std::string config =
       R"({"architecture":"arm64","os":"linux","variant":"v8","rootfs":{"type":"layers","diff_ids":[]}})";
-  const std::string manifest = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
-                               Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) +
-                               R"(},"layers":[]})";
+  const std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      Sha256Digest(config) + R"(","size":)" + std::to_string(config.size()) + R"(},"layers":[]})";
   const std::string other = "sha256:" + std::string(64, '9');
-  const std::string index = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
-                            other + R"(","size":10,"platform":{"os":"linux","architecture":"amd64"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
-                            Sha256Digest(manifest) + R"(","size":)" + std::to_string(manifest.size()) +
-                            R"(,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}}]})";
+  const std::string index =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      other +
+      R"(","size":10,"platform":{"os":"linux","architecture":"amd64"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      Sha256Digest(manifest) + R"(","size":)" + std::to_string(manifest.size()) +
+      R"(,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}}]})";
   Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciIndex)}}, index};
+    if (r.url.ends_with("/manifests/v1"))
+      return Answer{200, {{"content-type", std::string(kOciIndex)}}, index};
     if (r.url.ends_with("/manifests/" + Sha256Digest(manifest))) {
       return Answer{200, {{"content-type", std::string(kOciManifest)}}, manifest};
     }
@@ -641,7 +685,8 @@ TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
     if (r.url.ends_with("/blobs/" + Sha256Digest(config))) return Answer{200, {}, config};
     return NotFound("MANIFEST_UNKNOWN");
   });
-  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/arm64"));
+  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"),
+                                      *Platform::Parse("linux/arm64"));
   ASSERT_TRUE(img.ok()) << img.status().ToString();
   ASSERT_TRUE(img->index.has_value());
   EXPECT_EQ(img->index->digest, Sha256Digest(index));
@@ -649,15 +694,18 @@ TEST_F(ClientTest, ResolvePicksThePlatformFromAnIndex) {
   EXPECT_EQ(img->platform.String(), "linux/arm64/v8");
   EXPECT_EQ(img->parsed.config.digest, Sha256Digest(config));
 
-  Result<ResolvedImage> missing = Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/s390x"));
+  Result<ResolvedImage> missing = Resolve(client, Ref("registry.example.com/app:v1"),
+                                          *Platform::Parse("linux/s390x"));
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().message(),
-            "no image for platform linux/s390x in registry.example.com/app:v1; available: linux/amd64, linux/arm64/v8");
+            "no image for platform linux/s390x in registry.example.com/app:v1; available: "
+            "linux/amd64, linux/arm64/v8");
 
   // A digest reference pins: the tag is not asked for.
   size_t before = transport_->seen().size();
   Result<ResolvedImage> pinned = Resolve(
-      client, Ref("registry.example.com/app:ignored@" + Sha256Digest(manifest)), *Platform::Parse("linux/amd64"));
+      client, Ref("registry.example.com/app:ignored@" + Sha256Digest(manifest)),
+      *Platform::Parse("linux/amd64"));
   ASSERT_TRUE(pinned.ok()) << pinned.status().ToString();
   EXPECT_FALSE(pinned->index.has_value());
   EXPECT_EQ(pinned->platform.String(), "linux/arm64/v8");  // from the config, not the request
@@ -697,7 +745,8 @@ TEST_F(ClientTest, ResolveRefusesConfigsWithoutMatchingDiffIds) {
       {R"(["a","list"])", "not a JSON object"},
       {R"({"architecture":"amd64","os":"linux"})", "no rootfs"},
       {R"({"rootfs":{"type":"layers"}})", "no rootfs.diff_ids"},
-      {R"({"rootfs":{"type":"layers","diff_ids":[]}})", "lists 0 diff_ids for the manifest's 1 layers"},
+      {R"({"rootfs":{"type":"layers","diff_ids":[]}})",
+       "lists 0 diff_ids for the manifest's 1 layers"},
       {R"({"rootfs":{"type":"layers","diff_ids":[")" + id + R"(",")" + id + R"("]}})",
        "lists 2 diff_ids"},
       {R"({"rootfs":{"type":"layers","diff_ids":["sha256:nothex"]}})", "diff_ids[0]"},
@@ -706,8 +755,8 @@ TEST_F(ClientTest, ResolveRefusesConfigsWithoutMatchingDiffIds) {
   for (const Case& c : cases) {
     std::string manifest;
     Client& client = Make(OneLayerImage(c.config, &manifest));
-    Result<ResolvedImage> img =
-        Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+    Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"),
+                                        *Platform::Parse("linux/amd64"));
     ASSERT_FALSE(img.ok()) << c.config;
     EXPECT_EQ(img.status().code(), Code::kCorrupt) << c.config;
     EXPECT_THAT(img.status().message(), ::testing::HasSubstr(c.error)) << c.config;
@@ -717,8 +766,8 @@ TEST_F(ClientTest, ResolveRefusesConfigsWithoutMatchingDiffIds) {
   Client& client = Make(OneLayerImage(R"({"rootfs":{"type":"layers","diff_ids":[")" + id +
                                           R"("]},"architecture":"amd64","os":"linux"})",
                                       &manifest));
-  Result<ResolvedImage> img =
-      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"),
+                                      *Platform::Parse("linux/amd64"));
   ASSERT_TRUE(img.ok()) << img.status().ToString();
   EXPECT_EQ(img->diff_ids, std::vector<std::string>{id});
 }
@@ -735,11 +784,12 @@ TEST_F(ClientTest, ResolveNeverFollowsAnIndexIntoAnIndex) {
   };
   const std::string outer = index_naming(Sha256Digest(inner), inner.size());
   Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciIndex)}}, outer};
+    if (r.url.ends_with("/manifests/v1"))
+      return Answer{200, {{"content-type", std::string(kOciIndex)}}, outer};
     return Answer{200, {{"content-type", std::string(kOciIndex)}}, inner};
   });
-  Result<ResolvedImage> img =
-      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"),
+                                      *Platform::Parse("linux/amd64"));
   EXPECT_EQ(img.status().code(), Code::kUnsupported) << img.status().ToString();
   EXPECT_THAT(img.status().message(), ::testing::HasSubstr("nested indexes"));
   EXPECT_EQ(transport_->seen().size(), 2u);
@@ -772,11 +822,12 @@ TEST_F(ClientTest, OversizedConfigsAreRefusedBeforeTheyAreRead) {
   lying.replace(lying.find(std::to_string(config.size())), std::to_string(config.size()).size(),
                 std::to_string(1 << 30));
   Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.ends_with("/manifests/v1")) return Answer{200, {{"content-type", std::string(kOciManifest)}}, lying};
+    if (r.url.ends_with("/manifests/v1"))
+      return Answer{200, {{"content-type", std::string(kOciManifest)}}, lying};
     return image(r);
   });
-  Result<ResolvedImage> img =
-      Resolve(client, Ref("registry.example.com/app:v1"), *Platform::Parse("linux/amd64"));
+  Result<ResolvedImage> img = Resolve(client, Ref("registry.example.com/app:v1"),
+                                      *Platform::Parse("linux/amd64"));
   EXPECT_EQ(img.status().code(), Code::kCorrupt) << img.status().ToString();
   EXPECT_THAT(img.status().message(), ::testing::HasSubstr("an image config is at most"));
   for (const Seen& s : transport_->seen()) EXPECT_EQ(s.url.find("/blobs/"), std::string::npos);
@@ -816,7 +867,8 @@ TEST_F(ClientTest, DockerHubMirrorsAreTriedFirstAndFallenBackFrom) {
 
   ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
   EXPECT_EQ(upstream_requests(), 0);
-  EXPECT_EQ(fake->seen().back().url, "http://mirror.example.com:5000/v2/library/alpine/manifests/latest");
+  EXPECT_EQ(fake->seen().back().url,
+            "http://mirror.example.com:5000/v2/library/alpine/manifests/latest");
 
   mirror_has_it = false;
   ASSERT_TRUE(client.GetManifest(Ref("alpine"), "latest").ok());
@@ -862,13 +914,13 @@ TEST_F(ClientTest, AMirrorThatFailedIsSkippedForAWhileAndTheRegistryServes) {
   mirror_requests = 0;
   mirror_up = false;
   Client forgetful(options, std::make_unique<FakeTransport>([&](const Seen& r) -> Answer {
-    if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) {
-      ++mirror_requests;
-      if (!mirror_up) return Answer{0, {}, "", -1, /*unreachable=*/true};
-      return Answer{200, {}, kManifest};
-    }
-    return Answer{200, {}, kManifest};
-  }));
+                     if (r.url.rfind("http://127.0.0.1:5001/", 0) == 0) {
+                       ++mirror_requests;
+                       if (!mirror_up) return Answer{0, {}, "", -1, /*unreachable=*/true};
+                       return Answer{200, {}, kManifest};
+                     }
+                     return Answer{200, {}, kManifest};
+                   }));
   ASSERT_TRUE(forgetful.GetManifest(Ref("registry.example.com/app"), "v1").ok());
   mirror_up = true;
   ASSERT_TRUE(forgetful.GetManifest(Ref("registry.example.com/app"), "v1").ok());
@@ -954,9 +1006,11 @@ TEST_F(ClientTest, ConcurrentReadsShareTheClient) {
   for (int i = 0; i < 20000; ++i) blob += static_cast<char>(i * 13 % 256);
   FakeTransport::Handler ranged = BlobServer(blob, true);
   Client& client = Make([&](const Seen& r) -> Answer {
-    if (r.url.rfind("https://auth.example.com/", 0) == 0) return Answer{200, {}, R"({"token":"T"})"};
+    if (r.url.rfind("https://auth.example.com/", 0) == 0)
+      return Answer{200, {}, R"({"token":"T"})"};
     if (r.Header("Authorization") != "Bearer T") {
-      return Answer{401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
+      return Answer{
+          401, {{"www-authenticate", R"(Bearer realm="https://auth.example.com/token")"}}, ""};
     }
     return ranged(r);
   });
@@ -995,7 +1049,8 @@ TEST_F(ClientTest, CertificateProblemsAreNotRetriedAndSayWhereTheCaGoes) {
   Result<ManifestResponse> m = client.GetManifest(Ref("registry.example.com:5443/app"), "latest");
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), Code::kUnavailable);
-  EXPECT_NE(m.status().message().find("/etc/docker/certs.d/registry.example.com:5443/ca.crt"), std::string::npos)
+  EXPECT_NE(m.status().message().find("/etc/docker/certs.d/registry.example.com:5443/ca.crt"),
+            std::string::npos)
       << m.status().message();
   EXPECT_EQ(calls, 1);
 }
@@ -1012,11 +1067,14 @@ TEST_F(ClientTest, ListTagsFollowsLinkHeadersAcrossPages) {
     }
     if (r.url == base + "?last=b&n=2") {
       // An absolute URL on the registry's own origin is as good as a path.
-      return Answer{200,
-                    {{"link", R"(<https://registry.example.com/v2/team/app/tags/list?last=d&n=2>; rel="next")"}},
-                    R"({"name":"team/app","tags":["c","d"]})"};
+      return Answer{
+          200,
+          {{"link",
+            R"(<https://registry.example.com/v2/team/app/tags/list?last=d&n=2>; rel="next")"}},
+          R"({"name":"team/app","tags":["c","d"]})"};
     }
-    if (r.url == base + "?last=d&n=2") return Answer{200, {}, R"({"name":"team/app","tags":["e"]})"};
+    if (r.url == base + "?last=d&n=2")
+      return Answer{200, {}, R"({"name":"team/app","tags":["e"]})"};
     ADD_FAILURE() << "unexpected request " << r.url;
     return NotFound("NAME_UNKNOWN");
   });

@@ -171,8 +171,9 @@ TEST(EndpointTest, InsecureLoopbackAndSecureRegistries) {
 }
 
 TEST(EndpointTest, CertificateHintNamesTheCertsDirectory) {
-  std::string hint = CertificateHint("SSL certificate problem: unable to get local issuer certificate",
-                                     "10.1.2.3:5000", "/tmp/certs:/etc/docker/certs.d");
+  std::string hint = CertificateHint(
+      "SSL certificate problem: unable to get local issuer certificate", "10.1.2.3:5000",
+      "/tmp/certs:/etc/docker/certs.d");
   EXPECT_NE(hint.find("/tmp/certs/10.1.2.3:5000/ca.crt"), std::string::npos) << hint;
   EXPECT_NE(hint.find("--insecure-registry 10.1.2.3:5000"), std::string::npos) << hint;
   EXPECT_EQ(CertificateHint("Connection refused", "h", ""), "");
@@ -199,8 +200,9 @@ TEST(TokenRequestTest, BasicGetAndRefreshGrant) {
   HttpRequest post = BuildTokenRequest(r);
   EXPECT_EQ(post.method, "POST");
   EXPECT_EQ(post.url, "https://auth.example.com/token");
-  EXPECT_EQ(post.body, "grant_type=refresh_token&refresh_token=rt&client_id=imgfs&service=svc"
-                       "&scope=repository%3Aa%2Fb%3Apull");
+  EXPECT_EQ(post.body,
+            "grant_type=refresh_token&refresh_token=rt&client_id=imgfs&service=svc"
+            "&scope=repository%3Aa%2Fb%3Apull");
 
   HttpResponse resp;
   resp.status = 200;

@@ -14,13 +14,17 @@ std::string OciManifest() {
   return R"({
     "schemaVersion": 2,
     "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ")" + D('c') +
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": ")" +
+         D('c') +
          R"(", "size": 1234},
     "layers": [
-      {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ")" + D('1') +
+      {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ")" +
+         D('1') +
          R"(", "size": 100,
-       "annotations": {"containerd.io/snapshot/stargz/toc.digest": ")" + D('t') + R"("}},
-      {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": ")" + D('2') +
+       "annotations": {"containerd.io/snapshot/stargz/toc.digest": ")" +
+         D('t') + R"("}},
+      {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": ")" +
+         D('2') +
          R"(", "size": 18446744073709551615}
     ],
     "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z"}
@@ -40,11 +44,14 @@ std::string DockerManifest() {
 
 std::string Entry(const std::string& platform, char digest, const std::string& extra = "") {
   return R"({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": ")" + D(digest) +
-         R"(", "size": 500)" + (platform.empty() ? "" : R"(, "platform": )" + platform) + extra + "}";
+         R"(", "size": 500)" + (platform.empty() ? "" : R"(, "platform": )" + platform) + extra +
+         "}";
 }
 
-std::string Index(const std::string& entries, const std::string& media_type = std::string(kOciIndex)) {
-  return R"({"schemaVersion": 2, "mediaType": ")" + media_type + R"(", "manifests": [)" + entries + "]}";
+std::string Index(const std::string& entries,
+                  const std::string& media_type = std::string(kOciIndex)) {
+  return R"({"schemaVersion": 2, "mediaType": ")" + media_type + R"(", "manifests": [)" + entries +
+         "]}";
 }
 
 TEST(ManifestTest, ParsesOciManifest) {
@@ -78,7 +85,8 @@ TEST(ManifestTest, ClassifiesByBodyHeaderAndShape) {
   EXPECT_EQ(*ClassifyManifest(OciManifest(), "application/vnd.oci.image.manifest.v1+json"),
             ManifestKind::kImage);
   // The body's mediaType wins over a generic Content-Type.
-  EXPECT_EQ(*ClassifyManifest(DockerManifest(), "application/json; charset=utf-8"), ManifestKind::kImage);
+  EXPECT_EQ(*ClassifyManifest(DockerManifest(), "application/json; charset=utf-8"),
+            ManifestKind::kImage);
   std::string index = Index(Entry(R"({"os":"linux","architecture":"amd64"})", '1'));
   EXPECT_EQ(*ClassifyManifest(index, ""), ManifestKind::kIndex);
   // OCI allows the body to omit mediaType: then the header, then the shape decide.
@@ -91,21 +99,25 @@ TEST(ManifestTest, ClassifiesByBodyHeaderAndShape) {
 
 TEST(ManifestTest, RefusesSchema1) {
   std::string schema1 = R"({"schemaVersion":1,"name":"library/x","tag":"1","fsLayers":[]})";
-  for (const auto& [body, type] :
-       {std::pair<std::string, std::string>{schema1, ""},
-        {schema1, std::string(kDockerSchema1Signed)},
-        {"not even json", std::string(kDockerSchema1)},
-        {R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"})", ""}}) {
+  for (
+      const auto& [body, type] :
+      {std::pair<std::string, std::string>{schema1, ""},
+       {schema1, std::string(kDockerSchema1Signed)},
+       {"not even json", std::string(kDockerSchema1)},
+       {R"({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v1+json"})",
+        ""}}) {
     Result<ManifestKind> k = ClassifyManifest(body, type);
     ASSERT_FALSE(k.ok());
     EXPECT_EQ(k.status().code(), Code::kUnsupported);
-    EXPECT_NE(k.status().message().find("deprecated schema1 manifest, not supported"), std::string::npos)
+    EXPECT_NE(k.status().message().find("deprecated schema1 manifest, not supported"),
+              std::string::npos)
         << k.status().message();
   }
 }
 
 TEST(ManifestTest, RejectsBadInputClearly) {
-  Result<ManifestKind> k = ClassifyManifest("{not json", "application/vnd.oci.image.manifest.v1+json");
+  Result<ManifestKind> k = ClassifyManifest("{not json",
+                                            "application/vnd.oci.image.manifest.v1+json");
   ASSERT_FALSE(k.ok());
   EXPECT_EQ(k.status().code(), Code::kCorrupt);
   k = ClassifyManifest("[1,2]", "");
@@ -127,7 +139,8 @@ TEST(ManifestTest, RejectsBadInputClearly) {
       {R"({"schemaVersion":2,"layers":[]})", "no config"},
       {R"({"schemaVersion":2,)" + cfg + "}", "no layers"},
       {R"({"schemaVersion":2,)" + cfg + R"(,"layers":{}})", "no layers"},
-      {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","digest":"sha256:abc","size":1}]})",
+      {R"({"schemaVersion":2,)" + cfg +
+           R"(,"layers":[{"mediaType":"x","digest":"sha256:abc","size":1}]})",
        "layers[0]"},
       {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","digest":")" + D('A') +
            R"(","size":1}]})",
@@ -144,7 +157,8 @@ TEST(ManifestTest, RejectsBadInputClearly) {
       {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"digest":")" + D('a') + R"(","size":1}]})",
        "no mediaType"},
       {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","size":1}]})", "no digest"},
-      {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","digest":")" + D('a') + R"("}]})",
+      {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","digest":")" + D('a') +
+           R"("}]})",
        "no size"},
       {R"({"schemaVersion":2,)" + cfg + R"(,"layers":[{"mediaType":"x","digest":")" + D('a') +
            R"(","size":1,"annotations":{"k":1}}]})",
@@ -170,8 +184,9 @@ TEST(ManifestTest, RejectsBadInputClearly) {
 
 TEST(ManifestTest, RefusesMoreLayersThanTheLimit) {
   auto manifest_with = [](size_t layers) {
-    std::string m = R"({"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
-                    std::string(64, 'c') + R"(","size":2},"layers":[)";
+    std::string m =
+        R"({"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:)" +
+        std::string(64, 'c') + R"(","size":2},"layers":[)";
     for (size_t i = 0; i < layers; ++i) {
       if (i) m += ",";
       m += R"({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:)" +
@@ -217,8 +232,8 @@ TEST(ManifestTest, ParsesIndexAndSelectsPlatform) {
   EXPECT_EQ(none.status().message(),
             "no image for platform linux/s390x in the image index; available: linux/amd64, "
             "linux/arm64/v8, linux/arm/v6, linux/arm/v7");
-  Result<Descriptor> named =
-      SelectPlatform(*index, *Platform::Parse("linux/ppc64le"), "docker.io/library/x:1");
+  Result<Descriptor> named = SelectPlatform(*index, *Platform::Parse("linux/ppc64le"),
+                                            "docker.io/library/x:1");
   EXPECT_NE(named.status().message().find("in docker.io/library/x:1;"), std::string::npos);
 }
 
@@ -235,7 +250,8 @@ TEST(ManifestTest, NeverSelectsAttestations) {
 TEST(ManifestTest, RejectsBadIndexes) {
   for (const std::string& body :
        {std::string(R"({"schemaVersion":2})"), std::string(R"({"schemaVersion":2,"manifests":{}})"),
-        std::string(R"({"schemaVersion":2,"manifests":[{"mediaType":"x","digest":"nope","size":1}]})"),
+        std::string(
+            R"({"schemaVersion":2,"manifests":[{"mediaType":"x","digest":"nope","size":1}]})"),
         Index(Entry(R"("linux/amd64")", '1')), Index(Entry(R"({"os":"linux"})", '1')),
         Index("", std::string(kOciManifest)), std::string("garbage")}) {
     SCOPED_TRACE(body);
@@ -247,7 +263,8 @@ TEST(ManifestTest, RejectsBadIndexes) {
 
 TEST(ManifestTest, AcceptHeaderNamesEveryKind) {
   std::string accept = ManifestAcceptHeader();
-  for (std::string_view t : {kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest, kDockerSchema1}) {
+  for (std::string_view t :
+       {kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest, kDockerSchema1}) {
     EXPECT_NE(accept.find(t), std::string::npos) << t;
   }
 }

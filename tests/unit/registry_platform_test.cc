@@ -36,8 +36,8 @@ TEST(PlatformTest, NormalizesAliases) {
 }
 
 TEST(PlatformTest, RejectsMalformed) {
-  for (const char* s : {"", "linux", "linux/", "/amd64", "linux/amd64/v8/x", "linux amd64",
-                        "linux//amd64"}) {
+  for (const char* s :
+       {"", "linux", "linux/", "/amd64", "linux/amd64/v8/x", "linux amd64", "linux//amd64"}) {
     SCOPED_TRACE(s);
     Result<Platform> p = Platform::Parse(s);
     ASSERT_FALSE(p.ok());

@@ -23,16 +23,19 @@ TEST(ReferenceTest, NormalizesLikeDocker) {
       {"alpine", "docker.io", "library/alpine", "latest", "", "docker.io/library/alpine:latest"},
       {"alpine:3.19", "docker.io", "library/alpine", "3.19", "", "docker.io/library/alpine:3.19"},
       {"user/img", "docker.io", "user/img", "latest", "", "docker.io/user/img:latest"},
-      {"docker.io/alpine", "docker.io", "library/alpine", "latest", "", "docker.io/library/alpine:latest"},
+      {"docker.io/alpine", "docker.io", "library/alpine", "latest", "",
+       "docker.io/library/alpine:latest"},
       {"index.docker.io/library/alpine:edge", "docker.io", "library/alpine", "edge", "",
        "docker.io/library/alpine:edge"},
       {"docker.io/library/alpine", "docker.io", "library/alpine", "latest", "",
        "docker.io/library/alpine:latest"},
       {"localhost/foo", "localhost", "foo", "latest", "", "localhost/foo:latest"},
-      {"localhost:5000/foo/bar:v1", "localhost:5000", "foo/bar", "v1", "", "localhost:5000/foo/bar:v1"},
+      {"localhost:5000/foo/bar:v1", "localhost:5000", "foo/bar", "v1", "",
+       "localhost:5000/foo/bar:v1"},
       {"127.0.0.1:41234/x", "127.0.0.1:41234", "x", "latest", "", "127.0.0.1:41234/x:latest"},
       {"ghcr.io/owner/repo", "ghcr.io", "owner/repo", "latest", "", "ghcr.io/owner/repo:latest"},
-      {"quay.io/a/b/c/d:1_0-rc.2", "quay.io", "a/b/c/d", "1_0-rc.2", "", "quay.io/a/b/c/d:1_0-rc.2"},
+      {"quay.io/a/b/c/d:1_0-rc.2", "quay.io", "a/b/c/d", "1_0-rc.2", "",
+       "quay.io/a/b/c/d:1_0-rc.2"},
       // A lone "host:port" is a name with a tag, exactly as docker reads it.
       {"localhost:5000", "docker.io", "library/localhost", "5000", "",
        "docker.io/library/localhost:5000"},
@@ -41,7 +44,8 @@ TEST(ReferenceTest, NormalizesLikeDocker) {
        "", "my-registry.example.com:443/team/app:latest"},
       {"foo_bar/baz--qux.x__y", "docker.io", "foo_bar/baz--qux.x__y", "latest", "",
        "docker.io/foo_bar/baz--qux.x__y:latest"},
-      {"Host.Example.com/app", "Host.Example.com", "app", "latest", "", "Host.Example.com/app:latest"},
+      {"Host.Example.com/app", "Host.Example.com", "app", "latest", "",
+       "Host.Example.com/app:latest"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.input);
@@ -117,7 +121,8 @@ TEST(ReferenceTest, RejectsMalformedReferences) {
     Result<Reference> r = Reference::Parse(s);
     ASSERT_FALSE(r.ok()) << r->String();
     EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
-    EXPECT_EQ(r.status().message().rfind("invalid reference format", 0), 0u) << r.status().message();
+    EXPECT_EQ(r.status().message().rfind("invalid reference format", 0), 0u)
+        << r.status().message();
   }
   EXPECT_FALSE(Reference::Parse(long_name).ok());
   EXPECT_FALSE(Reference::Parse("x:" + std::string(129, 't')).ok());

@@ -7,9 +7,9 @@
 #include <cstring>
 #include <functional>
 #include <future>
-#include <stdexcept>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,8 +19,8 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "fs/tree/image_layers.h"
-#include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
@@ -41,7 +41,8 @@ class ContentReaderTest : public ::testing::Test {
     std::mt19937 rng(42);
     blob_.resize(kUnitSize * kUnits);
     for (char& c : blob_) c = static_cast<char>(rng());
-    source_ = std::make_unique<test::FakeBlobSource>(blob_, test::FakeBlobSource::Serve::kAnyDigest);
+    source_ = std::make_unique<test::FakeBlobSource>(blob_,
+                                                     test::FakeBlobSource::Serve::kAnyDigest);
 
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
@@ -168,7 +169,7 @@ TEST_F(ContentReaderTest, DecodedUnitsAreReusedAndHolesNeverFetch) {
 }
 
 TEST_F(ContentReaderTest, LruStaysWithinItsByteBound) {
-  auto reader = MakeReader(2 * kUnitSize + 10);  // room for two units
+  auto reader = MakeReader(2 * kUnitSize + 10);       // room for two units
   EXPECT_EQ(ReadAt(*reader, 0, 0, 2500), expected_);  // units 0..3
   EXPECT_LE(reader->lru_bytes_used(), 2 * kUnitSize + 10);
   EXPECT_EQ(reader->lru_bytes_used(), 2 * kUnitSize);
@@ -232,17 +233,12 @@ class ThrowingCache : public cache::Cache {
   Status PutDocument(std::string_view d, std::string_view t, std::string_view b) override {
     return real_->PutDocument(d, t, b);
   }
-  Result<cache::Document> GetDocument(std::string_view d) override {
-    return real_->GetDocument(d);
-  }
+  Result<cache::Document> GetDocument(std::string_view d) override { return real_->GetDocument(d); }
   Status PutLayerIndex(std::string_view d, std::string_view s) override {
     return real_->PutLayerIndex(d, s);
   }
-  Result<std::string> GetLayerIndex(std::string_view d) override {
-    return real_->GetLayerIndex(d);
-  }
-  Status FetchUnits(const std::vector<cache::UnitRef>& u, BlobSource* s,
-                    uint64_t m) override {
+  Result<std::string> GetLayerIndex(std::string_view d) override { return real_->GetLayerIndex(d); }
+  Status FetchUnits(const std::vector<cache::UnitRef>& u, BlobSource* s, uint64_t m) override {
     return real_->FetchUnits(u, s, m);
   }
   Status PutUnit(const cache::UnitRef& u, std::string_view b) override {
@@ -341,8 +337,7 @@ TEST_F(ContentReaderTest, OfflineMissIsUnavailable) {
 TEST_F(ContentReaderTest, BrokenIndexOrBadFileSourceIsAnError) {
   auto reader = MakeReader();
   std::string out(20, '\0');
-  EXPECT_EQ(reader->Read(FileSource{0, 2, 0}, 0, 20, out.data()).status().code(),
-            Code::kCorrupt);
+  EXPECT_EQ(reader->Read(FileSource{0, 2, 0}, 0, 20, out.data()).status().code(), Code::kCorrupt);
   EXPECT_EQ(reader->Read(FileSource{0, 2, 0}, 5, 3, out.data()).value(), 3u);  // covered part
   EXPECT_EQ(reader->Read(FileSource{0, 3, 0}, 0, 20, out.data()).status().code(),
             Code::kInvalidArgument);
@@ -351,7 +346,6 @@ TEST_F(ContentReaderTest, BrokenIndexOrBadFileSourceIsAnError) {
   EXPECT_EQ(reader->Read(FileSource{3, 0, 0}, 0, 20, out.data()).status().code(),
             Code::kInvalidArgument);
 }
-
 
 // ---- eStargz-style layers: gzip-member units verified by the digests of their chunks ----
 
@@ -427,16 +421,16 @@ class TocReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     toc_ = MakeTocLayer();
-    source_ = std::make_unique<test::FakeBlobSource>(toc_.blob, test::FakeBlobSource::Serve::kAnyDigest);
+    source_ = std::make_unique<test::FakeBlobSource>(toc_.blob,
+                                                     test::FakeBlobSource::Serve::kAnyDigest);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << "cache::Cache::Open: " << cache.status().ToString();
     cache_ = std::move(cache).value();
   }
 
   std::unique_ptr<ContentReader> MakeReader(uint64_t read_ahead = 0, size_t lru = 64 << 20) {
-    return std::make_unique<ContentReader>(
-        Layers(toc_.index), cache_.get(), source_.get(),
-        lru, read_ahead);
+    return std::make_unique<ContentReader>(Layers(toc_.index), cache_.get(), source_.get(), lru,
+                                           read_ahead);
   }
 
   Result<std::string> Read(ContentReader& reader, uint32_t entry, uint64_t offset, size_t len) {
@@ -638,7 +632,8 @@ class WalkReadAheadTest : public ::testing::Test {
     std::mt19937 rng(7);
     blob_.resize(kFiles * kFileSize);
     for (char& c : blob_) c = static_cast<char>(rng());
-    source_ = std::make_unique<test::FakeBlobSource>(blob_, test::FakeBlobSource::Serve::kAnyDigest);
+    source_ = std::make_unique<test::FakeBlobSource>(blob_,
+                                                     test::FakeBlobSource::Serve::kAnyDigest);
     Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir_.Sub("cache"));
     ASSERT_TRUE(cache.ok()) << cache.status().ToString();
     cache_ = std::move(cache).value();
@@ -660,9 +655,8 @@ class WalkReadAheadTest : public ::testing::Test {
       layer->entries.push_back(e);
     }
     layer_ = layer;
-    reader_ = std::make_unique<ContentReader>(
-        Layers(layer_), cache_.get(), source_.get(),
-        64 << 20, /*read_ahead_bytes=*/8 * kFileSize);
+    reader_ = std::make_unique<ContentReader>(Layers(layer_), cache_.get(), source_.get(), 64 << 20,
+                                              /*read_ahead_bytes=*/8 * kFileSize);
   }
 
   void ReadWhole(uint32_t file) {

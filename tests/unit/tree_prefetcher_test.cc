@@ -17,13 +17,13 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
-#include "fs/tree/image_layers.h"
-#include "fs/tree/content_reader.h"
 #include "fs/layer/decode.h"
 #include "fs/layer/layer_builder.h"
+#include "fs/tree/content_reader.h"
+#include "fs/tree/image_layers.h"
 #include "fs/tree/layer_check.h"
-#include "tests/support/files.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::fs {
@@ -181,9 +181,9 @@ TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
   slow_source.Add(slow->blob_digest, slow_blob);
   slow_source.Block();
   std::thread foreground([&] {
-    ContentReader reader(std::make_shared<const ImageLayers>(
-                             std::vector<std::shared_ptr<const LayerIndex>>{slow}),
-                         cache_.get(), &slow_source);
+    ContentReader reader(
+        std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{slow}),
+        cache_.get(), &slow_source);
     std::string out(10, '\0');
     EXPECT_TRUE(reader.Read(FileSource{0, 0, 0}, 0, 10, out.data()).ok());
   });
@@ -290,16 +290,16 @@ TEST_F(DiffIdCheckTest, WholeLayerMatchingItsDiffIdIsRecorded) {
   source_.ResetCounts();
   EXPECT_TRUE(GetOrBuildLayerIndex(Descriptor(diff_id), cache_.get(), nullptr).ok());
   // ... another one naming the blob with another diff_id is refused, naming the layer.
-  Result<LayerIndex> other =
-      GetOrBuildLayerIndex(Descriptor(Sha256Digest("other")), cache_.get(), nullptr);
+  Result<LayerIndex> other = GetOrBuildLayerIndex(Descriptor(Sha256Digest("other")), cache_.get(),
+                                                  nullptr);
   EXPECT_EQ(other.status().code(), Code::kDigestMismatch) << other.status().ToString();
   EXPECT_THAT(other.status().message(), ::testing::HasSubstr("layer " + whole_->blob_digest));
   // A second --prefetch all of an image whose index records it checks nothing again.
   auto checked = std::make_shared<LayerIndex>(*stored);
-  Prefetcher again(std::make_shared<const ImageLayers>(
-                       std::vector<std::shared_ptr<const LayerIndex>>{checked},
-                       std::vector<std::string>{diff_id}),
-                   cache_.get(), &source_, Prefetcher::Mode::kAll);
+  Prefetcher again(
+      std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{checked},
+                                          std::vector<std::string>{diff_id}),
+      cache_.get(), &source_, Prefetcher::Mode::kAll);
   again.Start();
   EXPECT_TRUE(again.Wait().ok());
   EXPECT_EQ(source_.requests(), 0);

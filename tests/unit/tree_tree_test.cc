@@ -136,8 +136,8 @@ TEST(TreeTest, ImplicitParentsAreCreatedAndTakeALaterExplicitEntry) {
 }
 
 TEST(TreeTest, UpperLayerEntryReplacesLowerAndLaterEntryInLayerWins) {
-  auto tree = BuildOrDie({Layer({File("f", 1), File("g", 1), File("g", 2)}),
-                          Layer({File("f", 10, 0600)})});
+  auto tree = BuildOrDie(
+      {Layer({File("f", 1), File("g", 1), File("g", 2)}), Layer({File("f", 10, 0600)})});
   EXPECT_EQ(AttrOf(*tree, "f").size, 10u);
   EXPECT_EQ(AttrOf(*tree, "f").mode, S_IFREG | 0600u);
   EXPECT_EQ(AttrOf(*tree, "g").size, 2u);
@@ -174,16 +174,16 @@ TEST(TreeTest, WhiteoutOfMissingPathIsHarmless) {
 }
 
 TEST(TreeTest, WhiteoutThenRecreateInSameLayerGivesFreshDirectory) {
-  auto tree = BuildOrDie({Layer({Dir("d"), File("d/old")}),
-                          Layer({Whiteout("d"), Dir("d"), File("d/new")})});
+  auto tree = BuildOrDie(
+      {Layer({Dir("d"), File("d/old")}), Layer({Whiteout("d"), Dir("d"), File("d/new")})});
   EXPECT_THAT(List(*tree, "d"), ElementsAre("new"));
 }
 
 TEST(TreeTest, OpaqueDirectoryHidesLowerContentsButKeepsItsOwnLayers) {
-  auto tree = BuildOrDie({Layer({Dir("d"), File("d/lower1"), Dir("d/sub"), File("d/sub/x"),
-                                 File("other")}),
-                          // The marker after the layer's own entries: they still stay.
-                          Layer({Dir("d"), File("d/mine"), Opaque("d")})});
+  auto tree = BuildOrDie(
+      {Layer({Dir("d"), File("d/lower1"), Dir("d/sub"), File("d/sub/x"), File("other")}),
+       // The marker after the layer's own entries: they still stay.
+       Layer({Dir("d"), File("d/mine"), Opaque("d")})});
   EXPECT_THAT(List(*tree, "d"), ElementsAre("mine"));
   EXPECT_TRUE(Exists(*tree, "other"));
 }
@@ -195,14 +195,14 @@ TEST(TreeTest, OpaqueMarkerAloneMakesItsDirectory) {
 }
 
 TEST(TreeTest, OpaqueAffectsOnlyLayersBelow) {
-  auto tree = BuildOrDie({Layer({File("d/a")}), Layer({Opaque("d"), File("d/b")}),
-                          Layer({File("d/c")})});
+  auto tree = BuildOrDie(
+      {Layer({File("d/a")}), Layer({Opaque("d"), File("d/b")}), Layer({File("d/c")})});
   EXPECT_THAT(List(*tree, "d"), ElementsAre("b", "c"));
 }
 
 TEST(TreeTest, FileReplacesDirectoryAndItsSubtree) {
-  auto tree = BuildOrDie({Layer({Dir("x"), File("x/inner"), Dir("x/deep")}),
-                          Layer({File("x", 4)})});
+  auto tree = BuildOrDie(
+      {Layer({Dir("x"), File("x/inner"), Dir("x/deep")}), Layer({File("x", 4)})});
   Tree::Attr x = AttrOf(*tree, "x");
   EXPECT_TRUE(S_ISREG(x.mode));
   EXPECT_EQ(x.size, 4u);
@@ -230,9 +230,9 @@ TEST(TreeTest, DirectoryLinkCountIsTwoPlusSubdirectories) {
 }
 
 TEST(TreeTest, HardLinksShareInodeAndCountNamesAcrossLayers) {
-  auto tree = BuildOrDie({Layer({File("bin/busybox", 100, 0755),
-                                 Hardlink("bin/sh", "bin/busybox")}),
-                          Layer({Hardlink("usr/bin/env", "bin/sh")})});
+  auto tree = BuildOrDie(
+      {Layer({File("bin/busybox", 100, 0755), Hardlink("bin/sh", "bin/busybox")}),
+       Layer({Hardlink("usr/bin/env", "bin/sh")})});
   Tree::Attr a = AttrOf(*tree, "bin/busybox");
   Tree::Attr b = AttrOf(*tree, "bin/sh");
   Tree::Attr c = AttrOf(*tree, "usr/bin/env");
@@ -259,8 +259,8 @@ TEST(TreeTest, HardLinkSurvivesWhiteoutOfItsTarget) {
 }
 
 TEST(TreeTest, HardLinkCountDropsWhenLinkedDirectoryIsDeleted) {
-  auto tree = BuildOrDie({Layer({File("keep"), Hardlink("d/link", "keep")}),
-                          Layer({Whiteout("d")})});
+  auto tree = BuildOrDie(
+      {Layer({File("keep"), Hardlink("d/link", "keep")}), Layer({Whiteout("d")})});
   EXPECT_EQ(AttrOf(*tree, "keep").nlink, 1u);
 }
 
@@ -373,10 +373,12 @@ TEST(TreeTest, ReadDirIsSortedWithDotsAndResumesAtAnyOffset) {
   auto tree = BuildOrDie({Layer({File("d/c"), File("d/a"), Dir("d/b"), File("d/e")})});
   uint64_t d = AttrOf(*tree, "d").ino;
   std::vector<std::pair<std::string, uint64_t>> all;
-  ASSERT_TRUE(tree->ReadDir(d, 0, [&](std::string_view name, const Tree::Attr&, uint64_t next) {
-                    all.emplace_back(std::string(name), next);
-                    return true;
-                  }).ok());
+  ASSERT_TRUE(tree->ReadDir(d, 0,
+                            [&](std::string_view name, const Tree::Attr&, uint64_t next) {
+                              all.emplace_back(std::string(name), next);
+                              return true;
+                            })
+                  .ok());
   ASSERT_EQ(all.size(), 6u);
   EXPECT_EQ(all[0].first, ".");
   EXPECT_EQ(all[1].first, "..");
@@ -390,14 +392,15 @@ TEST(TreeTest, ReadDirIsSortedWithDotsAndResumesAtAnyOffset) {
   for (int rounds = 0; rounds < 10; ++rounds) {
     int taken = 0;
     uint64_t last_next = offset;
-    ASSERT_TRUE(tree->ReadDir(d, offset, [&](std::string_view name, const Tree::Attr&,
-                                             uint64_t next) {
-                      if (taken == 2) return false;
-                      ++taken;
-                      resumed.emplace_back(name);
-                      last_next = next;
-                      return true;
-                    }).ok());
+    ASSERT_TRUE(tree->ReadDir(d, offset,
+                              [&](std::string_view name, const Tree::Attr&, uint64_t next) {
+                                if (taken == 2) return false;
+                                ++taken;
+                                resumed.emplace_back(name);
+                                last_next = next;
+                                return true;
+                              })
+                    .ok());
     if (taken == 0) break;
     offset = last_next;
   }
@@ -406,25 +409,29 @@ TEST(TreeTest, ReadDirIsSortedWithDotsAndResumesAtAnyOffset) {
   EXPECT_EQ(resumed, names);
 
   // Attributes come with the entries; ".." is the parent.
-  ASSERT_TRUE(tree->ReadDir(d, 1, [&](std::string_view name, const Tree::Attr& attr, uint64_t) {
-                    EXPECT_EQ(name, "..");
-                    EXPECT_EQ(attr.ino, Tree::kRootIno);
-                    return false;
-                  }).ok());
+  ASSERT_TRUE(tree->ReadDir(d, 1,
+                            [&](std::string_view name, const Tree::Attr& attr, uint64_t) {
+                              EXPECT_EQ(name, "..");
+                              EXPECT_EQ(attr.ino, Tree::kRootIno);
+                              return false;
+                            })
+                  .ok());
   int past_end = 0;
-  ASSERT_TRUE(tree->ReadDir(d, 6, [&](std::string_view, const Tree::Attr&, uint64_t) {
-                    ++past_end;
-                    return true;
-                  }).ok());
+  ASSERT_TRUE(tree->ReadDir(d, 6,
+                            [&](std::string_view, const Tree::Attr&, uint64_t) {
+                              ++past_end;
+                              return true;
+                            })
+                  .ok());
   EXPECT_EQ(past_end, 0);
-  EXPECT_EQ(tree->ReadDir(AttrOf(*tree, "d/a").ino, 0, [](auto, auto&, auto) { return true; })
-                .code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(
+      tree->ReadDir(AttrOf(*tree, "d/a").ino, 0, [](auto, auto&, auto) { return true; }).code(),
+      Code::kInvalidArgument);
 }
 
 TEST(TreeTest, InodesAreDenseAndStable) {
-  auto tree = BuildOrDie({Layer({File("a"), File("b"), Dir("c"), File("c/d")}),
-                          Layer({Whiteout("b")})});
+  auto tree = BuildOrDie(
+      {Layer({File("a"), File("b"), Dir("c"), File("c/d")}), Layer({Whiteout("b")})});
   EXPECT_EQ(tree->inode_count(), 4u);  // root, a, c, c/d
   for (uint64_t ino = 1; ino <= tree->inode_count(); ++ino) {
     EXPECT_TRUE(tree->GetAttr(ino).ok()) << ino;
@@ -455,8 +462,8 @@ TEST(TreeTest, HundredThousandEntriesBuildWellUnderASecond) {
   auto layer = Layer(std::move(entries));
   auto start = std::chrono::steady_clock::now();
   auto tree = BuildOrDie({layer, Layer({Whiteout("usr/share/d7")})});
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - start)
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                 .count();
   EXPECT_LT(ms, 1000);
   EXPECT_EQ(tree->stats().regular_files, 999u * 99u);
@@ -473,8 +480,8 @@ std::string Chain(size_t depth) {
 TEST(TreeTest, AMillionLevelChainIsCorruptAndTheDeepestLegalOneIsWhitedOut) {
   // One entry a million directories deep: whiting it out once recursed per level and
   // overflowed the stack. Names are bounded by PATH_MAX, which bounds the depth too.
-  Result<std::unique_ptr<Tree>> deep =
-      Tree::Build({Layer({File(Chain(1000000) + "/f")}), Layer({Whiteout("a")})});
+  Result<std::unique_ptr<Tree>> deep = Tree::Build(
+      {Layer({File(Chain(1000000) + "/f")}), Layer({Whiteout("a")})});
   EXPECT_EQ(deep.status().code(), Code::kCorrupt);
   EXPECT_THAT(deep.status().message(), ::testing::HasSubstr("PATH_MAX"));
 
