@@ -42,6 +42,18 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The proxy curl takes from the environment for `scheme` ("" when none): scheme_proxy, its
+// upper-case form (which imgfs passes on itself for http), then ALL_PROXY. For messages only:
+// NO_PROXY is not applied, so call it only when a proxy has answered.
+std::string ProxyFromEnv(const std::string& scheme) {
+  std::string upper = scheme == "https" ? "HTTPS_PROXY" : "HTTP_PROXY";
+  for (const std::string& name : {scheme + "_proxy", upper, std::string("all_proxy"),
+                                  std::string("ALL_PROXY")}) {
+    if (const char* p = std::getenv(name.c_str()); p != nullptr && *p != '\0') return p;
+  }
+  return "";
+}
+
 }  // namespace
 
 HostCerts FindHostCerts(std::string_view certs_dirs, std::string_view host_port) {
@@ -317,6 +329,14 @@ class CurlTransport : public HttpTransport {
     while (!message.empty() && message.back() == '\n') message.pop_back();
     if (rc == CURLE_OPERATION_TIMEDOUT && message.find("too slow") != std::string::npos) {
       message = "transfer stalled (" + message + ")";
+    }
+    long connect_code = 0;  // the proxy's answer to CONNECT, 0 when none
+    curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    if (connect_code >= 300 || rc == CURLE_COULDNT_RESOLVE_PROXY) {
+      std::string var = scheme == "https" ? "HTTPS_PROXY" : "HTTP_PROXY";
+      message = "proxy " + ProxyFromEnv(std::string(scheme)) + " refused the connection to " +
+                std::string(authority) + " (" + message + "); check " + var +
+                ", or list the registry in NO_PROXY to reach it directly";
     }
     return Status::Unavailable(message);
   }
