@@ -4,8 +4,9 @@
 // Per image reference (resolved on the first lookup of one of its layers, under the pull policy
 // of --pull: with "missing", a cached manifest answers without the registry): the resolved
 // manifest and config and a blob source for its repository. Per layer: its index (cached, as
-// for mount), the overlay-format diff built from it, a reader, a prefetcher (--prefetch) and a
-// count of podman's uses. A layer is pinned in the cache (cache/eviction.h) from its first
+// for mount), the overlay-format diff built from it, a reader, a prefetcher (--prefetch), the
+// `blob` file (cli/store_blob.h: only bytes verified against the layer digest) and a count of
+// podman's uses. A layer is pinned in the cache (cache/eviction.h) from its first
 // lookup until podman's releases bring its count back to zero; a later use pins it again.
 #include <sys/stat.h>
 
@@ -26,6 +27,7 @@
 #include "cli/daemon.h"
 #include "cli/layer_indexing.h"
 #include "cli/registry_blob_source.h"
+#include "cli/store_blob.h"
 #include "fs/fuse/store_fs.h"
 #include "fs/layer/estargz.h"
 #include "fs/layer/layer_builder.h"
@@ -214,12 +216,10 @@ class RegistryLayerStore : public fs::LayerProvider {
     layer->diff = std::move(tree);
     layer->reader = std::make_shared<fs::ContentReader>(served->layers, cache_.get(),
                                                         image->source.get());
-    BlobSource* source = image->source.get();
-    std::shared_ptr<const fs::ImageLayers> layers = served->layers;
-    cache::Cache* cache = cache_.get();
-    layer->read_blob = [layers, cache, source, digest = desc.digest,
-                        size = desc.size](uint64_t offset, size_t len, char* out) {
-      return ReadBlobRange(*layers, cache, source, digest, size, offset, len, out);
+    auto blob = std::make_shared<VerifiedBlob>(desc.digest, desc.size, index.units, cache_.get(),
+                                               image->source.get());
+    layer->read_blob = [blob](uint64_t offset, size_t len, char* out) {
+      return blob->Read(offset, len, out);
     };
     served->layer = layer;
     served->prefetcher = std::make_unique<fs::Prefetcher>(served->layers, cache_.get(),
@@ -231,36 +231,6 @@ class RegistryLayerStore : public fs::LayerProvider {
     IMGFS_LOG(kInfo, "store: serving layer " << digest << " of " << ref << " (" << index.format
                                              << ", " << index.entries.size() << " entries)");
     return std::shared_ptr<const fs::StoreLayer>(layer);
-  }
-
-  // Bytes [offset, offset + len) of the compressed blob: what the layer's units cover through
-  // the cache (verified, and kept), the rest (a TOC, a footer) from the registry.
-  static Result<size_t> ReadBlobRange(const fs::ImageLayers& layers, cache::Cache* cache,
-                                      BlobSource* source, const std::string& digest, uint64_t size,
-                                      uint64_t offset, size_t len, char* out) {
-    const uint64_t end = std::min<uint64_t>(size, offset + len);
-    const std::vector<fs::Unit>& units = layers.layer(0)->units;
-    uint64_t pos = offset;
-    while (pos < end) {
-      // The unit holding `pos`, else the first unit after it.
-      auto it = std::upper_bound(units.begin(), units.end(), pos,
-                                 [](uint64_t p, const fs::Unit& u) { return p < u.coff; });
-      uint64_t next_start = it == units.end() ? end : std::min(end, it->coff);
-      if (it != units.begin() && pos < std::prev(it)->coff + std::prev(it)->clen) {
-        const uint32_t u = static_cast<uint32_t>(std::prev(it) - units.begin());
-        IMGFS_ASSIGN_OR_RETURN(std::string bytes,
-                               cache->ReadUnit(layers.MakeUnitRef(0, u), source));
-        const uint64_t stop = std::min(end, units[u].coff + units[u].clen);
-        std::memcpy(out + (pos - offset), bytes.data() + (pos - units[u].coff), stop - pos);
-        pos = stop;
-        continue;
-      }
-      std::string gap;
-      IMGFS_RETURN_IF_ERROR(source->ReadRange(digest, pos, next_start - pos, &gap));
-      std::memcpy(out + (pos - offset), gap.data(), gap.size());
-      pos = next_start;
-    }
-    return static_cast<size_t>(end > offset ? end - offset : 0);
   }
 
   const StoreOptions options_;

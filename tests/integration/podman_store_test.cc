@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -294,8 +295,9 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
 
 // The 112 MiB image of lazy_images.h converted to eStargz by the real converter: a container that
 // reads one small file makes the registry send only the TOCs and that file's chunks (the store
-// runs with --prefetch none, so the landmark prefetch adds nothing), and a registry that stalls
-// on a layer gives the reader EIO within the configured time while other layers still serve.
+// runs with --prefetch none, so the landmark prefetch adds nothing), `blob` serves no byte a
+// registry changed, and a registry that stalls on a layer gives the reader EIO within the
+// configured time while other layers still serve.
 TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   auto registry = TestWorld::Get().Registry();
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
@@ -355,6 +357,31 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   EXPECT_EQ(j.value("toc-digest", ""), toc_digest);
   EXPECT_EQ(j.value("compressed-diff-digest", ""), manifest->layers[0].digest);
   EXPECT_GE(image_bytes, uint64_t{100} << 20);
+
+  // `blob` returns only bytes verified against the layer digest: with the registry changing a
+  // byte of the footer (which no chunk covers), reading it is EIO, never the changed byte.
+  const ManifestLayer& small = manifest->layers[big_layer == 0 ? 1 : 0];
+  const std::string blob_path = store.path() + "/" + EncodeBase64(image) + "/" + small.digest +
+                                "/blob";
+  auto original = ReadFile(RegistryBlobPath((*registry)->storage_dir(), small.digest));
+  ASSERT_TRUE(original.ok()) << original.status().ToString();
+  const uint64_t tail = small.size - 10;
+  ASSERT_TRUE(proxy_->SetFlip(small.digest, tail).ok());
+  {
+    int fd = open(blob_path.c_str(), O_RDONLY);
+    ASSERT_GE(fd, 0) << blob_path << ": " << strerror(errno);
+    char bytes[10];
+    EXPECT_EQ(pread(fd, bytes, sizeof(bytes), static_cast<off_t>(tail)), -1);
+    EXPECT_EQ(errno, EIO);
+    close(fd);
+  }
+  ASSERT_TRUE(proxy_->ClearFlips().ok());
+  auto served = ReadFile(blob_path);
+  ASSERT_TRUE(served.ok()) << served.status().ToString() << "\nstore log:\n" << store.Log();
+  EXPECT_TRUE(*served == *original) << "blob differs from the registry's";
+  auto blob_digest = FileSha256(blob_path);
+  ASSERT_TRUE(blob_digest.ok()) << blob_digest.status().ToString();
+  EXPECT_EQ(*blob_digest, small.digest);
 
   // The layer of the big files stalls; reading one of them fails with EIO, in bounded time.
   ASSERT_TRUE(
