@@ -128,6 +128,17 @@ class PodmanStoreTest : public ::testing::Test {
     auto all = proxy_->Requests();
     return all.ok() ? all->size() : 0;
   }
+  // Disk bytes of the cache's blob files, as `imgfs cache df` reports them.
+  uint64_t CachedBlobBytes() {
+    RunResult df = RunImgfs({"cache", "df", "--cache", cache_.path(), "--format", "json"});
+    EXPECT_TRUE(df.ok()) << df.Describe();
+    nlohmann::json j = nlohmann::json::parse(df.out, nullptr, false);
+    EXPECT_TRUE(j.is_object() && j["blobs"]["size"].is_number()) << df.out;
+    return j.is_object() && j["blobs"]["size"].is_number() ? j["blobs"]["size"].get<uint64_t>() : 0;
+  }
+  RunResult CacheGc() {
+    return RunImgfs({"cache", "gc", "--cache", cache_.path(), "--max-size", "0"});
+  }
 
   TempDir cache_{"cache"};
   std::unique_ptr<BlobProxy> proxy_;
@@ -258,12 +269,15 @@ TEST_F(PodmanStoreTest, LayerDirectoriesHoldDiffInfoAndBlobInOverlayFormat) {
   EXPECT_EQ(errno, ENOENT);
 }
 
-// podman's release of layers reaches the store, and what podman keeps (symlinks to the store's
-// paths) works after the store restarted, from the cache, with the registry gone.
+// podman's release of layers reaches the store and lets `imgfs cache gc` evict them (a later
+// run fetches again), and what podman keeps (symlinks to the store's paths) works after the
+// store restarted, from the cache, with the registry gone.
 TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   auto pushed = TestWorld::Get().Pushed("layered-podman", ManifestFormat::kOci);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   const std::string image = proxy_->host() + "/" + pushed->repo + ":" + pushed->tag;
+  auto manifest = FetchManifest(pushed->host, pushed->repo, pushed->tag);
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
   RunResult pull = RunImgfs({"pull", "--cache", cache_.path(), image});
   ASSERT_TRUE(pull.ok()) << pull.Describe();
   StoreProcess store(cache_.path());
@@ -281,9 +295,26 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   for (const auto& layer : store.Stats()["layers"]) {
     EXPECT_FALSE(layer.value("pinned", true)) << layer.dump();
   }
+  // Released and unpinned, the layers' bytes go at the next gc.
+  EXPECT_GT(CachedBlobBytes(), 0u);
+  RunResult gc = CacheGc();
+  ASSERT_TRUE(gc.ok()) << gc.Describe();
+  EXPECT_EQ(CachedBlobBytes(), 0u) << gc.out << gc.err;
 
-  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep"}));
+  // What a new container reads is fetched again (by a restarted store: the running one's page
+  // cache in the kernel still holds what the first container read).
+  store.Stop();
+  started = store.Start();
+  ASSERT_TRUE(started.ok()) << started.Describe();
+  size_t before = RequestCount();
+  run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/added-in-layer3"}));
   ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+  EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
+  uint64_t refetched = 0;
+  for (const ManifestLayer& layer : manifest->layers) {
+    refetched += BlobBytes(RequestsSince(before), layer.digest);
+  }
+  EXPECT_GT(refetched, 0u);
   store.Stop();
   started = store.Start();
   ASSERT_TRUE(started.ok()) << started.Describe();
