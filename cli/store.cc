@@ -46,14 +46,21 @@ int StorageCompression(const std::string& format) {
   return 0;  // uncompressed
 }
 
-// The TOC digest podman 5.1+ names an eStargz or zstd:chunked layer by ("" for others).
-std::string TocDigest(const registry::Descriptor& d) {
-  for (std::string_view key : {fs::kEstargzTocDigestAnnotation, fs::kZstdChunkedChecksumAnnotation,
-                               fs::kZstdChunkedLegacyChecksumAnnotation}) {
+// The TOC digests podman 5.1+ may name an eStargz or zstd:chunked layer by (none for others),
+// the one of the layer's own format first: stargz-snapshotter's zstd:chunked converter writes
+// the eStargz TOC digest annotation next to the zstd:chunked manifest checksum.
+std::vector<std::string> TocDigests(const registry::Descriptor& d) {
+  std::vector<std::string_view> keys = {fs::kEstargzTocDigestAnnotation,
+                                        fs::kZstdChunkedChecksumAnnotation,
+                                        fs::kZstdChunkedLegacyChecksumAnnotation};
+  if (d.media_type.find("zstd") != std::string::npos)
+    std::rotate(keys.begin(), keys.begin() + 1, keys.end());
+  std::vector<std::string> out;
+  for (std::string_view key : keys) {
     auto it = d.annotations.find(std::string(key));
-    if (it != d.annotations.end()) return it->second;
+    if (it != d.annotations.end()) out.push_back(it->second);
   }
-  return "";
+  return out;
 }
 
 // The layer's uncompressed tar size when it is known without reading the whole layer: an
@@ -186,9 +193,14 @@ class RegistryLayerStore : public fs::LayerProvider {
     IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<ServedImage> image, GetImage(ref));
     const registry::ImageManifest& manifest = image->image.parsed;
     size_t i = 0;
-    while (i < manifest.layers.size() && manifest.layers[i].digest != digest &&
-           TocDigest(manifest.layers[i]) != digest) {
-      ++i;
+    std::vector<std::string> tocs;
+    for (; i < manifest.layers.size(); ++i) {
+      tocs = TocDigests(manifest.layers[i]);
+      if (manifest.layers[i].digest == digest) break;
+      if (std::find(tocs.begin(), tocs.end(), digest) != tocs.end()) {
+        tocs = {digest};  // the name podman gave is the TOC digest it knows
+        break;
+      }
     }
     if (i == manifest.layers.size()) {
       return Status::NotFound("no layer " + digest + " in " + ref);
@@ -210,7 +222,7 @@ class RegistryLayerStore : public fs::LayerProvider {
                            {"diff-digest", diff_id},
                            {"compression", StorageCompression(index.format)}};
     if (uint64_t size = UncompressedSize(desc, index); size > 0) info["diff-size"] = size;
-    if (std::string toc = TocDigest(desc); !toc.empty()) info["toc-digest"] = toc;
+    if (!tocs.empty()) info["toc-digest"] = tocs.front();
     layer->info = info.dump() + "\n";
     layer->blob_size = desc.size;
     layer->diff = std::move(tree);

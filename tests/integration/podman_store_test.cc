@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -324,12 +325,55 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
 }
 
-// The 112 MiB image of lazy_images.h converted to eStargz by the real converter: a container that
-// reads one small file makes the registry send only the TOCs and that file's chunks (the store
-// runs with --prefetch none, so the landmark prefetch adds nothing), `blob` serves no byte a
-// registry changed, and a registry that stalls on a layer gives the reader EIO within the
-// configured time while other layers still serve.
-TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
+// The big image of lazy_images.h converted by the real converter, as the registry holds it.
+struct ConvertedImage {
+  std::string repo;  // imgfs/big-podman-<kind>
+  RegistryManifest manifest;
+  std::vector<TocLayout> tocs;  // per layer
+  size_t big_layer = 0;         // the layer of data/r-*.bin
+};
+
+Result<ConvertedImage> Convert(PrivateContainerd& containerd, RegistryServer& registry,
+                               const std::string& source, const std::string& kind) {
+  ConvertedImage out;
+  out.repo = "imgfs/big-podman-" + kind;
+  IMGFS_RETURN_IF_ERROR(
+      containerd.ConvertAndPush(source, kind, registry.host() + "/" + out.repo + ":latest"));
+  IMGFS_ASSIGN_OR_RETURN(out.manifest, FetchManifest(registry.host(), out.repo, "latest"));
+  for (size_t i = 0; i < out.manifest.layers.size(); ++i) {
+    IMGFS_ASSIGN_OR_RETURN(
+        TocLayout toc,
+        ReadTocLayout(RegistryBlobPath(registry.storage_dir(), out.manifest.layers[i].digest)));
+    if (toc.files.count("data/r-0003m.bin")) out.big_layer = i;
+    out.tocs.push_back(std::move(toc));
+  }
+  return out;
+}
+
+// What a container that read only etc/hello.txt may have made the registry send (`requests`):
+// the TOCs and footers, that file's chunks, a little slack per layer.
+void ExpectOnlyTocsAndHelloFetched(const ConvertedImage& c,
+                                   const std::vector<ProxiedRequest>& requests) {
+  uint64_t fetched = 0, allowed = 0, image_bytes = 0;
+  for (size_t i = 0; i < c.tocs.size(); ++i) {
+    fetched += BlobBytes(requests, c.manifest.layers[i].digest);
+    image_bytes += c.manifest.layers[i].size;
+    allowed += c.tocs[i].TocAndFooterBytes() + (64 << 10);  // the 16 KiB first tail read, slack
+    auto it = c.tocs[i].files.find("etc/hello.txt");
+    if (it != c.tocs[i].files.end()) {
+      for (const TocChunk& chunk : it->second) allowed += chunk.compressed_size;
+    }
+  }
+  EXPECT_LE(fetched, allowed) << c.repo << ": of " << image_bytes << " bytes of layers";
+  EXPECT_GE(image_bytes, uint64_t{100} << 20) << c.repo;
+}
+
+// The 112 MiB image of lazy_images.h converted to eStargz and to zstd:chunked by the real
+// converter: a container that reads one small file makes the registry send only the TOCs and
+// that file's chunks (the store runs with --prefetch none, so the landmark prefetch adds
+// nothing); `blob` serves no byte a registry changed; a registry that stalls on a layer gives the
+// reader EIO within the configured time while other layers still serve.
+TEST_F(PodmanStoreTest, TocContainersFetchOnlyWhatTheyReadAndAStallIsEio) {
   auto registry = TestWorld::Get().Registry();
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   TempDir work("big");
@@ -343,18 +387,13 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   PrivateContainerd containerd;
   Status s = containerd.Start();
   ASSERT_TRUE(s.ok()) << s.ToString();
-  s = containerd.ConvertAndPush(source, "estargz",
-                                (*registry)->host() + "/imgfs/big-podman-estargz:latest");
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  auto manifest = FetchManifest((*registry)->host(), "imgfs/big-podman-estargz", "latest");
-  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-  std::vector<TocLayout> tocs;
-  for (const ManifestLayer& layer : manifest->layers) {
-    auto toc = ReadTocLayout(RegistryBlobPath((*registry)->storage_dir(), layer.digest));
-    ASSERT_TRUE(toc.ok()) << toc.status().ToString();
-    tocs.push_back(*toc);
-  }
-  const std::string image = proxy_->host() + "/imgfs/big-podman-estargz:latest";
+  auto estargz = Convert(containerd, **registry, source, "estargz");
+  ASSERT_TRUE(estargz.ok()) << estargz.status().ToString();
+  auto zstd = Convert(containerd, **registry, source, "zstdchunked");
+  ASSERT_TRUE(zstd.ok()) << zstd.status().ToString();
+  const RegistryManifest* manifest = &estargz->manifest;
+  const size_t big_layer = estargz->big_layer;
+  const std::string image = proxy_->host() + "/" + estargz->repo + ":latest";
 
   StoreProcess store(cache_.path());
   RunResult started = store.Start({"--prefetch", "none", "--stall-timeout", "1"});
@@ -362,24 +401,17 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   auto podman = PrivatePodman::Create(proxy_->host(), store.path());
   ASSERT_TRUE(podman.ok()) << podman.status().ToString();
 
-  const size_t before = RequestCount();
-  RunResult run = (*podman)->Run(Busybox(image, {"cat", "/etc/hello.txt"}));
-  ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
-  EXPECT_EQ(run.out, BigImageHelloText());
-  std::vector<ProxiedRequest> requests = RequestsSince(before);
-  uint64_t fetched = 0, allowed = 0, image_bytes = 0;
-  size_t big_layer = 0;
-  for (size_t i = 0; i < tocs.size(); ++i) {
-    fetched += BlobBytes(requests, manifest->layers[i].digest);
-    image_bytes += manifest->layers[i].size;
-    allowed += tocs[i].TocAndFooterBytes() + (64 << 10);  // the 16 KiB first tail read, slack
-    auto it = tocs[i].files.find("etc/hello.txt");
-    if (it != tocs[i].files.end()) {
-      for (const TocChunk& c : it->second) allowed += c.compressed_size;
+  for (const ConvertedImage* c : {&*estargz, &*zstd}) {
+    const size_t before = RequestCount();
+    RunResult run = (*podman)->Run(
+        Busybox(proxy_->host() + "/" + c->repo + ":latest", {"cat", "/etc/hello.txt"}));
+    ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
+    EXPECT_EQ(run.out, BigImageHelloText());
+    for (const ManifestLayer& layer : c->manifest.layers) {
+      EXPECT_THAT(run.err, HasSubstr("Skipping blob " + layer.digest + " (already present)"));
     }
-    if (tocs[i].files.count("data/r-0003m.bin")) big_layer = i;
+    ExpectOnlyTocsAndHelloFetched(*c, RequestsSince(before));
   }
-  EXPECT_LE(fetched, allowed) << "of " << image_bytes << " bytes of layers";
   // podman 5.1 and later name such a layer by its TOC digest: the same layer answers there.
   const std::string toc_digest = manifest->layers[0].annotations.at(kEstargzTocDigestAnnotation);
   auto info = ReadFile(store.path() + "/" + EncodeBase64(image) + "/" + toc_digest + "/info");
@@ -387,7 +419,19 @@ TEST_F(PodmanStoreTest, EstargzContainerFetchesOnlyWhatItReadsAndAStallIsEio) {
   nlohmann::json j = nlohmann::json::parse(*info, nullptr, false);
   EXPECT_EQ(j.value("toc-digest", ""), toc_digest);
   EXPECT_EQ(j.value("compressed-diff-digest", ""), manifest->layers[0].digest);
-  EXPECT_GE(image_bytes, uint64_t{100} << 20);
+  // ... and a zstd:chunked layer by its manifest checksum.
+  const std::map<std::string, std::string>& zstd_annotations = zstd->manifest.layers[0].annotations;
+  const char* checksum_key = zstd_annotations.count(kZstdChunkedChecksumAnnotation)
+                                 ? kZstdChunkedChecksumAnnotation
+                                 : kZstdChunkedLegacyChecksumAnnotation;
+  ASSERT_EQ(zstd_annotations.count(checksum_key), 1u) << zstd->manifest.body;
+  const std::string zstd_image = proxy_->host() + "/" + zstd->repo + ":latest";
+  info = ReadFile(store.path() + "/" + EncodeBase64(zstd_image) + "/" +
+                  zstd_annotations.at(checksum_key) + "/info");
+  ASSERT_TRUE(info.ok()) << info.status().ToString() << "\nstore log:\n" << store.Log();
+  j = nlohmann::json::parse(*info, nullptr, false);
+  EXPECT_EQ(j.value("compressed-diff-digest", ""), zstd->manifest.layers[0].digest);
+  EXPECT_EQ(j.value("compression", 0), 4);  // containers/storage's archive.Zstd
 
   // `blob` returns only bytes verified against the layer digest: with the registry changing a
   // byte of the footer (which no chunk covers), reading it is EIO, never the changed byte.
