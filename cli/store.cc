@@ -6,8 +6,10 @@
 // manifest and config and a blob source for its repository. Per layer: its index (cached, as
 // for mount), the overlay-format diff built from it, a reader, a prefetcher (--prefetch), the
 // `blob` file (cli/store_blob.h: only bytes verified against the layer digest) and a count of
-// podman's uses. A layer is pinned in the cache (cache/eviction.h) from its first
-// lookup until podman's releases bring its count back to zero; a later use pins it again.
+// podman's uses. A layer is pinned in the cache (cache/eviction.h) from its first lookup until
+// podman's releases bring its count back to zero; a later use pins it again. The counts are
+// kept on disk (cli/store_uses.h): a restarted store pins the layers in use at once and a
+// release of a layer not looked up since still finds its count.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -28,6 +30,7 @@
 #include "cli/layer_indexing.h"
 #include "cli/registry_blob_source.h"
 #include "cli/store_blob.h"
+#include "cli/store_uses.h"
 #include "fs/fuse/store_fs.h"
 #include "fs/layer/estargz.h"
 #include "fs/layer/layer_builder.h"
@@ -82,6 +85,7 @@ struct ServedImage {
 };
 
 struct ServedLayer {
+  std::string blob;  // the compressed blob digest, what is pinned
   std::shared_ptr<const fs::StoreLayer> layer;
   std::shared_ptr<const fs::ImageLayers> layers;  // the diff's one layer, for the reader
   std::unique_ptr<fs::Prefetcher> prefetcher;
@@ -94,8 +98,21 @@ class RegistryLayerStore : public fs::LayerProvider {
  public:
   RegistryLayerStore(const StoreOptions& options, fs::Prefetcher::Mode prefetch,
                      std::unique_ptr<cache::Cache> cache)
-      : options_(options), prefetch_(prefetch), cache_(std::move(cache)) {
+      : options_(options),
+        prefetch_(prefetch),
+        cache_(std::move(cache)),
+        uses_path_(UsesFilePath(cache_->root(), options.mountpoint)) {
     client_ = std::make_unique<registry::Client>(DefaultClientOptions(options.common));
+    // The uses counted before a restart: their layers stay pinned until podman releases them.
+    Result<StoredUses> stored = LoadUses(uses_path_);
+    if (!stored.ok()) {
+      IMGFS_LOG(kWarning, "store: " << stored.status().ToString() << "; starting with no uses");
+      return;
+    }
+    for (auto& [key, use] : *stored) {
+      IMGFS_LOG(kInfo, "store: " << key << " was in use (" << use.uses << ") before a restart");
+      restored_[key] = {use, Pin(use.blob)};
+    }
   }
 
   Status CheckReference(const std::string& ref) override {
@@ -124,31 +141,46 @@ class RegistryLayerStore : public fs::LayerProvider {
     auto it = layers_.find(ref + " " + digest);
     if (it == layers_.end()) return;
     ServedLayer& l = *it->second;
-    if (++l.uses == 1 && !l.pin) l.pin = Pin(digest);
+    if (++l.uses == 1 && !l.pin) l.pin = Pin(l.blob);
     IMGFS_LOG(kInfo, "store: layer " << digest << " of " << ref << " used (" << l.uses << ")");
+    SaveUsesLocked();
   }
 
   void Release(const std::string& ref, const std::string& digest) override {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = layers_.find(ref + " " + digest);
-    if (it == layers_.end()) return;  // served before a restart: nothing counted here
-    ServedLayer& l = *it->second;
-    if (l.uses > 0) --l.uses;
-    if (l.uses == 0) l.pin.reset();
-    IMGFS_LOG(kInfo, "store: layer " << digest << " of " << ref << " released (" << l.uses << ")");
+    const std::string key = ref + " " + digest;
+    int* uses = nullptr;
+    if (auto it = layers_.find(key); it != layers_.end()) {
+      uses = &it->second->uses;
+    } else if (auto r = restored_.find(key); r != restored_.end()) {
+      uses = &r->second.use.uses;  // counted before a restart, not looked up since
+    } else {
+      return;
+    }
+    if (*uses > 0) --*uses;
+    IMGFS_LOG(kInfo, "store: layer " << digest << " of " << ref << " released (" << *uses << ")");
+    if (*uses == 0) {
+      if (auto it = layers_.find(key); it != layers_.end()) it->second->pin.reset();
+      restored_.erase(key);
+    }
+    SaveUsesLocked();
   }
 
-  // For `imgfs stats` and the tests: every layer served, its uses and whether it is pinned.
+  // For `imgfs stats` and the tests: every layer served or counted before a restart ("served":
+  // false), its uses and whether it is pinned.
   std::string StatsJson() {
     nlohmann::json layers = nlohmann::json::array();
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [key, l] : layers_) {
+    auto add = [&](const std::string& key, int uses, bool pinned, bool served) {
       size_t space = key.find(' ');
       layers.push_back({{"ref", key.substr(0, space)},
                         {"digest", key.substr(space + 1)},
-                        {"uses", l->uses},
-                        {"pinned", l->pin != nullptr}});
-    }
+                        {"uses", uses},
+                        {"pinned", pinned},
+                        {"served", served}});
+    };
+    for (const auto& [key, l] : layers_) add(key, l->uses, l->pin != nullptr, true);
+    for (const auto& [key, r] : restored_) add(key, r.use.uses, r.pin != nullptr, false);
     return nlohmann::json{{"layers", layers}}.dump();
   }
 
@@ -237,17 +269,38 @@ class RegistryLayerStore : public fs::LayerProvider {
     served->prefetcher = std::make_unique<fs::Prefetcher>(served->layers, cache_.get(),
                                                           image->source.get(), prefetch_);
     served->prefetcher->Start();
+    served->blob = desc.digest;
     served->pin = Pin(desc.digest);
     std::lock_guard<std::mutex> lock(mu_);
+    if (auto r = restored_.find(key); r != restored_.end()) {
+      served->uses = r->second.use.uses;  // the pin is the served layer's now
+      restored_.erase(r);
+    }
     layers_[key] = served;
     IMGFS_LOG(kInfo, "store: serving layer " << digest << " of " << ref << " (" << index.format
                                              << ", " << index.entries.size() << " entries)");
     return std::shared_ptr<const fs::StoreLayer>(layer);
   }
 
+  // Writes the counts of every layer in use (cli/store_uses.h). REQUIRES: mu_ held.
+  void SaveUsesLocked() {
+    StoredUses uses;
+    for (const auto& [key, l] : layers_) uses[key] = {l->blob, l->uses};
+    for (const auto& [key, r] : restored_) uses[key] = r.use;
+    if (Status s = SaveUses(uses_path_, options_.mountpoint, uses); !s.ok()) {
+      IMGFS_LOG(kWarning, "store: use counts not kept: " << s.ToString());
+    }
+  }
+
+  struct RestoredUse {
+    StoredUse use;
+    std::unique_ptr<cache::Pin> pin;
+  };
+
   const StoreOptions options_;
   const fs::Prefetcher::Mode prefetch_;
   std::unique_ptr<cache::Cache> cache_;
+  const std::string uses_path_;
   std::unique_ptr<registry::Client> client_;
   SingleFlight<std::string, std::shared_ptr<ServedImage>> image_flights_;
   SingleFlight<std::string, std::shared_ptr<const fs::StoreLayer>> layer_flights_;
@@ -255,6 +308,8 @@ class RegistryLayerStore : public fs::LayerProvider {
   std::mutex mu_;  // the maps below and every ServedLayer's uses and pin
   std::map<std::string, std::shared_ptr<ServedImage>> images_;
   std::map<std::string, std::shared_ptr<ServedLayer>> layers_;  // "ref digest"
+  // Uses counted before a restart, of layers not looked up since ("ref digest").
+  std::map<std::string, RestoredUse> restored_;
 };
 
 Status ServeStoreAt(const StoreOptions& options, fs::Prefetcher::Mode prefetch,

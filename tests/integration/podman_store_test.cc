@@ -271,8 +271,9 @@ TEST_F(PodmanStoreTest, LayerDirectoriesHoldDiffInfoAndBlobInOverlayFormat) {
 }
 
 // podman's release of layers reaches the store and lets `imgfs cache gc` evict them (a later
-// run fetches again), and what podman keeps (symlinks to the store's paths) works after the
-// store restarted, from the cache, with the registry gone.
+// run fetches again); what podman keeps (symlinks to the store's paths, counts of uses) holds
+// after the store restarted: the layers in use stay pinned, are served from the cache with the
+// registry gone, and a release after the restart unpins them.
 TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   auto pushed = TestWorld::Get().Pushed("layered-podman", ManifestFormat::kOci);
   ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
@@ -316,13 +317,36 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
     refetched += BlobBytes(RequestsSince(before), layer.digest);
   }
   EXPECT_GT(refetched, 0u);
+
+  // The image is podman's again: its uses outlive a restart of the store, the layers stay
+  // pinned through a gc, and the restarted store serves them with the registry gone.
+  EXPECT_EQ(store.Uses(), 3) << store.Stats().dump();
   store.Stop();
   started = store.Start();
   ASSERT_TRUE(started.ok()) << started.Describe();
+  EXPECT_EQ(store.Uses(), 3) << store.Stats().dump();
+  for (const auto& layer : store.Stats()["layers"]) {
+    EXPECT_TRUE(layer.value("pinned", false)) << layer.dump();
+  }
+  const uint64_t kept = CachedBlobBytes();
+  gc = CacheGc();
+  ASSERT_TRUE(gc.ok()) << gc.Describe();
+  EXPECT_EQ(CachedBlobBytes(), kept) << gc.out << gc.err;
   proxy_.reset();  // the registry's only address is gone
   run = (*podman)->Run(Busybox(image, {"cat", "/data/keep", "/etc/replaced/added-in-layer3"}), 120);
   ASSERT_TRUE(run.ok()) << run.Describe() << "\nstore log:\n" << store.Log();
   EXPECT_EQ(run.out, "kept from layer 1\nlayer 3 adds to it\n");
+
+  // podman's release after the restart finds the counts: nothing stays pinned.
+  rmi = (*podman)->Podman({"rmi", image});
+  ASSERT_TRUE(rmi.ok()) << rmi.Describe();
+  EXPECT_EQ(store.Uses(), 0) << store.Stats().dump();
+  for (const auto& layer : store.Stats()["layers"]) {
+    EXPECT_FALSE(layer.value("pinned", true)) << layer.dump();
+  }
+  gc = CacheGc();
+  ASSERT_TRUE(gc.ok()) << gc.Describe();
+  EXPECT_EQ(CachedBlobBytes(), 0u) << gc.out << gc.err;
 }
 
 // The big image of lazy_images.h converted by the real converter, as the registry holds it.
