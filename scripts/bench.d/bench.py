@@ -1,29 +1,38 @@
 #!/usr/bin/python3
-"""The driver of scripts/bench: builds one image, pushes it in three formats, and measures
-imgfs against the alternative a user would run, each pair in the same run.
+"""The driver of scripts/bench: imgfs against what a user would run instead, row by row.
 
 scripts/bench prepares everything this needs (dependencies, the imgfs binary, an empty work
 directory it removes afterwards) and is the way to run it. Everything this starts -- the
-registry, the counting proxy, containerd, imgfs daemons and their mounts -- lives under the
-work directory and is stopped in `finally`, also on SIGTERM; scripts/bench's trap catches
-whatever a SIGKILL would leave.
+registry, the counting proxy, the WAN shaper, containerd, imgfs daemons and their mounts --
+lives under the work directory and is stopped in `finally`, also on SIGTERM; scripts/bench's
+trap catches whatever a SIGKILL would leave.
 
-Scenarios, per layer format (plain gzip OCI, eStargz, zstd:chunked):
-  1. one file, cold:     imgfs mount (empty cache, --prefetch none) + cat of one small file
-                         vs skopeo copy docker://... oci:DIR + umoci unpack + cat
-  2. whole image, cold:  imgfs mount (empty cache, default prefetch, then again with
-                         --prefetch all) + reading every file (tar to a pipe)
-                         vs skopeo copy + umoci unpack + reading every file
-  3. warm mount:         imgfs mount with the cache of (2), registry stopped, + cat one file
-                         vs umoci unpack from the local OCI layout of (2)
-  4. sequential read:    a 64 MiB file through a warm mount vs cat from the unpacked tree,
-                         the page cache dropped before each read when the kernel allows it
-  5. peak RSS:           the imgfs daemon's VmHWM during (2) vs skopeo's ru_maxrss
-Registry-side bytes are what the counting proxy (tests/support/blob_proxy.py) sent;
-every tool, imgfs included, talks to the registry through it. Where umoci cannot unpack a
-format as pulled (zstd layers, umoci < 0.4.8) the alternative is skopeo copy recompressing to
-gzip + umoci unpack, and the report says so.
+The image (images.py: Debian bookworm by default, or the generated `small` one) is built once
+and cached; each run serves it from a private docker-registry on 127.0.0.1 behind the
+counting proxy (tests/support/blob_proxy.py: registry-side bytes), and for the WAN rows
+behind the shaper too (shaper.py: a round-trip time and one bandwidth for all connections).
+The benchmark itself only talks to loopback.
 
+Rows (each format: plain gzip OCI, eStargz, zstd:chunked; every row repeated R times,
+imgfs and its alternative interleaved; the ratio is the median of the per-repetition ratios
+imgfs/alternative, with their min and max):
+  network rows, on loopback and on the WAN:
+    cold first file          mount (--prefetch none, empty cache) + read a 900-byte file
+                             vs skopeo copy + umoci unpack + read it
+    cold first file, bytes   registry bytes of the above
+    cold whole image         mount (default prefetch) + tar of every file
+                             vs skopeo copy + umoci unpack + the same tar
+    ... --prefetch all       the same with --prefetch all
+    cold whole image, bytes  registry bytes of the default-prefetch read vs skopeo copy
+    daemon peak RSS          the daemon's VmHWM after the whole-image read vs skopeo's
+  local rows (the cache full from the loopback rows, page cache dropped before each):
+    warm remount + first file  vs umoci unpack from the local OCI layout (+ registry requests)
+    sequential read, store     the 64 MiB random file and the compressible file through a
+                               fresh warm mount vs the unpacked tree on local disk; the
+                               compressible file also vs zcat (zstd -dc) of its layer
+    sequential read, page cache  the same files read a second time vs the unpacked tree's
+    metadata walk            find -printf of size, owner, mode, mtime (an lstat per entry)
+    random 4 KiB reads       reads/s at random offsets over every file >= 4 KiB
 Python 3 standard library only.
 """
 
@@ -42,14 +51,14 @@ import threading
 import time
 import urllib.request
 
-MIB = 1 << 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import images  # noqa: E402
+import report  # noqa: E402
+
+MIB = images.MIB
 FORMATS = ("gzip", "estargz", "zstdchunked")
-SMALL_FILE = "app/etc/settings.conf"
-BIG_FILE = "opt/big/blob64.bin"
-BIG_SIZE = 64 * MIB
-SCENARIO_ORDER = ["one file, cold", "whole image, cold", "whole image, cold, --prefetch all",
-                  "warm mount + one file", "sequential read 64 MiB, warm"]
-REPO = "bench/img"
+REPO = images.REPO
+LAYER_EXT = {"gzip": "zcat", "estargz": "zcat", "zstdchunked": "zstd -dc"}
 
 
 def log(msg):
@@ -60,6 +69,10 @@ class CommandError(Exception):
     pass
 
 
+class CommandTimeout(CommandError):
+    pass
+
+
 class Bench:
     def __init__(self, args):
         self.root = args.root
@@ -67,14 +80,19 @@ class Bench:
         self.work = args.work
         self.json_path = args.json
         self.repeat = max(1, args.repeat)
+        self.kind = args.image
+        self.networks = args.networks.split(",")
+        self.wan_formats = args.wan_formats.split(",")
+        self.rtt_ms, self.mbit = args.wan_rtt_ms, args.wan_mbit
         self.logs = self.mkdir("logs")
         self.background = []  # (name, Popen) stopped in reverse order by close()
         self.mounts = {}  # mount point -> daemon pid (or None)
         self.results = []
         self.notes = []
-        self.expected = {}  # relative path -> sha256 of the content written into the image
         self.drop_caches_ok = None
         self.command_count = 0
+        self.gzip_only_umoci = set()  # formats umoci cannot unpack as pulled
+        self.unpack_s = {}  # format -> umoci unpack seconds of the loopback cold rows
 
     # ---- processes ----------------------------------------------------------------------
 
@@ -87,23 +105,33 @@ class Bench:
         """Runs argv to completion; returns (wall seconds, peak RSS in KiB).
 
         The RSS comes from wait4()'s rusage, which covers the process and the children it
-        waited for. Fails with CommandError (naming the log) when the command fails.
+        waited for. Fails with CommandError (naming the log) when the command fails, with
+        CommandTimeout when it was killed after `timeout` seconds.
         """
         self.command_count += 1
         name = os.path.basename(argv[0]) if argv[0] != "/bin/bash" else "sh"
-        err_path = os.path.join(self.logs, f"{self.command_count:03d}-{name}.err")
+        err_path = os.path.join(self.logs, f"{self.command_count:04d}-{name}.err")
         out = open(stdout_path or os.devnull, "wb")
         err = open(err_path, "wb")
+        timed_out = []
         try:
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=cwd)
-            timer = threading.Timer(timeout, proc.kill)
+                                    env=env, cwd=cwd, start_new_session=True)
+
+            def kill():
+                timed_out.append(True)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+            timer = threading.Timer(timeout, kill)
             timer.start()
             try:
                 _, status, usage = os.wait4(proc.pid, 0)
             except BaseException:  # SIGTERM: the command must not outlive the cleanup
-                proc.kill()
+                kill()
                 os.waitpid(proc.pid, 0)
                 raise
             finally:
@@ -113,11 +141,12 @@ class Bench:
         finally:
             out.close()
             err.close()
+        if timed_out:
+            raise CommandTimeout(f"{' '.join(argv)} was stopped after {timeout} s")
         if proc.returncode != 0:
             with open(err_path, errors="replace") as f:
                 tail = f.read()[-3000:]
-            raise CommandError(f"{' '.join(argv)} failed (exit {proc.returncode}, "
-                               f"timeout {timeout} s):\n{tail}")
+            raise CommandError(f"{' '.join(argv)} failed (exit {proc.returncode}):\n{tail}")
         return seconds, usage.ru_maxrss
 
     def shell(self, script, **kw):
@@ -148,16 +177,17 @@ class Bench:
             _, proc = self.background.pop()
             stop_process(proc)
 
-    # ---- registry, proxy, containerd -----------------------------------------------------
+    # ---- registry, proxies, containerd ------------------------------------------------
 
     def start_registry(self):
         port = free_port()
         self.registry = f"127.0.0.1:{port}"
-        storage = self.mkdir("registry")
+        self.storage = os.path.join(self.work, "registry")
+        os.makedirs(self.storage, exist_ok=True)
         config = os.path.join(self.work, "registry.yml")
         with open(config, "w") as f:
             f.write("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-                    f"    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+                    f"    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
                     "  maintenance:\n    uploadpurging:\n      enabled: false\n"
                     f"http:\n  addr: {self.registry}\n  secret: imgfs-bench\n")
         env = dict(os.environ, OTEL_SDK_DISABLED="true")
@@ -166,25 +196,39 @@ class Bench:
         wait_until(lambda: http_ok(f"http://{self.registry}/v2/"), proc, 20,
                    f"docker-registry on {self.registry} (log: {self.logs}/registry.log)")
 
-    def start_proxy(self):
-        self.proxy_log = os.path.join(self.work, "proxy-requests.jsonl")
-        port_file = os.path.join(self.work, "proxy.port")
-        registry_port = self.registry.split(":")[1]
-        proc = self.start_background(
-            "proxy", ["/usr/bin/python3", os.path.join(self.root, "tests", "support",
-                                                        "blob_proxy.py"),
-                      "--upstream-port", registry_port, "--log", self.proxy_log,
-                      "--port-file", port_file])
+    def start_port_file_process(self, name, argv, port_file, what):
+        proc = self.start_background(name, argv + ["--port-file", port_file])
+        address = []
 
         def ready():
             try:
                 with open(port_file) as f:
-                    self.proxy = f"127.0.0.1:{int(f.read())}"
+                    a = f"127.0.0.1:{int(f.read())}"
             except (OSError, ValueError):
                 return False
-            return http_ok(f"http://{self.proxy}/v2/")
+            address[:] = [a]
+            return http_ok(f"http://{a}/v2/")
 
-        wait_until(ready, proc, 20, "the counting proxy (tests/support/blob_proxy.py)")
+        wait_until(ready, proc, 20, what)
+        return address[0]
+
+    def start_proxies(self):
+        self.proxy_log = os.path.join(self.work, "proxy-requests.jsonl")
+        registry_port = self.registry.split(":")[1]
+        self.proxy = self.start_port_file_process(
+            "proxy", ["/usr/bin/python3", os.path.join(self.root, "tests", "support",
+                                                        "blob_proxy.py"),
+                      "--upstream-port", registry_port, "--log", self.proxy_log],
+            os.path.join(self.work, "proxy.port"),
+            "the counting proxy (tests/support/blob_proxy.py)")
+        self.endpoints = {"loopback": self.proxy}
+        if "wan" in self.networks:
+            self.endpoints["wan"] = self.start_port_file_process(
+                "shaper", ["/usr/bin/python3", os.path.join(self.root, "scripts", "bench.d",
+                                                             "shaper.py"),
+                           "--upstream-port", self.proxy.split(":")[1],
+                           "--rtt-ms", str(self.rtt_ms), "--mbit", str(self.mbit)],
+                os.path.join(self.work, "shaper.port"), "the WAN shaper (shaper.py)")
 
     def proxy_mark(self):
         return len(self.proxy_lines())
@@ -197,8 +241,8 @@ class Bench:
             return []
 
     def proxy_bytes(self, mark):
-        # The proxy logs a request after its last byte went out; give it a moment.
-        time.sleep(0.3)
+        # The proxy logs a request before its last bytes go out; give it a moment.
+        time.sleep(0.2)
         lines = self.proxy_lines()[mark:]
         return sum(int(e.get("bytes", 0)) for e in lines), len(lines)
 
@@ -224,16 +268,17 @@ class Bench:
 
         wait_until(ready, proc, 30, f"containerd (log: {self.logs}/containerd.log)")
         source = f"{self.registry}/{REPO}:gzip"
-        self.run(ctr + ["content", "fetch", "--plain-http", source])
+        self.run(ctr + ["content", "fetch", "--plain-http", source], timeout=1800)
         for kind in ("estargz", "zstdchunked"):
             target = f"{self.registry}/{REPO}:{kind}"
             seconds, _ = self.run(ctr + ["image", "convert", f"--{kind}", "--oci", source,
-                                         target])
-            self.run(ctr + ["image", "push", "--plain-http", target])
+                                         target], timeout=1800)
+            self.run(ctr + ["image", "push", "--plain-http", target], timeout=1800)
             log(f"converted to {kind} with ctr-remote in {seconds:.1f} s and pushed")
         self.stop_background("containerd")
+        shutil.rmtree(cdir, ignore_errors=True)
 
-    def layer_sizes(self, fmt):
+    def layers(self, fmt):
         accept = ", ".join(["application/vnd.oci.image.manifest.v1+json",
                             "application/vnd.oci.image.index.v1+json",
                             "application/vnd.docker.distribution.manifest.v2+json"])
@@ -241,85 +286,43 @@ class Bench:
         if "manifests" in manifest:
             digest = manifest["manifests"][0]["digest"]
             manifest = http_json(f"http://{self.registry}/v2/{REPO}/manifests/{digest}", accept)
-        return [(layer["mediaType"], int(layer["size"])) for layer in manifest["layers"]]
+        return [{"media_type": x["mediaType"], "size": int(x["size"]), "digest": x["digest"]}
+                for x in manifest["layers"]]
 
-    # ---- the image ------------------------------------------------------------------------
+    def blob_path(self, digest):
+        hexd = digest.split(":", 1)[1]
+        return os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256",
+                            hexd[:2], hexd, "data")
 
-    def build_image(self):
-        """Three layers, ~120 MiB: text files, random files of mixed sizes, a 64 MiB file."""
-        rng = random.Random(20240601)
-        layout = os.path.join(self.work, "src-oci")
-        bundle = os.path.join(self.work, "src-bundle")
-        image = f"{layout}:bench"
-        self.run(["umoci", "init", "--layout", layout])
-        self.run(["umoci", "new", "--image", image])
-        self.run(["umoci", "unpack", "--image", image, bundle])
-        rootfs = os.path.join(bundle, "rootfs")
-
-        def write(rel, data):
-            path = os.path.join(rootfs, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-            self.expected[rel] = hashlib.sha256(data).hexdigest()
-
-        letters = "abcdefghijklmnopqrstuvwxyz"
-        words = ["".join(rng.choices(letters, k=rng.randint(2, 11))) for _ in range(3000)]
-
-        def text(size):
-            out = []
-            length = 0
-            while length < size:
-                line = " ".join(rng.choices(words, k=rng.randint(4, 14))) + "\n"
-                out.append(line)
-                length += len(line)
-            return "".join(out).encode()[:size]
-
-        counts = {"text": 0, "random": 0}
-        total = 0
-        # Layer 1: documentation-like text, compressible.
-        for pkg in range(600):
-            for name in ("README", "changelog", "copyright"):
-                size = int(rng.lognormvariate(8.6, 0.9)) + 64
-                write(f"usr/share/doc/pkg{pkg:03d}/{name}", text(size))
-                counts["text"] += 1
-                total += size
-        write("etc/os-release", b'NAME="imgfs bench"\nID=imgfs-bench\n')
-        self.run(["umoci", "repack", "--refresh-bundle", "--image", image, bundle])
-        # Layer 2: random (incompressible) files from 512 B to 6 MiB, 40 MiB in all.
-        layer2 = 0
-        i = 0
-        while layer2 < 40 * MIB:
-            size = min(int(2 ** rng.uniform(9, 22.6)), 40 * MIB - layer2)
-            write(f"srv/data/d{i % 16:02d}/file{i:04d}.bin", rng.randbytes(size))
-            layer2 += size
-            i += 1
-        counts["random"] += i
-        total += layer2
-        self.run(["umoci", "repack", "--refresh-bundle", "--image", image, bundle])
-        # Layer 3: the 64 MiB file and the small file that scenarios 1 and 3 read.
-        write(BIG_FILE, rng.randbytes(BIG_SIZE))
-        write(SMALL_FILE, text(900))
-        for n in range(20):
-            write(f"app/lib/module{n:02d}.txt", text(rng.randint(200, 20000)))
-            counts["text"] += 1
-        counts["random"] += 1
-        counts["text"] += 1
-        total += BIG_SIZE
-        self.run(["umoci", "repack", "--refresh-bundle", "--image", image, bundle])
-        shutil.rmtree(bundle)
-        self.image_info = {"files": len(self.expected), "text_files": counts["text"],
-                           "random_files": counts["random"], "content_bytes": total}
-        self.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{image}",
-                  f"docker://{self.registry}/{REPO}:gzip"])
+    def prepare_image(self):
+        """Starts the registry on the cached image, building and caching it first if needed."""
+        info = images.load_cached(self.kind)
+        if info is None:
+            print(f"-- building the {self.kind} image once (cached in "
+                  f"{images.cache_dir(self.kind)})", flush=True)
+            self.start_registry()
+            started = time.monotonic()
+            info = images.build(self, self.kind)
+            self.convert_with_containerd()
+            info["build_s"] = time.monotonic() - started
+            images.save(self, self.kind, info, self.storage)
+            log(f"built in {info['build_s']:.0f} s")
+        else:
+            images.restore(self, self.kind, os.path.join(self.work, "registry"))
+            self.start_registry()
+        self.image = info
+        self.expected = info["expected"]
+        self.image["layers"] = {fmt: self.layers(fmt) for fmt in FORMATS}
+        for fmt in FORMATS:
+            sizes = [x["size"] for x in self.image["layers"][fmt]]
+            log(f"{fmt}: {len(sizes)} layers, {sum(sizes) / MIB:.1f} MiB compressed")
 
     # ---- imgfs ------------------------------------------------------------------------------
 
-    def mount(self, fmt, cache, mnt, extra=()):
+    def mount(self, endpoint, fmt, cache, mnt, extra=()):
         os.makedirs(mnt, exist_ok=True)
-        ref = f"{self.proxy}/{REPO}:{fmt}"
-        seconds, _ = self.run([self.imgfs, "mount", "--cache", cache, *extra, ref, mnt],
-                              timeout=300)
+        seconds, _ = self.run([self.imgfs, "mount", "--cache", cache, *extra,
+                               f"{endpoint}/{REPO}:{fmt}", mnt], timeout=600)
         self.mounts[mnt] = daemon_pid(mnt)
         return seconds
 
@@ -339,8 +342,7 @@ class Bench:
 
     def check_file(self, path, rel):
         with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest() if hasattr(
-                hashlib, "file_digest") else sha256_stream(f)
+            digest = sha256_stream(f)
         if digest != self.expected[rel]:
             raise CommandError(f"{path}: content differs from what was written into the image")
 
@@ -355,163 +357,235 @@ class Bench:
         if self.drop_caches_ok is None:
             self.drop_caches_ok = ok
             if not ok:
-                self.notes.append("echo 3 > /proc/sys/vm/drop_caches was refused: sequential "
-                                  "reads ran with a warm page cache on both sides")
+                self.notes.append("echo 3 > /proc/sys/vm/drop_caches was refused: the "
+                                  "'page cache dropped' rows ran with a warm page cache")
 
     # ---- results ------------------------------------------------------------------------
 
-    def add(self, scenario, fmt, metric, unit, imgfs_value, alt_value, alt_what, **detail):
-        ratio = imgfs_value / alt_value if alt_value else None
-        self.results.append({"scenario": scenario, "format": fmt, "metric": metric,
-                             "unit": unit, "imgfs": imgfs_value, "alternative": alt_value,
-                             "alternative_is": alt_what, "ratio": ratio, "detail": detail})
+    def add(self, row, network, fmt, metric, unit, imgfs_runs, alt_runs, alt_what,
+            better="lower", **detail):
+        pairs = [(a, b) for a, b in zip(imgfs_runs, alt_runs)
+                 if a is not None and b not in (None, 0)]
+        ratios = [a / b for a, b in pairs]
+        entry = {"row": row, "network": network, "format": fmt, "metric": metric,
+                 "unit": unit, "better": better,
+                 "imgfs": median(imgfs_runs), "alternative": median(alt_runs),
+                 "alternative_is": alt_what,
+                 "ratio": statistics.median(ratios) if ratios else None,
+                 "ratio_min": min(ratios) if ratios else None,
+                 "ratio_max": max(ratios) if ratios else None,
+                 "imgfs_runs": imgfs_runs, "alternative_runs": alt_runs, "detail": detail}
+        entry["target"] = report.check_target(entry)
+        self.results.append(entry)
+        return entry
 
-    # ---- the scenarios ----------------------------------------------------------------------
+    # ---- network rows ---------------------------------------------------------------------
 
-    def cold(self, fmt):
-        """Scenarios 1, 2 and 5 for one format; leaves cache-<fmt> and oci-<fmt> behind."""
+    def imgfs_cold(self, endpoint, fmt, cache, prefetch, read_all, timeout):
+        """One cold imgfs measurement: (seconds, bytes, requests, daemon VmHWM KiB, timed out)."""
         mnt = os.path.join(self.work, "mnt")
-        small = os.path.join(mnt, SMALL_FILE)
-
-        # 1. imgfs: one small file.
         mark = self.proxy_mark()
-        t_mount = self.mount(fmt, self.mkdir(f"cache-one-{fmt}"), mnt, ["--prefetch", "none"])
-        t_cat, _ = self.run(["cat", small])
-        one_rss = vm_hwm(self.mounts[mnt])
-        self.check_file(small, SMALL_FILE)
-        self.unmount(mnt)
-        one_bytes, one_requests = self.proxy_bytes(mark)
-        shutil.rmtree(os.path.join(self.work, f"cache-one-{fmt}"))
-
-        # 2. imgfs: every file.
-        mark = self.proxy_mark()
-        w_mount = self.mount(fmt, self.mkdir(f"cache-{fmt}"), mnt)
-        w_read, _ = self.shell(f"tar -C {mnt} -cf - . | cat >/dev/null")
-        whole_rss = vm_hwm(self.mounts[mnt])
-        self.unmount(mnt)
-        whole_bytes, whole_requests = self.proxy_bytes(mark)
-
-        # 2b. imgfs: every file, with the whole image fetched in the background as well.
-        mark = self.proxy_mark()
-        a_mount = self.mount(fmt, self.mkdir(f"cache-all-{fmt}"), mnt, ["--prefetch", "all"])
-        a_read, _ = self.shell(f"tar -C {mnt} -cf - . | cat >/dev/null")
-        all_rss = vm_hwm(self.mounts[mnt])
-        self.unmount(mnt)
-        all_bytes, all_requests = self.proxy_bytes(mark)
-        shutil.rmtree(os.path.join(self.work, f"cache-all-{fmt}"))
-
-        # The alternative: a full pull, an unpack, then the same reads.
-        oci = os.path.join(self.work, f"oci-{fmt}")
-        bundle = os.path.join(self.work, f"bundle-{fmt}")
-        pull = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
-        source = f"docker://{self.proxy}/{REPO}:{fmt}"
-        mark = self.proxy_mark()
-        t_skopeo, skopeo_rss = self.run(pull + [source, f"oci:{oci}:bench"])
-        skopeo_bytes, _ = self.proxy_bytes(mark)
-        alt_pull = "skopeo copy + umoci unpack"
+        timed_out = False
+        t_mount = self.mount(endpoint, fmt, cache, mnt, ["--prefetch", prefetch])
         try:
-            t_unpack, umoci_rss = self.run(["umoci", "unpack", "--image", f"{oci}:bench",
-                                            bundle])
+            if read_all:
+                t_read, _ = self.shell(f"tar -C {mnt} -cf - . | cat >/dev/null",
+                                       timeout=timeout)
+            else:
+                t_read = timed_read(os.path.join(mnt, images.SMALL_FILE))
+                self.check_file(os.path.join(mnt, images.SMALL_FILE), images.SMALL_FILE)
+        except CommandTimeout:
+            t_read, timed_out = timeout, True
+        rss = vm_hwm(self.mounts[mnt])
+        self.unmount(mnt)
+        total_bytes, requests = self.proxy_bytes(mark)
+        return t_mount + t_read, total_bytes, requests, rss, timed_out
+
+    def alternative_cold(self, network, fmt, keep):
+        """skopeo copy + umoci unpack + the first file + a read of everything; with `keep`
+        the layout and the tree stay for the warm rows (oci-<fmt>, bundle-<fmt>)."""
+        endpoint = self.endpoints[network]
+        oci = os.path.join(self.work, f"oci-{fmt}" if keep else f"oci-{network}-{fmt}")
+        bundle = os.path.join(self.work, f"bundle-{fmt}" if keep else f"bundle-{network}-{fmt}")
+        shutil.rmtree(oci, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
+        pull = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
+        if fmt in self.gzip_only_umoci:
+            pull += ["--dest-compress", "--dest-compress-format", "gzip"]
+        source = f"docker://{endpoint}/{REPO}:{fmt}"
+        mark = self.proxy_mark()
+        t_pull, rss = self.run(pull + [source, f"oci:{oci}:bench"], timeout=1200)
+        pulled, _ = self.proxy_bytes(mark)
+        try:
+            t_unpack, _ = self.run(["umoci", "unpack", "--image", f"{oci}:bench", bundle],
+                                   timeout=1200)
         except CommandError as e:
-            # umoci before 0.4.8 knows no zstd layers: what a user of it has to do is let
-            # skopeo recompress them to gzip on the way in.
+            if fmt in self.gzip_only_umoci:
+                raise
+            # umoci before 0.4.8 knows no zstd layers: its users let skopeo recompress them
+            # to gzip on the way in.
             self.notes.append(f"umoci cannot unpack the {fmt} image as pulled "
                               f"({str(e).strip().splitlines()[-1].strip()}); its alternative "
-                              "is skopeo copy --dest-compress --dest-compress-format gzip")
+                              "is skopeo copy --dest-compress-format gzip + umoci unpack")
+            self.gzip_only_umoci.add(fmt)
+            return self.alternative_cold(network, fmt, keep)
+        small = os.path.join(bundle, "rootfs", images.SMALL_FILE)
+        t_cat = timed_read(small)
+        self.check_file(small, images.SMALL_FILE)
+        t_all, _ = self.shell(f"tar -C {bundle}/rootfs -cf - . | cat >/dev/null", timeout=1200)
+        if not keep:
             shutil.rmtree(oci)
-            shutil.rmtree(bundle, ignore_errors=True)
-            mark = self.proxy_mark()
-            t_skopeo, skopeo_rss = self.run(pull + ["--dest-compress",
-                                                    "--dest-compress-format", "gzip",
-                                                    source, f"oci:{oci}:bench"])
-            skopeo_bytes, _ = self.proxy_bytes(mark)
-            t_unpack, umoci_rss = self.run(["umoci", "unpack", "--image", f"{oci}:bench",
-                                            bundle])
-            alt_pull = "skopeo copy (to gzip) + umoci unpack"
-        alt_small = os.path.join(bundle, "rootfs", SMALL_FILE)
-        t_alt_cat, _ = self.run(["cat", alt_small])
-        self.check_file(alt_small, SMALL_FILE)
-        t_alt_read, _ = self.shell(f"tar -C {bundle}/rootfs -cf - . | cat >/dev/null")
-        self.bundles[fmt] = bundle
+            shutil.rmtree(bundle)
+        return {"pull": t_pull, "unpack": t_unpack, "cat": t_cat, "read_all": t_all,
+                "bytes": pulled, "rss": rss}
 
-        self.add("one file, cold", fmt, "time", "s", t_mount + t_cat,
-                 t_skopeo + t_unpack + t_alt_cat, alt_pull + " + cat",
-                 imgfs_mount_s=t_mount, imgfs_cat_s=t_cat, skopeo_copy_s=t_skopeo,
-                 umoci_unpack_s=t_unpack, cat_s=t_alt_cat)
-        self.add("one file, cold", fmt, "registry bytes", "B", one_bytes, skopeo_bytes,
-                 "skopeo copy", imgfs_requests=one_requests, imgfs_daemon_vmhwm_kib=one_rss)
-        self.add("whole image, cold", fmt, "time", "s", w_mount + w_read,
-                 t_skopeo + t_unpack + t_alt_read, alt_pull + " + read all",
-                 imgfs_mount_s=w_mount, imgfs_read_all_s=w_read, skopeo_copy_s=t_skopeo,
-                 umoci_unpack_s=t_unpack, read_all_s=t_alt_read)
-        self.add("whole image, cold", fmt, "registry bytes", "B", whole_bytes, skopeo_bytes,
-                 "skopeo copy", imgfs_requests=whole_requests)
-        self.add("whole image, cold", fmt, "peak RSS", "KiB", whole_rss, skopeo_rss,
-                 "skopeo copy", umoci_unpack_kib=umoci_rss)
-        self.add("whole image, cold, --prefetch all", fmt, "time", "s", a_mount + a_read,
-                 t_skopeo + t_unpack + t_alt_read, alt_pull + " + read all",
-                 imgfs_mount_s=a_mount, imgfs_read_all_s=a_read)
-        self.add("whole image, cold, --prefetch all", fmt, "registry bytes", "B", all_bytes,
-                 skopeo_bytes, "skopeo copy", imgfs_requests=all_requests,
-                 imgfs_daemon_vmhwm_kib=all_rss)
-        log(f"{fmt}: one file {t_mount + t_cat:.2f} s / {one_bytes / MIB:.2f} MiB, "
-            f"whole image {w_mount + w_read:.2f} s / {whole_bytes / MIB:.1f} MiB "
-            f"({a_mount + a_read:.2f} s / {all_bytes / MIB:.1f} MiB with --prefetch all); "
-            f"skopeo copy {t_skopeo:.2f} s / {skopeo_bytes / MIB:.1f} MiB, "
-            f"umoci unpack {t_unpack:.2f} s")
+    def cold(self, network, fmt):
+        endpoint = self.endpoints[network]
+        keep = network == "loopback"
+        timeout = 300 if network == "wan" else 600
+        one, whole, every, alt = [], [], [], []
+        for i in range(self.repeat):
+            last = i == self.repeat - 1
+            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+            one.append(self.imgfs_cold(endpoint, fmt, c, "none", False, timeout))
+            shutil.rmtree(c)
+            skip = any(x[4] for x in whole)  # one timeout is enough to know
+            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+            whole.append(None if skip else
+                         self.imgfs_cold(endpoint, fmt, c, "landmark", True, timeout))
+            if keep and last:
+                os.rename(c, os.path.join(self.work, f"cache-{fmt}"))  # the warm rows' cache
+            else:
+                shutil.rmtree(c)
+            skip = any(x[4] for x in every)
+            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+            every.append(None if skip else
+                         self.imgfs_cold(endpoint, fmt, c, "all", True, timeout))
+            shutil.rmtree(c)
+            alt.append(self.alternative_cold(network, fmt, keep and last))
+            w = whole[-1] or (None,) * 5
+            log(f"{network} {fmt} #{i + 1}: first file {one[-1][0]:.2f} s, whole image "
+                f"{fmt_s(w[0])} / {fmt_s(every[-1] and every[-1][0])} with --prefetch all; "
+                f"pull {alt[-1]['pull']:.2f} s + unpack {alt[-1]['unpack']:.2f} s")
+        if network == "loopback":
+            self.unpack_s[fmt] = [a["unpack"] for a in alt]
+        alt_what = ("skopeo copy (to gzip) + umoci unpack" if fmt in self.gzip_only_umoci
+                    else "skopeo copy + umoci unpack")
+        self.add("cold first file", network, fmt, "time", "s", [x[0] for x in one],
+                 [a["pull"] + a["unpack"] + a["cat"] for a in alt], alt_what + " + read",
+                 imgfs_requests=[x[2] for x in one], imgfs_vmhwm_kib=[x[3] for x in one])
+        self.add("cold first file", network, fmt, "registry bytes", "B", [x[1] for x in one],
+                 [a["bytes"] for a in alt], "skopeo copy")
+        for name, runs in (("cold whole image", whole), ("cold whole image, --prefetch all",
+                                                           every)):
+            got = [x for x in runs if x]
+            self.add(name, network, fmt, "time", "s", [x[0] for x in got],
+                     [a["pull"] + a["unpack"] + a["read_all"] for a in alt],
+                     alt_what + " + tar of every file",
+                     timed_out=any(x[4] for x in got), imgfs_requests=[x[2] for x in got],
+                     imgfs_vmhwm_kib=[x[3] for x in got],
+                     pull_s=[a["pull"] for a in alt], unpack_s=[a["unpack"] for a in alt],
+                     read_all_s=[a["read_all"] for a in alt])
+        got = [x for x in whole if x]
+        self.add("cold whole image", network, fmt, "registry bytes", "B",
+                 [x[1] for x in got], [a["bytes"] for a in alt], "skopeo copy")
+        self.add("daemon peak RSS", network, fmt, "peak RSS", "KiB", [x[3] for x in got],
+                 [a["rss"] for a in alt], "skopeo copy (ru_maxrss)",
+                 with_prefetch_all_kib=[x[3] for x in every if x])
+
+    # ---- local rows -------------------------------------------------------------------------
 
     def warm(self, fmt):
-        """Scenario 3: the registry is down, the cache of scenario 2 is full."""
         mnt = os.path.join(self.work, "mnt")
         cache = os.path.join(self.work, f"cache-{fmt}")
-        times, mounts = [], []
-        for _ in range(self.repeat):
-            t_mount = self.mount(fmt, cache, mnt)
-            t_cat, _ = self.run(["cat", os.path.join(mnt, SMALL_FILE)])
-            self.check_file(os.path.join(mnt, SMALL_FILE), SMALL_FILE)
+        bundle = os.path.join(self.work, f"bundle-{fmt}", "rootfs")
+        big, corpus = images.BIG_FILE, images.CORPUS_FILE
+        layer = self.image["layers"][fmt][self.image["corpus_layer"]]
+        blob = self.blob_path(layer["digest"])
+        decoder = LAYER_EXT[fmt]
+        self.shell(f"{decoder} <{blob} | wc -c >{self.work}/layer-size")
+        with open(f"{self.work}/layer-size") as f:
+            layer_bytes = int(f.read())
+        files = regular_files(bundle)
+        m = {k: [] for k in ("remount", "requests", "unpack", "walk", "alt_walk",
+                             "big", "big_pc", "corpus", "corpus_pc", "alt_big", "alt_big_pc",
+                             "alt_corpus", "alt_corpus_pc", "zcat", "rand", "alt_rand")}
+        endpoint = self.proxy
+        for i in range(self.repeat):
+            # Warm remount + first file, then a metadata walk in the same mount.
+            self.drop_caches()
+            mark = self.proxy_mark()
+            t0 = time.perf_counter()
+            self.mount(endpoint, fmt, cache, mnt)
+            timed_read(os.path.join(mnt, images.SMALL_FILE))
+            m["remount"].append(time.perf_counter() - t0)
+            self.check_file(os.path.join(mnt, images.SMALL_FILE), images.SMALL_FILE)
+            self.drop_caches()
+            m["walk"].append(self.walk(mnt))
             self.unmount(mnt)
-            times.append(t_mount + t_cat)
-            mounts.append(t_mount)
-        oci = os.path.join(self.work, f"oci-{fmt}")
-        unpacks = []
-        for n in range(self.repeat):
-            target = os.path.join(self.work, f"warm-bundle-{fmt}-{n}")
-            seconds, _ = self.run(["umoci", "unpack", "--image", f"{oci}:bench", target])
-            unpacks.append(seconds)
-            shutil.rmtree(target)
-        alt = statistics.median(unpacks)
-        self.add("warm mount + one file", fmt, "time", "s", statistics.median(times), alt,
-                 "umoci unpack from the local OCI layout", imgfs_runs_s=times,
-                 imgfs_mount_runs_s=mounts, umoci_unpack_runs_s=unpacks)
-        log(f"{fmt}: warm mount + cat {statistics.median(times) * 1000:.0f} ms, "
-            f"umoci unpack {alt:.2f} s")
+            m["requests"].append(self.proxy_bytes(mark)[1])
+            self.drop_caches()
+            m["alt_walk"].append(self.walk(bundle))
+            # Sequential reads: from the store (page cache dropped), then again (cached).
+            for rel, key in ((big, "big"), (corpus, "corpus")):
+                self.mount(endpoint, fmt, cache, mnt)
+                self.drop_caches()
+                m[key].append(timed_read(os.path.join(mnt, rel)))
+                m[key + "_pc"].append(timed_read(os.path.join(mnt, rel)))
+                if i == 0:
+                    self.check_file(os.path.join(mnt, rel), rel)
+                self.unmount(mnt)
+                self.drop_caches()
+                m["alt_" + key].append(timed_read(os.path.join(bundle, rel)))
+                m["alt_" + key + "_pc"].append(timed_read(os.path.join(bundle, rel)))
+            self.drop_caches()
+            m["zcat"].append(self.shell(f"{decoder} <{blob} >/dev/null")[0])
+            # Random 4 KiB reads, the same offsets on both sides.
+            self.mount(endpoint, fmt, cache, mnt)
+            self.drop_caches()
+            m["rand"].append(random_reads(mnt, files, seed=i))
+            self.unmount(mnt)
+            self.drop_caches()
+            m["alt_rand"].append(random_reads(bundle, files, seed=i))
+        # The alternative is the unpack step of the loopback cold rows' alternative: umoci
+        # unpack of the layout skopeo just wrote, repetition by repetition.
+        self.add("warm remount + first file", "local", fmt, "time", "s", m["remount"],
+                 self.unpack_s[fmt], "umoci unpack from the local OCI layout",
+                 registry_requests=m["requests"])
+        sizes = {big: os.path.getsize(os.path.join(bundle, big)),
+                 corpus: os.path.getsize(os.path.join(bundle, corpus))}
 
-    def throughput(self, fmt):
-        """Scenario 4: 64 MiB sequentially, warm imgfs cache vs the unpacked tree."""
-        mnt = os.path.join(self.work, "mnt")
-        cache = os.path.join(self.work, f"cache-{fmt}")
-        imgfs_runs, alt_runs = [], []
-        for _ in range(self.repeat):
-            self.mount(fmt, cache, mnt)
-            self.drop_caches()
-            seconds, _ = self.run(["cat", os.path.join(mnt, BIG_FILE)])
-            imgfs_runs.append(seconds)
-            self.unmount(mnt)
-        self.mount(fmt, cache, mnt)
-        self.check_file(os.path.join(mnt, BIG_FILE), BIG_FILE)
-        self.unmount(mnt)
-        bundle = self.bundles[fmt]
-        for _ in range(self.repeat):
-            self.drop_caches()
-            seconds, _ = self.run(["cat", os.path.join(bundle, "rootfs", BIG_FILE)])
-            alt_runs.append(seconds)
-        t_imgfs = statistics.median(imgfs_runs)
-        t_alt = statistics.median(alt_runs)
-        self.add("sequential read 64 MiB, warm", fmt, "time", "s", t_imgfs, t_alt,
-                 "cat from the unpacked tree", imgfs_mib_s=64 / t_imgfs, cat_mib_s=64 / t_alt,
-                 imgfs_runs_s=imgfs_runs, cat_runs_s=alt_runs,
-                 page_cache_dropped=self.drop_caches_ok)
-        log(f"{fmt}: 64 MiB through imgfs {64 / t_imgfs:.0f} MiB/s, cat {64 / t_alt:.0f} MiB/s")
+        def mibs(rel, runs):
+            return [sizes[rel] / MIB / t for t in runs]
+
+        for rel, key, what in ((big, "big", "64 MiB random"),
+                               (corpus, "corpus", f"{sizes[corpus] // MIB} MiB compressible")):
+            self.add(f"sequential read, store, {what}", "local", fmt, "throughput", "MiB/s",
+                     mibs(rel, m[key]), mibs(rel, m["alt_" + key]),
+                     "cat from the unpacked tree (local disk)", better="higher",
+                     page_cache_dropped=self.drop_caches_ok)
+            if key == "corpus":
+                self.add(f"sequential read, store, {what}, vs zcat", "local", fmt,
+                         "throughput", "MiB/s", mibs(rel, m[key]),
+                         [layer_bytes / MIB / t for t in m["zcat"]],
+                         f"{decoder} of layer {self.image['corpus_layer'] + 1} "
+                         f"({layer['size'] / MIB:.0f} MiB -> {layer_bytes / MIB:.0f} MiB)",
+                         better="higher")
+            self.add(f"sequential read, page cache, {what}", "local", fmt, "throughput",
+                     "MiB/s", mibs(rel, m[key + "_pc"]), mibs(rel, m["alt_" + key + "_pc"]),
+                     "the unpacked tree's file in the page cache", better="higher")
+        self.add("metadata walk", "local", fmt, "time", "s", m["walk"], m["alt_walk"],
+                 f"the same walk of the unpacked tree ({len(files)} files >= 4 KiB)")
+        self.add("random 4 KiB reads", "local", fmt, "reads/s", "1/s", m["rand"],
+                 m["alt_rand"], "the unpacked tree", better="higher")
+        log(f"{fmt}: warm remount + first file {median(m['remount']) * 1000:.0f} ms "
+            f"({max(m['requests'])} registry requests); 64 MiB from the store "
+            f"{median(mibs(big, m['big'])):.0f} MiB/s vs disk "
+            f"{median(mibs(big, m['alt_big'])):.0f} MiB/s; walk "
+            f"{median(m['walk']) * 1000:.0f} ms vs {median(m['alt_walk']) * 1000:.0f} ms")
+
+    def walk(self, top):
+        return self.run(["find", top, "-printf", "%s %u %m %T@\n"], timeout=600)[0]
 
     # ---- report -------------------------------------------------------------------------------
 
@@ -531,6 +605,7 @@ class Bench:
         # The binary is not rebuilt when present: its time tells whether it matches the tree.
         info["imgfs_binary_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%S",
                                                    time.localtime(os.path.getmtime(self.imgfs)))
+        info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         for tool, argv in (("source_commit", ["git", "-C", self.root, "rev-parse", "--short",
                                               "HEAD"]),
                            ("skopeo", ["skopeo", "--version"]),
@@ -542,91 +617,100 @@ class Bench:
                 pass
         return info
 
-    def report(self, machine, started):
-        machine["loadavg_1m_end"] = os.getloadavg()[0]
-        # Grouped by scenario, in the order of the docstring, formats in FORMATS order.
-        order = []
-        for r in self.results:
-            if r["scenario"] not in order:
-                order.append(r["scenario"])
-        order.sort(key=lambda s: (SCENARIO_ORDER.index(s) if s in SCENARIO_ORDER else 99))
-        self.results.sort(key=lambda r: (order.index(r["scenario"]),
-                                         FORMATS.index(r["format"])))
-        document = {"machine": machine, "image": self.image_info,
-                    "duration_s": time.monotonic() - started, "results": self.results,
-                    "notes": self.notes}
-        with open(self.json_path, "w") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-        print()
-        print(format_table(self.results))
-        for note in self.notes:
-            print(f"note: {note}")
-        print(f"\nmachine: {machine.get('cpus')} CPUs ({machine.get('cpu', '?')}), "
-              f"load {machine['loadavg_1m']:.2f} at start, {machine['loadavg_1m_end']:.2f} "
-              f"at end; ratio = imgfs / alternative (below 1: imgfs is faster or smaller)")
-        print(f"JSON: {self.json_path}")
-
     def main(self):
         started = time.monotonic()
         machine = self.machine()
-        self.bundles = {}
-        print("-- registry, proxy and image", flush=True)
-        self.start_registry()
-        self.start_proxy()
-        self.build_image()
-        self.convert_with_containerd()
-        self.image_info["layers"] = {fmt: self.layer_sizes(fmt) for fmt in FORMATS}
-        for fmt in FORMATS:
-            sizes = self.image_info["layers"][fmt]
-            log(f"{fmt}: {len(sizes)} layers, {sum(s for _, s in sizes) / MIB:.1f} MiB "
-                f"compressed")
-        print("-- cold: one file, whole image, peak RSS", flush=True)
-        for fmt in FORMATS:
-            self.cold(fmt)
-        print("-- registry stopped; warm mounts", flush=True)
-        self.stop_background("proxy")
-        self.stop_background("registry")
-        for fmt in FORMATS:
-            self.warm(fmt)
-        print("-- sequential read of a 64 MiB file", flush=True)
-        for fmt in FORMATS:
-            self.throughput(fmt)
-        self.report(machine, started)
+        print(f"-- the {self.kind} image", flush=True)
+        self.prepare_image()
+        self.start_proxies()
+        for network in self.networks:
+            formats = FORMATS if network == "loopback" else [
+                f for f in FORMATS if f in self.wan_formats]
+            print(f"-- cold rows on {network}"
+                  + (f" ({self.rtt_ms:g} ms, {self.mbit:g} Mbit/s)" if network == "wan" else ""),
+                  flush=True)
+            for fmt in formats:
+                self.cold(network, fmt)
+        if "loopback" in self.networks:
+            print("-- warm rows", flush=True)
+            for fmt in FORMATS:
+                self.warm(fmt)
+        machine["loadavg_1m_end"] = os.getloadavg()[0]
+        image = {k: v for k, v in self.image.items() if k != "expected"}
+        document = {"machine": machine, "image": image, "repeat": self.repeat,
+                    "wan": {"rtt_ms": self.rtt_ms, "mbit": self.mbit},
+                    "duration_s": time.monotonic() - started, "results": self.results,
+                    "notes": self.notes}
+        with open(self.json_path, "w") as f:
+            json.dump(document, f, indent=1)
+            f.write("\n")
+        print()
+        print(report.text_table(document))
+        print(f"\nJSON: {self.json_path}; {document['duration_s'] / 60:.1f} min")
 
 
 # ---- helpers ------------------------------------------------------------------------------
 
 
-def format_table(results):
-    def value(v, unit):
-        if v is None:
-            return "n/a"
-        if unit == "s":
-            return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
-        if unit == "B":
-            return f"{v / MIB:.2f} MiB" if v < 10 * MIB else f"{v / MIB:.1f} MiB"
-        if unit == "KiB":
-            return f"{v / 1024:.1f} MiB"
-        return str(v)
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
 
-    rows = [("scenario", "format", "metric", "imgfs", "alternative", "ratio", "alternative is")]
-    for r in results:
-        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        imgfs = value(r["imgfs"], r["unit"])
-        alt = value(r["alternative"], r["unit"])
-        if r["scenario"].startswith("sequential"):
-            imgfs += f" ({r['detail']['imgfs_mib_s']:.0f} MiB/s)"
-            alt += f" ({r['detail']['cat_mib_s']:.0f} MiB/s)"
-        rows.append((r["scenario"], r["format"], r["metric"], imgfs, alt, ratio,
-                     r["alternative_is"]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+
+def fmt_s(v):
+    return "n/a" if v is None else f"{v:.2f} s"
+
+
+def timed_read(path):
+    """Seconds to read the whole file in 1 MiB reads (in this process: no exec to time)."""
+    buf = bytearray(MIB)
+    view = memoryview(buf)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.readv(fd, [view]) > 0:
+            pass
+    finally:
+        os.close(fd)
+    return time.perf_counter() - start
+
+
+def regular_files(top):
+    out = []
+    for dirpath, dnames, fnames in os.walk(top):
+        dnames.sort()
+        for n in sorted(fnames):
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if (st.st_mode & 0o170000) == 0o100000 and st.st_size >= 4096:
+                out.append((os.path.relpath(p, top), st.st_size))
+    return out
+
+
+def random_reads(top, files, seed, limit=4000, seconds=2.0):
+    """Reads/s of 4 KiB preads at aligned offsets chosen by bytes over `files`."""
+    rng = random.Random(seed)
+    weights = [s for _, s in files]
+    picks = rng.choices(range(len(files)), weights=weights, k=limit)
+    fds = {}
+    count = 0
+    start = time.perf_counter()
+    try:
+        for idx in picks:
+            rel, size = files[idx]
+            fd = fds.get(idx)
+            if fd is None:
+                fd = fds[idx] = os.open(os.path.join(top, rel), os.O_RDONLY)
+            offset = rng.randrange(0, max(1, size // 4096)) * 4096
+            os.pread(fd, 4096, offset)
+            count += 1
+            if time.perf_counter() - start > seconds:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return count / elapsed
 
 
 def stop_process(proc):
@@ -729,8 +813,16 @@ def main():
     parser.add_argument("--imgfs", required=True)
     parser.add_argument("--work", required=True)
     parser.add_argument("--json", required=True)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--image", choices=sorted(images.VERSIONS), default="bookworm")
+    parser.add_argument("--networks", default="loopback,wan")
+    parser.add_argument("--wan-formats", default="estargz,zstdchunked")
+    parser.add_argument("--wan-rtt-ms", type=float, default=20.0)
+    parser.add_argument("--wan-mbit", type=float, default=100.0)
+    parser.add_argument("--build-only", action="store_true",
+                        help="build and cache the image, measure nothing")
     args = parser.parse_args()
+
     def terminate(*_):
         print("scripts/bench: interrupted; unmounting and stopping what it started",
               file=sys.stderr, flush=True)
@@ -739,7 +831,10 @@ def main():
     signal.signal(signal.SIGTERM, terminate)
     bench = Bench(args)
     try:
-        bench.main()
+        if args.build_only:
+            bench.prepare_image()
+        else:
+            bench.main()
     except CommandError as e:
         print(f"scripts/bench: {e}", file=sys.stderr)
         return 1
