@@ -606,8 +606,12 @@ class Bench:
         info["imgfs_binary_mtime"] = time.strftime("%Y-%m-%dT%H:%M:%S",
                                                    time.localtime(os.path.getmtime(self.imgfs)))
         info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        # code_commit: the last commit that changed anything but scripts/ and the docs.
         for tool, argv in (("source_commit", ["git", "-C", self.root, "rev-parse", "--short",
                                               "HEAD"]),
+                           ("code_commit", ["git", "-C", self.root, "log", "-1", "--format=%h",
+                                            "--", ".", ":!scripts", ":!docs",
+                                            ":!README.md"]),
                            ("skopeo", ["skopeo", "--version"]),
                            ("umoci", ["umoci", "--version"])):
             try:

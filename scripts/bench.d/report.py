@@ -129,7 +129,7 @@ def markdown(doc):
     m, img = doc["machine"], doc["image"]
     layers = img["layers"]
     lines = [BEGIN, "",
-             f"Run of {m.get('date', '?')}: imgfs at {m.get('source_commit', '?')} (binary "
+             f"Run of {m.get('date', '?')}: imgfs at {m.get('code_commit') or m.get('source_commit', '?')} (binary "
              f"built {m.get('imgfs_binary_mtime', '?')}), {m.get('cpus')} CPUs "
              f"({m.get('cpu', '?')}), {m.get('memory_kib', 0) / 1024 / 1024:.0f} GiB RAM, "
              f"Linux {m.get('kernel', '?')}; {m.get('skopeo', '')}, "
@@ -193,7 +193,7 @@ set xrange [0.0005:20]
 set yrange [-1:{len(rows)}]
 set grid xtics
 set xlabel "imgfs / alternative (log scale; ↓ rows: lower is better, ↑ rows: higher is better)"
-set title "scripts/bench: {doc['image']['kind']} image, imgfs at {doc['machine'].get('source_commit', '?')}, {doc['repeat']} repetitions (median, min–max)"
+set title "scripts/bench: {doc['image']['kind']} image, imgfs at {doc['machine'].get('code_commit') or doc['machine'].get('source_commit', '?')}, {doc['repeat']} repetitions (median, min–max)"
 set arrow from 1,-1 to 1,{len(rows)} nohead lc rgb "black" dt 2
 set key outside top center horizontal
 set ytics () scale 0
