@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -47,8 +48,8 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 // NO_PROXY is not applied, so call it only when a proxy has answered.
 std::string ProxyFromEnv(const std::string& scheme) {
   std::string upper = scheme == "https" ? "HTTPS_PROXY" : "HTTP_PROXY";
-  for (const std::string& name : {scheme + "_proxy", upper, std::string("all_proxy"),
-                                  std::string("ALL_PROXY")}) {
+  for (const std::string& name :
+       {scheme + "_proxy", upper, std::string("all_proxy"), std::string("ALL_PROXY")}) {
     if (const char* p = std::getenv(name.c_str()); p != nullptr && *p != '\0') return p;
   }
   return "";
@@ -101,11 +102,17 @@ namespace {
 
 // What one Perform call shares with curl's callbacks.
 struct Exchange {
-  const HttpRequest* request;
-  HttpResponse* response;
+  const HttpRequest* request = nullptr;
+  HttpResponse* response = nullptr;
   std::vector<std::string> extra_ca_files;
   // Set by a callback that caught an exception; the transfer is aborted and this returned.
   Status callback_error;
+  // No byte moved for this long aborts the transfer. curl's own low-speed check averages
+  // over several seconds, so after a burst it notices silence seconds late.
+  std::chrono::seconds stall_timeout{0};
+  curl_off_t moved = -1;  // bytes received and sent at the last progress
+  std::chrono::steady_clock::time_point moved_at;
+  bool stalled = false;
 };
 
 // Runs `body` for a curl callback; an exception becomes ex->callback_error and `on_throw`.
@@ -178,10 +185,19 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* user) {
   });
 }
 
-int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) noexcept {
+int OnProgress(void* user, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) noexcept {
   auto* ex = static_cast<Exchange*>(user);
   const std::atomic<bool>* cancel = ex->request->cancel;
-  return cancel != nullptr && cancel->load(std::memory_order_relaxed) ? 1 : 0;
+  if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) return 1;
+  const auto now = std::chrono::steady_clock::now();
+  if (dlnow + ulnow != ex->moved) {
+    ex->moved = dlnow + ulnow;
+    ex->moved_at = now;
+  } else if (ex->stall_timeout.count() > 0 && now - ex->moved_at >= ex->stall_timeout) {
+    ex->stalled = true;
+    return 1;
+  }
+  return 0;
 }
 
 CURLcode OnSslContext(CURL*, void* ssl_ctx, void* user) {
@@ -250,7 +266,9 @@ class CurlTransport : public HttpTransport {
     Lease lease(this);
     CURL* h = lease.get();
     if (h == nullptr) return Status::Internal("curl_easy_init failed");
-    Exchange ex{&request, response, {}, Status::Ok()};
+    Exchange ex;
+    ex.request = &request;
+    ex.response = response;
     char errbuf[CURL_ERROR_SIZE] = {0};
     SlistPtr headers;
     for (const std::string& line : request.headers) {
@@ -274,11 +292,10 @@ class CurlTransport : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
-    if (request.cancel != nullptr) {
-      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &OnProgress);
-      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
-      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    }
+    ex.stall_timeout = std::chrono::seconds(options_.stall_timeout_s);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     if (request.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (request.method == "POST") {
@@ -323,6 +340,10 @@ class CurlTransport : public HttpTransport {
     if (rc == CURLE_OK) return Status::Ok();
     if (rc == CURLE_WRITE_ERROR && (response->stopped_by_sink || response->truncated)) {
       return Status::Ok();
+    }
+    if (rc == CURLE_ABORTED_BY_CALLBACK && ex.stalled) {
+      return Status::Unavailable("transfer stalled (no data for " +
+                                 std::to_string(options_.stall_timeout_s) + " s)");
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable("transfer cancelled");
     std::string message = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc);

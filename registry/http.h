@@ -11,7 +11,8 @@
 // presents the client certificate found there, honours
 // http(s)_proxy / HTTP(S)_PROXY / no_proxy except for loopback hosts (never proxied, as in Go),
 // and uses a 15 s connect timeout and a stall timeout (CurlTransportOptions: a transfer slower
-// than 1 KiB/s for 30 s fails), no overall timeout: a 10 GiB layer may take an hour.
+// than 1 KiB/s for 30 s, or that moves no byte for 30 s, fails), no overall timeout: a 10 GiB
+// layer may take an hour.
 //
 // Exceptions never cross curl: a sink that throws ends its transfer with kInternal carrying
 // the exception's text. Handles and header lists are owned by RAII types.
@@ -77,8 +78,9 @@ struct CurlTransportOptions {
   // "" disables the lookup.
   std::string certs_dir = "/etc/docker/certs.d:/etc/containers/certs.d";
   // A transfer that moves fewer than stall_bytes_per_s bytes per second for stall_timeout_s
-  // seconds in a row fails (kUnavailable "... stalled ..."): a registry that goes silent
-  // mid-body costs at most this long per attempt.
+  // seconds in a row (curl's average), or no byte at all for stall_timeout_s seconds, fails
+  // (kUnavailable "... stalled ..."): a registry that goes silent mid-body costs at most
+  // about this long (progress is checked once a second) per attempt.
   int stall_timeout_s = 30;
   int stall_bytes_per_s = 1024;
 };

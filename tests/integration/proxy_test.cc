@@ -46,9 +46,9 @@ class TinyProxy {
                          "LogFile \"" +
                          proxy->log_path() + "\"\nAllow 127.0.0.1\n" + extra;
     IMGFS_RETURN_IF_ERROR(WriteFile(proxy->dir_.Sub("tinyproxy.conf"), config));
-    IMGFS_RETURN_IF_ERROR(proxy->process_.Start(
-        {"tinyproxy", "-d", "-c", proxy->dir_.Sub("tinyproxy.conf")}, proxy->dir_.Sub("stdout"),
-        proxy->dir_.Sub("stderr")));
+    IMGFS_RETURN_IF_ERROR(
+        proxy->process_.Start({"tinyproxy", "-d", "-c", proxy->dir_.Sub("tinyproxy.conf")},
+                              proxy->dir_.Sub("stdout"), proxy->dir_.Sub("stderr")));
     if (!WaitUntil([&] { return PortAcceptsConnections(proxy->port_); }, 10)) {
       auto err = ReadFile(proxy->dir_.Sub("stderr"));
       return Status::Unavailable("tinyproxy did not listen on 127.0.0.1:" +
@@ -171,9 +171,9 @@ TEST_F(ProxyTest, HttpsRegistryThroughHttpsProxy) {
   auto proxy = TinyProxy::Start();
   ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
   const std::string host = world->tls_registry->host();
-  ASSERT_NO_FATAL_FAILURE(MountAndCompare(
-      world->tls_image, TlsArgs(),
-      {{"HTTPS_PROXY", (*proxy)->url()}, {"NO_PROXY", ""}, {"no_proxy", ""}}));
+  ASSERT_NO_FATAL_FAILURE(
+      MountAndCompare(world->tls_image, TlsArgs(),
+                      {{"HTTPS_PROXY", (*proxy)->url()}, {"NO_PROXY", ""}, {"no_proxy", ""}}));
   std::vector<std::string> relayed = (*proxy)->RequestsFor(host);
   ASSERT_FALSE(relayed.empty()) << "tinyproxy relayed nothing for " << host;
   for (const std::string& line : relayed) EXPECT_THAT(line, HasSubstr("CONNECT " + host));
@@ -194,10 +194,10 @@ TEST_F(ProxyTest, NoProxyCoveringTheRegistryGoesDirect) {
   // The address itself, and (curl's reading, as Go's) a CIDR range covering it.
   for (const std::string& no_proxy : {address, std::string("example.com, 10.192.0.0/10")}) {
     SCOPED_TRACE("NO_PROXY=" + no_proxy);
-    ASSERT_NO_FATAL_FAILURE(MountAndCompare(
-        world->tls_image, TlsArgs(),
-        {{"HTTPS_PROXY", (*proxy)->url()}, {"HTTP_PROXY", (*proxy)->url()},
-         {"NO_PROXY", no_proxy}}));
+    ASSERT_NO_FATAL_FAILURE(MountAndCompare(world->tls_image, TlsArgs(),
+                                            {{"HTTPS_PROXY", (*proxy)->url()},
+                                             {"HTTP_PROXY", (*proxy)->url()},
+                                             {"NO_PROXY", no_proxy}}));
     EXPECT_EQ(Joined((*proxy)->RequestsFor(address)), "");
   }
 }
@@ -206,9 +206,9 @@ TEST_F(ProxyTest, PlainHttpRegistryThroughHttpProxy) {
   auto proxy = TinyProxy::Start();
   ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
   const std::string host = world->http_registry->host();
-  ASSERT_NO_FATAL_FAILURE(MountAndCompare(
-      world->http_image, {"--insecure-registry", host},
-      {{"HTTP_PROXY", (*proxy)->url()}, {"NO_PROXY", ""}, {"no_proxy", ""}}));
+  ASSERT_NO_FATAL_FAILURE(
+      MountAndCompare(world->http_image, {"--insecure-registry", host},
+                      {{"HTTP_PROXY", (*proxy)->url()}, {"NO_PROXY", ""}, {"no_proxy", ""}}));
   std::vector<std::string> relayed = (*proxy)->RequestsFor(host);
   std::string all = Joined(relayed);
   EXPECT_THAT(all, HasSubstr("GET http://" + host + "/v2/proxied/app/manifests/v1"));

@@ -78,9 +78,26 @@ Status BlobProxy::ClearFlips() {
   return WriteControl();
 }
 
-Status BlobProxy::SetFault(const std::string& path_part, Fault fault, uint64_t after) {
+Status BlobProxy::SetFault(const std::string& path_part, Fault fault, uint64_t after, int times) {
   const char* mode = fault == Fault::kStall ? "stall" : fault == Fault::kCut ? "cut" : "endless";
-  faults_ = nlohmann::json::array({{{"path", path_part}, {"mode", mode}, {"after", after}}}).dump();
+  faults_ = nlohmann::json::array({{{"path", path_part},
+                                    {"mode", mode},
+                                    {"after", after},
+                                    {"times", times},
+                                    {"id", ++fault_id_}}})
+                .dump();
+  return WriteControl();
+}
+
+Status BlobProxy::SetStatusFault(const std::string& path_part, int status, int times,
+                                 int retry_after_s) {
+  faults_ = nlohmann::json::array({{{"path", path_part},
+                                    {"mode", "status"},
+                                    {"status", status},
+                                    {"times", times},
+                                    {"retry_after", retry_after_s},
+                                    {"id", ++fault_id_}}})
+                .dump();
   return WriteControl();
 }
 

@@ -10,8 +10,10 @@
 // Faults: SetFlip() makes every later response body that carries byte OFFSET of blob DIGEST
 // carry it with its lowest bit inverted; ClearFlips() returns to pass-through. SetFault()
 // makes GET responses whose path contains a string stall, break off or run on without end
-// (a registry that goes silent, truncates, or sends an over-long body); ClearFaults() ends
-// that. Paging:
+// (a registry that goes silent, truncates, or sends an over-long body); SetStatusFault()
+// answers them with an HTTP error (503, 429 with Retry-After, or a 401 that refuses the
+// client's token); either for the next N matching requests or for all; ClearFaults() ends
+// that (one fault is active at a time). Paging:
 // SetTagsPageSize(n) makes tags lists come in pages of at most n tags linked by Link headers,
 // as Docker Hub serves them (the test registry sends one page). All take effect for requests
 // that start after they return (a control file the proxy re-reads per request).
@@ -42,7 +44,7 @@ struct ProxiedRequest {
   int64_t start = -1;         // blob offset of the body's first byte; -1 when not a blob body
   bool flipped = false;       // a bit of this body was inverted
   bool aborted = false;       // the client went away before the body was complete
-  std::string fault;          // the SetFault mode applied ("stall", "cut", "endless"), else ""
+  std::string fault;          // the fault applied ("stall", "cut", "endless", "status"), else ""
   std::string authorization;  // the request's Authorization header, "" when none
   // This line marks the start of a stall (an extra line; the request's own comes at its end).
   bool stalled = false;
@@ -76,8 +78,15 @@ class BlobProxy {
     kCut,      // `after` body bytes, then the connection is closed
     kEndless,  // the body without Content-Length, then zeros without end
   };
-  // Applies `fault` to GET responses whose path contains `path_part` (e.g. a digest).
-  Status SetFault(const std::string& path_part, Fault fault, uint64_t after = 0);
+  // Applies `fault` to GET responses whose path contains `path_part` (e.g. a digest): to the
+  // next `times` of them, or to all when `times` is 0.
+  Status SetFault(const std::string& path_part, Fault fault, uint64_t after = 0, int times = 0);
+  // Answers the next `times` GETs whose path contains `path_part` (all when 0) with HTTP
+  // `status` and, when `retry_after_s` > 0, Retry-After. The registry is not asked, except for
+  // 401: that is the registry's own answer to the request sent without its Authorization,
+  // so it carries the registry's challenge, as when a token has expired.
+  Status SetStatusFault(const std::string& path_part, int status, int times = 0,
+                        int retry_after_s = 0);
   Status ClearFaults();
 
   // True once a response has begun a kStall silence, within `seconds`.
@@ -100,6 +109,7 @@ class BlobProxy {
   std::string faults_ = "[]";  // the control file's "faults", as JSON
   int tags_page_size_ = 0;
   std::string redirect_blobs_;
+  int fault_id_ = 0;  // tells the proxy a new fault from the last one (for `times`)
 };
 
 // Bytes of blob bodies per blob digest, over `requests`.

@@ -21,8 +21,14 @@ inverted in every response body that carries it; and {"faults": [{"path": S, "mo
            own line at its end);
   cut      N body bytes are sent, then the connection is closed (a truncated body);
   endless  the body is sent without Content-Length and followed by zeros without end (an
-           over-long body), until the client goes away.
-A missing or empty file means pass-through.
+           over-long body), until the client goes away;
+  status   the request is answered with HTTP "status" (an error body as registries send it,
+           and "Retry-After" when the fault has "retry_after"), without asking the registry;
+           401 is the registry's own answer to the request without its Authorization (so it
+           carries the registry's Bearer challenge): the token is refused, as when it expired.
+A fault with "times": N applies to the first N requests it matches only (each fault has an
+"id" under which the proxy counts them); without it, to every one. A missing or empty file
+means pass-through.
 
 Redirects: with {"redirect_blobs": "http://127.0.0.1:PORT"} in the control file, GET and
 HEAD of /v2/<repo>/blobs/<digest> are answered 307 with Location: that origin + the path,
@@ -75,6 +81,8 @@ class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.control_path = control_path
         self.log_lock = threading.Lock()
         self.log = open(log_path, "a", buffering=1)
+        self.fault_lock = threading.Lock()
+        self.fault_uses = {}  # fault id -> requests it was applied to
 
     def control(self):
         if not self.control_path:
@@ -93,8 +101,16 @@ class Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
     def fault(self, path):
         for x in self.control().get("faults", []):
-            if x.get("path", "") in path:
-                return x
+            if x.get("path", "") not in path:
+                continue
+            times = int(x.get("times", 0) or 0)
+            if times > 0:
+                with self.fault_lock:
+                    used = self.fault_uses.get(x.get("id"), 0)
+                    if used >= times:
+                        continue
+                    self.fault_uses[x.get("id")] = used + 1
+            return x
         return None
 
     def record(self, entry):
@@ -140,6 +156,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.log_entry(entry)
             return
+        fault = server.fault(self.path) if self.command == "GET" else None
+        mode = fault["mode"] if fault else ""
+        if mode == "status" and int(fault.get("status", 0)) != 401:
+            self.answer_status(entry, fault)
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
@@ -150,8 +171,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             upstream.putrequest(self.command, self.path, skip_host=True,
                                 skip_accept_encoding=True)
             for key, value in self.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    upstream.putheader(key, value)
+                if key.lower() in HOP_BY_HOP:
+                    continue
+                if mode == "status" and key.lower() == "authorization":
+                    continue  # the 401 fault: the registry refuses the request
+                upstream.putheader(key, value)
             upstream.endheaders(body)
             resp = upstream.getresponse()
             entry["status"] = resp.status
@@ -163,8 +187,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     cr = CONTENT_RANGE.match(resp.getheader("Content-Range", ""))
                     entry["start"] = int(cr.group(1)) if cr else -1
             flips = server.flips(entry["digest"]) if entry["start"] >= 0 else []
-            fault = server.fault(self.path) if self.command == "GET" else None
-            mode = fault["mode"] if fault else ""
             after = int(fault.get("after", 0)) if fault else -1
             if mode:
                 entry["fault"] = mode
@@ -242,6 +264,35 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
         except (BrokenPipeError, ConnectionResetError, OSError) as e:
+            entry["aborted"] = True
+            entry["error"] = str(e)
+            self.close_connection = True
+        finally:
+            self.log_entry(entry)
+
+    def answer_status(self, entry, fault):
+        """The "status" fault: an error answer of the proxy's own."""
+        status = int(fault["status"])
+        codes = {429: "TOOMANYREQUESTS", 503: "UNAVAILABLE"}
+        body = json.dumps({"errors": [{"code": codes.get(status, "UNKNOWN"),
+                                       "message": "injected by the test's fault proxy"}]})
+        data = body.encode()
+        entry["status"] = status
+        entry["fault"] = "status"
+        try:
+            if self.headers.get("Content-Length"):
+                self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response_only(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if fault.get("retry_after"):
+                self.send_header("Retry-After", str(fault["retry_after"]))
+            self.end_headers()
+            entry["bytes"] = len(data)
+            self.log_entry(entry)
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError as e:
             entry["aborted"] = True
             entry["error"] = str(e)
             self.close_connection = True

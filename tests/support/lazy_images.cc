@@ -193,4 +193,34 @@ Status BuildBigImage(const OciLayout& layout, const std::string& tag, const std:
   return Status::Ok();
 }
 
+std::string TwoLayerFileContent(const std::string& name) {
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (char c : name) x = (x ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  std::string out(kTwoLayerFileSize, '\0');
+  for (char& c : out) {  // xorshift64
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    c = static_cast<char>(x);
+  }
+  return out;
+}
+
+Status BuildTwoLayerImage(const OciLayout& layout, const std::string& tag,
+                          const std::string& work) {
+  IMGFS_RETURN_IF_ERROR(layout.NewImage(tag));
+  for (const std::string dir : {"one", "two"}) {
+    const std::string bundle = work + "/two-layer-bundle-" + dir;
+    IMGFS_RETURN_IF_ERROR(layout.Unpack(tag, bundle));
+    IMGFS_RETURN_IF_ERROR(MakeDirs(bundle + "/rootfs/" + dir));
+    for (int i = 0; i < kTwoLayerFilesPerLayer; ++i) {
+      std::string name = dir + "/f" + std::to_string(i) + ".bin";
+      IMGFS_RETURN_IF_ERROR(WriteFile(bundle + "/rootfs/" + name, TwoLayerFileContent(name)));
+    }
+    IMGFS_RETURN_IF_ERROR(layout.Repack(tag, bundle));
+    RemoveTree(bundle);
+  }
+  return Status::Ok();
+}
+
 }  // namespace imgfs::test

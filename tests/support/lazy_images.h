@@ -84,4 +84,15 @@ Status BuildBigImage(const OciLayout& layout, const std::string& tag, const std:
 // The content BuildBigImage gives etc/hello.txt.
 std::string BigImageHelloText();
 
+// A small image for lazy reads under faults and mirrors, two layers made by umoci:
+//   1  one/f0.bin .. one/f5.bin
+//   2  two/f0.bin .. two/f5.bin
+// each kTwoLayerFileSize incompressible bytes (TwoLayerFileContent(name), fixed per name), so
+// that converted to eStargz each file is a chunk of its own and each layer blob (about
+// 1.8 MiB) is far bigger than what a mount reads of its tail.
+inline constexpr uint64_t kTwoLayerFileSize = 300 * 1024 + 11;
+inline constexpr int kTwoLayerFilesPerLayer = 6;
+Status BuildTwoLayerImage(const OciLayout& layout, const std::string& tag, const std::string& work);
+std::string TwoLayerFileContent(const std::string& name);
+
 }  // namespace imgfs::test
