@@ -1,14 +1,19 @@
 // Mirrors and the config files, against real parts: docker-registry in proxy mode
 // (distribution's pull-through cache, `proxy: remoteurl:`) as the configured mirror of the
-// test registry, and `imgfs info` reading a config.toml and a registries.conf.
+// test registry, for a gzip image and for an eStargz one read lazily (counted at a BlobProxy
+// between imgfs and the mirror), and `imgfs info` reading a config.toml and a
+// registries.conf.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <memory>
 
+#include "tests/support/blob_proxy.h"
+#include "tests/support/containerd.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
+#include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_world.h"
@@ -101,6 +106,65 @@ TEST_F(MirrorTest, ColdMountReadsEverythingThroughThePullThroughMirrorThenFallsB
   TreeDiff diff = CompareTrees(TestWorld::Get().ReferenceRoot("layered"), mount.path());
   EXPECT_TRUE(diff.empty()) << diff.ToString();
   EXPECT_GT(ImgfsBlobRequests(*upstream_), upstream_before);
+  mount.Unmount();
+}
+
+// The pull-through cache answers the first range requests for a blob it does not hold with
+// 200 and the whole blob. An eStargz image is still read lazily through it: every file right,
+// and no blob sent by the mirror more than once in all.
+TEST_F(MirrorTest, EstargzImageReadLazilyThroughTheColdPullThroughMirror) {
+  TempDir work("estargz-image");
+  auto layout = OciLayout::Init(work.Sub("layout"));
+  ASSERT_TRUE(layout.ok()) << layout.status().ToString();
+  ASSERT_TRUE(BuildTwoLayerImage(*layout, "two", work.path()).ok());
+  ASSERT_TRUE(layout->Unpack("two", work.Sub("reference")).ok());
+  const std::string source = upstream_->host() + "/imgfs/mirror-two:oci";
+  const std::string image = upstream_->host() + "/imgfs/mirror-two:estargz";
+  ASSERT_TRUE(PushImage(*layout, "two", source).ok());
+  {
+    PrivateContainerd containerd;
+    Status s = containerd.Start();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    s = containerd.ConvertAndPush(source, "estargz", image);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  auto manifest = FetchManifest(upstream_->host(), "imgfs/mirror-two", "estargz");
+  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
+  ASSERT_EQ(manifest->layers.size(), 2u) << manifest->body;
+  for (const ManifestLayer& layer : manifest->layers) {
+    ASSERT_TRUE(layer.annotations.count(kEstargzTocDigestAnnotation)) << manifest->body;
+    ASSERT_GT(layer.size, uint64_t{1} << 20) << "a layer the mount's tail read would cover";
+  }
+  // imgfs -> counting proxy -> the (cold) mirror -> the upstream.
+  auto counter = BlobProxy::Start(mirror_->port());
+  ASSERT_TRUE(counter.ok()) << counter.status().ToString();
+  const std::string config = dir_.Sub("counted.toml");
+  ASSERT_TRUE(WriteFile(config, "[[registry]]\nlocation = \"" + upstream_->host() +
+                                    "\"\n[[registry.mirror]]\nlocation = \"" + (*counter)->host() +
+                                    "\"\n")
+                  .ok());
+  ScopedConfig scoped(config);
+  TempDir cache("cache");
+  ImgfsMount mount(cache.path());
+  RunResult r = mount.Mount(image, {"--prefetch", "none"});
+  ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
+  TreeDiff diff = CompareTrees(work.Sub("reference") + "/rootfs", mount.path());
+  EXPECT_TRUE(diff.empty()) << diff.ToString() << "daemon log:\n" << mount.LogTail();
+  EXPECT_GE(diff.entries_compared, 2u + 2 * kTwoLayerFilesPerLayer);
+  auto requests = (*counter)->Requests();
+  ASSERT_TRUE(requests.ok()) << requests.status().ToString();
+  bool whole_blob_answer = false;
+  for (const ProxiedRequest& q : *requests) {
+    whole_blob_answer |= q.IsBlobBody() && q.status == 200 && !q.range.empty();
+  }
+  EXPECT_TRUE(whole_blob_answer) << "the cold mirror answered no range with the whole blob:\n"
+                                 << (*counter)->Describe();
+  for (const ManifestLayer& layer : manifest->layers) {
+    EXPECT_LE(BlobBytes(*requests, layer.digest), layer.size)
+        << "blob " << layer.digest << " of " << layer.size << " bytes came from the mirror more "
+        << "than once:\n"
+        << (*counter)->Describe();
+  }
   mount.Unmount();
 }
 
