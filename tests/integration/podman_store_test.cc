@@ -32,6 +32,7 @@
 #include "tests/support/podman.h"
 #include "tests/support/process.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/sanitizer.h"
 #include "tests/support/test_images.h"
 #include "tests/support/test_world.h"
 
@@ -491,7 +492,7 @@ TEST_F(PodmanStoreTest, TocContainersFetchOnlyWhatTheyReadAndAStallIsEio) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_FALSE(stalled.ok());
   EXPECT_THAT(stalled.err + stalled.out, HasSubstr("Input/output error")) << stalled.Describe();
-  EXPECT_LT(seconds, 90) << "5 attempts of a 1 s stall timeout plus backoff";
+  EXPECT_LT(seconds, ScaledSeconds(90)) << "5 attempts of a 1 s stall timeout plus backoff";
   RunResult other = (*podman)->Run(Busybox(image, {"cat", "/etc/motd"}));
   EXPECT_TRUE(other.ok()) << other.Describe() << "\nstore log:\n" << store.Log();
 }

@@ -14,6 +14,8 @@
 #include <map>
 #include <thread>
 
+#include "tests/support/sanitizer.h"
+
 extern char** environ;
 
 namespace imgfs::test {
@@ -174,7 +176,9 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   }
   int exec_errno = ReadExecError(err_pipe[0]);
 
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(options.timeout_seconds);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(
+                      ScaledSeconds(options.timeout_seconds) * 1000));
   int wstatus = 0;
   std::chrono::milliseconds nap(1);
   for (;;) {
@@ -299,7 +303,7 @@ std::string Lower(std::string s) {
 
 bool WaitUntil(const std::function<bool()>& done, double seconds) {
   const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+                     std::chrono::microseconds(static_cast<int64_t>(ScaledSeconds(seconds) * 1e6));
   while (!done()) {
     if (std::chrono::steady_clock::now() > until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -29,7 +29,8 @@ struct RunOptions {
   std::vector<std::string> unset_env;
   std::string stdin_data;     // empty: stdin is /dev/null
   std::string cwd;            // empty: the test's cwd
-  int timeout_seconds = 180;  // the child is killed (SIGKILL) after this
+  // The child is killed (SIGKILL) after this, times TimeScale() (tests/support/sanitizer.h).
+  int timeout_seconds = 180;
 };
 
 struct RunResult {
@@ -47,7 +48,8 @@ struct RunResult {
 
 RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& options = {});
 
-// Polls `done` every 20 ms until it holds or `seconds` pass; whether it held. For waiting on
+// Polls `done` every 20 ms until it holds or `seconds` (times TimeScale(), tests/support/
+// sanitizer.h) pass; whether it held. For waiting on
 // work another process does, instead of sleeping a fixed time.
 bool WaitUntil(const std::function<bool()>& done, double seconds);
 
