@@ -286,7 +286,8 @@ TEST_F(HostileRegistryTest, GzipBombIsRefusedWithBoundedMemory) {
   std::cout << "gzip bomb of " << *size << " bytes: peak RSS " << peak_kib / 1024 << " MiB, "
             << took << " s\n";
   // 150 MiB in the normal build; more under ASan (tests/support/sanitizer.h).
-  EXPECT_LT(peak_kib, PeakMemoryBound(uint64_t{150} << 20) >> 10) << "peak RSS of the indexing daemon";
+  EXPECT_LT(peak_kib, PeakMemoryBound(uint64_t{150} << 20) >> 10)
+      << "peak RSS of the indexing daemon";
   EXPECT_FALSE(mount.mounted());
 }
 

@@ -177,8 +177,8 @@ RunResult RunCommand(const std::vector<std::string>& argv, const RunOptions& opt
   int exec_errno = ReadExecError(err_pipe[0]);
 
   auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(static_cast<int64_t>(
-                      ScaledSeconds(options.timeout_seconds) * 1000));
+                  std::chrono::milliseconds(
+                      static_cast<int64_t>(ScaledSeconds(options.timeout_seconds) * 1000));
   int wstatus = 0;
   std::chrono::milliseconds nap(1);
   for (;;) {

@@ -27,8 +27,8 @@ struct RunOptions {
   std::vector<std::pair<std::string, std::string>> env;
   // Variables removed from the child's environment.
   std::vector<std::string> unset_env;
-  std::string stdin_data;     // empty: stdin is /dev/null
-  std::string cwd;            // empty: the test's cwd
+  std::string stdin_data;  // empty: stdin is /dev/null
+  std::string cwd;         // empty: the test's cwd
   // The child is killed (SIGKILL) after this, times TimeScale() (tests/support/sanitizer.h).
   int timeout_seconds = 180;
 };

@@ -23,8 +23,8 @@
 namespace imgfs::fs {
 namespace {
 
-using ::testing::HasSubstr;
 using ::imgfs::test::PeakMemoryBound;
+using ::testing::HasSubstr;
 
 TocBlob Blob() {
   return TocBlob{Sha256Digest("blob"), 1 << 30, UnitCodec::kGzipMember, 1 << 29, "estargz"};

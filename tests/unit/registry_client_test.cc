@@ -933,7 +933,8 @@ TEST_F(ClientTest, AMirrorThatFailedIsSkippedForAWhileAndTheRegistryServes) {
 // mirror fills: the bytes are right either way, and the whole blob is not sent again.
 TEST_F(ClientTest, AMirrorThatIgnoresRangeServesCorrectlyWithoutTheBlobTwice) {
   std::string blob;
-  for (int i = 0; blob.size() < 3 * kMaxMirrorSkip; ++i) blob += std::to_string(i * 7919) + ",";
+  for (uint64_t i = 0; blob.size() < 3 * kMaxMirrorSkip; ++i)
+    blob += std::to_string(i * 7919) + ",";
   const std::string digest = Sha256Digest(blob);
   std::mutex mu;
   uint64_t mirror_bytes = 0;
