@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -114,8 +115,10 @@ class TomlReader {
     return n->as_table();
   }
 
-  // The [[registry]] tables (and v1's [registries.insecure] registries = [...]).
-  Status Registries(const toml::table& doc, Config* config) const {
+  // The [[registry]] tables (and v1's [registries.insecure] registries = [...]); the
+  // locations of the [[registry]] tables go to *named when given.
+  Status Registries(const toml::table& doc, Config* config,
+                    std::vector<std::string>* named = nullptr) const {
     MirrorLists mirrors;
     if (const toml::node* n = doc.get("registry")) {
       const toml::array* list = n->as_array();
@@ -132,6 +135,7 @@ class TomlReader {
           if (strict_) return Error(*r, "[[registry]] without a location");
           continue;  // a prefix-only entry of registries.conf: nothing imgfs uses
         }
+        if (named != nullptr) named->push_back(NormalizeLocation(*location));
         if (insecure) {
           Entry(config, *location).insecure = {*insecure, Where(*r->get("insecure"))};
         }
@@ -311,6 +315,8 @@ ConfigPaths ConfigPaths::FromEnvironment() {
   }
   p.registries_conf = Env("CONTAINERS_REGISTRIES_CONF");
   if (p.registries_conf.empty()) p.registries_conf = "/etc/containers/registries.conf";
+  p.registries_conf_d = std::filesystem::path(p.registries_conf).parent_path() /
+                        "registries.conf.d";
   p.docker_daemon = "/etc/docker/daemon.json";
   return p;
 }
@@ -322,26 +328,51 @@ Result<Config> LoadConfig(const ConfigPaths& paths) {
     config.files.emplace_back(paths.docker_daemon, text ? "read" : "not found");
     if (text) ReadDockerDaemon(paths.docker_daemon, *text, &config);
   }
-  auto read_toml = [&](const std::string& path, bool strict, bool required) -> Status {
+  // The file's document, or nullopt for a missing file that is not required.
+  auto parse = [&](const std::string& path, bool required) -> Result<std::optional<toml::table>> {
     Result<toml::table> doc = ParseToml(path);
     if (!doc.ok() && doc.status().IsNotFound() && !required) {
       config.files.emplace_back(path, "not found");
-      return Status::Ok();
+      return std::optional<toml::table>();
     }
     if (!doc.ok() && doc.status().IsNotFound()) {
       return Status::NotFound("$IMGFS_CONFIG names " + path + ", which does not exist");
     }
     if (!doc.ok()) return doc.status();
     config.files.emplace_back(path, "read");
-    TomlReader reader(path, strict);
-    if (strict) IMGFS_RETURN_IF_ERROR(reader.Settings(*doc, &config));
-    return reader.Registries(*doc, &config);
+    return std::optional<toml::table>(std::move(*doc));
   };
-  if (!paths.registries_conf.empty()) {
-    IMGFS_RETURN_IF_ERROR(read_toml(paths.registries_conf, /*strict=*/false, /*required=*/false));
+  // registries.conf, then its drop-ins in lexical order: a [[registry]] of a later file
+  // replaces what the earlier ones said for its location (containers-registries.conf.d(5)).
+  std::vector<std::string> group;
+  if (!paths.registries_conf.empty()) group.push_back(paths.registries_conf);
+  std::error_code ec;
+  std::vector<std::string> drop_ins;
+  for (const auto& e : std::filesystem::directory_iterator(paths.registries_conf_d, ec)) {
+    if (e.path().extension() == ".conf" && e.is_regular_file(ec)) drop_ins.push_back(e.path());
+  }
+  std::sort(drop_ins.begin(), drop_ins.end());
+  group.insert(group.end(), drop_ins.begin(), drop_ins.end());
+  std::map<std::string, RegistryConfig> merged;
+  for (const std::string& path : group) {
+    IMGFS_ASSIGN_OR_RETURN(std::optional<toml::table> doc, parse(path, /*required=*/false));
+    if (!doc) continue;
+    Config part;
+    std::vector<std::string> named;
+    IMGFS_RETURN_IF_ERROR(TomlReader(path, /*strict=*/false).Registries(*doc, &part, &named));
+    for (const std::string& location : named) merged.erase(location);
+    for (RegistryConfig& r : part.registries) merged[r.location] = std::move(r);
+  }
+  for (const auto& [location, r] : merged) {
+    if (r.insecure.source != "default") Entry(&config, location).insecure = r.insecure;
+    if (!r.mirrors.empty()) ApplyMirrors({{location, {r.mirrors, r.mirrors_source}}}, &config);
   }
   for (const std::string& path : paths.imgfs) {
-    IMGFS_RETURN_IF_ERROR(read_toml(path, /*strict=*/true, paths.imgfs_required));
+    IMGFS_ASSIGN_OR_RETURN(std::optional<toml::table> doc, parse(path, paths.imgfs_required));
+    if (!doc) continue;
+    TomlReader reader(path, /*strict=*/true);
+    IMGFS_RETURN_IF_ERROR(reader.Settings(*doc, &config));
+    IMGFS_RETURN_IF_ERROR(reader.Registries(*doc, &config));
   }
   std::sort(
       config.registries.begin(), config.registries.end(),

@@ -7,6 +7,9 @@
 //   3. containers' registries.conf ($CONTAINERS_REGISTRIES_CONF, else
 //      /etc/containers/registries.conf): `[[registry]]` tables' `location`, `insecure` and
 //      `[[registry.mirror]]` `location`/`insecure`; v1's `[registries.insecure] registries`;
+//      then the drop-ins registries.conf.d/*.conf beside it, in lexical order, a later file's
+//      [[registry]] replacing an earlier file's entry for the same location (insecure and
+//      mirrors alike), as containers-registries.conf.d(5) has it;
 //   4. imgfs's own config file: $IMGFS_CONFIG alone when set (it must exist), else
 //      /etc/imgfs/config.toml, then $XDG_CONFIG_HOME/imgfs/config.toml (default
 //      ~/.config/imgfs/config.toml), the user's file winning. Its keys (README "Configuration"):
@@ -70,6 +73,7 @@ struct ConfigPaths {
   std::vector<std::string> imgfs;  // read in order, later ones winning
   bool imgfs_required = false;     // $IMGFS_CONFIG: a missing file is an error
   std::string registries_conf;
+  std::string registries_conf_d;  // its drop-in directory; "" or missing: none
   std::string docker_daemon;
 
   static ConfigPaths FromEnvironment();

@@ -1,8 +1,8 @@
 // Mirrors and the config files, against real parts: docker-registry in proxy mode
 // (distribution's pull-through cache, `proxy: remoteurl:`) as the configured mirror of the
 // test registry, for a gzip image and for an eStargz one read lazily (counted at a BlobProxy
-// between imgfs and the mirror), and `imgfs info` reading a config.toml and a
-// registries.conf.
+// between imgfs and the mirror), and `imgfs info` reading a config.toml, a registries.conf
+// and its drop-ins.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -178,6 +178,12 @@ TEST_F(MirrorTest, InfoNamesWhereEachValueCameFrom) {
                         "location = \"10.20.30.40:5000\"\ninsecure = true\n"
                         "[[registry.mirror]]\nlocation = \"10.20.30.41:5000\"\n")
                   .ok());
+  // A drop-in beside it (containers-registries.conf.d(5)), shown with its own file.
+  const std::string drop_in = dir_.MakeDir("registries.conf.d") + "/50-site.conf";
+  ASSERT_TRUE(WriteFile(drop_in,
+                        "[[registry]]\nlocation = \"10.20.30.50:5000\"\n"
+                        "[[registry.mirror]]\nlocation = \"10.20.30.51:5000\"\n")
+                  .ok());
   RunResult r = RunImgfs({"info", "--platform", "linux/arm64"}, "",
                          {{"IMGFS_CONFIG", config}, {"CONTAINERS_REGISTRIES_CONF", registries}});
   ASSERT_TRUE(r.ok()) << r.Describe();
@@ -188,6 +194,8 @@ TEST_F(MirrorTest, InfoNamesWhereEachValueCameFrom) {
   EXPECT_THAT(r.out, HasSubstr("stall_timeout: 30 s  (default)"));
   EXPECT_THAT(r.out, HasSubstr("mirror: https://10.20.30.41:5000  (" + registries + ":5)"));
   EXPECT_THAT(r.out, HasSubstr("insecure: true  (" + registries + ":4)"));
+  EXPECT_THAT(r.out, HasSubstr(drop_in + ": read"));
+  EXPECT_THAT(r.out, HasSubstr("mirror: https://10.20.30.51:5000  (" + drop_in + ":3)"));
 
   // A mistake in the file stops every command, naming the file and line.
   ASSERT_TRUE(WriteFile(config, "[pull]\npolicy = \"always\"\nplatfrom = \"linux/arm64\"\n").ok());

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -135,6 +136,88 @@ registries = ["old-style.example.com"]
   c = LoadConfig(paths_);
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_THAT(c->Registry("docker.io")->mirrors, ElementsAre("https://hub.local"));
+}
+
+TEST_F(ConfigTest, RegistriesConfDropInsOverrideByLocationInLexicalOrder) {
+  paths_.registries_conf_d = Path("registries.conf.d");
+  std::filesystem::create_directories(paths_.registries_conf_d);
+  Write("registries.conf", R"([[registry]]
+location = "quay.io"
+insecure = true
+[[registry.mirror]]
+location = "base-mirror.example.com"
+
+[[registry]]
+location = "ghcr.io"
+[[registry.mirror]]
+location = "ghcr-mirror.example.com"
+)");
+  // Read in lexical order, whatever order they were written in; not-.conf files are ignored.
+  Write("registries.conf.d/20-quay.conf", R"([[registry]]
+location = "quay.io"
+[[registry.mirror]]
+location = "late-mirror.example.com"
+)");
+  Write("registries.conf.d/10-quay.conf", R"([[registry]]
+location = "quay.io"
+[[registry.mirror]]
+location = "early-mirror.example.com"
+)");
+  Write("registries.conf.d/15-other.conf", R"([[registry]]
+location = "10.3.3.3:5000"
+insecure = true
+)");
+  Write("registries.conf.d/99-ignored.conf.bak",
+        "[[registry]]\nlocation = \"quay.io\"\ninsecure = true\n");
+  Result<Config> c = LoadConfig(paths_);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  const RegistryConfig* quay = c->Registry("quay.io");
+  ASSERT_NE(quay, nullptr);
+  // 20-quay.conf's [[registry]] replaced the whole entry: its mirror, and no longer insecure.
+  EXPECT_THAT(quay->mirrors, ElementsAre("https://late-mirror.example.com"));
+  EXPECT_EQ(quay->mirrors_source, Path("registries.conf.d/20-quay.conf") + ":3");
+  EXPECT_EQ(quay->insecure.source, "default");
+  const RegistryConfig* ghcr = c->Registry("ghcr.io");
+  ASSERT_NE(ghcr, nullptr);
+  EXPECT_THAT(ghcr->mirrors, ElementsAre("https://ghcr-mirror.example.com"));
+  EXPECT_EQ(ghcr->mirrors_source, Path("registries.conf") + ":9");
+  const RegistryConfig* other = c->Registry("10.3.3.3:5000");
+  ASSERT_NE(other, nullptr);
+  EXPECT_TRUE(other->insecure.value);
+  EXPECT_EQ(other->insecure.source, Path("registries.conf.d/15-other.conf") + ":3");
+  std::vector<std::string> read;
+  for (const auto& [path, state] : c->files) {
+    if (state == "read") read.push_back(path);
+  }
+  EXPECT_THAT(read, ElementsAre(Path("registries.conf"), Path("registries.conf.d/10-quay.conf"),
+                                Path("registries.conf.d/15-other.conf"),
+                                Path("registries.conf.d/20-quay.conf")));
+
+  // The drop-ins are read without a registries.conf too, and imgfs's own file still wins.
+  std::filesystem::remove(Path("registries.conf"));
+  Write("user-config.toml",
+        "[[registry]]\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"mine.local\"\n");
+  c = LoadConfig(paths_);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_THAT(c->Registry("quay.io")->mirrors, ElementsAre("https://mine.local"));
+  EXPECT_EQ(c->Registry("ghcr.io"), nullptr);
+  EXPECT_TRUE(c->Registry("10.3.3.3:5000")->insecure.value);
+}
+
+TEST_F(ConfigTest, CidrRangesOfDaemonJsonReachTheInsecureList) {
+  Write("daemon.json", R"({"insecure-registries": ["10.0.0.0/8", "192.168.1.7:5000"]})");
+  Result<Config> c = LoadConfig(paths_);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  CommonOptions common;
+  ApplyConfig(*c, &common);
+  EXPECT_THAT(common.insecure_registries, ElementsAre("10.0.0.0/8", "192.168.1.7:5000"));
+}
+
+TEST_F(ConfigTest, DropInDirectoryIsBesideRegistriesConf) {
+  ::setenv("CONTAINERS_REGISTRIES_CONF", "/srv/conf/registries.conf", 1);
+  ConfigPaths p = ConfigPaths::FromEnvironment();
+  ::unsetenv("CONTAINERS_REGISTRIES_CONF");
+  EXPECT_EQ(p.registries_conf_d, "/srv/conf/registries.conf.d");
 }
 
 TEST_F(ConfigTest, FlagsWinAndTheEnvironmentBeatsFiles) {
