@@ -32,6 +32,7 @@
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/sanitizer.h"
 #include "tests/support/test_world.h"
 
 namespace imgfs::test {
@@ -178,7 +179,7 @@ class FaultProxyTest : public ::testing::Test {
   void ExpectEioThenOthersServed(double bound_s) {
     ReadOutcome r = ReadThrough(mount_->Path(FaultyFile(1)));
     EXPECT_EQ(r.error, EIO) << "read " << r.data.size() << " bytes\nproxy:\n" << proxy_->Describe();
-    EXPECT_LT(r.seconds, bound_s);
+    EXPECT_LT(r.seconds, ScaledSeconds(bound_s));
     auto log = ReadFile(cache_.Sub("imgfs.log"));
     ASSERT_TRUE(log.ok()) << log.status().ToString();
     // The log line names the registry, the blob and the range.
@@ -207,7 +208,7 @@ TEST_F(FaultProxyTest, TooManyRequestsWaitsForRetryAfter) {
   const double took = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_EQ(CountStatus(429), 1) << proxy_->Describe();
   EXPECT_GE(took, 2.0) << "Retry-After: 2 was not honoured";
-  EXPECT_LT(took, 15.0);
+  EXPECT_LT(took, ScaledSeconds(15.0));
 }
 
 TEST_F(FaultProxyTest, ConnectionResetHalfWayResumesByRange) {
@@ -238,7 +239,7 @@ TEST_F(FaultProxyTest, StalledBodyIsRetriedAfterTheStallTimeout) {
   EXPECT_TRUE(proxy_->WaitForStall(0)) << proxy_->Describe();
   // 1 s of silence (--stall-timeout 1; progress is checked once a second), then a resume.
   EXPECT_GE(took, 1.0);
-  EXPECT_LT(took, 4.0) << "the silence after a burst was noticed late";
+  EXPECT_LT(took, ScaledSeconds(4.0)) << "the silence after a burst was noticed late";
 }
 
 TEST_F(FaultProxyTest, UnauthorizedMidMountRenewsTheToken) {
