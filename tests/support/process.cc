@@ -70,8 +70,13 @@ std::string ReadAllFd(int fd) {
 [[noreturn]] void ExecChild(const ExecPlan& plan, int in_fd, int out_fd, int err_fd,
                             const char* cwd, int err_pipe, bool new_group) {
   if (new_group) setpgid(0, 0);
-  // Restore default signal handling: gtest or the parent may have changed it.
-  signal(SIGPIPE, SIG_DFL);
+  // Restore default signal handling: gtest or the parent may have changed it, and a shell
+  // starts a background job (`scripts/test &`) with SIGINT and SIGQUIT ignored, which exec
+  // keeps: a test that interrupts its command would then wait for nothing.
+  for (int sig : {SIGPIPE, SIGINT, SIGQUIT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
   if (in_fd >= 0) dup2(in_fd, 0);
   dup2(out_fd, 1);
   dup2(err_fd, 2);
