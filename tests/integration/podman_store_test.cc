@@ -202,6 +202,38 @@ TEST_F(PodmanStoreTest, RunsTheLayeredImageFromTheStoreAsAPulledOne) {
   EXPECT_THAT(expected.out, ::testing::Not(HasSubstr("./data/remove-me ")));
   EXPECT_THAT(expected.out, ::testing::Not(HasSubstr("./etc/replaced/a ")));
   EXPECT_THAT(expected.out, HasSubstr("./big/blob.bin regular file"));
+
+  // `podman save` takes the store's layers from their `blob` files (a `blob` answering EIO
+  // fails it), decompresses and compresses them afresh: each saved layer must decompress to
+  // the very layer the image config names (its diff_id).
+  auto registry = TestWorld::Get().Registry();
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  auto config = ReadFile(RegistryBlobPath((*registry)->storage_dir(),
+                                          manifest->json["config"]["digest"].get<std::string>()));
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  nlohmann::json diff_ids = nlohmann::json::parse(*config, nullptr, false)["rootfs"]["diff_ids"];
+  ASSERT_EQ(diff_ids.size(), manifest->layers.size()) << *config;
+  TempDir saved("podman-save");
+  RunResult save = (*podman)->Podman(
+      {"save", "--format", "oci-dir", "-o", saved.Sub("oci"), image});
+  ASSERT_TRUE(save.ok()) << save.Describe() << "\nstore log:\n" << store.Log();
+  auto blob = [&](const std::string& digest) {
+    return saved.Sub("oci/blobs/sha256/" + digest.substr(7));
+  };
+  auto index = ReadFile(saved.Sub("oci/index.json"));
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  auto saved_manifest = ReadFile(blob(
+      nlohmann::json::parse(*index, nullptr, false)["manifests"][0]["digest"].get<std::string>()));
+  ASSERT_TRUE(saved_manifest.ok()) << saved_manifest.status().ToString();
+  nlohmann::json layers = nlohmann::json::parse(*saved_manifest, nullptr, false)["layers"];
+  ASSERT_EQ(layers.size(), diff_ids.size()) << *saved_manifest;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    RunResult uncompressed = RunCommand(
+        {"sh", "-c",
+         "gzip -dc < '" + blob(layers[i]["digest"].get<std::string>()) + "' | sha256sum"});
+    ASSERT_TRUE(uncompressed.ok()) << uncompressed.Describe();
+    EXPECT_EQ("sha256:" + uncompressed.out.substr(0, 64), diff_ids[i].get<std::string>()) << i;
+  }
 }
 
 // The store's layout read directly, as podman's storage library reads it.
