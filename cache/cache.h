@@ -16,8 +16,10 @@
 //   without one (eStargz/zstd:chunked chunks, whose trusted digests cover the DECODED bytes),
 //   the caller's UnitRef::verify accepts them. A crash leaves at worst unreferenced bytes in a
 //   blob file, never a published lie.
-// - ReadUnit verifies bytes read back from the store as well; a unit whose stored bytes do not
-//   verify is unpublished and fetched again (the cache heals, it is never poisoned).
+// - ReadUnit verifies bytes read back from the store as well (unless the UnitRef trusts the
+//   store: then it checks only that they come from the file they were written to and are still
+//   published); a unit whose stored bytes do not verify is unpublished and fetched again (the
+//   cache heals, it is never poisoned).
 // - Concurrent ReadUnit and FetchUnits calls for the same unit within a process are collapsed
 //   into one fetch: whoever asks second waits for the first fetch's result.
 // - Several processes may use one root at once; LMDB's locking is the only coordination.
@@ -58,6 +60,14 @@ struct UnitRef {
   // the same UnitRef is used by several calls at once. Exceptions are caught (kInternal).
   // The braces keep four-value brace initializers free of -Wmissing-field-initializers.
   std::function<Status(std::string_view compressed)> verify{};
+  // Whether ReadUnit may serve bytes the store published without hashing or verifying them
+  // again: they were verified before they were published (docs/cache.md, "Trusting the
+  // store"). The store still checks that they come from the blob file it wrote and that the
+  // unit is still published once they are read. A caller that sets it must check what it can
+  // (the reader decodes, which checks gzip/zstd framing and CRCs) and read the unit again
+  // without it when that fails, which verifies and heals the store. `imgfs cache verify`
+  // stays the deep check.
+  bool trust_store = false;
 };
 
 struct ReferenceRecord {

@@ -1,5 +1,6 @@
 #include "cache/unit_store.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -77,6 +78,12 @@ Result<std::optional<std::string>> UnitStore::ReadStored(const UnitRef& unit) {
       actual = s.ToString();
     } else if (bytes.size() != unit.clen) {
       actual = "a short file (" + std::to_string(bytes.size()) + " bytes)";
+    } else if (unit.trust_store && attempt == 0 && IsBlobFile(*file, hex)) {
+      // Verified when published. Published still, now that the bytes are read, means no
+      // eviction punched them meanwhile (records go before bytes).
+      IMGFS_ASSIGN_OR_RETURN(bool still, IsPublished(unit));
+      if (!still) return std::optional<std::string>();
+      return std::optional<std::string>(std::move(bytes));
     } else if (VerifyUnitBytes(unit, bytes, &actual)) {
       return std::optional<std::string>(std::move(bytes));
     }
@@ -89,6 +96,13 @@ Result<std::optional<std::string>> UnitStore::ReadStored(const UnitRef& unit) {
                                << actual << "); dropping it and fetching it again");
   IMGFS_RETURN_IF_ERROR(Unpublish(unit));
   return std::optional<std::string>();
+}
+
+bool UnitStore::IsBlobFile(const BlobFd& file, std::string_view hex) const {
+  struct stat open_file, named;
+  if (::fstat(file.fd(), &open_file) != 0) return false;
+  if (::stat(files_.PathOf(hex).c_str(), &named) != 0) return false;
+  return open_file.st_dev == named.st_dev && open_file.st_ino == named.st_ino;
 }
 
 Status UnitStore::Unpublish(const UnitRef& unit) {

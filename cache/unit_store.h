@@ -44,7 +44,10 @@ class UnitStore {
   Result<bool> IsPublished(std::string_view blob, uint64_t coff, uint64_t clen,
                            const UnitRef* unit);
   // The unit's verified bytes from the store, or nullopt when they are not there. Stored bytes
-  // that do not verify are unpublished first. REQUIRES: CheckUnit(unit) is OK.
+  // that do not verify are unpublished first. With unit.trust_store, published bytes are
+  // served without being verified again when they were read through a descriptor of the file
+  // now at the blob's path and the unit is still published after the read (else they are
+  // verified as always). REQUIRES: CheckUnit(unit) is OK.
   Result<std::optional<std::string>> ReadStored(const UnitRef& unit);
   // Writes verified `bytes` of `unit` (pwrite + fdatasync) and publishes them.
   // REQUIRES: the bytes verified against the unit.
@@ -70,6 +73,9 @@ class UnitStore {
 
  private:
   std::string Prefix() const { return "cache " + root_ + ": "; }
+  // Whether `file` is the file at the blob's path now (a committed BlobWriter renames a new
+  // file over it; a descriptor opened before reads the old one, whose holes are not units).
+  bool IsBlobFile(const BlobFd& file, std::string_view hex) const;
   void NoteAccessWritten(std::string_view hex) EXCLUDES(access_mu_);
 
   // Constant after construction.

@@ -4,6 +4,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <memory>
 
@@ -28,10 +29,11 @@ Status Corrupt(const Unit& unit, const std::string& what) {
 // Inflates `in` into `out` (sized unit.ulen) starting from a prepared stream. Continues across
 // gzip members: when a member ends, its trailer (raw mode: the 8 bytes zlib did not read) is
 // skipped and the next member's header parsed. Zero padding after a member ends the data.
-Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in,
-                   std::string* out) {
-  size_t pos = 0;   // bytes of `in` handed to zlib so far
-  size_t done = 0;  // bytes of `out` filled
+Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in, std::string* out,
+                   bool whole = false) {
+  size_t pos = 0;      // bytes of `in` handed to zlib so far
+  size_t done = 0;     // bytes of `out` filled
+  bool ended = false;  // the member in which `out` filled up ended (trailer checked)
   zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
   zs->avail_in = 0;
   while (done < out->size()) {
@@ -47,7 +49,10 @@ Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in
     int rc = inflate(zs, Z_NO_FLUSH);
     done += want - zs->avail_out;
     if (rc == Z_STREAM_END) {
-      if (done == out->size()) break;
+      if (done == out->size()) {
+        ended = true;
+        break;
+      }
       size_t next = pos - zs->avail_in;  // offset in `in` just past the member's data
       if (raw) next += 8;                // gzip trailer: CRC32 + ISIZE
       if (next >= in.size() || !IsGzipMagic(in.substr(next))) {
@@ -68,6 +73,25 @@ Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in
     }
     if (rc != Z_OK && rc != Z_BUF_ERROR) {
       return Corrupt(unit, std::string("inflate: ") + (zs->msg ? zs->msg : "error"));
+    }
+  }
+  // The member must end right here, so that zlib reads and checks its CRC32 and length.
+  while (whole && !ended) {
+    if (zs->avail_in == 0 && pos < in.size()) {
+      size_t n = std::min<size_t>(in.size() - pos, std::numeric_limits<uInt>::max());
+      zs->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
+      zs->avail_in = static_cast<uInt>(n);
+      pos += n;
+    }
+    Bytef extra;
+    zs->next_out = &extra;
+    zs->avail_out = 1;
+    int rc = inflate(zs, Z_NO_FLUSH);
+    if (zs->avail_out == 0) return Corrupt(unit, "decodes to more than the unit's length");
+    if (rc == Z_STREAM_END) break;
+    if (rc != Z_OK) {
+      return Corrupt(unit, std::string("gzip member does not end where the unit does: ") +
+                               (zs->msg ? zs->msg : "its data ends early"));
     }
   }
   return Status::Ok();
@@ -100,24 +124,25 @@ Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
   return out;
 }
 
-Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in) {
+Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in, bool whole) {
   InflateStream zs;
   IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
   std::string out(unit.ulen, '\0');
-  if (unit.ulen == 0) return out;
-  IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out));
+  if (unit.ulen == 0 && !whole) return out;
+  IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out, whole));
   return out;
 }
 
-Result<std::string> DecodeZstd(const Unit& unit, std::string_view in) {
+Result<std::string> DecodeZstd(const Unit& unit, std::string_view in, bool whole) {
   ZstdDCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
   std::string out(unit.ulen, '\0');
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
+  size_t rc = 1;  // 0 once a frame is decoded, checked and flushed
   while (ob.pos < ob.size) {
     size_t before_in = ib.pos, before_out = ob.pos;
-    size_t rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
+    rc = ZSTD_decompressStream(dctx.get(), &ob, &ib);
     if (ZSTD_isError(rc)) {
       return Corrupt(unit, std::string("zstd: ") + ZSTD_getErrorName(rc));
     }
@@ -126,12 +151,22 @@ Result<std::string> DecodeZstd(const Unit& unit, std::string_view in) {
                                " bytes short of the unit's length");
     }
   }
+  // The frame must end right here, so that zstd reads and checks its content checksum.
+  while (whole && rc != 0) {
+    char extra;
+    ZSTD_outBuffer xb{&extra, 1, 0};
+    size_t before_in = ib.pos;
+    rc = ZSTD_decompressStream(dctx.get(), &xb, &ib);
+    if (ZSTD_isError(rc)) return Corrupt(unit, std::string("zstd: ") + ZSTD_getErrorName(rc));
+    if (xb.pos != 0) return Corrupt(unit, "decodes to more than the unit's length");
+    if (rc != 0 && ib.pos == before_in) {
+      return Corrupt(unit, "zstd frame does not end where the unit does");
+    }
+  }
   return out;
 }
 
-}  // namespace
-
-Result<std::string> DecodeUnit(const Unit& unit, std::string_view compressed) {
+Result<std::string> DecodeUnitImpl(const Unit& unit, std::string_view compressed, bool whole) {
   if (compressed.size() != unit.clen) {
     return Status::Internal("DecodeUnit: got " + std::to_string(compressed.size()) +
                             " bytes for a unit of " + std::to_string(unit.clen));
@@ -147,11 +182,42 @@ Result<std::string> DecodeUnit(const Unit& unit, std::string_view compressed) {
     case UnitCodec::kZran:
       return DecodeZran(unit, compressed);
     case UnitCodec::kGzipMember:
-      return DecodeGzipMember(unit, compressed);
+      return DecodeGzipMember(unit, compressed, whole);
     case UnitCodec::kZstdFrame:
-      return DecodeZstd(unit, compressed);
+      return DecodeZstd(unit, compressed, whole);
   }
   return Corrupt(unit, "unknown codec");
+}
+
+}  // namespace
+
+bool DecodeChecksItself(const Unit& unit, std::string_view compressed) {
+  switch (unit.codec) {
+    case UnitCodec::kGzipMember:
+      return true;
+    case UnitCodec::kZstdFrame: {
+      // RFC 8878: magic 28 B5 2F FD, then the frame header descriptor, whose bit 2 is the
+      // Content_Checksum_flag.
+      static constexpr unsigned char kMagic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+      return compressed.size() >= 5 && std::memcmp(compressed.data(), kMagic, 4) == 0 &&
+             (static_cast<uint8_t>(compressed[4]) & 0x04) != 0;
+    }
+    case UnitCodec::kRaw:
+    case UnitCodec::kZran:
+      return false;
+  }
+  return false;
+}
+
+Result<std::string> DecodeUnit(const Unit& unit, std::string_view compressed) {
+  return DecodeUnitImpl(unit, compressed, /*whole=*/false);
+}
+
+Result<std::string> DecodeUnitChecked(const Unit& unit, std::string_view compressed) {
+  if (!DecodeChecksItself(unit, compressed)) {
+    return Status::Internal("DecodeUnitChecked: the unit's bytes carry no checksum");
+  }
+  return DecodeUnitImpl(unit, compressed, /*whole=*/true);
 }
 
 }  // namespace imgfs::fs

@@ -319,19 +319,37 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
     return s.WithContext(context);
   };
   if (!cache_) return fail(Status::Internal("content reader has no cache"));
-  auto slot = std::make_shared<Decoded>();
-  Result<std::string> raw = cache_->ReadUnit(MakeUnitRef(layer, unit, slot), source_);
-  if (!raw.ok()) return fail(raw.status());
-  if (raw->size() != u.clen) {
-    return fail(Status::Internal("cache returned " + std::to_string(raw->size()) +
-                                 " bytes for a unit of " + std::to_string(u.clen)));
+  // Units whose codec may check them (gzip members, zstd frames) are first read trusting the
+  // store (docs/cache.md, "Trusting the store") and checked by Decode, as cheaply as they can
+  // be; bytes that fail are read once more with the store's full check, which drops and
+  // refetches them. Other units are checked by the store as before.
+  const bool may_trust = u.codec == UnitCodec::kGzipMember || u.codec == UnitCodec::kZstdFrame;
+  Status decode_error;
+  for (bool trust : {true, false}) {
+    if (trust && !may_trust) continue;
+    auto slot = std::make_shared<Decoded>();
+    cache::UnitRef ref = MakeUnitRef(layer, unit, slot);
+    ref.trust_store = trust;
+    Result<std::string> raw = cache_->ReadUnit(ref, source_);
+    if (!raw.ok()) return fail(raw.status());
+    if (raw->size() != u.clen) {
+      return fail(Status::Internal("cache returned " + std::to_string(raw->size()) +
+                                   " bytes for a unit of " + std::to_string(u.clen)));
+    }
+    // Our verify ran (and decoded) unless the store or another fetch of the unit served us.
+    if (*slot) return *slot;
+    Result<std::string> out = layers_->Decode(layer, unit, std::move(raw).value(), !trust);
+    if (out.ok()) {
+      counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
+      return std::make_shared<const std::string>(std::move(out).value());
+    }
+    decode_error = out.status();
+    if (trust) {
+      IMGFS_LOG(kWarning, context << ": stored bytes fail their check (" << decode_error.ToString()
+                                  << "); checking them against the image's digests");
+    }
   }
-  // Our verify ran (and decoded) unless another fetch of the unit served us.
-  if (*slot) return *slot;
-  Result<std::string> out = layers_->Decode(layer, unit, std::move(raw).value());
-  if (!out.ok()) return fail(out.status());
-  counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-  return std::make_shared<const std::string>(std::move(out).value());
+  return fail(decode_error);
 }
 
 void ContentReader::InsertLru(const UnitKey& key, const Decoded& bytes) {

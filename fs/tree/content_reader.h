@@ -3,9 +3,13 @@
 //
 // A read of [offset, offset + len) of a file finds the entry's chunks that overlap it; each
 // chunk's unit is taken from an in-memory LRU of decoded units (bounded in bytes), or else read
-// through the cache (which verifies it against the unit's sha256 and fetches it from `source`
-// when absent) and decoded (fs/layer/decode.h). Chunks of Chunk::kZeroUnit are holes: zeros,
-// no fetch. Sequential reads of a unit thus decode it once.
+// through the cache (which fetches it from `source` when absent and verifies what it fetches)
+// and decoded (fs/layer/decode.h). Units whose bytes carry a checksum of their own (gzip
+// members, zstd frames with one) are read trusting the store (cache::UnitRef::trust_store: the
+// store verified them when it published them) and checked by their decode instead of hashed
+// again; stored bytes that fail are read again with the store's full check, which drops and
+// refetches them (docs/cache.md, "Trusting the store"). Chunks of
+// Chunk::kZeroUnit are holes: zeros, no fetch. Sequential reads of a unit thus decode it once.
 //
 // Concurrent reads that need the same unit share one fetch and one decode (base/single_flight.h:
 // a fetch that fails or throws answers every reader waiting for it with an error).

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "base/digest.h"
 #include "fs/layer/decode.h"
 
 namespace imgfs::fs {
@@ -60,10 +61,17 @@ cache::UnitRef ImageLayers::MakeUnitRef(uint32_t layer, uint32_t unit,
   return ref;
 }
 
-Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit,
-                                        std::string compressed) const {
+Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit, std::string compressed,
+                                        bool checked) const {
   const Unit& u = layers_[layer]->units[unit];
-  if (u.sha256.empty()) return DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
+  if (!checked) {
+    if (DecodeChecksItself(u, compressed)) return DecodeUnitChecked(u, compressed);
+    if (u.sha256.empty()) return DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
+    if (Sha256Digest(compressed) != u.sha256) {
+      return Status::DigestMismatch("unit at offset " + std::to_string(u.coff) +
+                                    " does not match " + u.sha256);
+    }
+  }
   if (u.codec == UnitCodec::kRaw) {
     // Decoding a raw unit is a copy; skip it (units can be MiBs).
     if (u.ulen != u.clen || compressed.size() != u.clen) {

@@ -70,10 +70,15 @@ class ImageLayers {
   // REQUIRES: layer(layer) != nullptr and unit < its units.size().
   cache::UnitRef MakeUnitRef(uint32_t layer, uint32_t unit, DecodedSink on_decoded = {}) const;
 
-  // The decoded output of the unit, from its `compressed` bytes as the cache returned them
-  // (verified against the unit's sha256, or by a verify from MakeUnitRef: decoded and checked
-  // again here, which costs the hashing once more). Same REQUIRES as MakeUnitRef.
-  Result<std::string> Decode(uint32_t layer, uint32_t unit, std::string compressed) const;
+  // The decoded output of the unit, from its `compressed` bytes as the cache returned them.
+  // `checked`: the cache verified them on this read (against the unit's sha256, or by a verify
+  // from MakeUnitRef), so they are only decoded. Otherwise (bytes the store served trusting
+  // its records, cache::UnitRef::trust_store) they are checked here first, as cheaply as they
+  // can be: by the decode itself where they carry a checksum of their own (DecodeChecksItself:
+  // gzip members, zstd frames with one), else against the unit's sha256 or chunk digests.
+  // kCorrupt / kDigestMismatch when they fail. Same REQUIRES as MakeUnitRef.
+  Result<std::string> Decode(uint32_t layer, uint32_t unit, std::string compressed,
+                             bool checked) const;
 
  private:
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;

@@ -225,6 +225,61 @@ TEST_F(CacheContentTest, PutUnitVerifiesBeforePublishing) {
   EXPECT_EQ(*r, Expected(u));
 }
 
+TEST_F(CacheContentTest, TrustedReadServesPublishedBytesWithoutVerifyingThemAgain) {
+  // A unit checked by a verifier (as eStargz units are): count the checks.
+  std::atomic<int> checks{0};
+  UnitRef u = units_[4];
+  const std::string expected = Expected(u);
+  u.sha256.clear();
+  u.verify = [&](std::string_view bytes) {
+    ++checks;
+    return bytes == expected ? Status::Ok() : Status::DigestMismatch("not the unit");
+  };
+  ASSERT_TRUE(cache_->PutUnit(u, expected).ok());
+  EXPECT_EQ(checks, 1);
+
+  u.trust_store = true;
+  auto trusted = cache_->ReadUnit(u, nullptr);
+  ASSERT_TRUE(trusted.ok()) << trusted.status().ToString();
+  EXPECT_EQ(*trusted, expected);
+  EXPECT_EQ(checks, 1);
+
+  // Without trust the store checks again, catches damage and heals from the source.
+  FlipStoredByte(u.coff + 5);
+  u.trust_store = false;
+  auto checked = cache_->ReadUnit(u, &source_);
+  ASSERT_TRUE(checked.ok()) << checked.status().ToString();
+  EXPECT_EQ(*checked, expected);
+  EXPECT_EQ(source_.requests(), 1);
+}
+
+TEST_F(CacheContentTest, TrustedReadThroughADescriptorOfAReplacedFileVerifies) {
+  // The parent keeps a descriptor of the partly filled blob file (unit 1 only).
+  ASSERT_TRUE(cache_->ReadUnit(units_[1], &source_).ok());
+  // Another process writes the whole blob and renames it over that file.
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto child = Cache::Open(root_);
+    if (!child.ok()) _exit(2);
+    auto writer = (*child)->CreateBlobWriter(source_.digest(), kBlobSize);
+    if (!writer.ok() || !(*writer)->Append(blob_).ok() || !(*writer)->Commit().ok()) _exit(3);
+    _exit(0);
+  }
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << wstatus;
+  // Unit 5 is published (the blob is complete) but a hole in the old file: the trusted read
+  // must notice that its descriptor is not the blob file and read the new one.
+  for (int i : {5, 1}) {
+    UnitRef u = units_[i];
+    u.trust_store = true;
+    auto r = cache_->ReadUnit(u, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(*r, Expected(u)) << "unit " << i;
+  }
+}
+
 TEST_F(CacheContentTest, MalformedUnitsAreRejected) {
   UnitRef u = units_[0];
   u.blob = "sha256:xyz";

@@ -19,6 +19,7 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "fs/tree/image_layers.h"
+#include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
 #include "tests/support/files.h"
 #include "tests/support/test_blobs.h"
@@ -505,6 +506,26 @@ TEST_F(TocReaderTest, FlippedBitIsAnErrorStoresNothingAndHealsWithTheSource) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, toc_.files[0].substr(4 * kTocUnitLen + 10, 100));
   EXPECT_TRUE(Present(4));
+}
+
+TEST_F(TocReaderTest, StoredUnitDamagedOnDiskIsCaughtByItsDecodeAndHealed) {
+  auto reader = MakeReader();
+  ASSERT_TRUE(Read(*reader, 0, 0, toc_.files[0].size()).ok());
+  const int before = source_->requests();
+  // The store is trusted (no hashing on reads), but a gzip member's CRC32 still catches this.
+  const Unit& unit = toc_.index->units[6];
+  test::FlipByteInFile(test::StoredBlobPath(cache_->root(), toc_.index->blob_digest),
+                       unit.coff + unit.clen / 2);
+  auto fresh = MakeReader();  // a new mount: nothing decoded yet
+  Result<std::string> r = Read(*fresh, 0, 6 * kTocUnitLen + 10, 100);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, toc_.files[0].substr(6 * kTocUnitLen + 10, 100));
+  EXPECT_EQ(source_->requests(), before + 1) << "the damaged unit is fetched again";
+  // Healed: served from the store offline.
+  ContentReader offline(Layers(toc_.index), cache_.get(), nullptr);
+  std::string out(100, '\0');
+  ASSERT_TRUE(offline.Read(FileSource{0, 0, 0}, 6 * kTocUnitLen + 10, 100, out.data()).ok());
+  EXPECT_EQ(out, toc_.files[0].substr(6 * kTocUnitLen + 10, 100));
 }
 
 TEST_F(TocReaderTest, WrongChunkDigestInTheIndexIsNeverServed) {
