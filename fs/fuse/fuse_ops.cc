@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 
 #include <cstring>
 #include <memory>
@@ -14,6 +15,9 @@
 
 namespace imgfs::fs::internal {
 namespace {
+
+// Most pieces a read replies with as iovecs (libfuse adds one for the header; IOV_MAX is 1024).
+constexpr size_t kMaxReplyIovecs = 256;
 
 fuse_entry_param ToEntry(const Tree::Attr& a) {
   fuse_entry_param e;
@@ -109,16 +113,32 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (off < 0) return r.Error(EINVAL);
     Result<FileSource> file = r.tree().GetFileSource(ino);
     if (!file.ok()) return r.Fail(file.status());
-    // One buffer per loop thread: reads are up to max_read (1 MiB) and very frequent.
-    thread_local std::unique_ptr<char[]> buffer;
-    thread_local size_t buffer_size = 0;
-    if (buffer_size < size) {
-      buffer.reset(new char[size]);
-      buffer_size = size;
+    // The reply points into the decoded units (no copy before the kernel's own); the vectors
+    // are per loop thread, since reads are very frequent.
+    thread_local std::vector<ContentReader::Piece> pieces;
+    thread_local std::vector<iovec> iov;
+    Result<size_t> n = r.reader().ReadPieces(*file, static_cast<uint64_t>(off), size, &pieces);
+    if (!n.ok()) {
+      pieces.clear();
+      return r.Fail(n.status());
     }
-    Result<size_t> n = r.reader().Read(*file, static_cast<uint64_t>(off), size, buffer.get());
-    if (!n.ok()) return r.Fail(n.status());
-    r.Replied(fuse_reply_buf(req, buffer.get(), *n));
+    if (pieces.size() <= kMaxReplyIovecs) {
+      iov.clear();
+      for (const ContentReader::Piece& p : pieces) {
+        iov.push_back({const_cast<char*>(p.data), p.size});
+      }
+      r.Replied(fuse_reply_iov(req, iov.data(), static_cast<int>(iov.size())));
+    } else {
+      // Many tiny chunks (writev takes at most IOV_MAX vectors): one copy.
+      std::unique_ptr<char[]> buffer(new char[*n]);
+      char* at = buffer.get();
+      for (const ContentReader::Piece& p : pieces) {
+        std::memcpy(at, p.data, p.size);
+        at += p.size;
+      }
+      r.Replied(fuse_reply_buf(req, buffer.get(), *n));
+    }
+    pieces.clear();  // lets go of the units
   });
 }
 

@@ -15,6 +15,8 @@ namespace {
 constexpr size_t kReadAheadQueue = 4;
 // Files whose sequential state is remembered; forgetting costs one missed read-ahead.
 constexpr size_t kMaxStreams = 4096;
+// What the pieces of holes point at.
+constexpr char kZeros[64 << 10] = {};
 
 }  // namespace
 
@@ -85,6 +87,21 @@ std::vector<uint32_t> ContentReader::UnitsToFetch(uint32_t layer, const Entry& e
 }
 
 Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size_t len, char* out) {
+  thread_local std::vector<Piece> pieces;
+  Result<size_t> n = ReadPieces(file, offset, len, &pieces);
+  if (n.ok()) {
+    for (const Piece& p : pieces) {
+      std::memcpy(out, p.data, p.size);
+      out += p.size;
+    }
+  }
+  pieces.clear();  // lets go of the units
+  return n;
+}
+
+Result<size_t> ContentReader::ReadPieces(const FileSource& file, uint64_t offset, size_t len,
+                                         std::vector<Piece>* pieces) {
+  pieces->clear();
   if (layers_->layer(file.layer) == nullptr ||
       file.entry >= layers_->layer(file.layer)->entries.size()) {
     return Status::InvalidArgument("read of a file that is not in the image's layers");
@@ -130,16 +147,25 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
     if (chunk_end <= pos) continue;
     const uint64_t take = std::min(end, chunk_end) - pos;
     const uint64_t within = pos - c.file_offset;
-    char* dst = out + (pos - offset);
     if (c.unit == Chunk::kZeroUnit) {
-      std::memset(dst, 0, take);
+      for (uint64_t left = take; left > 0;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(left, sizeof(kZeros)));
+        pieces->push_back({nullptr, kZeros, n});
+        left -= n;
+      }
     } else {
       if (c.unit >= layer.units.size()) return corrupt("names a unit the layer does not have");
       IMGFS_ASSIGN_OR_RETURN(Decoded bytes, GetUnit(file.layer, c.unit));
       if (c.unit_offset > bytes->size() || within + take > bytes->size() - c.unit_offset) {
         return corrupt("has a chunk past the end of its unit");
       }
-      std::memcpy(dst, bytes->data() + c.unit_offset + within, take);
+      const char* data = bytes->data() + c.unit_offset + within;
+      if (!pieces->empty() && pieces->back().unit == bytes &&
+          pieces->back().data + pieces->back().size == data) {
+        pieces->back().size += take;  // chunks that follow each other in one unit: one piece
+      } else {
+        pieces->push_back({std::move(bytes), data, static_cast<size_t>(take)});
+      }
       if (first_unit == Chunk::kZeroUnit) first_unit = c.unit;
       last_unit = c.unit;
     }

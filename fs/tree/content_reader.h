@@ -96,9 +96,22 @@ class ContentReader {
   ContentReader(const ContentReader&) = delete;
   ContentReader& operator=(const ContentReader&) = delete;
 
+  // One piece of a read's answer, in file order: bytes of a decoded unit (`unit` keeps them
+  // alive) or zeros of a hole (`unit` null, `data` in a static block of zeros).
+  struct Piece {
+    std::shared_ptr<const std::string> unit;
+    const char* data = nullptr;
+    size_t size = 0;
+  };
+
   // Copies up to `len` bytes of `file` from `offset` into `out`; fewer (possibly 0) at the end
   // of the file. REQUIRES: `out` has room for `len` bytes.
   Result<size_t> Read(const FileSource& file, uint64_t offset, size_t len, char* out);
+  // The same bytes as Read, without copying them: `*pieces` (cleared first) points into the
+  // decoded units, which the pieces keep alive (the FUSE edge replies with them as iovecs).
+  // Returns the byte count.
+  Result<size_t> ReadPieces(const FileSource& file, uint64_t offset, size_t len,
+                            std::vector<Piece>* pieces);
 
   std::vector<LayerStats> stats() const;
   // Blocks until the read-ahead has nothing queued and nothing running: every unit it was
