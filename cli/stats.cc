@@ -22,6 +22,7 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
   out["reference"] = image.ref.String();
   out["digest"] = image.manifest.digest;
   out["readahead_idle"] = reader.IsIdle();
+  out["decoded_lru_bytes"] = reader.lru_bytes_used();
   out["layers"] = nlohmann::json::array();
   std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
   for (size_t i = 0; i < layers.size(); ++i) {

@@ -85,13 +85,16 @@ class ContentReader {
   };
 
   static constexpr uint64_t kReadAheadBytes = 4 << 20;
+  // The kernel keeps the decoded pages of what is read (keep_cache); the LRU only has to carry
+  // a unit across the kernel's requests (up to 1 MiB each) and read-ahead: a few units.
+  static constexpr size_t kDefaultLruBytes = 16 << 20;
   // Most units one Read fetches in one coalesced request.
   static constexpr uint64_t kForegroundRequestBytes = 16 << 20;
 
   // `read_ahead_bytes`: how far ahead of a sequential reader units are fetched (file bytes,
   // and at most that many compressed bytes per background request); 0 turns read-ahead off.
   ContentReader(std::shared_ptr<const ImageLayers> layers, cache::Cache* cache, BlobSource* source,
-                size_t lru_bytes = 64 << 20, uint64_t read_ahead_bytes = kReadAheadBytes);
+                size_t lru_bytes = kDefaultLruBytes, uint64_t read_ahead_bytes = kReadAheadBytes);
   ~ContentReader();
   ContentReader(const ContentReader&) = delete;
   ContentReader& operator=(const ContentReader&) = delete;
