@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <thread>
 
@@ -178,10 +179,19 @@ Status Client::Impl::SendVia(const Call& call, const Endpoint& endpoint, HttpRes
                          call.what);
 }
 
-void Client::Impl::Backoff(int attempt, int retry_after_s) {
-  int64_t ms = static_cast<int64_t>(options_.retry_base_delay_ms) << std::min(attempt - 1, 10);
+int64_t RetryDelayMs(int attempt, int base_ms, int retry_after_s, double jitter) {
+  int64_t ms = static_cast<int64_t>(base_ms) << std::clamp(attempt - 1, 0, 10);
   ms = std::min<int64_t>(ms, 8000);
+  ms = ms / 2 +
+       static_cast<int64_t>(static_cast<double>(ms - ms / 2) * std::clamp(jitter, 0.0, 1.0));
   if (retry_after_s > 0) ms = std::max<int64_t>(ms, std::min(retry_after_s, 30) * 1000LL);
+  return ms;
+}
+
+void Client::Impl::Backoff(int attempt, int retry_after_s) {
+  thread_local std::mt19937 random{std::random_device{}()};
+  const int64_t ms = RetryDelayMs(attempt, options_.retry_base_delay_ms, retry_after_s,
+                                  std::uniform_real_distribution<double>(0.0, 1.0)(random));
   // In slices, so that a cancel does not wait for the whole delay.
   const auto until = Clock::now() + std::chrono::milliseconds(ms);
   while (!Cancelled() && Clock::now() < until) {

@@ -14,8 +14,9 @@
 //   Authorization header is only ever sent to the registry's own scheme://host:port;
 // - requests go to the registry's configured mirrors first (ClientOptions::mirrors), with a
 //   short memory of the mirrors that failed;
-// - 429, 5xx and failures to get a response retried with exponential backoff up to
-//   max_attempts (honouring a short Retry-After); a blob stream that breaks after some bytes
+// - 429, 5xx and failures to get a response retried with exponential backoff and jitter
+//   (RetryDelayMs) up to max_attempts (honouring a short Retry-After); a blob stream that breaks
+//   after some bytes
 //   resumes with a Range request from where it stopped;
 // - bounded blob transfers: an attempt that stalls (ClientOptions::stall_timeout_s below
 //   1 KiB/s) fails, and a transfer (GetBlob, GetBlobRange, GetBlobVerified) gives up after
@@ -139,5 +140,11 @@ class Client {
   class Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The delay before retry `attempt` (1-based): base_ms doubled per attempt up to 8 s, of which
+// a random part (`jitter`, uniform in [0, 1)) picks a point in the upper half ("equal jitter"),
+// so that clients that failed together do not retry together; then at least `retry_after_s`
+// (a registry's Retry-After), capped at 30 s.
+int64_t RetryDelayMs(int attempt, int base_ms, int retry_after_s, double jitter);
 
 }  // namespace imgfs::registry

@@ -1125,5 +1125,19 @@ TEST_F(ClientTest, ListTagsRefusesBadPagesAndForeignLinks) {
   EXPECT_EQ(endless.code(), Code::kCorrupt) << endless.ToString();
 }
 
+TEST(RetryDelayTest, ExponentialWithEqualJitterAndRetryAfter) {
+  EXPECT_EQ(RetryDelayMs(1, 250, 0, 0.0), 125);
+  EXPECT_EQ(RetryDelayMs(1, 250, 0, 0.5), 187);
+  EXPECT_EQ(RetryDelayMs(3, 250, 0, 0.0), 500);  // 1000 ms, its upper half
+  EXPECT_EQ(RetryDelayMs(3, 250, 0, 0.999), 999);
+  // Capped at 8 s, still jittered.
+  EXPECT_EQ(RetryDelayMs(12, 250, 0, 0.0), 4000);
+  EXPECT_EQ(RetryDelayMs(12, 250, 0, 0.999), 7996);
+  // Retry-After wins when longer, up to 30 s; a shorter one does not shorten the backoff.
+  EXPECT_EQ(RetryDelayMs(1, 250, 2, 0.3), 2000);
+  EXPECT_EQ(RetryDelayMs(1, 250, 3600, 0.3), 30000);
+  EXPECT_EQ(RetryDelayMs(5, 250, 1, 0.0), 2000);
+}
+
 }  // namespace
 }  // namespace imgfs::registry
