@@ -75,6 +75,9 @@ class StoreProcess {
     value.resize(static_cast<size_t>(n));
     return nlohmann::json::parse(value, nullptr, false);
   }
+  // Stats()["layers"] as a value of its own: a range-for over Stats()["layers"] iterates a
+  // member of a temporary that is already destroyed (ASan: heap-use-after-free).
+  nlohmann::json Layers() const { return Stats()["layers"]; }
   int Uses() const {
     int total = 0;
     nlohmann::json stats = Stats();
@@ -327,7 +330,7 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   RunResult rmi = (*podman)->Podman({"rmi", image});
   ASSERT_TRUE(rmi.ok()) << rmi.Describe();
   EXPECT_EQ(store.Uses(), 0) << store.Stats().dump();
-  for (const auto& layer : store.Stats()["layers"]) {
+  for (const auto& layer : store.Layers()) {
     EXPECT_FALSE(layer.value("pinned", true)) << layer.dump();
   }
   // Released and unpinned, the layers' bytes go at the next gc.
@@ -358,7 +361,7 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   started = store.Start();
   ASSERT_TRUE(started.ok()) << started.Describe();
   EXPECT_EQ(store.Uses(), 3) << store.Stats().dump();
-  for (const auto& layer : store.Stats()["layers"]) {
+  for (const auto& layer : store.Layers()) {
     EXPECT_TRUE(layer.value("pinned", false)) << layer.dump();
   }
   const uint64_t kept = CachedBlobBytes();
@@ -374,7 +377,7 @@ TEST_F(PodmanStoreTest, RmiReleasesTheLayersAndARestartedStoreServesOffline) {
   rmi = (*podman)->Podman({"rmi", image});
   ASSERT_TRUE(rmi.ok()) << rmi.Describe();
   EXPECT_EQ(store.Uses(), 0) << store.Stats().dump();
-  for (const auto& layer : store.Stats()["layers"]) {
+  for (const auto& layer : store.Layers()) {
     EXPECT_FALSE(layer.value("pinned", true)) << layer.dump();
   }
   gc = CacheGc();
