@@ -36,6 +36,7 @@ constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
 constexpr uint64_t kMaxDeflateRatio = 1032;
 // The shortest entry record WriteEntry makes: one byte for each of its 14 fields.
 constexpr uint64_t kMinEntryBytes = 14;
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 class Writer {
  public:
@@ -197,21 +198,54 @@ bool ReadUnit(Reader& r, Unit* u) {
   return true;
 }
 
+Result<LayerIndex> ParseBody(std::string_view body, uint64_t version, uint64_t max_entries,
+                             uint64_t max_units) {
+  auto over = [](uint64_t n, const char* what, uint64_t limit) {
+    return Status::Corrupt("layer index: " + std::to_string(n) + " " + what +
+                           ", more than the limit of " + std::to_string(limit));
+  };
+  Reader r(body);
+  LayerIndex index;
+  uint64_t nentries, nunits;
+  if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
+      !r.Varint(&index.prefetch_end) || (version == kVersion && !r.Str(&index.diff_id)) ||
+      !r.Count(&nentries, kMinEntryBytes)) {
+    return Status::Corrupt("layer index: truncated body");
+  }
+  if (nentries > max_entries) return over(nentries, "entries", max_entries);
+  index.entries.resize(nentries);
+  for (Entry& e : index.entries) {
+    if (!ReadEntry(r, &e)) return Status::Corrupt("layer index: bad entry record");
+  }
+  if (!r.Count(&nunits, 8)) return Status::Corrupt("layer index: bad unit count");
+  if (nunits > max_units) return over(nunits, "units", max_units);
+  index.units.resize(nunits);
+  for (Unit& u : index.units) {
+    if (!ReadUnit(r, &u)) return Status::Corrupt("layer index: bad unit record");
+  }
+  if (!r.AtEnd()) return Status::Corrupt("layer index: trailing bytes");
+  IMGFS_RETURN_IF_ERROR(ValidateLayerIndex(index).WithContext("layer index"));
+  return index;
+}
+
 }  // namespace
 
-std::string LayerIndex::Serialize() const {
+std::string SerializeLayerIndexBody(const LayerIndex& index) {
   Writer body;
-  body.Str(blob_digest);
-  body.Str(format);
-  body.Varint(blob_size);
-  body.Varint(prefetch_end);
-  body.Str(diff_id);
-  body.Varint(entries.size());
-  for (const Entry& e : entries) WriteEntry(body, e);
-  body.Varint(units.size());
-  for (const Unit& u : units) WriteUnit(body, u);
+  body.Str(index.blob_digest);
+  body.Str(index.format);
+  body.Varint(index.blob_size);
+  body.Varint(index.prefetch_end);
+  body.Str(index.diff_id);
+  body.Varint(index.entries.size());
+  for (const Entry& e : index.entries) WriteEntry(body, e);
+  body.Varint(index.units.size());
+  for (const Unit& u : index.units) WriteUnit(body, u);
+  return std::move(body.out());
+}
 
-  const std::string& raw = body.out();
+std::string LayerIndex::Serialize() const {
+  const std::string raw = SerializeLayerIndexBody(*this);
   uLongf clen = compressBound(raw.size());
   std::string compressed(clen, '\0');
   // Level 1: the windows dominate and barely gain from harder work.
@@ -263,26 +297,12 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
                compressed.size() <= UINT32_MAX;
   if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
 
-  Reader r(body);
-  LayerIndex index;
-  uint64_t nentries, nunits;
-  if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Varint(&index.prefetch_end) || (version == kVersion && !r.Str(&index.diff_id)) ||
-      !r.Count(&nentries, kMinEntryBytes)) {
-    return Status::Corrupt("layer index: truncated body");
-  }
-  index.entries.resize(nentries);
-  for (Entry& e : index.entries) {
-    if (!ReadEntry(r, &e)) return Status::Corrupt("layer index: bad entry record");
-  }
-  if (!r.Count(&nunits, 8)) return Status::Corrupt("layer index: bad unit count");
-  index.units.resize(nunits);
-  for (Unit& u : index.units) {
-    if (!ReadUnit(r, &u)) return Status::Corrupt("layer index: bad unit record");
-  }
-  if (!r.AtEnd()) return Status::Corrupt("layer index: trailing bytes");
-  IMGFS_RETURN_IF_ERROR(ValidateLayerIndex(index).WithContext("layer index"));
-  return index;
+  return ParseBody(body, version, kNoLimit, kNoLimit);
+}
+
+Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max_entries,
+                                             uint64_t max_units) {
+  return ParseBody(body, kVersion, max_entries, max_units);
 }
 
 std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index) {

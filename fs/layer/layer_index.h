@@ -131,6 +131,15 @@ struct LayerIndex {
   static Result<LayerIndex> Deserialize(std::string_view bytes);
 };
 
+// The uncompressed body of LayerIndex::Serialize (its fields, no header, current version), and
+// its reader, for containers that wrap an index differently (fs/layer/shared_index.h).
+// DeserializeLayerIndexBody refuses more than `max_entries` entries or `max_units` units
+// (kCorrupt naming the count and the limit) before it allocates them, and applies
+// ValidateLayerIndex.
+std::string SerializeLayerIndexBody(const LayerIndex& index);
+Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max_entries,
+                                             uint64_t max_units);
+
 // The indexes of `index`'s units with bytes (clen > 0), sorted by compressed offset: the order
 // in which a whole-blob pass meets them.
 std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index);

@@ -359,6 +359,60 @@ def registry_seeds():
     write("manifest_fuzz", "shape-only.json", json.dumps({"manifests": []}))
 
 
+# --- shared indexes (fs/layer/shared_index.h) ---------------------------------------------
+
+SHARED_SIZE = 1 << 40  # the blob size shared_index_fuzz.cc expects; every unit fits in it
+
+
+def varint(v):
+    out = b""
+    while v >= 0x80:
+        out += bytes([(v & 0x7f) | 0x80])
+        v >>= 7
+    return out + bytes([v])
+
+
+def lstr(b):
+    return varint(len(b)) + b
+
+
+def read_varint(data, pos):
+    v, shift = 0, 0
+    while True:
+        b = data[pos]
+        pos += 1
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, pos
+
+
+def shared_index_seeds(lix_dir):
+    """Shared indexes of the gzip and tar bodies, rewritten to name the layer the fuzz target
+    decodes them for (DIGEST, SHARED_SIZE, diff_id sha256:bbb...)."""
+    diff_id = ("sha256:" + "b" * 64).encode()
+    for name in ("gzip.tar.gz", "raw.tar", "multi-unit.tar.gz"):
+        with open(os.path.join(lix_dir, "seed-" + name + ".body"), "rb") as f:
+            body = f.read()
+        n, pos = read_varint(body, 0)
+        pos += n  # blob digest
+        n, pos = read_varint(body, pos)
+        fmt = body[pos:pos + n]
+        pos += n
+        _, pos = read_varint(body, pos)  # blob size
+        prefetch_end, pos = read_varint(body, pos)
+        n, pos = read_varint(body, pos)
+        pos += n  # diff_id
+        new_body = (lstr(DIGEST.encode()) + lstr(fmt) + varint(SHARED_SIZE) +
+                    varint(prefetch_end) + lstr(diff_id) + body[pos:])
+        payload = lstr(DIGEST.encode()) + lstr(diff_id) + new_body
+        write("shared_index_fuzz", name + ".payload", payload)
+        write("shared_index_fuzz", name + ".six", b"IMGFSSIX\x01" + zstd(payload))
+    write("shared_index_fuzz", "bad-version.six", b"IMGFSSIX\x02" + zstd(b"x"))
+    write("shared_index_fuzz", "lying-size.six",
+          b"IMGFSSIX\x01\x28\xb5\x2f\xfd\x60\xff\xff\xff\xff\xff\x00")
+
+
 def main():
     registry_seeds()
     tars = tar_seeds()
@@ -415,6 +469,7 @@ def main():
                     pos += 1
                 body = zlib.decompress(data[pos + 1:])
                 write("layer_index_fuzz", name[len("seed-"):-len(".lix")] + ".body", body)
+        shared_index_seeds(out)
         write("layer_index_fuzz", "truncated.lix", lix[:len(lix) // 2])
         write("layer_index_fuzz", "bad-magic.lix", b"IMGFSLIY" + lix[8:])
 
