@@ -73,7 +73,7 @@ Status Client::Impl::SendTo(const Call& call, HttpResponse* resp, int max_attemp
     if (resp->status == 401 && from_registry) {
       if (challenged) return AuthFailed(repo, sent_auth, *resp);
       challenged = true;
-      IMGFS_RETURN_IF_ERROR(Authenticate(repo, *resp, sent_auth));
+      IMGFS_RETURN_IF_ERROR(Authenticate(repo, *resp, sent_auth, call.push));
       --attempt;  // the challenge round is not a failure
       continue;
     }
@@ -140,6 +140,7 @@ Status Client::Impl::SendVia(const Call& call, const Endpoint& endpoint, HttpRes
     req.method = call.method;
     req.url = url;
     req.headers = call.headers;
+    req.body = call.body;
     req.sink = call.sink;
     req.max_body = call.max_body;
     req.cancel = options_.cancel;
@@ -149,7 +150,7 @@ Status Client::Impl::SendVia(const Call& call, const Endpoint& endpoint, HttpRes
                                     : !IsInsecureRegistry(authority, options_.insecure_registries);
     *sent_auth = false;
     if (*from_registry) {
-      IMGFS_ASSIGN_OR_RETURN(std::optional<std::string> auth, AuthorizationFor(repo));
+      IMGFS_ASSIGN_OR_RETURN(std::optional<std::string> auth, AuthorizationFor(repo, call.push));
       if (auth) {
         req.headers.push_back("Authorization: " + *auth);
         *sent_auth = true;

@@ -44,6 +44,7 @@
 
 #include "base/status.h"
 #include "registry/http.h"
+#include "registry/manifest.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -85,6 +86,15 @@ inline constexpr size_t kMaxTags = 100000;
 // Bytes of a whole blob a mirror sent for a Range request that are skipped to reach the range.
 inline constexpr uint64_t kMaxMirrorSkip = 1 << 20;
 inline constexpr int kMaxTagPages = 10000;
+
+// What ListReferrers found: the referrers' descriptors (artifactType filled in), and where
+// from. `from_api` tells a registry that indexes referrers by their subject itself (OCI 1.1)
+// from one whose referrers live in the tag schema's index (`sha256-<hex>`), which pushers
+// must then update.
+struct Referrers {
+  bool from_api = false;
+  std::vector<Descriptor> manifests;
+};
 
 struct ManifestResponse {
   std::string bytes;
@@ -135,6 +145,26 @@ class Client {
   // is kCorrupt.
   Result<std::string> GetBlobVerified(const Reference& repo, std::string_view digest,
                                       uint64_t max_size = 64 << 20);
+
+  // Pushing (client_push.cc). Each asks for a token of scope repository:<repo>:pull,push (or
+  // sends Basic credentials) and goes to the registry itself, never to a mirror. A registry
+  // that refuses the push is kUnauthorized naming the repository.
+
+  // Whether the repository holds the blob (HEAD /v2/<repo>/blobs/<digest>).
+  Result<bool> HasBlob(const Reference& repo, std::string_view digest);
+  // Uploads `bytes` monolithically (POST /v2/<repo>/blobs/uploads/, then PUT to the Location
+  // it answers, relative or absolute, with ?digest=); skipped when HasBlob. Returns the
+  // digest; a registry that names another one in Docker-Content-Digest is kDigestMismatch.
+  Result<std::string> PushBlob(const Reference& repo, std::string_view bytes);
+  // PUT /v2/<repo>/manifests/<tag_or_digest> with `media_type` as Content-Type. Returns the
+  // manifest's digest (the sha256 of `bytes`).
+  Result<std::string> PutManifest(const Reference& repo, std::string_view tag_or_digest,
+                                  std::string_view media_type, std::string_view bytes);
+  // The manifests referring to `digest` whose artifactType is `artifact_type` ("" = all):
+  // GET /v2/<repo>/referrers/<digest> when it answers 200, else the referrers tag schema
+  // (the index tagged sha256-<hex>); nothing found is an empty list.
+  Result<Referrers> ListReferrers(const Reference& repo, std::string_view digest,
+                                  std::string_view artifact_type = "");
 
  private:
   class Impl;

@@ -69,7 +69,8 @@ std::string Client::Impl::TokenKey(const AuthChallenge& c, const std::string& sc
   return get("realm") + "\n" + get("service") + "\n" + scope;
 }
 
-Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Reference& repo) {
+Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Reference& repo,
+                                                                  bool push) {
   AuthChallenge challenge;
   {
     MutexLock lock(&mu_);
@@ -82,7 +83,8 @@ Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Referenc
     if (!c || (c->username.empty() && c->password.empty())) return std::optional<std::string>();
     return std::optional<std::string>("Basic " + EncodeBase64(c->username + ":" + c->password));
   }
-  std::string key = TokenKey(challenge, Scope(repo));
+  const std::string scope = Scope(repo, push);
+  std::string key = TokenKey(challenge, scope);
   {
     MutexLock lock(&mu_);
     auto it = tokens_.find(key);
@@ -90,11 +92,12 @@ Result<std::optional<std::string>> Client::Impl::AuthorizationFor(const Referenc
       return std::optional<std::string>("Bearer " + it->second.token);
     }
   }
-  IMGFS_ASSIGN_OR_RETURN(std::string token, FetchToken(repo, challenge));
+  IMGFS_ASSIGN_OR_RETURN(std::string token, FetchToken(repo, challenge, scope));
   return std::optional<std::string>("Bearer " + token);
 }
 
-Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth) {
+Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth,
+                                  bool push) {
   std::vector<AuthChallenge> all;
   for (const std::string& h : resp.AllHeaders("www-authenticate")) {
     for (AuthChallenge& c : ParseWwwAuthenticate(h)) all.push_back(std::move(c));
@@ -114,7 +117,8 @@ Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& res
                                 repo.Repo() +
                                 " with no challenge imgfs understands (Basic or Bearer)");
   }
-  std::string key = TokenKey(*chosen, Scope(repo));
+  const std::string scope = Scope(repo, push);
+  std::string key = TokenKey(*chosen, scope);
   {
     MutexLock lock(&mu_);
     challenges_[repo.ApiHost()] = *chosen;
@@ -128,11 +132,11 @@ Status Client::Impl::Authenticate(const Reference& repo, const HttpResponse& res
     if (sent_auth) return Status::Unauthorized(RefusedMessage(repo));
     return Status::Ok();
   }
-  return FetchToken(repo, *chosen).status();
+  return FetchToken(repo, *chosen, scope).status();
 }
 
-Result<std::string> Client::Impl::FetchToken(const Reference& repo,
-                                             const AuthChallenge& challenge) {
+Result<std::string> Client::Impl::FetchToken(const Reference& repo, const AuthChallenge& challenge,
+                                             const std::string& scope) {
   auto param = [&](const char* k) {
     auto it = challenge.params.find(k);
     return it == challenge.params.end() ? std::string() : it->second;
@@ -144,7 +148,6 @@ Result<std::string> Client::Impl::FetchToken(const Reference& repo,
                                 " sent a Bearer challenge without a usable realm ('" + realm +
                                 "')");
   }
-  std::string scope = Scope(repo);
   IMGFS_ASSIGN_OR_RETURN(std::optional<Credentials> creds, CredentialsFor(repo));
   TokenRequest token_request;
   token_request.realm = realm;

@@ -65,12 +65,22 @@ class Client::Impl {
     int* failures = nullptr;
     // The first blob byte asked for in a Range header; nullopt when there is none.
     std::optional<uint64_t> range_from;
+    std::string body;   // POST / PUT
+    bool push = false;  // authorize for scope repository:<repo>:pull,push
   };
 
   // client_manifests.cc
   Result<ManifestResponse> GetManifest(const Reference& repo, std::string_view tag_or_digest);
   Result<std::string> HeadManifest(const Reference& repo, std::string_view tag_or_digest);
   Result<std::vector<std::string>> ListTags(const Reference& repo);
+
+  // client_push.cc
+  Result<bool> HasBlob(const Reference& repo, std::string_view digest);
+  Result<std::string> PushBlob(const Reference& repo, std::string_view bytes);
+  Result<std::string> PutManifest(const Reference& repo, std::string_view tag_or_digest,
+                                  std::string_view media_type, std::string_view bytes);
+  Result<Referrers> ListReferrers(const Reference& repo, std::string_view digest,
+                                  std::string_view artifact_type);
 
   // client_blobs.cc
   // Streams [off, off + len) of a blob (to its end when len is nullopt) through `sink`.
@@ -88,8 +98,8 @@ class Client::Impl {
     return EndpointsOf(repo).front().base;
   }
 
-  static std::string Scope(const Reference& repo) {
-    return "repository:" + repo.repository + ":pull";
+  static std::string Scope(const Reference& repo, bool push) {
+    return "repository:" + repo.repository + (push ? ":pull,push" : ":pull");
   }
 
   // client_mirrors.cc
@@ -136,13 +146,15 @@ class Client::Impl {
   std::string RefusedMessage(const Reference& repo) EXCLUDES(mu_);
   Status AuthFailed(const Reference& repo, bool sent_auth, const HttpResponse& resp) EXCLUDES(mu_);
   static std::string TokenKey(const AuthChallenge& c, const std::string& scope);
-  // The Authorization value to send to `repo`'s registry, from what its last challenge asked.
-  Result<std::optional<std::string>> AuthorizationFor(const Reference& repo) EXCLUDES(mu_);
+  // The Authorization value to send to `repo`'s registry, from what its last challenge asked;
+  // a Bearer token for the push scope when `push`.
+  Result<std::optional<std::string>> AuthorizationFor(const Reference& repo, bool push)
+      EXCLUDES(mu_);
   // Learns the challenge of a 401 and, for Bearer, fetches a fresh token.
-  Status Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth)
+  Status Authenticate(const Reference& repo, const HttpResponse& resp, bool sent_auth, bool push)
       EXCLUDES(mu_);
-  Result<std::string> FetchToken(const Reference& repo, const AuthChallenge& challenge)
-      EXCLUDES(mu_);
+  Result<std::string> FetchToken(const Reference& repo, const AuthChallenge& challenge,
+                                 const std::string& scope) EXCLUDES(mu_);
 
   struct Token {
     std::string token;

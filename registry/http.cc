@@ -298,10 +298,12 @@ class CurlTransport : public HttpTransport {
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     if (request.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    } else if (request.method == "POST") {
+    } else if (request.method == "POST" || request.method == "PUT") {
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
                        static_cast<curl_off_t>(request.body.size()));
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
+      // The pool's curl_easy_reset clears the custom method again.
+      if (request.method == "PUT") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
     } else {
       curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }

@@ -34,10 +34,10 @@
 namespace imgfs::registry {
 
 struct HttpRequest {
-  std::string method = "GET";  // "GET", "HEAD" or "POST" (with `body`)
+  std::string method = "GET";  // "GET", "HEAD", "POST" or "PUT" (with `body`)
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
-  std::string body;                  // POST only
+  std::string body;                  // POST and PUT only
   // false: https without checking the server's certificate or name (an insecure registry).
   bool verify_tls = true;
   // When set and the response status is 2xx, body bytes go here instead of into

@@ -93,6 +93,7 @@ Result<Descriptor> ParseDescriptor(const json& j, const std::string& where) {
   if (auto an = j.find("annotations"); an != j.end() && !an->is_null()) {
     IMGFS_RETURN_IF_ERROR(StringMap(*an, where + ".annotations", &d.annotations));
   }
+  IMGFS_RETURN_IF_ERROR(OptionalString(j, "artifactType", where, &d.artifact_type));
   if (auto urls = j.find("urls"); urls != j.end() && !urls->is_null()) {
     if (!urls->is_array()) return Status::Corrupt(where + ".urls must be an array of strings");
     for (const json& u : *urls) {
@@ -198,6 +199,11 @@ Result<ImageManifest> ParseImageManifest(std::string_view bytes) {
   }
   if (auto an = doc.find("annotations"); an != doc.end() && !an->is_null()) {
     IMGFS_RETURN_IF_ERROR(StringMap(*an, "image manifest annotations", &m.annotations));
+  }
+  IMGFS_RETURN_IF_ERROR(OptionalString(doc, "artifactType", "image manifest", &m.artifact_type));
+  if (auto sub = doc.find("subject"); sub != doc.end() && !sub->is_null()) {
+    IMGFS_ASSIGN_OR_RETURN(Descriptor d, ParseDescriptor(*sub, "image manifest subject"));
+    m.subject = std::move(d);
   }
   return m;
 }

@@ -68,6 +68,7 @@ struct Descriptor {
   std::map<std::string, std::string> annotations;
   std::optional<Platform> platform;
   std::vector<std::string> urls;
+  std::string artifact_type;  // OCI 1.1 "artifactType" ("" when absent)
 };
 
 struct ImageManifest {
@@ -76,6 +77,9 @@ struct ImageManifest {
   Descriptor config;
   std::vector<Descriptor> layers;
   std::map<std::string, std::string> annotations;
+  // OCI 1.1 artifacts: "artifactType", and the manifest this one refers to ("subject").
+  std::string artifact_type;
+  std::optional<Descriptor> subject;
 };
 
 struct ImageIndex {

@@ -1139,5 +1139,115 @@ TEST(RetryDelayTest, ExponentialWithEqualJitterAndRetryAfter) {
   EXPECT_EQ(RetryDelayMs(5, 250, 1, 0.0), 2000);
 }
 
+// ---- pushing and referrers (client_push.cc) ----
+
+Answer BearerChallenge() {
+  return Answer{
+      401,
+      {{"www-authenticate",
+        R"(Bearer realm="https://auth.example.com/token",service="registry.example.com")"}},
+      ""};
+}
+
+TEST_F(ClientTest, PushesABlobWithAPushScopeTokenToARelativeLocation) {
+  const std::string bytes = "index bytes";
+  const std::string digest = Sha256Digest(bytes);
+  std::vector<std::string> scopes;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.rfind("https://auth.example.com/token?", 0) == 0) {
+      scopes.push_back(r.url.substr(r.url.find("scope=")));
+      return Answer{200, {}, R"({"token":"PUSH","expires_in":300})"};
+    }
+    if (r.Header("Authorization") != "Bearer PUSH") return BearerChallenge();
+    if (r.method == "HEAD") return NotFound("BLOB_UNKNOWN");
+    if (r.method == "POST") {
+      EXPECT_EQ(r.url, "https://registry.example.com/v2/team/app/blobs/uploads/");
+      return Answer{202, {{"location", "/v2/team/app/blobs/uploads/u1?_state=abc"}}, ""};
+    }
+    EXPECT_EQ(r.method, "PUT");
+    EXPECT_EQ(r.url,
+              "https://registry.example.com/v2/team/app/blobs/uploads/u1?_state=abc&digest=" +
+                  digest);
+    EXPECT_EQ(r.body, bytes);
+    return Answer{201, {{"docker-content-digest", digest}}, ""};
+  });
+  auto pushed = client.PushBlob(Ref("registry.example.com/team/app:1"), bytes);
+  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  EXPECT_EQ(*pushed, digest);
+  ASSERT_FALSE(scopes.empty());
+  for (const std::string& s : scopes) EXPECT_EQ(s, "scope=repository%3Ateam%2Fapp%3Apull%2Cpush");
+}
+
+TEST_F(ClientTest, PushRefusesAnUploadLocationOnAnotherHost) {
+  bool put = false;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.method == "HEAD") return NotFound("BLOB_UNKNOWN");
+    if (r.method == "POST") {
+      return Answer{202, {{"location", "https://elsewhere.example.com/upload/u1"}}, ""};
+    }
+    put = true;
+    return Answer{201, {}, ""};
+  });
+  auto pushed = client.PushBlob(Ref("registry.example.com/team/app:1"), "x");
+  EXPECT_EQ(pushed.status().code(), Code::kCorrupt) << pushed.status().ToString();
+  EXPECT_FALSE(put);
+}
+
+TEST_F(ClientTest, PushesAManifestAndSkipsABlobTheRegistryHas) {
+  const std::string body = kManifest;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.method == "HEAD") return Answer{200, {}, ""};
+    EXPECT_EQ(r.method, "PUT");
+    EXPECT_EQ(r.url, "https://registry.example.com/v2/team/app/manifests/v1");
+    EXPECT_EQ(r.Header("Content-Type"), "application/vnd.oci.image.manifest.v1+json");
+    EXPECT_EQ(r.body, body);
+    return Answer{201, {}, ""};
+  });
+  EXPECT_TRUE(client.PushBlob(Ref("registry.example.com/team/app:1"), "x").ok());
+  auto digest = client.PutManifest(Ref("registry.example.com/team/app:1"), "v1",
+                                   "application/vnd.oci.image.manifest.v1+json", body);
+  ASSERT_TRUE(digest.ok()) << digest.status().ToString();
+  EXPECT_EQ(*digest, Sha256Digest(body));
+  EXPECT_EQ(transport_->seen().size(), 2u);  // the HEAD and the manifest PUT, no upload
+}
+
+TEST_F(ClientTest, ReferrersComeFromTheApiElseFromTheTagSchema) {
+  const std::string subject = "sha256:" + std::string(64, 'a');
+  const std::string index =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:)" +
+      std::string(64, 'b') +
+      R"(","size":10,"artifactType":"application/x.other"},)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:)" +
+      std::string(64, 'c') + R"(","size":10,"artifactType":"application/x.wanted"}]})";
+  bool api = false;
+  Client& client = Make([&](const Seen& r) -> Answer {
+    if (r.url.find("/referrers/" + subject) != std::string::npos) {
+      return api ? Answer{200, {{"content-type", "application/vnd.oci.image.index.v1+json"}}, index}
+                 : Answer{404, {}, "404 page not found"};
+    }
+    if (r.url ==
+        "https://registry.example.com/v2/team/app/manifests/sha256-" + std::string(64, 'a')) {
+      return Answer{200, {{"content-type", "application/vnd.oci.image.index.v1+json"}}, index};
+    }
+    return NotFound("MANIFEST_UNKNOWN");
+  });
+  auto tagged = client.ListReferrers(Ref("registry.example.com/team/app:1"), subject,
+                                     "application/x.wanted");
+  ASSERT_TRUE(tagged.ok()) << tagged.status().ToString();
+  EXPECT_FALSE(tagged->from_api);
+  ASSERT_EQ(tagged->manifests.size(), 1u);
+  EXPECT_EQ(tagged->manifests[0].digest, "sha256:" + std::string(64, 'c'));
+  api = true;
+  auto listed = client.ListReferrers(Ref("registry.example.com/team/app:1"), subject);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_TRUE(listed->from_api);
+  EXPECT_EQ(listed->manifests.size(), 2u);
+  api = false;
+  auto none = client.ListReferrers(Ref("registry.example.com/team/other:1"), subject);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->manifests.empty());
+}
+
 }  // namespace
 }  // namespace imgfs::registry
