@@ -25,6 +25,9 @@ struct CommonOptions {
   std::set<std::string> flags_given;             // long names given on the command line
   // --certs-dir ("" = $IMGFS_CERTS_DIR, else docker's and podman's certs.d).
   std::string certs_dir;
+  // --trust-index-from and [index] trust_from: registries (HOST[:PORT]) and repositories
+  // (HOST/REPO) whose shared layer indexes are used when found through referrers.
+  std::vector<std::string> trust_index_from;
 };
 
 struct MountOptions {
@@ -36,6 +39,7 @@ struct MountOptions {
   std::vector<std::string> fuse_options;  // -o values, passed to FUSE
   std::string log_file;                   // "" = <cache>/imgfs.log for a background mount
   std::string prefetch = "landmark";      // landmark, all or none (fs::Prefetcher)
+  bool push_index = false;                // publish the layer indexes once they are built
 };
 
 // `imgfs store`: podman's additional layer store (README "Run containers with podman").
@@ -64,6 +68,14 @@ struct PullOptions {
   // all: every byte of every layer (default); landmark: of eStargz layers, the TOC and the
   // prioritized files' region only (what `mount --prefetch landmark` fetches first).
   std::string prefetch_only = "all";
+  bool push_index = false;  // publish the layer indexes once the pull completes
+};
+
+// `imgfs index push IMAGE` and `imgfs index convert IMAGE NEWREF` (cli/shared_index.h).
+struct IndexOptions {
+  CommonOptions common;
+  std::string image;
+  std::string new_ref;  // convert: TAG, or REPO:TAG in the image's repository
 };
 
 // `imgfs ls`, `cat`, `cp`: an image's tree and files read without mounting (cli/image.h).
@@ -150,6 +162,12 @@ int RunCacheDf(const CacheOptions& options);
 // --max-size (or the configured limit), never what a live mount pins; prints what it freed.
 int RunCacheGc(const CacheOptions& options);
 int RunUmount(const std::string& mountpoint);
+// Publishes the cached gzip/tar layer indexes of IMAGE as a referrer artifact of its manifest
+// (docs/index-format.md); prints the artifact's digest.
+int RunIndexPush(const IndexOptions& options);
+// RunIndexPush, then an image index of the manifest and the artifact tagged NEWREF; prints
+// NEWREF@<index digest>, the reference that binds the indexes to the image.
+int RunIndexConvert(const IndexOptions& options);
 int RunInspect(const InspectOptions& options);
 // Prints what the mount at `mountpoint` fetched and holds, per layer; format text or json.
 int RunStats(const std::string& mountpoint, const std::string& format);

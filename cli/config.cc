@@ -191,7 +191,7 @@ class TomlReader {
 
   // imgfs's own keys: [cache] and [pull].
   Status Settings(const toml::table& doc, Config* config) const {
-    IMGFS_RETURN_IF_ERROR(CheckKeys(doc, "", {"cache", "pull", "registry"}));
+    IMGFS_RETURN_IF_ERROR(CheckKeys(doc, "", {"cache", "pull", "registry", "index"}));
     Status st;
     if (const toml::table* cache = Table(doc, "cache", &st)) {
       IMGFS_RETURN_IF_ERROR(CheckKeys(*cache, "cache.", {"dir", "max_size"}));
@@ -207,6 +207,21 @@ class TomlReader {
         }
         if (!bytes) return Error(*n, "'cache.max_size' must be a size (\"20GiB\") or bytes");
         config->cache_max_size = {*bytes, Where(*n)};
+      }
+    }
+    IMGFS_RETURN_IF_ERROR(st);
+    if (const toml::table* index = Table(doc, "index", &st)) {
+      IMGFS_RETURN_IF_ERROR(CheckKeys(*index, "index.", {"trust_from"}));
+      if (const toml::node* n = index->get("trust_from")) {
+        const toml::array* list = n->as_array();
+        if (list == nullptr) return Error(*n, "'index.trust_from' must be an array of strings");
+        for (const toml::node& item : *list) {
+          auto v = item.value_exact<std::string>();
+          if (!v || v->empty()) {
+            return Error(item, "'index.trust_from' entries must be REGISTRY or REGISTRY/REPO");
+          }
+          config->trust_index_from.push_back({*v, Where(item)});
+        }
       }
     }
     IMGFS_RETURN_IF_ERROR(st);
@@ -419,6 +434,10 @@ Status OverlayFlags(const CommonOptions& common, Config* config) {
     entry.second = "flag --registry-mirror";
   }
   ApplyMirrors(mirrors, config);
+  for (const std::string& entry : common.trust_index_from) {
+    if (entry.empty()) return Status::InvalidArgument("--trust-index-from needs REGISTRY[/REPO]");
+    config->trust_index_from.push_back({entry, "flag --trust-index-from"});
+  }
   for (const std::string& host : common.insecure_registries) {
     if (host.empty()) return Status::InvalidArgument("--insecure-registry needs a HOST[:PORT]");
     Entry(config, host).insecure = {true, "flag --insecure-registry"};
@@ -437,6 +456,10 @@ void ApplyConfig(const Config& config, CommonOptions* common) {
   common->stall_timeout_s = config.stall_timeout_s.value;
   common->registry_mirrors.clear();
   common->insecure_registries.clear();
+  common->trust_index_from.clear();
+  for (const Sourced<std::string>& t : config.trust_index_from) {
+    common->trust_index_from.push_back(t.value);
+  }
   for (const RegistryConfig& r : config.registries) {
     for (const std::string& url : r.mirrors)
       common->registry_mirrors.push_back(r.location + "=" + url);

@@ -15,11 +15,14 @@
 //      ~/.config/imgfs/config.toml), the user's file winning. Its keys (README "Configuration"):
 //        [cache]  dir, max_size ("20GiB", "500MB" or bytes; 0 = no limit)
 //        [pull]   platform ("os/arch[/variant]"), policy (missing|always|never), stall_timeout (s)
+//        [index]  trust_from (["REGISTRY", "REGISTRY/REPO"]: shared layer indexes found
+//                 through referrers there are used, cli/shared_index.h)
 //        [[registry]] location, insecure, [[registry.mirror]] location, insecure
 //      as registries.conf spells them. An unknown key or a value of the wrong type is an error;
 //   5. the environment: IMGFS_CACHE for the cache directory, IMGFS_CACHE_MAX_SIZE for its limit;
 //   6. the command's flags (--cache, --cache-max-size, --platform, --pull, --stall-timeout,
-//      --registry-mirror [REGISTRY=]URL, --insecure-registry HOST).
+//      --registry-mirror [REGISTRY=]URL, --insecure-registry HOST, --trust-index-from, whose
+//      entries add to the files').
 // A registry's mirrors come whole from the strongest source that names any for it; insecure
 // registries are the union of every source. Docker Hub's aliases (index.docker.io,
 // registry-1.docker.io) are "docker.io". A mirror location without a scheme is https://, or
@@ -63,6 +66,8 @@ struct Config {
   Sourced<std::string> pull_policy{"missing"};
   Sourced<int> stall_timeout_s{30};
   std::vector<RegistryConfig> registries;  // sorted by location
+  // [index] trust_from and --trust-index-from, each entry with where it came from.
+  std::vector<Sourced<std::string>> trust_index_from;
 
   // The entry for `location` (normalized), or nullptr.
   const RegistryConfig* Registry(const std::string& location) const;

@@ -6,6 +6,7 @@
 
 #include "cli/cache_usage.h"
 #include "cli/layer_indexing.h"
+#include "cli/shared_index.h"
 
 namespace imgfs::cli {
 namespace {
@@ -40,11 +41,16 @@ Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target, const Commo
   IMGFS_ASSIGN_OR_RETURN(out->pin, PinLayers(*out->cache, out->image.parsed.layers));
   out->registry_source = std::make_unique<RegistryBlobSource>(out->client.get(), target.ref);
   out->source = std::make_unique<MeteredBlobSource>(out->registry_source.get());
+  // Layers this host has not indexed yet may have a shared index (cli/shared_index.h).
+  FoundIndexes shared = FindSharedIndexes(*out->client, out->image, *out->cache,
+                                          common.trust_index_from);
+  out->shared_index = shared.artifact;
   IMGFS_ASSIGN_OR_RETURN(out->layers,
                          IndexLayers(out->image.parsed, out->image.diff_ids, out->cache.get(),
-                                     out->source.get(), &out->cancel));
+                                     out->source.get(), &out->cancel, &shared.layers));
   IMGFS_ASSIGN_OR_RETURN(out->tree, fs::Tree::Build(out->layers));
-  out->image_layers = std::make_shared<const fs::ImageLayers>(out->layers, out->image.diff_ids);
+  out->image_layers = std::make_shared<const fs::ImageLayers>(out->layers, out->image.diff_ids,
+                                                              shared.borrowed);
   out->reader = std::make_unique<fs::ContentReader>(out->image_layers, out->cache.get(),
                                                     out->source.get());
   return out;

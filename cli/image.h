@@ -38,13 +38,15 @@ struct OpenedImage {
   std::unique_ptr<RegistryBlobSource> registry_source;
   std::unique_ptr<MeteredBlobSource> source;  // what was fetched, per blob (imgfs stats)
   std::vector<std::shared_ptr<const fs::LayerIndex>> layers;
+  std::string shared_index;  // the shared index artifact some layers use; "" when none
   std::shared_ptr<const fs::ImageLayers> image_layers;  // the layers as the reader sees them
   std::unique_ptr<fs::Tree> tree;
   std::unique_ptr<fs::ContentReader> reader;
 };
 
-// Resolves `target` (under its pull policy), checks the platform, indexes the layers and
-// builds the tree. Errors as ResolveImage, CheckPlatform, IndexLayers and Tree::Build.
+// Resolves `target` (under its pull policy), checks the platform, indexes the layers (with
+// shared indexes where the cache has none, cli/shared_index.h) and builds the tree. Errors as
+// ResolveImage, CheckPlatform, IndexLayers and Tree::Build.
 Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target, const CommonOptions& common);
 
 // The inode of `path` in the image ("/etc/passwd", "etc/passwd", "/" or ""), following

@@ -33,6 +33,11 @@ int RunInfo(const Config& config) {
   Line("policy", config.pull_policy.value, config.pull_policy.source);
   Line("stall_timeout", std::to_string(config.stall_timeout_s.value) + " s",
        config.stall_timeout_s.source);
+  std::cout << "Shared layer indexes trusted from (referrers):"
+            << (config.trust_index_from.empty() ? " none\n" : "\n");
+  for (const Sourced<std::string>& t : config.trust_index_from) {
+    std::cout << "  " << t.value << "  (" << t.source << ")\n";
+  }
   std::cout << "Registries:" << (config.registries.empty() ? " none configured\n" : "\n");
   for (const RegistryConfig& r : config.registries) {
     std::cout << "  " << r.location << "\n";

@@ -36,7 +36,8 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
 
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
-    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel) {
+    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel,
+    const std::vector<std::shared_ptr<const fs::LayerIndex>>* given) {
   const size_t n = manifest.layers.size();
   if (!diff_ids.empty() && diff_ids.size() != n) {
     return Status::Internal("IndexLayers: " + std::to_string(diff_ids.size()) + " diff_ids for " +
@@ -50,6 +51,10 @@ Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
   std::atomic<bool> failed{false};
   (void)ForEachInParallel(n, kMaxParallelLayers, [&](size_t i) -> Status {
     if (failed) return Status::Ok();  // not started: the mount fails anyway
+    if (given != nullptr && i < given->size() && (*given)[i]) {
+      layers[i] = (*given)[i];
+      return Status::Ok();
+    }
     const registry::Descriptor& d = manifest.layers[i];
     auto index = fs::GetOrBuildLayerIndex(
         ToLayerDescriptor(d, diff_ids.empty() ? std::string() : diff_ids[i]), cache, source);

@@ -37,9 +37,12 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
 fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d, std::string diff_id = "");
 
 // The layers' indexes in manifest order (bottom first). `diff_ids` is empty (nothing checked)
-// or has one entry per layer (registry::ResolvedImage::diff_ids).
+// or has one entry per layer (registry::ResolvedImage::diff_ids). A layer whose entry in
+// `given` (when not null: one per layer) is set takes that index as it is (a shared index,
+// cli/shared_index.h) and fetches nothing.
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
-    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel = nullptr);
+    cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel = nullptr,
+    const std::vector<std::shared_ptr<const fs::LayerIndex>>* given = nullptr);
 
 }  // namespace imgfs::cli

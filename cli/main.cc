@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
                     "Seconds a registry transfer may stay below 1 KiB/s before it fails "
                     "(default 30); a blob gives up after 5 failed attempts")
         ->check(CLI::Range(1, 3600));
+    cmd->add_option("--trust-index-from", common->trust_index_from,
+                    "REGISTRY[/REPO] whose shared layer indexes are used when found through "
+                    "referrers (repeatable; adds to the config's [index] trust_from)")
+        ->allow_extra_args(false);
   };
 
   imgfs::cli::MountOptions mount;
@@ -83,6 +87,9 @@ int main(int argc, char** argv) {
                    "landmark: fetch eStargz layers' prioritized files in the background "
                    "(default); all: then the whole image at low priority; none: only what is read")
       ->check(CLI::IsMember({"landmark", "all", "none"}));
+  mount_cmd->add_flag("--push-index", mount.push_index,
+                      "Publish the gzip/tar layer indexes built for this mount in the registry "
+                      "(imgfs index push) before the mount is ready");
   mount_cmd->add_option("--log", mount.log_file,
                         "Where a background mount logs (default: <cache>/imgfs.log)");
   mount_cmd->add_option("IMAGE", mount.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
@@ -115,7 +122,26 @@ int main(int argc, char** argv) {
                    "all: every layer whole (default); landmark: of eStargz layers only the TOC "
                    "and the prioritized files")
       ->check(CLI::IsMember({"landmark", "all"}));
+  pull_cmd->add_flag("--push-index", pull.push_index,
+                     "Publish the gzip/tar layer indexes in the registry once the pull completes "
+                     "(imgfs index push)");
   pull_cmd->add_option("IMAGE", pull.image, "NAME[:TAG|@DIGEST], as docker pull takes it")
+      ->required();
+
+  imgfs::cli::IndexOptions index_push, index_convert;
+  CLI::App* index_cmd = app.add_subcommand(
+      "index", "Share gzip/tar layer indexes through the registry (docs/index-format.md)");
+  index_cmd->require_subcommand(1);
+  CLI::App* index_push_cmd = index_cmd->add_subcommand(
+      "push", "Publish IMAGE's cached layer indexes as a referrer artifact of its manifest");
+  add_common(index_push_cmd, &index_push.common);
+  index_push_cmd->add_option("IMAGE", index_push.image, "NAME[:TAG|@DIGEST]")->required();
+  CLI::App* index_convert_cmd = index_cmd->add_subcommand(
+      "convert", "Push an image index of IMAGE and its layer indexes, tagged NEWREF");
+  add_common(index_convert_cmd, &index_convert.common);
+  index_convert_cmd->add_option("IMAGE", index_convert.image, "NAME[:TAG|@DIGEST]")->required();
+  index_convert_cmd
+      ->add_option("NEWREF", index_convert.new_ref, "TAG, or NAME:TAG in IMAGE's repository")
       ->required();
 
   imgfs::cli::FilesOptions ls, cat, cp;
@@ -208,18 +234,21 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   // The config files fill in what the command line did not say (cli/config.h).
-  const std::pair<CLI::App*, CommonOptions*> commons[] = {{mount_cmd, &mount.common},
-                                                          {pull_cmd, &pull.common},
-                                                          {ls_cmd, &ls.common},
-                                                          {cat_cmd, &cat.common},
-                                                          {cp_cmd, &cp.common},
-                                                          {images_cmd, &images.common},
-                                                          {rmi_cmd, &rmi.common},
-                                                          {inspect_cmd, &inspect.common},
-                                                          {info_cmd, &info},
-                                                          {login_cmd, &login.common},
-                                                          {cache_df_cmd, &cache_df.common},
-                                                          {cache_gc_cmd, &cache_gc.common}};
+  const std::pair<CLI::App*, CommonOptions*> commons[] = {
+      {mount_cmd, &mount.common},
+      {pull_cmd, &pull.common},
+      {ls_cmd, &ls.common},
+      {cat_cmd, &cat.common},
+      {cp_cmd, &cp.common},
+      {images_cmd, &images.common},
+      {rmi_cmd, &rmi.common},
+      {inspect_cmd, &inspect.common},
+      {info_cmd, &info},
+      {login_cmd, &login.common},
+      {cache_df_cmd, &cache_df.common},
+      {cache_gc_cmd, &cache_gc.common},
+      {index_push_cmd, &index_push.common},
+      {index_convert_cmd, &index_convert.common}};
   for (const auto& [cmd, common] : commons) {
     if (!*cmd) continue;
     for (const CLI::Option* opt : cmd->get_options()) {
@@ -249,6 +278,8 @@ int main(int argc, char** argv) {
   if (*cache_gc_cmd) return imgfs::cli::RunCacheGc(cache_gc);
   if (*umount_cmd) return imgfs::cli::RunUmount(umount_point);
   if (*inspect_cmd) return imgfs::cli::RunInspect(inspect);
+  if (*index_push_cmd) return imgfs::cli::RunIndexPush(index_push);
+  if (*index_convert_cmd) return imgfs::cli::RunIndexConvert(index_convert);
   if (*stats_cmd) return imgfs::cli::RunStats(stats_point, stats_format);
   return 2;
 }

@@ -3,10 +3,12 @@
 #include <cerrno>
 #include <memory>
 
+#include "base/log.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/daemon.h"
 #include "cli/image.h"
+#include "cli/shared_index.h"
 #include "cli/stats.h"
 #include "fs/fuse/fuse_fs.h"
 #include "fs/tree/prefetcher.h"
@@ -36,6 +38,17 @@ Status MountAndServe(const MountOptions& options, const Target& target,
                      fs::Prefetcher::Mode prefetch_mode, const std::function<void()>& ready) {
   IMGFS_ASSIGN_OR_RETURN(std::unique_ptr<OpenedImage> opened, OpenImage(target, options.common));
   OpenedImage& image = *opened;
+  if (options.push_index) {
+    // The first pass is over: share its indexes before the mount is ready. A failure to push
+    // does not fail the mount.
+    Result<PushedIndexes> pushed = PushSharedIndexes(*image.client, image.image, *image.cache);
+    if (pushed.ok()) {
+      IMGFS_LOG(kInfo, "pushed the indexes of " << pushed->layers << " layer(s) as "
+                                                << pushed->artifact.digest);
+    } else {
+      IMGFS_LOG(kWarning, "--push-index: " << pushed.status().ToString());
+    }
+  }
   fs::FuseOptions fuse;
   fuse.mountpoint = options.mountpoint;
   fuse.fuse_args = options.fuse_options;

@@ -28,6 +28,7 @@
 #include "cli/layer_indexing.h"
 #include "cli/pull_output.h"
 #include "cli/registry_blob_source.h"
+#include "cli/shared_index.h"
 #include "fs/layer/layer_builder.h"
 #include "fs/tree/image_layers.h"
 #include "fs/tree/layer_check.h"
@@ -102,6 +103,7 @@ struct PullContext {
   registry::Client* client;
   PullOutput* out;
   fs::Prefetcher::Mode mode;
+  bool push_index = false;  // --push-index
 };
 
 // The layers of one image that are not complete in the cache, fetched in parallel with
@@ -277,6 +279,12 @@ Result<bool> PullImage(const PullContext& ctx, const Target& target) {
     IMGFS_RETURN_IF_ERROR(fetch.Run());
   }
   ctx.out->Message("Digest: " + digest);
+  if (ctx.push_index) {
+    // Every layer is indexed now: share the indexes (cli/shared_index.h).
+    Result<PushedIndexes> pushed = PushSharedIndexes(*ctx.client, *image, *ctx.cache);
+    if (!pushed.ok()) return pushed.status().WithContext("--push-index");
+    ctx.out->Message("Index: " + pushed->artifact.digest);
+  }
 
   auto before = ctx.cache->GetReference(PulledKey(ref));
   bool newer = !all_present || !before.ok() || before->manifest_digest != digest;
@@ -313,7 +321,7 @@ int RunPull(const PullOptions& options) {
   if (!cache.ok()) return Fail(cache.status());
   registry::Client client(DefaultClientOptions(common));
   PullOutput out(PullOutput::ModeFor(options.quiet, STDOUT_FILENO));
-  PullContext ctx{cache->get(), &client, &out, *mode};
+  PullContext ctx{cache->get(), &client, &out, *mode, options.push_index};
 
   if (!options.all_tags) {
     if (name_only) out.Message("Using default tag: " + target->ref.tag);

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "base/log.h"
+#include "fs/tree/header_check.h"
 
 namespace imgfs::fs {
 namespace {
@@ -114,6 +115,9 @@ Result<size_t> ContentReader::ReadPieces(const FileSource& file, uint64_t offset
   // A layer found bad after the mount began (its diff_id, fs/tree/layer_check.h).
   IMGFS_RETURN_IF_ERROR(layers_->LayerStatus(file.layer));
   if (offset >= entry.size || len == 0) return size_t{0};
+  if (layers_->borrowed(file.layer) && !layers_->HeaderChecked(file.layer, file.entry)) {
+    IMGFS_RETURN_IF_ERROR(CheckBorrowedEntry(file, entry));
+  }
   const uint64_t end = offset + std::min<uint64_t>(len, entry.size - offset);
   auto corrupt = [&](const char* what) {
     return Status::Corrupt("layer " + layer.blob_digest + ": file \"" + entry.path + "\" " + what);
@@ -287,6 +291,47 @@ void ContentReader::WaitIdle() {
 bool ContentReader::IsIdle() const {
   MutexLock lock(&ra_mu_);
   return ra_stop_ || (ra_queue_.empty() && !ra_busy_);
+}
+
+Status ContentReader::CheckBorrowedEntry(const FileSource& file, const Entry& entry) {
+  const LayerIndex& index = *layers_->layer(file.layer);
+  constexpr uint64_t kHeader = 512;
+  // The 512 bytes in front of the data, read from the (verified) units that hold them.
+  std::string header;
+  Status st;
+  if (entry.chunks.empty() || entry.chunks[0].unit == Chunk::kZeroUnit ||
+      entry.chunks[0].unit >= index.units.size()) {
+    st = CheckTarHeaderFor("", entry);
+  } else {
+    const Chunk& first = entry.chunks[0];
+    const uint64_t data = layers_->UnitStreamOffset(file.layer, first.unit) + first.unit_offset;
+    uint64_t pos = data < kHeader ? data : data - kHeader;
+    for (uint32_t u = first.unit; data >= kHeader && pos < data;) {
+      const uint64_t ustart = layers_->UnitStreamOffset(file.layer, u);
+      if (ustart > pos) {
+        if (u == 0) break;
+        --u;
+        continue;
+      }
+      Result<Decoded> bytes = GetUnit(file.layer, u);
+      if (!bytes.ok()) return bytes.status();
+      const uint64_t stop = std::min<uint64_t>(data, ustart + (*bytes)->size());
+      if (stop <= pos) break;
+      header.append(**bytes, pos - ustart, stop - pos);
+      pos = stop;
+      ++u;
+    }
+    st = CheckTarHeaderFor(header, entry);
+  }
+  if (st.ok()) {
+    layers_->MarkHeaderChecked(file.layer, file.entry);
+    return st;
+  }
+  Status verdict = Status::Corrupt("layer " + index.blob_digest +
+                                   ": its shared index does not match the layer: " + st.message());
+  IMGFS_LOG(kError, verdict.ToString() << "; its files are not served any more");
+  layers_->FailLayer(file.layer, verdict);
+  return verdict;
 }
 
 Result<ContentReader::Decoded> ContentReader::GetUnit(uint32_t layer, uint32_t unit) {

@@ -42,7 +42,8 @@
 // and the unit's compressed offset; nothing is kept in the LRU for a failed unit, so a later
 // read tries again. A file whose chunks do not cover what its size says is kCorrupt. A layer
 // that ImageLayers marks failed (its diff_id, fs/tree/layer_check.h) answers every read of its
-// files with that error.
+// files with that error. A file of a borrowed layer (an index found through referrers) is
+// served only once the tar header in front of its data matches its entry (CheckBorrowedEntry).
 #pragma once
 
 #include <atomic>
@@ -159,6 +160,9 @@ class ContentReader {
   };
 
   Result<Decoded> GetUnit(uint32_t layer, uint32_t unit);
+  // The header check of a file of a borrowed layer (ImageLayers, fs/tree/header_check.h),
+  // once per entry; a mismatch fails the layer (logged) and is returned.
+  Status CheckBorrowedEntry(const FileSource& file, const Entry& entry);
   // What GetUnit's flight for a unit runs: the LRU once more (the previous flight may have just
   // filled it), else FetchAndDecode; the outcome goes to the LRU or, once, to the log.
   Result<Decoded> FetchDecodeAndKeep(uint32_t layer, uint32_t unit);

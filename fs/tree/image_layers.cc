@@ -8,15 +8,35 @@
 namespace imgfs::fs {
 
 ImageLayers::ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers,
-                         std::vector<std::string> diff_ids)
+                         std::vector<std::string> diff_ids, std::vector<bool> borrowed)
     : layers_(std::move(layers)),
       diff_ids_(std::move(diff_ids)),
+      borrowed_(std::move(borrowed)),
       verdicts_(layers_.size()),
       checked_(layers_.size()) {
   checks_.reserve(layers_.size());
-  for (const auto& layer : layers_) {
+  stream_offsets_.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const auto& layer = layers_[l];
     checks_.push_back(layer ? UnitChecks(*layer) : std::vector<std::vector<ChunkCheck>>());
+    if (layer && l < borrowed_.size() && borrowed_[l]) {
+      uint64_t pos = 0;
+      for (const Unit& u : layer->units) {
+        stream_offsets_[l].push_back(pos);
+        pos += u.ulen;
+      }
+    }
   }
+}
+
+bool ImageLayers::HeaderChecked(uint32_t layer, uint32_t entry) const {
+  MutexLock lock(&mu_);
+  return headers_checked_.count({layer, entry}) > 0;
+}
+
+void ImageLayers::MarkHeaderChecked(uint32_t layer, uint32_t entry) const {
+  MutexLock lock(&mu_);
+  headers_checked_.insert({layer, entry});
 }
 
 const std::string& ImageLayers::diff_id(uint32_t layer) const {

@@ -17,6 +17,12 @@
 // (fs/tree/layer_check.h). FailLayer records that; from then on LayerStatus returns the error
 // and the reader serves nothing more of the layer (EIO through FUSE).
 //
+// A layer may be "borrowed": its index came from the registry through referrers (cli/
+// shared_index.h), not from this host's pass and not bound to the image's digest. The reader
+// then checks each file's tar header in front of its data before serving it (fs/tree/
+// header_check.h, HeaderChecked), and a completed `--prefetch all` checks the whole blob and
+// its diff_id (fs/tree/layer_check.h); either failing fails the layer.
+//
 // Thread-safety: immutable after construction but for the layers' verdicts (under a mutex);
 // every method is safe from many threads. The verify of a UnitRef calls its sink on the
 // thread that verifies.
@@ -25,8 +31,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/mutex.h"
@@ -46,8 +54,9 @@ class ImageLayers {
   // `layers` in image order (lowest first); a null entry is a layer without an index (nothing
   // of it can be read).
   // `diff_ids`, when not empty, holds the image config's diff_id of each layer (same order).
+  // `borrowed`, when not empty, says per layer whether its index is borrowed (see above).
   explicit ImageLayers(std::vector<std::shared_ptr<const LayerIndex>> layers,
-                       std::vector<std::string> diff_ids = {});
+                       std::vector<std::string> diff_ids = {}, std::vector<bool> borrowed = {});
 
   size_t size() const { return layers_.size(); }
   // The index of layer `layer`, or nullptr (out of range, or no index).
@@ -57,6 +66,16 @@ class ImageLayers {
   const std::vector<std::shared_ptr<const LayerIndex>>& indexes() const { return layers_; }
   // The image config's diff_id of layer `layer`; "" when not known.
   const std::string& diff_id(uint32_t layer) const;
+
+  bool borrowed(uint32_t layer) const { return layer < borrowed_.size() && borrowed_[layer]; }
+  // Where unit `unit` of a borrowed layer starts in the layer's uncompressed stream (the units
+  // of a streamed index are consecutive). REQUIRES: borrowed(layer), unit in range.
+  uint64_t UnitStreamOffset(uint32_t layer, uint32_t unit) const {
+    return stream_offsets_[layer][unit];
+  }
+  // Whether entry `entry` of a borrowed layer passed the header check, and recording it.
+  bool HeaderChecked(uint32_t layer, uint32_t entry) const EXCLUDES(mu_);
+  void MarkHeaderChecked(uint32_t layer, uint32_t entry) const EXCLUDES(mu_);
 
   // OK, or the error that made layer `layer` untrustworthy (see above).
   Status LayerStatus(uint32_t layer) const EXCLUDES(mu_);
@@ -85,11 +104,14 @@ class ImageLayers {
   // Per layer, per unit: the decoded-chunk checks of units without a sha256 (else empty).
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
   const std::vector<std::string> diff_ids_;
+  const std::vector<bool> borrowed_;
+  std::vector<std::vector<uint64_t>> stream_offsets_;  // per borrowed layer, per unit
 
   // State below is protected by mu_.
   mutable Mutex mu_;
   mutable std::vector<Status> verdicts_ GUARDED_BY(mu_);  // per layer; OK = not found bad
   mutable std::vector<bool> checked_ GUARDED_BY(mu_);     // per layer: diff_id checked here
+  mutable std::set<std::pair<uint32_t, uint32_t>> headers_checked_ GUARDED_BY(mu_);
 };
 
 }  // namespace imgfs::fs

@@ -28,8 +28,10 @@ bool DiffIdUnchecked(const LayerIndex& index, const std::string& diff_id) {
 
 bool NeedsDiffIdCheck(const ImageLayers& layers, uint32_t layer) {
   const LayerIndex* index = layers.layer(layer);
-  return index != nullptr && DiffIdUnchecked(*index, layers.diff_id(layer)) &&
-         !layers.DiffIdChecked(layer);
+  if (index == nullptr || layers.DiffIdChecked(layer)) return false;
+  // A borrowed index's diff_id is what its publisher claims, never a check of this host.
+  if (layers.borrowed(layer)) return !layers.diff_id(layer).empty();
+  return DiffIdUnchecked(*index, layers.diff_id(layer));
 }
 
 bool AllUnitsPresent(const ImageLayers& layers, uint32_t layer, cache::Cache* cache) {
@@ -81,6 +83,18 @@ Status CheckLayerDiffId(const ImageLayers& layers, uint32_t layer, cache::Cache*
   IMGFS_RETURN_IF_ERROR(read_gap(index.blob_size).WithContext("layer " + digest));
 
   const std::string got_blob = blob_hash.FinishDigest();
+  if (got_blob != digest && layers.borrowed(layer)) {
+    // Every span matched the borrowed index's digests, yet together they are not the blob:
+    // the index lies about the layer.
+    layers.MarkDiffIdChecked(layer);
+    Status verdict = Status::DigestMismatch(
+        "layer " + digest +
+        ": the blob put together from the spans of its shared index hashes to " + got_blob +
+        "; the index does not describe this layer");
+    IMGFS_LOG(kError, verdict.ToString() << "; its files are not served any more");
+    layers.FailLayer(layer, verdict);
+    return verdict;
+  }
   if (got_blob != digest) {
     return Status::DigestMismatch("layer " + digest +
                                   ": the blob put together from the cache "
@@ -93,18 +107,19 @@ Status CheckLayerDiffId(const ImageLayers& layers, uint32_t layer, cache::Cache*
   Status verdict;
   if (!got.ok()) {
     verdict = got.status().WithContext("layer " + digest);
-  } else {
-    // Recorded whatever it says: a later mount compares without fetching anything.
+  } else if (!layers.borrowed(layer)) {
+    // Recorded whatever it says: a later mount compares without fetching anything. Never for
+    // a borrowed index: its entries are still the publisher's, not this host's.
     LayerIndex checked = index;
     checked.diff_id = *got;
     if (Status s = cache->PutLayerIndex(digest, checked.Serialize()); !s.ok()) {
       IMGFS_LOG(kWarning,
                 "could not record the diff_id of layer " << digest << ": " << s.ToString());
     }
-    if (*got != want) {
-      verdict = Status::DigestMismatch("layer " + digest + " uncompresses to " + *got +
-                                       " but the image config's diff_id for it is " + want);
-    }
+  }
+  if (got.ok() && *got != want) {
+    verdict = Status::DigestMismatch("layer " + digest + " uncompresses to " + *got +
+                                     " but the image config's diff_id for it is " + want);
   }
   if (verdict.ok()) {
     IMGFS_LOG(kInfo, "layer " << digest << " is complete and matches its diff_id " << want);

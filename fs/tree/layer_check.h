@@ -16,6 +16,11 @@
 // stay: they hash to the blob's digest, they are the registry's blob; what is wrong is the
 // image that names this blob with another diff_id.
 //
+// A borrowed layer (a gzip/tar index found through referrers, fs/tree/image_layers.h) is checked
+// the same way once whole, whatever its index claims as diff_id; a blob that does not hash to
+// its digest then fails the layer too (every span matched the index, so the index lies), and
+// nothing is recorded in the cache.
+//
 // Thread-safety: safe from any thread; reads through the cache and the source, which are.
 #pragma once
 

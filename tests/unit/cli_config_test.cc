@@ -268,6 +268,30 @@ location = "file-mirror.example.com"
   EXPECT_THAT(OverlayFlags(common, &*c).message(), HasSubstr("--registry-mirror 'ghcr.io='"));
 }
 
+TEST_F(ConfigTest, IndexTrustComesFromTheFilesAndTheFlagsTogether) {
+  Write("user-config.toml", R"([index]
+trust_from = ["10.0.0.5:5000", "ghcr.io/org/app"]
+)");
+  Result<Config> c = LoadConfig(paths_);
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  CommonOptions common;
+  common.trust_index_from = {"127.0.0.1:5000/team"};
+  common.flags_given = {"--trust-index-from"};
+  ASSERT_TRUE(OverlayFlags(common, &*c).ok());
+  ASSERT_EQ(c->trust_index_from.size(), 3u);
+  EXPECT_EQ(c->trust_index_from[0].value, "10.0.0.5:5000");
+  EXPECT_EQ(c->trust_index_from[0].source, Path("user-config.toml") + ":2");
+  EXPECT_EQ(c->trust_index_from[2].source, "flag --trust-index-from");
+  CommonOptions applied;
+  ApplyConfig(*c, &applied);
+  EXPECT_THAT(applied.trust_index_from,
+              ElementsAre("10.0.0.5:5000", "ghcr.io/org/app", "127.0.0.1:5000/team"));
+
+  Write("user-config.toml", "[index]\ntrust_from = \"10.0.0.5:5000\"\n");
+  EXPECT_THAT(LoadConfig(paths_).status().message(),
+              HasSubstr(":2: 'index.trust_from' must be an array of strings"));
+}
+
 TEST_F(ConfigTest, MalformedFilesNameTheFileAndLine) {
   const std::string f = Path("user-config.toml");
   struct Case {
