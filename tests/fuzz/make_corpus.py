@@ -223,8 +223,11 @@ def estargz_seeds():
 
 # --- zstd:chunked ------------------------------------------------------------------------
 
-def zstd(data):
-    return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, stdout=subprocess.PIPE,
+def zstd(data, sized=False):
+    """One zstd frame; `sized`: with the content size in its header (read from a pipe, zstd
+    leaves it out unless told)."""
+    size = ["--stream-size=%d" % len(data)] if sized else []
+    return subprocess.run(["zstd", "-q", "-c", "-3"] + size, input=data, stdout=subprocess.PIPE,
                           check=True).stdout
 
 
@@ -394,6 +397,8 @@ def shared_index_seeds(lix_dir):
     for name in ("gzip.tar.gz", "raw.tar", "multi-unit.tar.gz"):
         with open(os.path.join(lix_dir, "seed-" + name + ".body"), "rb") as f:
             body = f.read()
+        with open(os.path.join(lix_dir, "seed-" + name + ".lix"), "rb") as f:
+            version = f.read()[8]  # the body's layout: version 2 has no diff_id
         n, pos = read_varint(body, 0)
         pos += n  # blob digest
         n, pos = read_varint(body, pos)
@@ -401,14 +406,15 @@ def shared_index_seeds(lix_dir):
         pos += n
         _, pos = read_varint(body, pos)  # blob size
         prefetch_end, pos = read_varint(body, pos)
-        n, pos = read_varint(body, pos)
-        pos += n  # diff_id
+        if version == 3:
+            n, pos = read_varint(body, pos)
+            pos += n  # diff_id
         new_body = (lstr(DIGEST.encode()) + lstr(fmt) + varint(SHARED_SIZE) +
                     varint(prefetch_end) + lstr(diff_id) + body[pos:])
         payload = lstr(DIGEST.encode()) + lstr(diff_id) + new_body
         write("shared_index_fuzz", name + ".payload", payload)
-        write("shared_index_fuzz", name + ".six", b"IMGFSSIX\x01" + zstd(payload))
-    write("shared_index_fuzz", "bad-version.six", b"IMGFSSIX\x02" + zstd(b"x"))
+        write("shared_index_fuzz", name + ".six", b"IMGFSSIX\x01" + zstd(payload, sized=True))
+    write("shared_index_fuzz", "bad-version.six", b"IMGFSSIX\x02" + zstd(b"x", sized=True))
     write("shared_index_fuzz", "lying-size.six",
           b"IMGFSSIX\x01\x28\xb5\x2f\xfd\x60\xff\xff\xff\xff\xff\x00")
 

@@ -8,9 +8,11 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -282,6 +284,30 @@ TEST_F(SharedIndexTest, ATamperedIndexFoundThroughReferrersGivesEioNeverWrongByt
   auto hostname = ReadFile(b.Path("etc/hostname"));
   ASSERT_TRUE(hostname.ok()) << hostname.status().ToString();
   EXPECT_EQ(*hostname, "layered-image, layer 3\n");
+}
+
+TEST_F(SharedIndexTest, PrefetchAllOfABorrowedIndexChecksEveryLayerWhole) {
+  HostAPushesIndexes();
+  ImgfsMount b(cache_b_.path());
+  b.set_env({{"IMGFS_LOG", "info"}});
+  RunResult r = b.Mount(Proxied("t"), {"--trust-index-from", proxy_->host(), "--prefetch", "all"});
+  ASSERT_TRUE(r.ok()) << r.Describe() << "\n" << b.LogTail();
+  // Each layer, once all its spans are in, is put together, hashed and decoded.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  size_t checked = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string log = b.LogTail();
+    checked = 0;
+    for (size_t pos = 0; (pos = log.find("matches its diff_id", pos)) != std::string::npos; ++pos) {
+      ++checked;
+    }
+    if (checked >= 3 || log.find("prefetch finished") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(checked, 3u) << b.LogTail();
+  auto content = ReadFile(b.Path(kSmallFile));
+  ASSERT_TRUE(content.ok()) << content.status().ToString();
+  EXPECT_EQ(*content, "owned by 1234:5678\n");
 }
 
 TEST_F(SharedIndexTest, AnImageWithoutAnIndexMountsAsBefore) {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "base/digest.h"
@@ -106,6 +108,24 @@ TEST(SharedIndexTest, CountLimitsAreCheckedBeforeAllocating) {
   EXPECT_EQ(r.status().code(), Code::kCorrupt);
   EXPECT_NE(r.status().message().find("units, more than the limit of 2"), std::string::npos);
   EXPECT_TRUE(DeserializeLayerIndexBody(body, kMaxSharedIndexEntries, kMaxSharedIndexUnits).ok());
+}
+
+// The fuzz target's seeds reach the accepting path (tests/fuzz/make_corpus.py rewrites them to
+// index the layer shared_index_fuzz.cc decodes for).
+TEST(SharedIndexTest, TheFuzzSeedsDecode) {
+  LayerDescriptor layer;
+  layer.digest = "sha256:" + std::string(64, 'a');
+  layer.size = uint64_t{1} << 40;
+  for (const char* name : {"gzip.tar.gz", "raw.tar", "multi-unit.tar.gz"}) {
+    std::ifstream in(std::string(IMGFS_SOURCE_DIR) + "/tests/fuzz/corpus/shared_index_fuzz/seed-" +
+                         name + ".six",
+                     std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(bytes.empty()) << name;
+    Result<LayerIndex> index = DecodeSharedIndex(bytes, layer);
+    ASSERT_TRUE(index.ok()) << name << ": " << index.status().ToString();
+    EXPECT_FALSE(index->entries.empty()) << name;
+  }
 }
 
 }  // namespace
