@@ -104,8 +104,29 @@ class Tree {
   const std::vector<std::shared_ptr<const LayerIndex>>& layers() const { return layers_; }
 
  private:
-  struct Node;
-  struct Child;
+  static constexpr uint32_t kNone = 0xffffffffu;
+
+  struct Node {
+    uint32_t mode = 0;
+    uint32_t nlink = 0;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    uint64_t size = 0;
+    uint64_t rdev = 0;
+    int64_t mtime_sec = 0;
+    uint32_t mtime_nsec = 0;
+    uint32_t layer = kNone;  // the entry that gave the inode its attributes; kNone: implicit dir
+    uint32_t entry = kNone;
+    uint32_t parent = 0;  // directories: the parent's ino (root: itself)
+    uint32_t child_begin = 0;
+    uint32_t child_count = 0;
+  };
+
+  struct Child {
+    std::string_view name;  // points into an entry path of a layer the Tree keeps alive
+    uint32_t ino = 0;
+  };
+
   Tree();
 
   const Node* Find(uint64_t ino) const;
@@ -117,7 +138,7 @@ class Tree {
   std::vector<Child> children_;  // each directory's children, contiguous and sorted by name
   Stats stats_;
 
-  friend class TreeBuilder;
+  friend class TreeBuilder;  // tree_build.cc: merges the layers and lays out nodes_
 };
 
 }  // namespace imgfs::fs
