@@ -9,7 +9,6 @@
 
 #include <filesystem>
 #include <map>
-#include <random>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +19,7 @@
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
 #include "tests/support/registry_server.h"
+#include "tests/support/test_blobs.h"
 #include "tests/support/tree_compare.h"
 
 namespace imgfs::test {
@@ -32,13 +32,6 @@ constexpr size_t kImageBytes = 1 << 20;
 // cache::AutoGcStep of the limits used below (1/32 of the limit, at least 256 KiB): how far
 // above its limit a cache may be once writing stops (docs/cache.md, "Slack").
 constexpr uint64_t kStep = 256 << 10;
-
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
 
 // Blocks the cache's blob files take, .tmp files included.
 uint64_t BlobDiskBytes(const std::string& cache_root) {
@@ -72,19 +65,17 @@ class CacheGcTest : public ::testing::Test {
   void SetUp() override {
     Status s = CheckImgfsBinary();
     ASSERT_TRUE(s.ok()) << s.ToString();
-    auto registry = RegistryServer::Create();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    registry_ = std::move(*registry);
-    auto proxy = BlobProxy::Start(registry_->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
+    auto started = StartProxiedRegistry();
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    registry_ = std::move(started->registry);
+    proxy_ = std::move(started->proxy);
     auto layout = OciLayout::Init(work_.Sub("layout"));
     ASSERT_TRUE(layout.ok()) << layout.status().ToString();
     layout_ = std::make_unique<OciLayout>(std::move(*layout));
   }
 
   // Builds and pushes imgfs/gc-<name>:v1.
-  Image Build(const std::string& name, uint64_t seed) {
+  Image Build(const std::string& name, uint32_t seed) {
     Image image;
     const std::string bundle = work_.Sub("bundle-" + name);
     EXPECT_TRUE(layout_->NewImage(name).ok());
@@ -122,13 +113,8 @@ class CacheGcTest : public ::testing::Test {
   // Blob body bytes the proxy passed for `digest` so far.
   uint64_t Fetched(const std::string& digest) {
     auto requests = proxy_->Requests();
-    EXPECT_TRUE(requests.ok());
-    uint64_t total = 0;
-    if (!requests.ok()) return 0;
-    for (const ProxiedRequest& r : *requests) {
-      if (r.IsBlobBody() && r.digest == digest) total += r.bytes;
-    }
-    return total;
+    EXPECT_TRUE(requests.ok()) << requests.status().ToString();
+    return requests.ok() ? BlobBytes(*requests, digest) : 0;
   }
 
   // Mounts `image` with `args`, compares every file with the reference, unmounts.

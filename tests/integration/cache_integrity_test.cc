@@ -19,6 +19,7 @@
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_world.h"
 #include "tests/support/tree_compare.h"
@@ -47,28 +48,14 @@ uint64_t TempFileBytes(const std::string& blob_path) {
   return most;
 }
 
-class CacheIntegrityTest : public ::testing::Test {
+class CacheIntegrityTest : public ProxiedImageTest {
  protected:
   void SetUp() override {
-    Status s = CheckImgfsBinary();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    image_ = *pushed;
-    auto registry = TestWorld::Get().Registry();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    auto proxy = BlobProxy::Start((*registry)->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
-    auto manifest = FetchManifest(image_.host, image_.repo, image_.tag);
-    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-    ASSERT_EQ(manifest->layers.size(), 1u);
-    layer_ = manifest->layers.front();
+    ASSERT_NO_FATAL_FAILURE(ProxiedImageTest::SetUp());
+    ASSERT_EQ(manifest_.layers.size(), 1u);
     ASSERT_GT(layer_.size, 64u << 10) << "the busybox layer is big enough to hold a flip";
     reference_ = TestWorld::Get().ReferenceRoot("busybox");
   }
-
-  std::string Proxied() const { return proxy_->host() + "/" + image_.repo + ":" + image_.tag; }
 
   RunResult Imgfs(std::vector<std::string> args) {
     args.insert(args.end(), {"--cache", cache_.path()});
@@ -119,11 +106,7 @@ class CacheIntegrityTest : public ::testing::Test {
     EXPECT_EQ(LayerBytesSinceLastCall(), 0u) << proxy_->Describe();
   }
 
-  PushedImage image_;
-  std::unique_ptr<BlobProxy> proxy_;
-  ManifestLayer layer_;
   std::string reference_;
-  TempDir cache_{"cache"};
   size_t seen_ = 0;
 };
 

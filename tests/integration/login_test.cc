@@ -11,6 +11,7 @@
 #include "tests/support/blob_proxy.h"
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
+#include "tests/support/private_registry.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_images.h"
 #include "tests/support/test_world.h"
@@ -58,20 +59,10 @@ with open(log, "a") as f:
 class LoginTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    RegistryOptions options;
-    options.auth = RegistryOptions::Auth::kHtpasswd;
-    options.user = kUser;
-    options.password = kPassword;
-    auto registry = RegistryServer::Create(options);
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    registry_ = registry->release();
-    auto images = TestWorld::Get().Images("busybox");
-    ASSERT_TRUE(images.ok()) << images.status().ToString();
-    auto pushed = (*images)->Push(
-        "busybox", registry_->host(), "team/app", "v1",
-        PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    image_ = new std::string(pushed->ByTag());
+    auto started = StartPrivateRegistry({kUser, kPassword}, "team/app");
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    registry_ = started->registry.release();
+    image_ = new std::string(started->image.ByTag());
   }
   static void TearDownTestSuite() {
     delete registry_;
@@ -88,26 +79,14 @@ class LoginTest : public ::testing::Test {
 
   // `imgfs login -u kUser --password-stdin HOST` with this test's DOCKER_CONFIG and env.
   RunResult Login(const std::string& password, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {ImgfsBinary(), "login", "-u", kUser, "--password-stdin"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    argv.push_back(registry_->host());
-    RunOptions options;
-    options.stdin_data = password + "\n";
-    options.env = Env();
-    options.timeout_seconds = 60;
-    return RunCommand(argv, options);
+    std::vector<std::string> args = {"login", "-u", kUser, "--password-stdin"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    args.push_back(registry_->host());
+    return RunImgfs(args, config_.path(), extra_env_, password + "\n");
   }
 
   RunResult Imgfs(const std::vector<std::string>& args) {
     return RunImgfs(args, config_.path(), extra_env_);
-  }
-
-  std::vector<std::pair<std::string, std::string>> Env() const {
-    std::vector<std::pair<std::string, std::string>> env = {{"DOCKER_CONFIG", config_.path()},
-                                                            {"XDG_RUNTIME_DIR", config_.path()},
-                                                            {"XDG_CONFIG_HOME", config_.path()}};
-    env.insert(env.end(), extra_env_.begin(), extra_env_.end());
-    return env;
   }
 
   // Mounts the image with this test's credentials and reads a file of it.
@@ -307,28 +286,19 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
   RegistryOptions options;
   options.auth = RegistryOptions::Auth::kToken;
   options.token_server = tokens->get();
-  auto registry = RegistryServer::Create(options);
-  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-  auto images = TestWorld::Get().Images("busybox");
-  ASSERT_TRUE(images.ok()) << images.status().ToString();
-  auto pushed = (*images)->Push(
-      "busybox", (*registry)->host(), "team/tokened", "v1",
-      PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
-  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
+  auto started = StartPrivateRegistry({kUser, kPassword}, "team/tokened", options);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  const RegistryServer& registry = *started->registry;
+  const PushedImage& pushed = started->image;
 
   TempDir config("docker");
-  RunOptions run;
-  run.stdin_data = std::string(kPassword) + "\n";
-  run.env = {{"DOCKER_CONFIG", config.path()},
-             {"XDG_RUNTIME_DIR", config.path()},
-             {"XDG_CONFIG_HOME", config.path()}};
-  RunResult login = RunCommand(
-      {ImgfsBinary(), "login", "-u", kUser, "--password-stdin", (*registry)->host()}, run);
+  RunResult login = RunImgfs({"login", "-u", kUser, "--password-stdin", registry.host()},
+                             config.path(), {}, std::string(kPassword) + "\n");
   ASSERT_TRUE(login.ok()) << login.Describe();
   EXPECT_THAT(login.out, HasSubstr("Login Succeeded"));
   auto text = ReadFile(config.Sub("config.json"));
   ASSERT_TRUE(text.ok());
-  json entry = json::parse(*text, nullptr, false)["auths"][(*registry)->host()];
+  json entry = json::parse(*text, nullptr, false)["auths"][registry.host()];
   ASSERT_TRUE(entry.contains("identitytoken")) << *text;
   EXPECT_EQ(entry["auth"], "bG9naW4tdXNlcjo=") << *text;  // "login-user:": no password kept
   EXPECT_THAT(*text, Not(HasSubstr("pa55")));
@@ -341,7 +311,7 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
   {
     TempDir cache("cache");
     ImgfsMount mount(cache.path(), config.path());
-    RunResult r = mount.Mount(pushed->ByTag());
+    RunResult r = mount.Mount(pushed.ByTag());
     ASSERT_TRUE(r.ok()) << r.Describe() << "\ndaemon log:\n" << mount.LogTail();
     EXPECT_TRUE(ReadFile(mount.Path("etc/os-release")).ok());
   }
@@ -350,16 +320,16 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
   EXPECT_THAT(mount_requests, Not(HasSubstr("GET /token"))) << mount_requests;
 
   // A refresh token the server no longer knows: the mount says to log in again.
-  ASSERT_TRUE(WriteFile(config.Sub("config.json"), R"({"auths": {")" + (*registry)->host() +
+  ASSERT_TRUE(WriteFile(config.Sub("config.json"), R"({"auths": {")" + registry.host() +
                                                        R"(": {"identitytoken": "revoked"}}})")
                   .ok());
   TempDir cache("cache");
   ImgfsMount mount(cache.path(), config.path());
-  RunResult r = mount.Mount(pushed->ByTag());
+  RunResult r = mount.Mount(pushed.ByTag());
   EXPECT_NE(r.exit_code, 0) << r.Describe();
   EXPECT_THAT(r.err, HasSubstr("refused the credentials")) << r.Describe();
   EXPECT_THAT(r.err, HasSubstr("an identity token")) << r.Describe();
-  EXPECT_THAT(r.err, HasSubstr("imgfs login " + (*registry)->host())) << r.Describe();
+  EXPECT_THAT(r.err, HasSubstr("imgfs login " + registry.host())) << r.Describe();
 }
 
 // A registry that sends blob downloads to another host:port (a CDN): the registry's
@@ -367,23 +337,15 @@ TEST(IdentityTokenTest, LoginStoresTheRefreshTokenAndMountsTradeItForAccess) {
 TEST(BlobRedirectTest, NoAuthorizationReachesTheRedirectTarget) {
   Status s = CheckImgfsBinary();
   ASSERT_TRUE(s.ok()) << s.ToString();
-  RegistryOptions private_options;
-  private_options.auth = RegistryOptions::Auth::kHtpasswd;
-  private_options.user = kUser;
-  private_options.password = kPassword;
-  auto registry = RegistryServer::Create(private_options);
-  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  auto started = StartPrivateRegistry({kUser, kPassword}, "team/cdn");
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
   auto cdn_store = RegistryServer::Create();  // what the "CDN" serves blobs from
   ASSERT_TRUE(cdn_store.ok()) << cdn_store.status().ToString();
   auto images = TestWorld::Get().Images("busybox");
   ASSERT_TRUE(images.ok()) << images.status().ToString();
-  auto pushed = (*images)->Push(
-      "busybox", (*registry)->host(), "team/cdn", "v1",
-      PushOptions{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword});
-  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
   ASSERT_TRUE((*images)->Push("busybox", (*cdn_store)->host(), "team/cdn", "v1").ok());
 
-  auto front = BlobProxy::Start((*registry)->port());
+  auto front = BlobProxy::Start(started->registry->port());
   ASSERT_TRUE(front.ok()) << front.status().ToString();
   auto cdn = BlobProxy::Start((*cdn_store)->port());
   ASSERT_TRUE(cdn.ok()) << cdn.status().ToString();

@@ -100,12 +100,10 @@ class PullTest : public ::testing::Test {
   void SetUp() override {
     Status s = CheckImgfsBinary();
     ASSERT_TRUE(s.ok()) << s.ToString();
-    auto registry = RegistryServer::Create();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    registry_ = std::move(*registry);
-    auto proxy = BlobProxy::Start(registry_->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
+    auto started = StartProxiedRegistry();
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    registry_ = std::move(started->registry);
+    proxy_ = std::move(started->proxy);
   }
 
   RunResult Pull(const std::vector<std::string>& args) {

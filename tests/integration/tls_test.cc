@@ -12,6 +12,7 @@
 #include "tests/support/files.h"
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/netns.h"
+#include "tests/support/private_registry.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_ca.h"
 #include "tests/support/test_images.h"
@@ -48,18 +49,12 @@ class TlsTest : public ::testing::Test {
     auto server = ca_->IssueServer(netns_->inner_address());
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     RegistryOptions options;
-    options.auth = RegistryOptions::Auth::kHtpasswd;
-    options.user = kUser;
-    options.password = kPassword;
     options.tls_cert = server->cert_path;
     options.tls_key = server->key_path;
     options.netns = netns_.get();
-    if (require_client_cert) options.tls_client_ca = ca_->cert_path();
-    auto registry = RegistryServer::Create(options);
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    registry_ = std::move(*registry);
-    PushOptions push{ManifestFormat::kOci, std::string(kUser) + ":" + kPassword};
+    PushOptions push;
     if (require_client_cert) {
+      options.tls_client_ca = ca_->cert_path();
       auto client = ca_->IssueClient("skopeo");
       ASSERT_TRUE(client.ok()) << client.status().ToString();
       std::string dir = push_certs_.MakeDir("certs");
@@ -67,9 +62,10 @@ class TlsTest : public ::testing::Test {
       ASSERT_TRUE(RunOk({"cp", client->key_path, dir + "/client.key"}).ok());
       push.cert_dir = dir;
     }
-    auto pushed = images_->Push("busybox", registry_->host(), "secure/app", "v1", push);
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    image_ = pushed->ByTag();
+    auto started = StartPrivateRegistry({kUser, kPassword}, "secure/app", options, push);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    registry_ = std::move(started->registry);
+    image_ = started->image.ByTag();
   }
 
   // certs/<host:port>/ca.crt, docker's certs.d layout.
@@ -79,20 +75,8 @@ class TlsTest : public ::testing::Test {
     return certs_.Sub("with-ca");
   }
 
-  RunResult Imgfs(std::vector<std::string> args, const std::string& password = "",
-                  std::vector<std::pair<std::string, std::string>> env = {}) {
-    std::vector<std::string> argv = {ImgfsBinary()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    RunOptions options;
-    options.stdin_data = password;
-    options.env = {{"DOCKER_CONFIG", config_.path()},
-                   {"XDG_RUNTIME_DIR", config_.path()},
-                   {"XDG_CONFIG_HOME", config_.path()}};
-    options.env.insert(options.env.end(), env.begin(), env.end());
-    options.unset_env = {"http_proxy", "HTTP_PROXY",         "https_proxy",    "HTTPS_PROXY",
-                         "ALL_PROXY",  "REGISTRY_AUTH_FILE", "IMGFS_CERTS_DIR"};
-    options.timeout_seconds = 120;
-    return RunCommand(argv, options);
+  RunResult Imgfs(const std::vector<std::string>& args, const std::string& password = "") {
+    return RunImgfs(args, config_.path(), {}, password);
   }
 
   const TestImages* images_ = nullptr;

@@ -179,4 +179,11 @@ uint64_t BlobBytes(const std::vector<ProxiedRequest>& requests, const std::strin
   return total;
 }
 
+Result<ProxiedRegistry> StartProxiedRegistry(const RegistryOptions& options) {
+  ProxiedRegistry out;
+  IMGFS_ASSIGN_OR_RETURN(out.registry, RegistryServer::Create(options));
+  IMGFS_ASSIGN_OR_RETURN(out.proxy, BlobProxy::Start(out.registry->port()));
+  return out;
+}
+
 }  // namespace imgfs::test

@@ -31,6 +31,7 @@
 #include "base/status.h"
 #include "tests/support/files.h"
 #include "tests/support/process.h"
+#include "tests/support/registry_server.h"
 
 namespace imgfs::test {
 
@@ -114,5 +115,14 @@ class BlobProxy {
 
 // Bytes of blob bodies per blob digest, over `requests`.
 uint64_t BlobBytes(const std::vector<ProxiedRequest>& requests, const std::string& digest);
+
+// A registry of the test's own (not TestWorld's) with a counting BlobProxy in front: for tests
+// that push images of their own and count what imgfs fetches of them. Images are pushed to
+// registry->host() and read through proxy->host().
+struct ProxiedRegistry {
+  std::unique_ptr<RegistryServer> registry;
+  std::unique_ptr<BlobProxy> proxy;
+};
+Result<ProxiedRegistry> StartProxiedRegistry(const RegistryOptions& options = {});
 
 }  // namespace imgfs::test

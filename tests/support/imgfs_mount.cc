@@ -78,11 +78,13 @@ Status CheckImgfsBinary() {
 }
 
 RunResult RunImgfs(const std::vector<std::string>& args, const std::string& docker_config,
-                   const std::vector<std::pair<std::string, std::string>>& env) {
+                   const std::vector<std::pair<std::string, std::string>>& env,
+                   const std::string& stdin_data) {
   std::vector<std::string> argv = {ImgfsBinary()};
   argv.insert(argv.end(), args.begin(), args.end());
   RunOptions options;
   options.timeout_seconds = 120;
+  options.stdin_data = stdin_data;
   if (!docker_config.empty()) {
     options.env.emplace_back("DOCKER_CONFIG", docker_config);
     // podman's auth.json files (registry/credentials.h) are looked for in that empty place

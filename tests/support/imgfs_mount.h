@@ -30,9 +30,10 @@ Status CheckImgfsBinary();
 // Runs `imgfs ARGS...` with DOCKER_CONFIG=`docker_config` (if not empty; XDG_RUNTIME_DIR and
 // XDG_CONFIG_HOME then point there too, so no podman auth.json of the host is read) and extra
 // env. REGISTRY_AUTH_FILE, IMGFS_CERTS_DIR and the proxy variables are removed unless `env`
-// sets them.
+// sets them. `stdin_data` is what imgfs reads on stdin (a password for --password-stdin).
 RunResult RunImgfs(const std::vector<std::string>& args, const std::string& docker_config = "",
-                   const std::vector<std::pair<std::string, std::string>>& env = {});
+                   const std::vector<std::pair<std::string, std::string>>& env = {},
+                   const std::string& stdin_data = "");
 
 class ImgfsMount {
  public:

@@ -6,7 +6,6 @@
 
 #include <filesystem>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,22 +16,17 @@
 #include "cache/eviction.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
 namespace {
 
 constexpr uint64_t kUnit = 64 << 10;
 
-std::string RandomBlob(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
-
 class CacheVerifyTest : public ::testing::Test {
  protected:
-  CacheVerifyTest() : partial_(RandomBlob(4 * kUnit, 1)), whole_(RandomBlob(3 * kUnit, 2)) {}
+  CacheVerifyTest()
+      : partial_(test::RandomBytes(4 * kUnit, 1)), whole_(test::RandomBytes(3 * kUnit, 2)) {}
 
   void SetUp() override {
     char tmpl[] = "/tmp/imgfs-cache-verify-XXXXXX";
