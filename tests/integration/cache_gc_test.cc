@@ -18,6 +18,7 @@
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_blobs.h"
 #include "tests/support/tree_compare.h"
@@ -60,15 +61,10 @@ struct Image {
   std::string layer;  // digest of its one layer
 };
 
-class CacheGcTest : public ::testing::Test {
+class CacheGcTest : public ProxiedRegistryTest {
  protected:
   void SetUp() override {
-    Status s = CheckImgfsBinary();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto started = StartProxiedRegistry();
-    ASSERT_TRUE(started.ok()) << started.status().ToString();
-    registry_ = std::move(started->registry);
-    proxy_ = std::move(started->proxy);
+    ASSERT_NO_FATAL_FAILURE(ProxiedRegistryTest::SetUp());
     auto layout = OciLayout::Init(work_.Sub("layout"));
     ASSERT_TRUE(layout.ok()) << layout.status().ToString();
     layout_ = std::make_unique<OciLayout>(std::move(*layout));
@@ -132,8 +128,6 @@ class CacheGcTest : public ::testing::Test {
 
   TempDir work_{"gc-images"};
   TempDir cache_{"cache"};
-  std::unique_ptr<RegistryServer> registry_;
-  std::unique_ptr<BlobProxy> proxy_;
   std::unique_ptr<OciLayout> layout_;
   uint64_t after_read_ = 0;  // blob disk bytes measured by the last MountAndCompare
 };

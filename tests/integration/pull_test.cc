@@ -22,6 +22,7 @@
 #include "tests/support/imgfs_mount.h"
 #include "tests/support/lazy_images.h"
 #include "tests/support/process.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_images.h"
 #include "tests/support/test_world.h"
@@ -95,17 +96,8 @@ std::string TranscriptDiff(const std::string& out, const std::string& name,
   return "";
 }
 
-class PullTest : public ::testing::Test {
+class PullTest : public ProxiedRegistryTest {
  protected:
-  void SetUp() override {
-    Status s = CheckImgfsBinary();
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    auto started = StartProxiedRegistry();
-    ASSERT_TRUE(started.ok()) << started.status().ToString();
-    registry_ = std::move(started->registry);
-    proxy_ = std::move(started->proxy);
-  }
-
   RunResult Pull(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {"pull", "--cache", cache_.path()};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -146,8 +138,6 @@ class PullTest : public ::testing::Test {
   }
 
   TempDir cache_{"cache"};
-  std::unique_ptr<RegistryServer> registry_;
-  std::unique_ptr<BlobProxy> proxy_;
   size_t seen_requests_ = 0;
 };
 

@@ -8,6 +8,15 @@
 
 namespace imgfs::test {
 
+void ProxiedRegistryTest::SetUp() {
+  Status s = CheckImgfsBinary();
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto started = StartProxiedRegistry();
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  registry_ = std::move(started->registry);
+  proxy_ = std::move(started->proxy);
+}
+
 void ProxiedImageTest::SetUp() {
   Status s = CheckImgfsBinary();
   ASSERT_TRUE(s.ok()) << s.ToString();

@@ -21,6 +21,17 @@
 
 namespace imgfs::test {
 
+// ProxiedRegistryTest: the fixture of tests that push images of their own to a registry of their
+// own and count what imgfs fetches of them through a BlobProxy (StartProxiedRegistry). SetUp
+// also checks that the imgfs binary is there.
+class ProxiedRegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+
+  std::unique_ptr<RegistryServer> registry_;
+  std::unique_ptr<BlobProxy> proxy_;
+};
+
 class ProxiedImageTest : public ::testing::Test {
  protected:
   void SetUp() override;

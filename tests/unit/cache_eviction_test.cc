@@ -17,6 +17,7 @@
 #include "cache/cache.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/temp_cache.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
@@ -26,23 +27,9 @@ constexpr uint64_t kUnit = 64 << 10;  // a multiple of the file system block
 
 std::string RandomBlob(size_t n) { return test::RandomBytes(n, 11); }
 
-class CacheEvictionTest : public ::testing::Test {
+class CacheEvictionTest : public test::TempCacheTest {
  protected:
   CacheEvictionTest() : source_(RandomBlob(4 * kUnit)) {}
-
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-evict-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    root_ = dir_ + "/cache";
-    auto c = Cache::Open(root_);
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cache_ = std::move(c).value();
-  }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
-  }
 
   UnitRef Unit(int i) {
     UnitRef u{source_.digest(), i * kUnit, kUnit,
@@ -53,8 +40,6 @@ class CacheEvictionTest : public ::testing::Test {
   bool HasUnit(int i) { return cache_->HasUnit(source_.digest(), i * kUnit, kUnit); }
 
   test::FakeBlobSource source_;
-  std::string dir_, root_;
-  std::unique_ptr<Cache> cache_;
 };
 
 TEST_F(CacheEvictionTest, ListsBlobsAndUnitsWithSizesAndAccessTimes) {

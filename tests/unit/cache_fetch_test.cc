@@ -18,6 +18,7 @@
 #include "cache/cache.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/temp_cache.h"
 
 namespace imgfs::cache {
 namespace {
@@ -28,7 +29,7 @@ bool Present(Cache& cache, const UnitRef& u) { return cache.HasUnit(u.blob, u.co
 constexpr uint64_t kUnitSize = 10000;
 constexpr int kUnits = 40;
 
-class CacheFetchTest : public ::testing::Test {
+class CacheFetchTest : public test::TempCacheTest {
  protected:
   CacheFetchTest() : blob_(MakeBlob()), source_(blob_) {}
 
@@ -40,12 +41,7 @@ class CacheFetchTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-fetch-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto c = Cache::Open(dir_ + "/cache");
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cache_ = std::move(c).value();
+    ASSERT_NO_FATAL_FAILURE(TempCacheTest::SetUp());
     verify_calls_ = std::make_shared<std::atomic<int>>(0);
     for (int i = 0; i < kUnits; ++i) {
       UnitRef u;
@@ -56,10 +52,6 @@ class CacheFetchTest : public ::testing::Test {
       digest_units_.push_back(u);
       checked_units_.push_back(Checked(u.coff, u.clen));
     }
-  }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
   }
 
   // A unit without a digest whose verifier knows the bytes some other way (as the content
@@ -88,8 +80,6 @@ class CacheFetchTest : public ::testing::Test {
 
   std::string blob_;
   test::FakeBlobSource source_;
-  std::string dir_;
-  std::unique_ptr<Cache> cache_;
   std::shared_ptr<std::atomic<int>> verify_calls_;
   std::vector<UnitRef> digest_units_;
   std::vector<UnitRef> checked_units_;

@@ -14,6 +14,7 @@
 #include "cache/auto_gc.h"
 #include "cache/cache.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/temp_cache.h"
 
 namespace imgfs::cache {
 namespace {
@@ -96,21 +97,8 @@ TEST(PlanGcTest, TrimsThePartlyPresentLastVictimFromItsEnd) {
   EXPECT_TRUE(plan[1].whole);
 }
 
-class CacheGcTest : public ::testing::Test {
+class CacheGcTest : public test::TempCacheTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-gc-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    auto c = Cache::Open(dir_ + "/cache");
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cache_ = std::move(c).value();
-  }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
-  }
-
   // A blob of `units` units in `source`, every unit read into the cache.
   std::string Fill(test::FakeBlobSource* source, int units, uint64_t seed) {
     std::string digest = source->Add(RandomBytes(units * kUnit, seed));
@@ -128,9 +116,6 @@ class CacheGcTest : public ::testing::Test {
     EXPECT_TRUE(blobs.ok());
     return blobs.ok() ? DiskBytes(*blobs) : 0;
   }
-
-  std::string dir_;
-  std::unique_ptr<Cache> cache_;
 };
 
 TEST_F(CacheGcTest, CollectGarbageBringsTheStoreUnderTheLimitAndSparesPinnedBlobs) {

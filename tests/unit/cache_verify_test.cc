@@ -16,6 +16,7 @@
 #include "cache/eviction.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/temp_cache.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
@@ -23,19 +24,13 @@ namespace {
 
 constexpr uint64_t kUnit = 64 << 10;
 
-class CacheVerifyTest : public ::testing::Test {
+class CacheVerifyTest : public test::TempCacheTest {
  protected:
   CacheVerifyTest()
       : partial_(test::RandomBytes(4 * kUnit, 1)), whole_(test::RandomBytes(3 * kUnit, 2)) {}
 
   void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-verify-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    root_ = dir_ + "/cache";
-    auto c = Cache::Open(root_);
-    ASSERT_TRUE(c.ok()) << c.status().ToString();
-    cache_ = std::move(c).value();
+    ASSERT_NO_FATAL_FAILURE(TempCacheTest::SetUp());
     // A partly present blob: units 0 and 2 by sha256, unit 1 by a verifier of its own.
     ASSERT_TRUE(cache_->ReadUnit(Unit(0), &partial_).ok());
     ASSERT_TRUE(cache_->ReadUnit(Unit(2), &partial_).ok());
@@ -62,10 +57,6 @@ class CacheVerifyTest : public ::testing::Test {
       return serialized.substr(0, 8) == "index of" ? Status::Ok() : Status::Corrupt("not an index");
     };
   }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
-  }
 
   std::string_view PartialBytes(int i) const {
     return std::string_view(partial_.blob()).substr(i * kUnit, kUnit);
@@ -86,8 +77,7 @@ class CacheVerifyTest : public ::testing::Test {
   Result<VerifyReport> Verify() { return cache_->verifier().Verify(hooks_); }
 
   test::FakeBlobSource partial_, whole_;
-  std::string dir_, root_, doc_digest_;
-  std::unique_ptr<Cache> cache_;
+  std::string doc_digest_;
   VerifyHooks hooks_;
 };
 
