@@ -126,6 +126,7 @@ class BlobWriterImpl : public BlobWriter {
     resumed_read_ = false;
     written_ = 0;
     hasher_ = std::make_unique<Sha256>();
+    actual_.clear();
     return Status::Ok();
   }
 
@@ -142,6 +143,9 @@ class BlobWriterImpl : public BlobWriter {
       return Status::Internal("blob writer for " + digest_ +
                               ": Append before ReadResumed or Restart");
     }
+    if (!actual_.empty()) {
+      return Status::Internal("blob writer for " + digest_ + ": Append after CheckDigest");
+    }
     if (bytes.size() > size_ - written_) {
       return Fail(Status::InvalidArgument("blob " + digest_ + " is longer than its size " +
                                           std::to_string(size_)));
@@ -153,6 +157,18 @@ class BlobWriterImpl : public BlobWriter {
     return Status::Ok();
   }
 
+  Status CheckDigest() override {
+    if (committed_ || fd_ < 0) {
+      return Status::Internal("blob writer for " + digest_ + " used after Commit or a failure");
+    }
+    if (actual_.empty()) actual_ = hasher_->FinishDigest();
+    if (actual_ != digest_) {
+      return Status::DigestMismatch("blob " + digest_ + " was written with bytes that hash to " +
+                                    actual_);
+    }
+    return Status::Ok();
+  }
+
   Status Commit() override {
     if (committed_ || fd_ < 0) {
       return Status::Internal("blob writer for " + digest_ + " used after Commit or a failure");
@@ -161,14 +177,11 @@ class BlobWriterImpl : public BlobWriter {
       return Fail(Status::InvalidArgument("blob " + digest_ + " has " + std::to_string(written_) +
                                           " bytes, its descriptor says " + std::to_string(size_)));
     }
-    // The caller verified the stream too; checking here makes "a complete blob file is the
-    // exact blob" a promise of the cache itself.
-    std::string actual = hasher_->FinishDigest();
-    if (actual != digest_) {
-      IMGFS_LOG(kWarning, Prefix() << "blob " << digest_ << " was written with bytes that hash to "
-                                   << actual);
-      return Fail(Status::DigestMismatch("blob " + digest_ + " hashes to " + actual +
-                                         "; nothing was cached"));
+    // Checked here whatever the caller did: "a complete blob file is the exact blob" is a
+    // promise of the cache itself.
+    if (Status s = CheckDigest(); !s.ok()) {
+      IMGFS_LOG(kWarning, Prefix() << s.message());
+      return Fail(Status::DigestMismatch(s.message() + "; nothing was cached"));
     }
     if (::fsync(fd_) != 0) return Fail(ErrnoStatus(Prefix() + "fsync", temp_path_, errno));
     ::close(fd_);
@@ -222,6 +235,7 @@ class BlobWriterImpl : public BlobWriter {
   bool resumed_read_ = false;
   bool committed_ = false;
   std::unique_ptr<Sha256> hasher_;
+  std::string actual_;  // the digest hasher_ finished with; "" while bytes may still come
 };
 
 }  // namespace

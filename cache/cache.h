@@ -99,9 +99,15 @@ class BlobWriter {
   virtual Status ReadResumed(const std::function<Status(std::string_view)>& sink) = 0;
   // Drops everything written or adopted so far: the next Append is byte 0 of the blob.
   virtual Status Restart() = 0;
-  // REQUIRES: resumed_bytes() is 0, or ReadResumed was called.
+  // REQUIRES: resumed_bytes() is 0, or ReadResumed was called, and CheckDigest was not.
   virtual Status Append(std::string_view bytes) = 0;
-  // fsyncs the file and marks the whole blob present. REQUIRES: all bytes appended and verified.
+  // Whether the bytes appended (and adopted) so far hash to the blob's digest: kDigestMismatch
+  // naming the digest they hash to; the writer stays usable for Restart. The writer hashes
+  // every byte anyway, so a caller that must know before Commit (to Restart instead) asks here
+  // rather than hashing the blob a second time; Commit reuses the result.
+  virtual Status CheckDigest() = 0;
+  // Checks the digest (CheckDigest), fsyncs the file and marks the whole blob present.
+  // REQUIRES: all bytes appended.
   virtual Status Commit() = 0;
 };
 

@@ -344,8 +344,10 @@ StreamIndexer::~StreamIndexer() = default;
 
 Status StreamIndexer::Feed(std::string_view bytes) {
   bytes_seen_ += bytes.size();
-  if (!hash_) hash_ = std::make_unique<Sha256>();
-  hash_->Update(bytes);
+  if (impl_->options.blob_digest.empty()) {
+    if (!hash_) hash_ = std::make_unique<Sha256>();
+    hash_->Update(bytes);
+  }
   if (!impl_->error.ok()) return Status::Ok();
   Status s = impl_->FeedCodec(bytes);
   if (!s.ok()) {
@@ -356,9 +358,13 @@ Status StreamIndexer::Feed(std::string_view bytes) {
 }
 
 Result<LayerIndex> StreamIndexer::Finish() {
-  if (!hash_) hash_ = std::make_unique<Sha256>();
-  blob_digest_ = hash_->FinishDigest();
-  hash_.reset();
+  if (!impl_->options.blob_digest.empty()) {
+    blob_digest_ = impl_->options.blob_digest;
+  } else {
+    if (!hash_) hash_ = std::make_unique<Sha256>();
+    blob_digest_ = hash_->FinishDigest();
+    hash_.reset();
+  }
   if (!impl_->error.ok()) return impl_->error;
   Result<LayerIndex> index = impl_->Finish();
   if (!index.ok()) return index;
@@ -405,6 +411,9 @@ Result<LayerIndex> StreamPass(const LayerDescriptor& layer, cache::BlobWriter* w
   const std::string& digest = layer.digest;
   StreamIndexOptions limited = options;
   limited.max_inflated = std::min(options.max_inflated, InflateLimitFor(layer.size));
+  // The writer hashes every byte, adopted ones included, and checks them below: the blob is
+  // hashed once, not by the indexer too.
+  limited.blob_digest = digest;
   StreamIndexer indexer(limited);
   uint64_t seen = 0;
   auto feed = [&](std::string_view bytes) -> Status {
@@ -434,9 +443,10 @@ Result<LayerIndex> StreamPass(const LayerDescriptor& layer, cache::BlobWriter* w
     return Status::Corrupt("layer " + digest + " has " + std::to_string(seen) +
                            " bytes but its descriptor says " + std::to_string(layer.size));
   }
-  if (indexer.blob_digest() != digest) {
-    return Status::DigestMismatch("layer " + digest + " downloaded with digest " +
-                                  indexer.blob_digest() + "; nothing was kept");
+  if (Status whole = writer->CheckDigest(); !whole.ok()) {
+    if (whole.code() != Code::kDigestMismatch) return whole;
+    return Status::DigestMismatch("layer " + digest + " downloaded: " + whole.message() +
+                                  "; nothing was kept");
   }
   if (!index.ok()) return index.status().WithContext("layer " + digest);
   if (!layer.diff_id.empty() && indexer.diff_id() != layer.diff_id) {

@@ -47,6 +47,10 @@ struct StreamIndexOptions {
   uint64_t raw_unit = uint64_t{1} << 20;          // size of an uncompressed tar's units
   // The most bytes the layer may inflate to (the whole stream, tar end and padding included).
   uint64_t max_inflated = uint64_t{1} << 40;
+  // The blob's digest, when whoever feeds the indexer hashes the blob itself (the cache's
+  // BlobWriter does, for its Commit): the index records it and the indexer does not hash the
+  // blob a second time; blob_digest() is then this value. "": the indexer hashes what it is fed.
+  std::string blob_digest;
 };
 
 // Limits on the inflated size of one layer (see docs/architecture.md, "Limits on outside
@@ -72,8 +76,9 @@ class StreamIndexer {
   // (digest mismatch) from a damaged blob. Other errors (kUnsupported) are returned at once.
   Status Feed(std::string_view bytes);
 
-  // Ends the stream. The index carries the digest and size of the bytes fed.
-  // The digest is available from blob_digest() even when the index is an error.
+  // Ends the stream. The index carries the digest (see StreamIndexOptions::blob_digest) and
+  // size of the bytes fed. The digest is available from blob_digest() even when the index is an
+  // error.
   Result<LayerIndex> Finish();
 
   // REQUIRES: Finish() was called.
@@ -93,7 +98,8 @@ class StreamIndexer {
 };
 
 // The whole pass for `layer`: streams the blob from `source` through a StreamIndexer and the
-// cache's BlobWriter; then, only when the digest and size match the descriptor
+// cache's BlobWriter (which alone hashes the blob); then, only when the digest and size match
+// the descriptor
 // (kDigestMismatch / kCorrupt otherwise, with nothing committed) and, when the descriptor
 // carries a diff_id, the uncompressed stream hashes to it (kDigestMismatch naming the layer),
 // commits the blob and stores the serialized index in `cache`. The inflated size is limited to

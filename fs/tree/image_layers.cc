@@ -45,6 +45,7 @@ const std::string& ImageLayers::diff_id(uint32_t layer) const {
 }
 
 Status ImageLayers::LayerStatus(uint32_t layer) const {
+  if (!any_failed_.load(std::memory_order_acquire)) return Status::Ok();
   MutexLock lock(&mu_);
   return layer < verdicts_.size() ? verdicts_[layer] : Status::Ok();
 }
@@ -52,6 +53,7 @@ Status ImageLayers::LayerStatus(uint32_t layer) const {
 void ImageLayers::FailLayer(uint32_t layer, Status error) const {
   MutexLock lock(&mu_);
   if (layer < verdicts_.size() && verdicts_[layer].ok()) verdicts_[layer] = std::move(error);
+  any_failed_.store(true, std::memory_order_release);
 }
 
 bool ImageLayers::DiffIdChecked(uint32_t layer) const {

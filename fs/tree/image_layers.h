@@ -28,6 +28,7 @@
 // thread that verifies.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -77,7 +78,8 @@ class ImageLayers {
   bool HeaderChecked(uint32_t layer, uint32_t entry) const EXCLUDES(mu_);
   void MarkHeaderChecked(uint32_t layer, uint32_t entry) const EXCLUDES(mu_);
 
-  // OK, or the error that made layer `layer` untrustworthy (see above).
+  // OK, or the error that made layer `layer` untrustworthy (see above). Asked on every read:
+  // takes no lock while no layer has been found bad.
   Status LayerStatus(uint32_t layer) const EXCLUDES(mu_);
   // Records `error` (not OK) as layer `layer`'s verdict; the first one stays.
   void FailLayer(uint32_t layer, Status error) const EXCLUDES(mu_);
@@ -106,6 +108,9 @@ class ImageLayers {
   const std::vector<std::string> diff_ids_;
   const std::vector<bool> borrowed_;
   std::vector<std::vector<uint64_t>> stream_offsets_;  // per borrowed layer, per unit
+
+  // Set (after verdicts_) once any layer has a verdict: until then reads skip mu_.
+  mutable std::atomic<bool> any_failed_{false};
 
   // State below is protected by mu_.
   mutable Mutex mu_;

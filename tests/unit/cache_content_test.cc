@@ -373,6 +373,29 @@ TEST_F(CacheContentTest, BlobWriterRefusesWrongBytesOrSize) {
   EXPECT_EQ(cache_->ReadUnit(units_[0], nullptr).status().code(), Code::kUnavailable);
 }
 
+// CheckDigest gives the verdict Commit would, without committing: a mismatch leaves the writer
+// usable, so the caller can Restart and write the right bytes, which then commit.
+TEST_F(CacheContentTest, CheckDigestBeforeCommitAllowsARestart) {
+  std::string wrong = blob_;
+  wrong[1000] ^= 1;
+  auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append(wrong).ok());
+  Status check = (*writer)->CheckDigest();
+  EXPECT_EQ(check.code(), Code::kDigestMismatch) << check.ToString();
+  EXPECT_EQ((*writer)->Append("more").code(), Code::kInternal) << "no bytes after the verdict";
+  EXPECT_FALSE(cache_->GetBlobStats(source_.digest()).complete);
+
+  ASSERT_TRUE((*writer)->Restart().ok());
+  ASSERT_TRUE((*writer)->Append(blob_).ok());
+  EXPECT_TRUE((*writer)->CheckDigest().ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_TRUE(cache_->GetBlobStats(source_.digest()).complete);
+  auto r = cache_->ReadUnit(units_[0], nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, Expected(units_[0]));
+}
+
 TEST_F(CacheContentTest, CorruptCompleteBlobLosesItsCompleteFlagAndHeals) {
   auto writer = cache_->CreateBlobWriter(source_.digest(), kBlobSize);
   ASSERT_TRUE(writer.ok());
