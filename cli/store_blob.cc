@@ -27,12 +27,12 @@ VerifiedBlob::VerifiedBlob(std::string digest, uint64_t size, const std::vector<
             [](const Span& a, const Span& b) { return a.coff < b.coff; });
   // The cover: the index's units where they do not go back before what is covered already
   // (zran units may share one byte), pieces in the gaps.
-  MutexLock lock(&mu_);
+  std::vector<Span> spans;
   uint64_t covered = 0;
   auto fill_to = [&](uint64_t end) {
     while (covered < end) {
       const uint64_t len = std::min(kPieceBytes, end - covered);
-      spans_.push_back({covered, len, ""});
+      spans.push_back({covered, len, ""});
       covered += len;
     }
   };
@@ -41,9 +41,11 @@ VerifiedBlob::VerifiedBlob(std::string digest, uint64_t size, const std::vector<
     if (s.coff + 1 < covered) continue;  // overlaps more than one byte
     fill_to(s.coff);
     covered = s.coff + s.clen;
-    spans_.push_back(std::move(s));
+    spans.push_back(std::move(s));
   }
   fill_to(size_);
+  MutexLock lock(&mu_);
+  spans_ = std::move(spans);
 }
 
 Result<size_t> VerifiedBlob::Read(uint64_t offset, size_t len, char* out) {
