@@ -177,17 +177,16 @@ Status VerifiedBlob::FetchWhole(const std::function<void(std::string_view)>& sin
                          cache_->CreateBlobWriter(digest_, size_));
   // What a transfer that died left is not trusted here: the registry's bytes are hashed whole.
   if (writer->resumed_bytes() > 0) IMGFS_RETURN_IF_ERROR(writer->Restart());
-  Sha256 check;
   uint64_t seen = 0;
   Status read = source_->ReadAll(digest_, [&](std::string_view bytes) -> Status {
     seen += bytes.size();
     if (seen > size_) return Status::Corrupt("blob " + digest_ + " is longer than its descriptor");
-    check.Update(bytes);
     sink(bytes);
     return writer->Append(bytes);
   });
   IMGFS_RETURN_IF_ERROR(read);
-  if (seen != size_ || check.FinishDigest() != digest_) {
+  // The writer hashes what it is given; its verdict, not a second hash of the same bytes.
+  if (seen != size_ || !writer->CheckDigest().ok()) {
     return Status::DigestMismatch("layer blob " + digest_ + " from the registry does not match " +
                                   "its digest; nothing was kept");
   }
