@@ -203,6 +203,15 @@ Status Fetcher::FetchUnits(const std::vector<UnitRef>& units, BlobSource* source
       others.push_back(std::move(call));
       continue;
     }
+    // A flight for this unit may have stored it and ended between the check above and Join;
+    // the store is looked at once more, as a ReadUnit leader does, so it is not fetched twice.
+    Result<std::optional<std::string>> stored = store_->ReadStored(*unit);
+    if (!stored.ok() || *stored) {
+      if (!stored.ok()) note(stored.status());
+      call.Complete(stored.ok() ? Result<std::string>(std::move(**stored))
+                                : Result<std::string>(stored.status()));
+      continue;
+    }
     jobs.push_back(std::unique_ptr<FetchJob>(new FetchJob{unit, std::move(call), Status()}));
   }
 
