@@ -42,7 +42,9 @@ Status AddToReferrersTag(registry::Client& client, const registry::Reference& re
     json doc = json::parse(old->bytes, nullptr, /*allow_exceptions=*/false);
     if (doc.is_object() && doc.contains("manifests") && doc["manifests"].is_array()) {
       for (const json& m : doc["manifests"]) {
-        if (m.is_object() && m.value("digest", "") != artifact["digest"]) {
+        // A registry's document: a field of the wrong type is kept, never thrown over.
+        auto digest = m.is_object() ? m.find("digest") : m.end();
+        if (m.is_object() && (digest == m.end() || *digest != artifact.at("digest"))) {
           index["manifests"].push_back(m);
         }
       }

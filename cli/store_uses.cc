@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -38,16 +39,24 @@ Result<StoredUses> LoadUses(const std::string& path) {
   if (!doc.is_object() || !doc["layers"].is_array()) {
     return Status::Corrupt("use counts in " + path + " are not the JSON the store writes");
   }
+  // Fields are looked up with find: operator[] of a const json on a missing key is undefined.
+  auto string_field = [](const nlohmann::json& l, const char* key) -> const std::string* {
+    auto it = l.find(key);
+    return it != l.end() && it->is_string() ? it->get_ptr<const std::string*>() : nullptr;
+  };
   for (const nlohmann::json& l : doc["layers"]) {
-    if (!l.is_object() || !l["ref"].is_string() || !l["digest"].is_string() ||
-        !l["blob"].is_string() || !l["uses"].is_number_integer()) {
+    const std::string* ref = l.is_object() ? string_field(l, "ref") : nullptr;
+    const std::string* digest = l.is_object() ? string_field(l, "digest") : nullptr;
+    const std::string* blob = l.is_object() ? string_field(l, "blob") : nullptr;
+    auto count = l.is_object() ? l.find("uses") : l.end();
+    if (ref == nullptr || digest == nullptr || blob == nullptr || count == l.end() ||
+        !count->is_number_integer()) {
       return Status::Corrupt("use counts in " + path + ": a malformed entry " + l.dump());
     }
-    const std::string blob = l["blob"].get<std::string>();
-    IMGFS_RETURN_IF_ERROR(ValidateDigest(blob).WithContext("use counts in " + path));
-    const int n = l["uses"].get<int>();
-    if (n > 0) {
-      uses[l["ref"].get<std::string>() + " " + l["digest"].get<std::string>()] = {blob, n};
+    IMGFS_RETURN_IF_ERROR(ValidateDigest(*blob).WithContext("use counts in " + path));
+    const int64_t n = count->get<int64_t>();
+    if (n > 0 && n <= std::numeric_limits<int>::max()) {
+      uses[*ref + " " + *digest] = {*blob, static_cast<int>(n)};
     }
   }
   return uses;
