@@ -13,19 +13,20 @@ counting proxy (tests/support/blob_proxy.py: registry-side bytes), and for the W
 behind the shaper too (shaper.py: a round-trip time and one bandwidth for all connections).
 The benchmark itself only talks to loopback.
 
-Rows (each format: plain gzip OCI, eStargz, zstd:chunked; every row repeated R times,
-imgfs and its alternative interleaved; the ratio is the median of the per-repetition ratios
-imgfs/alternative, with their min and max):
+Rows (each format of --formats: plain gzip OCI, eStargz, zstd:chunked; every row repeated R
+times, imgfs and its alternative interleaved; the ratio is the median of the per-repetition
+ratios imgfs/alternative, with their min and max), in the groups --rows selects:
   network rows, on loopback and on the WAN:
-    cold first file          mount (--prefetch none, empty cache) + read a 900-byte file
-                             vs skopeo copy + umoci unpack + read it
+    cold first file          (cold-first) mount (--prefetch none, empty cache) + read a
+                             900-byte file vs skopeo copy + umoci unpack + read it
     cold first file, bytes   registry bytes of the above
-    cold whole image         mount (default prefetch) + tar of every file
+    cold whole image         (cold-whole) mount (default prefetch) + tar of every file
                              vs skopeo copy + umoci unpack + the same tar
     ... --prefetch all       the same with --prefetch all
     cold whole image, bytes  registry bytes of the default-prefetch read vs skopeo copy
     daemon peak RSS          the daemon's VmHWM after the whole-image read vs skopeo's
-  local rows (the cache full from the loopback rows, page cache dropped before each):
+  local rows (local; the cache full from the loopback cold-whole rows, or filled the same
+  way when those are left out; page cache dropped before each):
     warm remount + first file  vs umoci unpack from the local OCI layout (+ registry requests)
     sequential read, store     the 64 MiB random file and the compressible file through a
                                fresh warm mount vs the unpacked tree on local disk; the
@@ -57,6 +58,9 @@ import report  # noqa: E402
 
 MIB = images.MIB
 FORMATS = ("gzip", "estargz", "zstdchunked")
+# The row groups --rows selects; each names the rows it adds (see the module docstring).
+ROW_GROUPS = ("cold-first", "cold-whole", "local")
+ROW_ALIASES = {"cold": ("cold-first", "cold-whole")}
 REPO = images.REPO
 LAYER_EXT = {"gzip": "zcat", "estargz": "zcat", "zstdchunked": "zstd -dc"}
 
@@ -83,6 +87,8 @@ class Bench:
         self.kind = args.image
         self.networks = args.networks.split(",")
         self.wan_formats = args.wan_formats.split(",")
+        self.rows = args.rows
+        self.formats = args.formats
         self.rtt_ms, self.mbit = args.wan_rtt_ms, args.wan_mbit
         self.logs = self.mkdir("logs")
         self.background = []  # (name, Popen) stopped in reverse order by close()
@@ -93,6 +99,7 @@ class Bench:
         self.command_count = 0
         self.gzip_only_umoci = set()  # formats umoci cannot unpack as pulled
         self.unpack_s = {}  # format -> umoci unpack seconds of the loopback cold rows
+        self.cold_alt = {}  # (network, format) -> the cold rows' alternative, per repetition
 
     # ---- processes ----------------------------------------------------------------------
 
@@ -401,9 +408,10 @@ class Bench:
         total_bytes, requests = self.proxy_bytes(mark)
         return t_mount + t_read, total_bytes, requests, rss, timed_out
 
-    def alternative_cold(self, network, fmt, keep):
-        """skopeo copy + umoci unpack + the first file + a read of everything; with `keep`
-        the layout and the tree stay for the warm rows (oci-<fmt>, bundle-<fmt>)."""
+    def alternative_cold(self, network, fmt, keep, read_all=True):
+        """skopeo copy + umoci unpack + the first file + (with `read_all`) a read of
+        everything; with `keep` the layout and the tree stay for the warm rows (oci-<fmt>,
+        bundle-<fmt>)."""
         endpoint = self.endpoints[network]
         oci = os.path.join(self.work, f"oci-{fmt}" if keep else f"oci-{network}-{fmt}")
         bundle = os.path.join(self.work, f"bundle-{fmt}" if keep else f"bundle-{network}-{fmt}")
@@ -428,54 +436,69 @@ class Bench:
                               f"({str(e).strip().splitlines()[-1].strip()}); its alternative "
                               "is skopeo copy --dest-compress-format gzip + umoci unpack")
             self.gzip_only_umoci.add(fmt)
-            return self.alternative_cold(network, fmt, keep)
+            return self.alternative_cold(network, fmt, keep, read_all)
         small = os.path.join(bundle, "rootfs", images.SMALL_FILE)
         t_cat = timed_read(small)
         self.check_file(small, images.SMALL_FILE)
-        t_all, _ = self.shell(f"tar -C {bundle}/rootfs -cf - . | cat >/dev/null", timeout=1200)
+        t_all = None
+        if read_all:
+            t_all, _ = self.shell(f"tar -C {bundle}/rootfs -cf - . | cat >/dev/null",
+                                  timeout=1200)
         if not keep:
             shutil.rmtree(oci)
             shutil.rmtree(bundle)
         return {"pull": t_pull, "unpack": t_unpack, "cat": t_cat, "read_all": t_all,
                 "bytes": pulled, "rss": rss}
 
-    def cold(self, network, fmt):
+    def cold(self, network, fmt, first=True, whole_image=True):
+        """The cold rows of one format on one network: the first file (`first`) and the
+        whole image (`whole_image`), each repetition against a full pull + unpack."""
         endpoint = self.endpoints[network]
         keep = network == "loopback"
         timeout = 300 if network == "wan" else 600
         one, whole, every, alt = [], [], [], []
         for i in range(self.repeat):
             last = i == self.repeat - 1
-            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
-            one.append(self.imgfs_cold(endpoint, fmt, c, "none", False, timeout))
-            shutil.rmtree(c)
-            skip = any(x[4] for x in whole)  # one timeout is enough to know
-            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
-            whole.append(None if skip else
-                         self.imgfs_cold(endpoint, fmt, c, "landmark", True, timeout))
-            if keep and last:
-                os.rename(c, os.path.join(self.work, f"cache-{fmt}"))  # the warm rows' cache
-            else:
+            if first:
+                c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+                one.append(self.imgfs_cold(endpoint, fmt, c, "none", False, timeout))
                 shutil.rmtree(c)
-            skip = any(x[4] for x in every)
-            c = self.mkdir(f"cache-{network}-{fmt}-{i}")
-            every.append(None if skip else
-                         self.imgfs_cold(endpoint, fmt, c, "all", True, timeout))
-            shutil.rmtree(c)
-            alt.append(self.alternative_cold(network, fmt, keep and last))
-            w = whole[-1] or (None,) * 5
-            log(f"{network} {fmt} #{i + 1}: first file {one[-1][0]:.2f} s, whole image "
-                f"{fmt_s(w[0])} / {fmt_s(every[-1] and every[-1][0])} with --prefetch all; "
+            if whole_image:
+                skip = any(x[4] for x in whole)  # one timeout is enough to know
+                c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+                whole.append(None if skip else
+                             self.imgfs_cold(endpoint, fmt, c, "landmark", True, timeout))
+                if keep and last:
+                    os.rename(c, os.path.join(self.work, f"cache-{fmt}"))  # the warm rows'
+                else:
+                    shutil.rmtree(c)
+                skip = any(x[4] for x in every)
+                c = self.mkdir(f"cache-{network}-{fmt}-{i}")
+                every.append(None if skip else
+                             self.imgfs_cold(endpoint, fmt, c, "all", True, timeout))
+                shutil.rmtree(c)
+            alt.append(self.alternative_cold(network, fmt, keep and last, whole_image))
+            parts = []
+            if first:
+                parts.append(f"first file {one[-1][0]:.2f} s")
+            if whole_image:
+                w = whole[-1] or (None,) * 5
+                parts.append(f"whole image {fmt_s(w[0])} / "
+                             f"{fmt_s(every[-1] and every[-1][0])} with --prefetch all")
+            log(f"{network} {fmt} #{i + 1}: {', '.join(parts)}; "
                 f"pull {alt[-1]['pull']:.2f} s + unpack {alt[-1]['unpack']:.2f} s")
         if network == "loopback":
             self.unpack_s[fmt] = [a["unpack"] for a in alt]
-        alt_what = ("skopeo copy (to gzip) + umoci unpack" if fmt in self.gzip_only_umoci
-                    else "skopeo copy + umoci unpack")
-        self.add("cold first file", network, fmt, "time", "s", [x[0] for x in one],
-                 [a["pull"] + a["unpack"] + a["cat"] for a in alt], alt_what + " + read",
-                 imgfs_requests=[x[2] for x in one], imgfs_vmhwm_kib=[x[3] for x in one])
-        self.add("cold first file", network, fmt, "registry bytes", "B", [x[1] for x in one],
-                 [a["bytes"] for a in alt], "skopeo copy")
+        self.cold_alt[(network, fmt)] = alt
+        alt_what = self.alternative_name(fmt)
+        if first:
+            self.add("cold first file", network, fmt, "time", "s", [x[0] for x in one],
+                     [a["pull"] + a["unpack"] + a["cat"] for a in alt], alt_what + " + read",
+                     imgfs_requests=[x[2] for x in one], imgfs_vmhwm_kib=[x[3] for x in one])
+            self.add("cold first file", network, fmt, "registry bytes", "B",
+                     [x[1] for x in one], [a["bytes"] for a in alt], "skopeo copy")
+        if not whole_image:
+            return
         for name, runs in (("cold whole image", whole), ("cold whole image, --prefetch all",
                                                            every)):
             got = [x for x in runs if x]
@@ -493,9 +516,35 @@ class Bench:
                  [a["rss"] for a in alt], "skopeo copy (ru_maxrss)",
                  with_prefetch_all_kib=[x[3] for x in every if x])
 
+    def alternative_name(self, fmt):
+        return ("skopeo copy (to gzip) + umoci unpack" if fmt in self.gzip_only_umoci
+                else "skopeo copy + umoci unpack")
+
     # ---- local rows -------------------------------------------------------------------------
 
+    def local_prerequisites(self, fmt):
+        """What the local rows take from the loopback cold rows, made here when --rows left
+        those out: the cache of a default-prefetch whole-image read (cache-<fmt>), the
+        unpacked tree (bundle-<fmt>) and the umoci unpack times, one per repetition."""
+        cache = os.path.join(self.work, f"cache-{fmt}")
+        if not os.path.isdir(cache):
+            log(f"{fmt}: filling the local rows' cache (mount + tar of every file)")
+            self.imgfs_cold(self.proxy, fmt, self.mkdir(f"cache-{fmt}"), "landmark", True, 600)
+        if fmt in self.unpack_s:
+            return
+        log(f"{fmt}: skopeo copy + umoci unpack for the local rows")
+        unpack = [self.alternative_cold("loopback", fmt, True, False)["unpack"]]
+        bundle = os.path.join(self.work, f"bundle-{fmt}-again")
+        for _ in range(1, self.repeat):
+            seconds, _ = self.run(["umoci", "unpack", "--image",
+                                   f"{os.path.join(self.work, f'oci-{fmt}')}:bench", bundle],
+                                  timeout=1200)
+            unpack.append(seconds)
+            shutil.rmtree(bundle)
+        self.unpack_s[fmt] = unpack
+
     def warm(self, fmt):
+        self.local_prerequisites(fmt)
         mnt = os.path.join(self.work, "mnt")
         cache = os.path.join(self.work, f"cache-{fmt}")
         bundle = os.path.join(self.work, f"bundle-{fmt}", "rootfs")
@@ -627,21 +676,24 @@ class Bench:
         print(f"-- the {self.kind} image", flush=True)
         self.prepare_image()
         self.start_proxies()
+        first, whole = "cold-first" in self.rows, "cold-whole" in self.rows
         for network in self.networks:
-            formats = FORMATS if network == "loopback" else [
-                f for f in FORMATS if f in self.wan_formats]
+            formats = [f for f in self.formats if network == "loopback" or f in self.wan_formats]
+            if not (first or whole) or not formats:
+                continue
             print(f"-- cold rows on {network}"
                   + (f" ({self.rtt_ms:g} ms, {self.mbit:g} Mbit/s)" if network == "wan" else ""),
                   flush=True)
             for fmt in formats:
-                self.cold(network, fmt)
-        if "loopback" in self.networks:
+                self.cold(network, fmt, first, whole)
+        if "local" in self.rows and "loopback" in self.networks:
             print("-- warm rows", flush=True)
-            for fmt in FORMATS:
+            for fmt in self.formats:
                 self.warm(fmt)
         machine["loadavg_1m_end"] = os.getloadavg()[0]
         image = {k: v for k, v in self.image.items() if k != "expected"}
         document = {"machine": machine, "image": image, "repeat": self.repeat,
+                    "rows": self.rows, "formats": self.formats,
                     "wan": {"rtt_ms": self.rtt_ms, "mbit": self.mbit},
                     "duration_s": time.monotonic() - started, "results": self.results,
                     "notes": self.notes}
@@ -811,6 +863,28 @@ def sha256_stream(f):
     return h.hexdigest()
 
 
+def choice_list(choices, aliases=None):
+    """An argparse type: a comma list of `choices` (and of the names of `aliases`, each
+    standing for several), in the order of `choices`."""
+    aliases = aliases or {}
+
+    def parse(text):
+        picked = set()
+        for name in filter(None, (x.strip() for x in text.split(","))):
+            if name in aliases:
+                picked.update(aliases[name])
+            elif name in choices:
+                picked.add(name)
+            else:
+                raise argparse.ArgumentTypeError(
+                    f"unknown value {name!r} (one of {', '.join(list(choices) + list(aliases))})")
+        if not picked:
+            raise argparse.ArgumentTypeError("an empty list")
+        return [c for c in choices if c in picked]
+
+    return parse
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True)
@@ -821,6 +895,13 @@ def main():
     parser.add_argument("--image", choices=sorted(images.VERSIONS), default="bookworm")
     parser.add_argument("--networks", default="loopback,wan")
     parser.add_argument("--wan-formats", default="estargz,zstdchunked")
+    parser.add_argument("--rows", default=",".join(ROW_GROUPS),
+                        type=choice_list(ROW_GROUPS, ROW_ALIASES),
+                        help="row groups to measure, a comma list of "
+                        f"{', '.join(ROW_GROUPS)} (cold: both cold groups); default all")
+    parser.add_argument("--formats", default=",".join(FORMATS), type=choice_list(FORMATS),
+                        help=f"formats to measure, a comma list of {', '.join(FORMATS)}; "
+                        "default all")
     parser.add_argument("--wan-rtt-ms", type=float, default=20.0)
     parser.add_argument("--wan-mbit", type=float, default=100.0)
     parser.add_argument("--build-only", action="store_true",
