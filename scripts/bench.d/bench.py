@@ -25,6 +25,14 @@ ratios imgfs/alternative, with their min and max), in the groups --rows selects:
     ... --prefetch all       the same with --prefetch all
     cold whole image, bytes  registry bytes of the default-prefetch read vs skopeo copy
     daemon peak RSS          the daemon's VmHWM after the whole-image read vs skopeo's
+  shared index rows, gzip only, on loopback and on the WAN (shared-index): host A (imgfs
+  pull + imgfs index push + imgfs index convert, once, not measured) publishes the layer
+  indexes; host B measures
+    cold first file, shared index   mount --prefetch none --trust-index-from <endpoint>
+                             (empty cache) + read the 900-byte file vs the full pull of the
+                             cold first file row (reused when that row ran on the network)
+    cold first file, index convert  the same, mounted by the converted image index's digest
+    ... registry bytes       registry bytes of both, the index artifact's in the JSON
   local rows (local; the cache full from the loopback cold-whole rows, or filled the same
   way when those are left out; page cache dropped before each):
     warm remount + first file  vs umoci unpack from the local OCI layout (+ registry requests)
@@ -59,7 +67,7 @@ import report  # noqa: E402
 MIB = images.MIB
 FORMATS = ("gzip", "estargz", "zstdchunked")
 # The row groups --rows selects; each names the rows it adds (see the module docstring).
-ROW_GROUPS = ("cold-first", "cold-whole", "local")
+ROW_GROUPS = ("cold-first", "cold-whole", "shared-index", "local")
 ROW_ALIASES = {"cold": ("cold-first", "cold-whole")}
 REPO = images.REPO
 LAYER_EXT = {"gzip": "zcat", "estargz": "zcat", "zstdchunked": "zstd -dc"}
@@ -120,6 +128,7 @@ class Bench:
         err_path = os.path.join(self.logs, f"{self.command_count:04d}-{name}.err")
         out = open(stdout_path or os.devnull, "wb")
         err = open(err_path, "wb")
+        self.last_err_path = err_path
         timed_out = []
         try:
             start = time.perf_counter()
@@ -248,10 +257,13 @@ class Bench:
             return []
 
     def proxy_bytes(self, mark):
+        lines = self.proxy_entries(mark)
+        return sum(int(e.get("bytes", 0)) for e in lines), len(lines)
+
+    def proxy_entries(self, mark):
         # The proxy logs a request before its last bytes go out; give it a moment.
         time.sleep(0.2)
-        lines = self.proxy_lines()[mark:]
-        return sum(int(e.get("bytes", 0)) for e in lines), len(lines)
+        return self.proxy_lines()[mark:]
 
     def convert_with_containerd(self):
         cdir = self.mkdir("containerd")
@@ -326,11 +338,20 @@ class Bench:
 
     # ---- imgfs ------------------------------------------------------------------------------
 
-    def mount(self, endpoint, fmt, cache, mnt, extra=()):
+    def mount(self, endpoint, fmt, cache, mnt, extra=(), ref=None, expect_log=None):
+        """Mounts REPO:fmt (or REPO + `ref`, ":tag" or "@digest") from `endpoint`; with
+        `expect_log`, fails unless the command's stderr (at log level info) says it."""
         os.makedirs(mnt, exist_ok=True)
+        env = dict(os.environ, IMGFS_LOG="info") if expect_log else None
         seconds, _ = self.run([self.imgfs, "mount", "--cache", cache, *extra,
-                               f"{endpoint}/{REPO}:{fmt}", mnt], timeout=600)
+                               f"{endpoint}/{REPO}{ref or ':' + fmt}", mnt], timeout=600,
+                              env=env)
         self.mounts[mnt] = daemon_pid(mnt)
+        if expect_log:
+            with open(self.last_err_path, errors="replace") as f:
+                if expect_log not in f.read():
+                    raise CommandError(f"imgfs mount of {endpoint}/{REPO}{ref} did not log "
+                                       f"'{expect_log}' (see {self.last_err_path})")
         return seconds
 
     def unmount(self, mnt):
@@ -388,12 +409,15 @@ class Bench:
 
     # ---- network rows ---------------------------------------------------------------------
 
-    def imgfs_cold(self, endpoint, fmt, cache, prefetch, read_all, timeout):
-        """One cold imgfs measurement: (seconds, bytes, requests, daemon VmHWM KiB, timed out)."""
+    def imgfs_cold(self, endpoint, fmt, cache, prefetch, read_all, timeout, extra=(), ref=None,
+                   expect_log=None):
+        """One cold imgfs measurement: (seconds, bytes, requests, daemon VmHWM KiB, timed out,
+        the proxy's log entries). `extra`, `ref`, `expect_log`: as for mount()."""
         mnt = os.path.join(self.work, "mnt")
         mark = self.proxy_mark()
         timed_out = False
-        t_mount = self.mount(endpoint, fmt, cache, mnt, ["--prefetch", prefetch])
+        t_mount = self.mount(endpoint, fmt, cache, mnt, ["--prefetch", prefetch, *extra], ref,
+                             expect_log)
         try:
             if read_all:
                 t_read, _ = self.shell(f"tar -C {mnt} -cf - . | cat >/dev/null",
@@ -405,8 +429,9 @@ class Bench:
             t_read, timed_out = timeout, True
         rss = vm_hwm(self.mounts[mnt])
         self.unmount(mnt)
-        total_bytes, requests = self.proxy_bytes(mark)
-        return t_mount + t_read, total_bytes, requests, rss, timed_out
+        entries = self.proxy_entries(mark)
+        total_bytes = sum(int(e.get("bytes", 0)) for e in entries)
+        return t_mount + t_read, total_bytes, len(entries), rss, timed_out, entries
 
     def alternative_cold(self, network, fmt, keep, read_all=True):
         """skopeo copy + umoci unpack + the first file + (with `read_all`) a read of
@@ -482,7 +507,7 @@ class Bench:
             if first:
                 parts.append(f"first file {one[-1][0]:.2f} s")
             if whole_image:
-                w = whole[-1] or (None,) * 5
+                w = whole[-1] or (None,) * 6
                 parts.append(f"whole image {fmt_s(w[0])} / "
                              f"{fmt_s(every[-1] and every[-1][0])} with --prefetch all")
             log(f"{network} {fmt} #{i + 1}: {', '.join(parts)}; "
@@ -519,6 +544,103 @@ class Bench:
     def alternative_name(self, fmt):
         return ("skopeo copy (to gzip) + umoci unpack" if fmt in self.gzip_only_umoci
                 else "skopeo copy + umoci unpack")
+
+    # ---- shared index rows ------------------------------------------------------------------
+
+    def publish_shared_index(self):
+        """Host A, once per run: `imgfs pull` of the gzip image into a cache of its own, then
+        `imgfs index push` (a referrers artifact of the image manifest) and `imgfs index
+        convert` (an image index binding manifest and artifact, tagged gzip-indexed), all
+        straight to the registry, outside the measured rows. Returns what the rows report."""
+        if getattr(self, "shared", None):
+            return self.shared
+        cache = self.mkdir("cache-index-host-a")
+        ref = f"{self.registry}/{REPO}:gzip"
+        out = os.path.join(self.work, "index-out")
+        t_pull, _ = self.run([self.imgfs, "pull", "--quiet", "--cache", cache, ref],
+                             timeout=1800)
+        t_push, _ = self.run([self.imgfs, "index", "push", "--cache", cache, ref],
+                             stdout_path=out)
+        with open(out) as f:
+            pushed = f.read()
+        artifact = next((w for w in pushed.split() if w.startswith("sha256:")), None)
+        t_convert, _ = self.run([self.imgfs, "index", "convert", "--cache", cache, ref,
+                                 "gzip-indexed"], stdout_path=out)
+        with open(out) as f:
+            converted = f.read().strip()
+        if artifact is None or "@sha256:" not in converted:
+            raise CommandError(f"imgfs index push / convert printed no digest: {pushed!r}, "
+                               f"{converted!r}")
+        shutil.rmtree(cache)
+        digest = converted.split("@", 1)[1]
+        index = http_json(f"http://{self.registry}/v2/{REPO}/manifests/{digest}",
+                          "application/vnd.oci.image.index.v1+json")
+        bound = next((m["digest"] for m in index["manifests"] if m.get("artifactType")), None)
+        if bound != artifact:
+            raise CommandError(f"imgfs index convert bound artifact {bound}, index push "
+                               f"pushed {artifact}: the rows would measure two artifacts")
+        manifest = http_json(f"http://{self.registry}/v2/{REPO}/manifests/{artifact}",
+                             "application/vnd.oci.image.manifest.v1+json")
+        blobs = {x["digest"]: int(x["size"]) for x in manifest["layers"]}
+        self.shared = {"artifact": artifact, "blobs": blobs, "converted": "@" + digest,
+                       "detail": {"index_artifact_bytes": sum(blobs.values()),
+                                  "index_layers": len(blobs), "host_a_pull_s": t_pull,
+                                  "index_push_s": t_push, "index_convert_s": t_convert}}
+        log(f"host A: imgfs pull {t_pull:.1f} s, index push {t_push:.1f} s ({len(blobs)} "
+            f"layer indexes, {sum(blobs.values()) / 1024:.0f} KiB), index convert "
+            f"{t_convert:.1f} s")
+        return self.shared
+
+    def shared_index(self, network):
+        """Host B: the cold first file of the gzip image on an empty cache, its layer indexes
+        found through referrers (--trust-index-from the endpoint) and, second variant, through
+        the image index of `index convert` mounted by digest (no trust configuration), against
+        the full pull of the cold first file row (its alternative when that row ran on this
+        network in this run, else measured here, repetition by repetition)."""
+        shared = self.publish_shared_index()
+        endpoint = self.endpoints[network]
+        timeout = 300 if network == "wan" else 600
+        reuse = self.cold_alt.get((network, "gzip"))
+        variants = (("shared index", ["--trust-index-from", endpoint], None,
+                     "(from referrers)"),
+                    ("index convert", [], shared["converted"], "(bound by the image index)"))
+        runs = {name: [] for name, *_ in variants}
+        alt = []
+        for i in range(self.repeat):
+            for name, extra, ref, how in variants:
+                c = self.mkdir(f"cache-{network}-shared-{i}")
+                runs[name].append(self.imgfs_cold(
+                    endpoint, "gzip", c, "none", False, timeout, extra, ref,
+                    expect_log=f"mounted lazily with the shared index in {shared['artifact']} "
+                    + how))
+                shutil.rmtree(c)
+            alt.append(reuse[i] if reuse else
+                       self.alternative_cold(network, "gzip", False, False))
+            log(f"{network} gzip shared index #{i + 1}: first file "
+                + ", ".join(f"{runs[n][-1][0]:.2f} s ({runs[n][-1][1] / MIB:.2f} MiB, {n})"
+                            for n in runs)
+                + f"; pull {alt[-1]['pull']:.2f} s + unpack {alt[-1]['unpack']:.2f} s"
+                + (" (of the cold rows)" if reuse else ""))
+        plain = next((r["imgfs_runs"] for r in self.results
+                      if (r["row"], r["network"], r["format"], r["metric"])
+                      == ("cold first file", network, "gzip", "time")), None)
+        alt_what = self.alternative_name("gzip")
+        for name, runs_ in runs.items():
+            index_bytes = [sum(int(e.get("bytes", 0)) for e in x[5]
+                               if e.get("digest") in shared["blobs"]
+                               or shared["artifact"] in e.get("path", "")) for x in runs_]
+            self.add(f"cold first file, {name}", network, "gzip", "time", "s",
+                     [x[0] for x in runs_],
+                     [a["pull"] + a["unpack"] + a["cat"] for a in alt], alt_what + " + read",
+                     imgfs_requests=[x[2] for x in runs_], without_index_s=plain,
+                     alternative_of_cold_rows=bool(reuse), **shared["detail"])
+            # index_bytes: the artifact manifest and its blobs; the rest is manifests,
+            # config, the referrers lookup and the spans of the layers.
+            self.add(f"cold first file, {name}", network, "gzip", "registry bytes", "B",
+                     [x[1] for x in runs_], [a["bytes"] for a in alt], "skopeo copy",
+                     index_bytes=index_bytes,
+                     other_bytes=[x[1] - b for x, b in zip(runs_, index_bytes)],
+                     index_artifact_bytes=shared["detail"]["index_artifact_bytes"])
 
     # ---- local rows -------------------------------------------------------------------------
 
@@ -679,13 +801,14 @@ class Bench:
         first, whole = "cold-first" in self.rows, "cold-whole" in self.rows
         for network in self.networks:
             formats = [f for f in self.formats if network == "loopback" or f in self.wan_formats]
-            if not (first or whole) or not formats:
-                continue
-            print(f"-- cold rows on {network}"
-                  + (f" ({self.rtt_ms:g} ms, {self.mbit:g} Mbit/s)" if network == "wan" else ""),
-                  flush=True)
-            for fmt in formats:
-                self.cold(network, fmt, first, whole)
+            shaping = f" ({self.rtt_ms:g} ms, {self.mbit:g} Mbit/s)" if network == "wan" else ""
+            if (first or whole) and formats:
+                print(f"-- cold rows on {network}{shaping}", flush=True)
+                for fmt in formats:
+                    self.cold(network, fmt, first, whole)
+            if "shared-index" in self.rows and "gzip" in self.formats:
+                print(f"-- shared index rows on {network}{shaping}", flush=True)
+                self.shared_index(network)
         if "local" in self.rows and "loopback" in self.networks:
             print("-- warm rows", flush=True)
             for fmt in self.formats:
