@@ -758,6 +758,12 @@ class Bench:
     def walk(self, top):
         return self.run(["find", top, "-printf", "%s %u %m %T@\n"], timeout=600)[0]
 
+    def measures_something(self):
+        cold = {"cold-first", "cold-whole"} & set(self.rows) and any(
+            n == "loopback" or f in self.wan_formats for n in self.networks for f in self.formats)
+        return bool(cold or ("shared-index" in self.rows and "gzip" in self.formats)
+                    or ("local" in self.rows and "loopback" in self.networks))
+
     # ---- report -------------------------------------------------------------------------------
 
     def machine(self):
@@ -793,6 +799,11 @@ class Bench:
         return info
 
     def main(self):
+        if not self.measures_something():
+            raise CommandError(f"--rows {','.join(self.rows)} --formats "
+                               f"{','.join(self.formats)} --networks {','.join(self.networks)}"
+                               " select no row (shared-index is gzip only, local needs "
+                               "loopback)")
         started = time.monotonic()
         machine = self.machine()
         print(f"-- the {self.kind} image", flush=True)
