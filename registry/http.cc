@@ -19,6 +19,7 @@
 #include "base/ascii.h"
 #include "base/log.h"
 #include "base/mutex.h"
+#include "base/strings.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -63,12 +64,7 @@ HostCerts FindHostCerts(std::string_view certs_dirs, std::string_view host_port)
       host_port == "..") {
     return out;
   }
-  size_t start = 0;
-  while (start <= certs_dirs.size()) {
-    size_t end = certs_dirs.find(':', start);
-    if (end == std::string_view::npos) end = certs_dirs.size();
-    std::string_view base = certs_dirs.substr(start, end - start);
-    start = end + 1;
+  for (std::string_view base : Split(certs_dirs, ':')) {
     if (base.empty()) continue;
     std::string dir = std::string(base) + "/" + std::string(host_port);
     DIR* d = opendir(dir.c_str());

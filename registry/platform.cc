@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/ascii.h"
+#include "base/strings.h"
 
 namespace imgfs::registry {
 namespace {
@@ -61,13 +62,7 @@ int VariantNumber(const std::string& v, int empty_as) {
 Result<Platform> Platform::Parse(std::string_view s) {
   std::string text = AsciiLower(s);
   std::vector<std::string> parts;
-  size_t start = 0;
-  while (true) {
-    size_t slash = text.find('/', start);
-    parts.push_back(text.substr(start, slash == std::string::npos ? slash : slash - start));
-    if (slash == std::string::npos) break;
-    start = slash + 1;
-  }
+  for (std::string_view part : Split(text, '/')) parts.emplace_back(part);
   if (parts.size() < 2 || parts.size() > 3 ||
       !std::all_of(parts.begin(), parts.end(), [](const std::string& p) { return IsName(p); })) {
     return Status::InvalidArgument("invalid platform '" + std::string(s) +

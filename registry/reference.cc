@@ -9,6 +9,7 @@
 
 #include "base/ascii.h"
 #include "base/digest.h"
+#include "base/strings.h"
 
 namespace imgfs::registry {
 namespace {
@@ -182,17 +183,11 @@ Result<Reference> Reference::Parse(std::string_view s) {
   if (HasUpper(path)) {
     return Invalid("repository name (" + std::string(path) + ") must be lowercase");
   }
-  size_t start = 0;
-  while (true) {
-    size_t next = path.find('/', start);
-    std::string_view component = path.substr(start,
-                                             next == std::string_view::npos ? next : next - start);
+  for (std::string_view component : Split(path, '/')) {
     if (!IsPathComponent(component)) {
       return Invalid("repository name component '" + std::string(component) +
                      "' must be lowercase letters and digits, separated by '.', '_', '__' or '-'");
     }
-    if (next == std::string_view::npos) break;
-    start = next + 1;
   }
   ref.repository = std::string(path);
   if (ref.domain == kDockerDomain && ref.repository.find('/') == std::string::npos) {

@@ -22,6 +22,7 @@
 #include <limits>
 
 #include "base/digest.h"
+#include "base/strings.h"
 #include "fs/layer/zlib_stream.h"
 
 namespace imgfs::fs {
@@ -403,12 +404,7 @@ std::string AbbreviateName(std::string_view name) {
 Result<std::string> CleanPath(std::string_view name) {
   bool rooted = !name.empty() && name[0] == '/';
   std::vector<std::string_view> parts;
-  size_t pos = 0;
-  while (pos <= name.size()) {
-    size_t slash = name.find('/', pos);
-    if (slash == std::string_view::npos) slash = name.size();
-    std::string_view part = name.substr(pos, slash - pos);
-    pos = slash + 1;
+  for (std::string_view part : Split(name, '/')) {
     if (part.empty() || part == ".") continue;
     if (part == "..") {
       if (!parts.empty()) {
@@ -438,16 +434,12 @@ Status ValidateEntryName(std::string_view path) {
     return Status::Corrupt("name '" + AbbreviateName(path) + "' is longer than PATH_MAX (" +
                            std::to_string(kMaxPathLength) + " bytes)");
   }
-  size_t start = 0;
-  while (start < path.size()) {
-    size_t slash = path.find('/', start);
-    if (slash == std::string_view::npos) slash = path.size();
-    if (slash - start > kMaxNameComponent) {
+  for (std::string_view part : Split(path, '/')) {
+    if (part.size() > kMaxNameComponent) {
       return Status::Corrupt("name '" + AbbreviateName(path) + "' has a component of " +
-                             std::to_string(slash - start) + " bytes, longer than NAME_MAX (" +
+                             std::to_string(part.size()) + " bytes, longer than NAME_MAX (" +
                              std::to_string(kMaxNameComponent) + ")");
     }
-    start = slash + 1;
   }
   return Status::Ok();
 }

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "base/strings.h"
 #include "fs/layer/tar_fields.h"
 
 namespace imgfs::fs {
@@ -39,17 +40,12 @@ Status ParsePaxSparseMap(std::string_view numblocks, std::string_view map,
   }
   if (static_cast<uint64_t>(n) > kMaxSparseRegions) return TooMany();
   std::vector<int64_t> numbers;
-  size_t start = 0;
-  while (!map.empty() && start <= map.size()) {
-    size_t comma = map.find(',', start);
-    if (comma == std::string_view::npos) comma = map.size();
+  for (std::string_view number : Split(map, ',')) {
+    if (map.empty()) break;  // an empty map holds no numbers, not one empty one
     int64_t v = 0;
-    if (!ParseGoInt(map.substr(start, comma - start), &v)) {
-      return Status::Corrupt("GNU.sparse.map holds a bad number");
-    }
+    if (!ParseGoInt(number, &v)) return Status::Corrupt("GNU.sparse.map holds a bad number");
     if (numbers.size() >= 2 * kMaxSparseRegions) return TooMany();
     numbers.push_back(v);
-    start = comma + 1;
   }
   if (numbers.size() != 2 * static_cast<uint64_t>(n)) {
     return Status::Corrupt("GNU.sparse.map does not hold GNU.sparse.numblocks regions");

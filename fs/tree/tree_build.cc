@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/strings.h"
 
 namespace imgfs::fs {
 
@@ -46,17 +47,11 @@ Status SplitPath(std::string_view path, std::vector<std::string_view>* parts) {
   if (Status s = ValidateEntryName(path); !s.ok()) {
     return Status::Corrupt("layer index breaks the name limits: " + s.message());
   }
-  size_t start = 0;
-  while (true) {
-    size_t slash = path.find('/', start);
-    size_t len = slash == std::string_view::npos ? std::string_view::npos : slash - start;
-    std::string_view part = path.substr(start, len);
+  for (std::string_view part : Split(path, '/')) {
     if (part.empty() || part == "." || part == "..") {
       return Status::Corrupt("layer index holds an unclean path \"" + std::string(path) + "\"");
     }
     parts->push_back(part);
-    if (slash == std::string_view::npos) break;
-    start = slash + 1;
   }
   return Status::Ok();
 }
