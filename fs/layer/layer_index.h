@@ -14,6 +14,8 @@
 //
 // Values; no thread-safety concerns. Serialize/Deserialize use a versioned binary format;
 // Deserialize rejects anything malformed with kCorrupt (the cache is outside data too).
+// layer_index.cc implements the index's serialization and invariants; entry_names.cc the limits
+// on names and the name helpers below them, which every layer parser applies to what it reads.
 #pragma once
 
 #include <cstdint>
