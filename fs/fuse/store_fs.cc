@@ -1,7 +1,6 @@
+// The layer store's FUSE callbacks: the store's own directories and files answered from its
+// namespace (store_tree.h), everything inside a diff/ from that layer's tree and reader.
 #include "fs/fuse/store_fs.h"
-
-#include "fs/fuse/fuse_request.h"
-#include "fs/fuse/fuse_session.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,14 +8,14 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
-#include <map>
-#include <utility>
+#include <string>
 #include <vector>
 
 #include "base/base64.h"
 #include "base/log.h"
-#include "base/mutex.h"
-#include "base/thread_annotations.h"
+#include "fs/fuse/fuse_request.h"
+#include "fs/fuse/fuse_session.h"
+#include "fs/fuse/store_tree.h"
 
 namespace imgfs::fs {
 namespace {
@@ -24,95 +23,21 @@ namespace {
 // Layers never change once resolved (internal::kCacheTimeout); names that did not resolve may
 // later (a registry that comes back), so only positive answers are cached.
 using internal::kCacheTimeout;
-constexpr int kSlotShift = 40;
-constexpr uint64_t kTreeInoMask = (uint64_t{1} << kSlotShift) - 1;
 
-constexpr const char* kDiffName = "diff";
-constexpr const char* kInfoName = "info";
-constexpr const char* kBlobName = "blob";
-
-enum class Kind : uint8_t { kNone, kRoot, kRef, kLayer, kInfo, kBlob };
-
-// A node of the store's own namespace (not of a diff).
-struct NsNode {
-  Kind kind = Kind::kNone;
-  uint64_t parent = 0;
-  std::string ref;     // kRef and below: the decoded reference
-  std::string digest;  // kLayer and below
-  uint32_t slot = 0;   // kLayer and below: the served layer
-};
-
-class Store {
- public:
-  Store(LayerProvider& provider, std::function<std::string()> stats)
-      : provider_(provider), stats_(std::move(stats)) {
-    nodes_.resize(2);
-    nodes_[1].kind = Kind::kRoot;
-    nodes_[1].parent = 1;
-    slots_.emplace_back();  // slot 0: none
-  }
-
-  LayerProvider& provider() { return provider_; }
-  const std::function<std::string()>& stats() const { return stats_; }
-
-  NsNode Node(uint64_t ino) EXCLUDES(mu_) {
-    MutexLock lock(&mu_);
-    return ino < nodes_.size() ? nodes_[ino] : NsNode{};
-  }
-
-  // The child `name` of `parent`, made on first use.
-  uint64_t Child(uint64_t parent, const std::string& name, NsNode node) EXCLUDES(mu_) {
-    MutexLock lock(&mu_);
-    auto [it, inserted] = by_name_.emplace(std::make_pair(parent, name), 0);
-    if (inserted) {
-      node.parent = parent;
-      nodes_.push_back(std::move(node));
-      it->second = nodes_.size() - 1;
-    }
-    return it->second;
-  }
-
-  uint32_t Slot(const std::string& ref, const std::string& digest,
-                std::shared_ptr<const StoreLayer> layer) EXCLUDES(mu_) {
-    MutexLock lock(&mu_);
-    auto [it, inserted] = slot_of_.emplace(std::make_pair(ref, digest), 0);
-    if (inserted) {
-      slots_.push_back(std::move(layer));
-      it->second = static_cast<uint32_t>(slots_.size() - 1);
-    }
-    return it->second;
-  }
-
-  std::shared_ptr<const StoreLayer> Layer(uint32_t slot) EXCLUDES(mu_) {
-    MutexLock lock(&mu_);
-    return slot < slots_.size() ? slots_[slot] : nullptr;
-  }
-
- private:
-  LayerProvider& provider_;
-  const std::function<std::string()> stats_;
-
-  // State below is protected by mu_.
-  Mutex mu_;
-  std::vector<NsNode> nodes_ GUARDED_BY(mu_);  // by ino; [0] unused, [1] the root
-  std::map<std::pair<uint64_t, std::string>, uint64_t> by_name_ GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<const StoreLayer>> slots_ GUARDED_BY(mu_);
-  std::map<std::pair<std::string, std::string>, uint32_t> slot_of_ GUARDED_BY(mu_);
-};
+using internal::DiffNode;
+using internal::DiffStat;
+using internal::FindDiff;
+using internal::IsDiffIno;
+using internal::kBlobName;
+using internal::kDiffName;
+using internal::Kind;
+using internal::kInfoName;
+using internal::NsNode;
+using internal::NsStat;
+using internal::SlotOf;
+using internal::Store;
 
 Store& StoreOf(fuse_req_t req) { return *static_cast<Store*>(fuse_req_userdata(req)); }
-
-bool IsDiffIno(uint64_t ino) { return (ino >> kSlotShift) != 0; }
-uint32_t SlotOf(uint64_t ino) { return static_cast<uint32_t>(ino >> kSlotShift); }
-uint64_t DiffIno(uint32_t slot, uint64_t tree_ino) {
-  return (uint64_t{slot} << kSlotShift) | tree_ino;
-}
-
-// A diff inode resolved to its layer and the inode in its tree.
-struct DiffNode {
-  std::shared_ptr<const StoreLayer> layer;
-  uint64_t tree_ino = 0;
-};
 
 // Runs a callback body; no exception leaves (libfuse is C). A body that throws answers EIO.
 template <typename Body>
@@ -129,26 +54,6 @@ void Serve(fuse_req_t req, const char* op, Body&& body) noexcept {
 
 void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, internal::ToErrno(s)); }
 
-struct stat NsStat(uint64_t ino, const NsNode& n, Store& store) {
-  struct stat st;
-  std::memset(&st, 0, sizeof(st));
-  st.st_ino = ino;
-  st.st_blksize = internal::kBlockSize;
-  if (n.kind == Kind::kInfo || n.kind == Kind::kBlob) {
-    std::shared_ptr<const StoreLayer> layer = store.Layer(n.slot);
-    st.st_mode = S_IFREG | 0444;
-    st.st_nlink = 1;
-    if (layer)
-      st.st_size = static_cast<off_t>(n.kind == Kind::kInfo ? layer->info.size()
-                                                            : layer->blob_size);
-  } else {
-    st.st_mode = S_IFDIR | 0755;
-    st.st_nlink = 2;
-  }
-  st.st_blocks = (st.st_size + 511) / 512;
-  return st;
-}
-
 void ReplyEntry(fuse_req_t req, const struct stat& st) {
   fuse_entry_param e;
   std::memset(&e, 0, sizeof(e));
@@ -162,20 +67,6 @@ void ReplyEntry(fuse_req_t req, const struct stat& st) {
 
 // An ENOENT the kernel does not remember: the name may resolve next time.
 void ReplyNoEntry(fuse_req_t req) { fuse_reply_err(req, ENOENT); }
-
-struct stat DiffStat(uint32_t slot, const Tree::Attr& a) {
-  struct stat st = internal::ToStat(a);
-  st.st_ino = DiffIno(slot, a.ino);
-  return st;
-}
-
-Result<DiffNode> FindDiff(Store& store, uint64_t ino) {
-  DiffNode d;
-  d.layer = store.Layer(SlotOf(ino));
-  if (!d.layer) return Status::NotFound("no layer for inode " + std::to_string(ino));
-  d.tree_ino = ino & kTreeInoMask;
-  return d;
-}
 
 void LookupInLayer(fuse_req_t req, Store& store, uint64_t parent, const NsNode& dir,
                    const std::string& name) {
