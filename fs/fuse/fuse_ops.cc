@@ -19,29 +19,6 @@ namespace {
 // Most pieces a read replies with as iovecs (libfuse adds one for the header; IOV_MAX is 1024).
 constexpr size_t kMaxReplyIovecs = 256;
 
-fuse_entry_param ToEntry(const Tree::Attr& a) {
-  fuse_entry_param e;
-  std::memset(&e, 0, sizeof(e));
-  e.ino = a.ino;
-  e.generation = 1;
-  e.attr = ToStat(a);
-  e.attr_timeout = kCacheTimeout;
-  e.entry_timeout = kCacheTimeout;
-  return e;
-}
-
-// Replies to an xattr request with the size-probe protocol: size 0 asks how big, a buffer too
-// small is ERANGE.
-void ReplyXattr(Request& r, size_t size, const std::string& value) {
-  if (size == 0) {
-    r.Replied(fuse_reply_xattr(r.req(), value.size()));
-  } else if (size < value.size()) {
-    r.Error(ERANGE);
-  } else {
-    r.Replied(fuse_reply_buf(r.req(), value.data(), value.size()));
-  }
-}
-
 void OnInit(void* /*userdata*/, fuse_conn_info* conn) noexcept {
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   if (conn->capable & FUSE_CAP_READDIRPLUS) {
@@ -59,24 +36,13 @@ void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
   Serve(req, Op::kLookup, [&](Request& r) {
     Result<Tree::Attr> attr = r.tree().Lookup(parent, name);
     if (attr.status().IsNotFound()) {
-      // A negative entry the kernel may cache: the name will never appear.
-      fuse_entry_param e;
-      std::memset(&e, 0, sizeof(e));
-      e.entry_timeout = kCacheTimeout;
+      fuse_entry_param e = NegativeEntry();
       return r.Replied(fuse_reply_entry(req, &e));
     }
     if (!attr.ok()) return r.Fail(attr.status());
-    fuse_entry_param e = ToEntry(*attr);
+    fuse_entry_param e = ToEntry(ToStat(*attr));
     r.Replied(fuse_reply_entry(req, &e));
   });
-}
-
-void OnForget(fuse_req_t req, fuse_ino_t /*ino*/, uint64_t /*nlookup*/) noexcept {
-  fuse_reply_none(req);  // inodes live as long as the tree
-}
-
-void OnForgetMulti(fuse_req_t req, size_t /*count*/, fuse_forget_data* /*forgets*/) noexcept {
-  fuse_reply_none(req);
 }
 
 void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* /*fi*/) noexcept {
@@ -171,7 +137,7 @@ void ReadDirInto(Request& r, fuse_ino_t ino, size_t size, off_t off, bool plus) 
         name.assign(entry_name);
         size_t need;
         if (plus) {
-          fuse_entry_param e = ToEntry(attr);
+          fuse_entry_param e = ToEntry(ToStat(attr));
           need = fuse_add_direntry_plus(r.req(), buf.get() + used, size - used, name.c_str(), &e,
                                         static_cast<off_t>(next));
         } else {
@@ -232,12 +198,12 @@ void OnStatfs(fuse_req_t req, fuse_ino_t /*ino*/) noexcept {
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Serve(req, Op::kGetxattr, [&](Request& r) {
     if (ino == FUSE_ROOT_ID && r.stats() && std::strcmp(name, kStatsXattr) == 0) {
-      return ReplyXattr(r, size, r.stats()());
+      return r.Xattr(size, r.stats()());
     }
     Result<std::string> value = r.tree().GetXattr(ino, name);
     if (value.status().IsNotFound() && r.tree().GetAttr(ino).ok()) return r.Error(ENODATA);
     if (!value.ok()) return r.Fail(value.status());
-    ReplyXattr(r, size, *value);
+    r.Xattr(size, *value);
   });
 }
 
@@ -245,12 +211,7 @@ void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
   Serve(req, Op::kListxattr, [&](Request& r) {
     Result<std::vector<std::string>> names = r.tree().ListXattrs(ino);
     if (!names.ok()) return r.Fail(names.status());
-    std::string list;
-    for (const std::string& n : *names) {
-      list += n;
-      list.push_back('\0');
-    }
-    ReplyXattr(r, size, list);
+    r.Xattr(size, XattrNameList(*names));
   });
 }
 
@@ -262,45 +223,15 @@ void OnAccess(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
   });
 }
 
-// Every request that would change the filesystem. "ro" already makes the kernel refuse them;
-// answering them anyway keeps the filesystem read-only if a mount option is lost.
-void OnSetattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnMknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnMkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnUnlink(fuse_req_t req, fuse_ino_t, const char*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnSymlink(fuse_req_t req, const char*, fuse_ino_t, const char*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnRename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
-              unsigned int) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnLink(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnWrite(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnCreate(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnRemovexattr(fuse_req_t req, fuse_ino_t, const char*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
-void OnFallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) noexcept {
-  Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
-}
+// Every request that would change the filesystem (SetWriteOps, and fallocate). "ro" already
+// makes the kernel refuse them; answering them anyway keeps the filesystem read-only if a mount
+// option is lost.
+struct CountedRefusal {
+  template <typename... Args>
+  static void Refuse(fuse_req_t req, Args...) noexcept {
+    Serve(req, Op::kWrite, [](Request& r) { r.Error(EROFS); });
+  }
+};
 
 }  // namespace
 
@@ -324,19 +255,8 @@ fuse_lowlevel_ops MakeOps() {
   ops.getxattr = OnGetxattr;
   ops.listxattr = OnListxattr;
   ops.access = OnAccess;
-  ops.setattr = OnSetattr;
-  ops.mknod = OnMknod;
-  ops.mkdir = OnMkdir;
-  ops.unlink = OnUnlink;
-  ops.rmdir = OnUnlink;
-  ops.symlink = OnSymlink;
-  ops.rename = OnRename;
-  ops.link = OnLink;
-  ops.write = OnWrite;
-  ops.create = OnCreate;
-  ops.setxattr = OnSetxattr;
-  ops.removexattr = OnRemovexattr;
-  ops.fallocate = OnFallocate;
+  SetWriteOps<CountedRefusal>(&ops);
+  ops.fallocate = CountedRefusal::Refuse<fuse_ino_t, int, off_t, off_t, fuse_file_info*>;
   return ops;
 }
 

@@ -1,7 +1,8 @@
 // What the FUSE edge's files share (not for use outside fs/fuse): the per-mount state every
 // callback reaches through fuse_req_userdata, and Request/Serve, which keep each callback's
-// counters and timing and guarantee it exactly one reply. fuse_ops.cc holds the callbacks,
-// fuse_fs.cc the session: mount options, mounting, the loop.
+// counters and timing and guarantee it exactly one reply; and the replies, shims and write
+// refusals the image mount's callbacks (fuse_ops.cc) share with the layer store's (store_fs.cc).
+// fuse_fs.cc and fuse_session.h hold the session: mount options, mounting, the loop.
 //
 // Thread-safety: the Mount is shared by libfuse's worker threads; its counters are atomic, its
 // tree and reader safe for concurrent use. A Request belongs to the thread serving it.
@@ -20,6 +21,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -139,6 +141,8 @@ class Request {
     Replied(fuse_reply_err(req_, err));
   }
   void Fail(const Status& s) { Error(ToErrno(s)); }
+  // Replies `value` to getxattr/listxattr (ReplyXattr below); ERANGE counts as an error.
+  void Xattr(size_t size, const std::string& value);
   // Records the reply made by a fuse_reply_* call returning `rc`.
   void Replied(int rc) {
     replied_ = true;
@@ -171,6 +175,87 @@ void Serve(fuse_req_t req, Op op, Body&& body) noexcept {
   } catch (...) {
     // Only reachable if logging itself threw; the Request destructor has replied.
   }
+}
+
+// ---- What the image mount's callbacks (fuse_ops.cc) and the layer store's (store_fs.cc) share.
+
+// The entry a lookup replies for `st`; the kernel may keep it "forever" (kCacheTimeout).
+inline fuse_entry_param ToEntry(const struct stat& st) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.ino = st.st_ino;
+  e.generation = 1;
+  e.attr = st;
+  e.attr_timeout = kCacheTimeout;
+  e.entry_timeout = kCacheTimeout;
+  return e;
+}
+
+// The reply to a lookup of a name an image's tree does not hold: a negative entry the kernel may
+// keep as long as a positive one, since the name will never appear.
+inline fuse_entry_param NegativeEntry() {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof(e));
+  e.entry_timeout = kCacheTimeout;
+  return e;
+}
+
+// True when a getxattr/listxattr buffer of `size` bytes cannot hold `value` (ERANGE); size 0
+// only asks how big the value is.
+inline bool XattrTooSmall(size_t size, const std::string& value) {
+  return size != 0 && size < value.size();
+}
+
+// Replies `value` to getxattr or listxattr under their size-probe protocol: to size 0 the
+// value's size, to a buffer too small ERANGE, else the value. Returns the fuse_reply_* result.
+inline int ReplyXattr(fuse_req_t req, size_t size, const std::string& value) {
+  if (size == 0) return fuse_reply_xattr(req, value.size());
+  if (XattrTooSmall(size, value)) return fuse_reply_err(req, ERANGE);
+  return fuse_reply_buf(req, value.data(), value.size());
+}
+
+inline void Request::Xattr(size_t size, const std::string& value) {
+  failed_ = XattrTooSmall(size, value);
+  Replied(ReplyXattr(req_, size, value));
+}
+
+// listxattr's value: the names, each ended by a NUL.
+inline std::string XattrNameList(const std::vector<std::string>& names) {
+  std::string list;
+  for (const std::string& n : names) {
+    list += n;
+    list.push_back('\0');
+  }
+  return list;
+}
+
+// forget and forget_multi: inodes live as long as their tree (or store), so nothing is dropped.
+inline void OnForget(fuse_req_t req, fuse_ino_t /*ino*/, uint64_t /*nlookup*/) noexcept {
+  fuse_reply_none(req);
+}
+inline void OnForgetMulti(fuse_req_t req, size_t /*count*/,
+                          fuse_forget_data* /*forgets*/) noexcept {
+  fuse_reply_none(req);
+}
+
+// Points every op that would change a filesystem at Refusal::Refuse, instantiated with the
+// arguments libfuse passes that op (Refusal::Refuse replies EROFS, and may count it). A
+// filesystem that gives some of them a meaning sets those after this.
+template <typename Refusal>
+void SetWriteOps(fuse_lowlevel_ops* ops) {
+  ops->setattr = Refusal::template Refuse<fuse_ino_t, struct stat*, int, fuse_file_info*>;
+  ops->mknod = Refusal::template Refuse<fuse_ino_t, const char*, mode_t, dev_t>;
+  ops->mkdir = Refusal::template Refuse<fuse_ino_t, const char*, mode_t>;
+  ops->unlink = Refusal::template Refuse<fuse_ino_t, const char*>;
+  ops->rmdir = Refusal::template Refuse<fuse_ino_t, const char*>;
+  ops->symlink = Refusal::template Refuse<const char*, fuse_ino_t, const char*>;
+  ops->rename =
+      Refusal::template Refuse<fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int>;
+  ops->link = Refusal::template Refuse<fuse_ino_t, fuse_ino_t, const char*>;
+  ops->write = Refusal::template Refuse<fuse_ino_t, const char*, size_t, off_t, fuse_file_info*>;
+  ops->create = Refusal::template Refuse<fuse_ino_t, const char*, mode_t, fuse_file_info*>;
+  ops->setxattr = Refusal::template Refuse<fuse_ino_t, const char*, const char*, size_t, int>;
+  ops->removexattr = Refusal::template Refuse<fuse_ino_t, const char*>;
 }
 
 // libfuse's callbacks (fuse_ops.cc).

@@ -34,6 +34,7 @@ using internal::Kind;
 using internal::kInfoName;
 using internal::NsNode;
 using internal::NsStat;
+using internal::ReplyXattr;
 using internal::SlotOf;
 using internal::Store;
 
@@ -55,13 +56,7 @@ void Serve(fuse_req_t req, const char* op, Body&& body) noexcept {
 void ReplyStatus(fuse_req_t req, const Status& s) { fuse_reply_err(req, internal::ToErrno(s)); }
 
 void ReplyEntry(fuse_req_t req, const struct stat& st) {
-  fuse_entry_param e;
-  std::memset(&e, 0, sizeof(e));
-  e.ino = st.st_ino;
-  e.generation = 1;
-  e.attr = st;
-  e.attr_timeout = kCacheTimeout;
-  e.entry_timeout = kCacheTimeout;
+  fuse_entry_param e = internal::ToEntry(st);
   fuse_reply_entry(req, &e);
 }
 
@@ -94,9 +89,7 @@ void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* cname) noexcept {
       Result<Tree::Attr> attr = d->layer->diff->Lookup(d->tree_ino, name);
       if (attr.status().IsNotFound()) {
         // The layer never changes: the kernel may remember that the name is not there.
-        fuse_entry_param e;
-        std::memset(&e, 0, sizeof(e));
-        e.entry_timeout = kCacheTimeout;
+        fuse_entry_param e = internal::NegativeEntry();
         return static_cast<void>(fuse_reply_entry(req, &e));
       }
       if (!attr.ok()) return ReplyStatus(req, attr.status());
@@ -129,9 +122,6 @@ void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* cname) noexcept {
     }
   });
 }
-
-void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) noexcept { fuse_reply_none(req); }
-void OnForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) noexcept { fuse_reply_none(req); }
 
 void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) noexcept {
   Serve(req, "getattr", [&] {
@@ -271,21 +261,11 @@ void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 
 void OnRelease(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
 
-void ReplyXattr(fuse_req_t req, size_t size, const std::string& value) {
-  if (size == 0) {
-    fuse_reply_xattr(req, value.size());
-  } else if (size < value.size()) {
-    fuse_reply_err(req, ERANGE);
-  } else {
-    fuse_reply_buf(req, value.data(), value.size());
-  }
-}
-
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) noexcept {
   Serve(req, "getxattr", [&] {
     Store& store = StoreOf(req);
     if (ino == FUSE_ROOT_ID && store.stats() && std::strcmp(name, kStatsXattr) == 0) {
-      return ReplyXattr(req, size, store.stats()());
+      return static_cast<void>(ReplyXattr(req, size, store.stats()()));
     }
     if (!IsDiffIno(ino)) return static_cast<void>(fuse_reply_err(req, ENODATA));
     Result<DiffNode> d = FindDiff(store, ino);
@@ -305,10 +285,7 @@ void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) noexcept {
       if (!d.ok()) return ReplyStatus(req, d.status());
       Result<std::vector<std::string>> names = d->layer->diff->ListXattrs(d->tree_ino);
       if (!names.ok()) return ReplyStatus(req, names.status());
-      for (const std::string& n : *names) {
-        list += n;
-        list.push_back('\0');
-      }
+      list = internal::XattrNameList(*names);
     }
     ReplyXattr(req, size, list);
   });
@@ -348,17 +325,19 @@ void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) noexcept {
 }
 
 // Every other change: the diffs are read-only, the namespace is the store's.
-template <typename... Args>
-void Refuse(fuse_req_t req, Args...) noexcept {
-  fuse_reply_err(req, EROFS);
-}
+struct Refusal {
+  template <typename... Args>
+  static void Refuse(fuse_req_t req, Args...) noexcept {
+    fuse_reply_err(req, EROFS);
+  }
+};
 
 fuse_lowlevel_ops MakeStoreOps() {
   fuse_lowlevel_ops ops;
   std::memset(&ops, 0, sizeof(ops));
   ops.lookup = OnLookup;
-  ops.forget = OnForget;
-  ops.forget_multi = OnForgetMulti;
+  ops.forget = internal::OnForget;
+  ops.forget_multi = internal::OnForgetMulti;
   ops.getattr = OnGetattr;
   ops.readlink = OnReadlink;
   ops.open = OnOpen;
@@ -369,18 +348,11 @@ fuse_lowlevel_ops MakeStoreOps() {
   ops.releasedir = OnRelease;
   ops.getxattr = OnGetxattr;
   ops.listxattr = OnListxattr;
+  internal::SetWriteOps<Refusal>(&ops);
+  // ... but for the protocol's signals (see store_fs.h).
   ops.create = OnCreate;
   ops.mknod = OnMknod;
   ops.rmdir = OnRmdir;
-  ops.setattr = Refuse<fuse_ino_t, struct stat*, int, fuse_file_info*>;
-  ops.mkdir = Refuse<fuse_ino_t, const char*, mode_t>;
-  ops.unlink = Refuse<fuse_ino_t, const char*>;
-  ops.symlink = Refuse<const char*, fuse_ino_t, const char*>;
-  ops.rename = Refuse<fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int>;
-  ops.link = Refuse<fuse_ino_t, fuse_ino_t, const char*>;
-  ops.write = Refuse<fuse_ino_t, const char*, size_t, off_t, fuse_file_info*>;
-  ops.setxattr = Refuse<fuse_ino_t, const char*, const char*, size_t, int>;
-  ops.removexattr = Refuse<fuse_ino_t, const char*>;
   return ops;
 }
 
