@@ -22,6 +22,7 @@
 #include "cache/lmdb_env.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 #include "tests/support/test_blobs.h"
 
 namespace imgfs::cache {
@@ -40,10 +41,6 @@ class CacheContentTest : public ::testing::Test {
   CacheContentTest() : blob_(MakeBlob()), source_(blob_) {}
 
   void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-content-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    root_ = dir_ + "/cache";
     for (uint64_t off = 0; off < kBlobSize; off += kUnitSize) {
       UnitRef u;
       u.blob = source_.digest();
@@ -55,10 +52,7 @@ class CacheContentTest : public ::testing::Test {
     cache_ = OpenCache();
     ASSERT_TRUE(cache_);
   }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void TearDown() override { cache_.reset(); }
 
   std::unique_ptr<Cache> OpenCache() {
     auto c = Cache::Open(root_);
@@ -75,8 +69,9 @@ class CacheContentTest : public ::testing::Test {
   std::string blob_;
   test::FakeBlobSource source_;
   std::vector<UnitRef> units_;
-  std::string dir_;
-  std::string root_;
+  test::TempDir tmp_{"cache-content"};
+  const std::string dir_ = tmp_.path();
+  const std::string root_ = tmp_.Sub("cache");
   std::unique_ptr<Cache> cache_;
 };
 

@@ -1,6 +1,7 @@
 // LmdbEnv: errors name the cache, a full map grows, a map grown by another process is adopted,
 // a throwing transaction body leaves no lock held.
 #include "cache/lmdb_env.h"
+#include "tests/support/files.h"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,13 +21,6 @@ namespace {
 
 class LmdbEnvTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-lmdb-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   static Status PutValue(LmdbEnv& env, int i, size_t size) {
     std::string key = "k" + std::to_string(i);
     std::string value(size, static_cast<char>('a' + i % 26));
@@ -40,7 +34,8 @@ class LmdbEnvTest : public ::testing::Test {
     return out;
   }
 
-  std::string dir_;
+  test::TempDir tmp_{"lmdb"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(LmdbEnvTest, OpenFailureNamesTheCache) {

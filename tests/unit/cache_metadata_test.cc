@@ -13,20 +13,13 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "tests/support/files.h"
 
 namespace imgfs::cache {
 namespace {
 
 class CacheMetadataTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-cache-meta-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    root_ = dir_ + "/cache";
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   std::unique_ptr<Cache> OpenCache() {
     auto c = Cache::Open(root_);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
@@ -41,8 +34,9 @@ class CacheMetadataTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
   }
 
-  std::string dir_;
-  std::string root_;
+  test::TempDir tmp_{"cache-meta"};
+  const std::string dir_ = tmp_.path();
+  const std::string root_ = tmp_.Sub("cache");
 };
 
 const std::string kManifest = R"({"schemaVersion":2,"layers":[]})";

@@ -1,6 +1,7 @@
 // The config files as users keep them: imgfs's config.toml, containers' registries.conf,
 // docker's daemon.json, their precedence, the flags over them, and errors naming file:line.
 #include "cli/config.h"
+#include "tests/support/files.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -19,21 +20,17 @@ using ::testing::HasSubstr;
 class ConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("imgfs-config-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
     paths_.docker_daemon = Path("daemon.json");
     paths_.registries_conf = Path("registries.conf");
     paths_.imgfs = {Path("etc-config.toml"), Path("user-config.toml")};
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }
   void Write(const std::string& name, const std::string& text) {
     std::ofstream(Path(name)) << text;
   }
 
-  std::filesystem::path dir_;
+  test::TempDir tmp_{"config"};
+  const std::filesystem::path dir_ = tmp_.path();
   ConfigPaths paths_;
 };
 

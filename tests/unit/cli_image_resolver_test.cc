@@ -11,6 +11,7 @@
 #include "base/digest.h"
 #include "registry/http.h"
 #include "registry/manifest.h"
+#include "tests/support/files.h"
 
 namespace imgfs::cli {
 namespace {
@@ -88,10 +89,6 @@ class MemoryRegistry : public registry::HttpTransport {
 class ImageResolverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("imgfs-resolver-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
     auto cache = cache::Cache::Open(dir_.string());
     ASSERT_TRUE(cache.ok()) << cache.status().ToString();
     cache_ = std::move(cache).value();
@@ -103,10 +100,7 @@ class ImageResolverTest : public ::testing::Test {
     client_ = std::make_unique<registry::Client>(options, std::move(transport));
     ref_ = *registry::Reference::Parse("127.0.0.1:5000/team/app:v1");
   }
-  void TearDown() override {
-    cache_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void TearDown() override { cache_.reset(); }
 
   // An image whose config says `note`; returns its manifest digest.
   std::string PushImage(const std::string& tag, const std::string& note) {
@@ -127,7 +121,8 @@ class ImageResolverTest : public ::testing::Test {
                         cache_.get());
   }
 
-  std::filesystem::path dir_;
+  test::TempDir tmp_{"resolver"};
+  const std::filesystem::path dir_ = tmp_.Sub("root");  // made by Cache::Open
   std::unique_ptr<cache::Cache> cache_;
   MemoryRegistry* registry_ = nullptr;
   std::unique_ptr<registry::Client> client_;

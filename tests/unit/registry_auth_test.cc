@@ -1,4 +1,5 @@
 #include "registry/auth.h"
+#include "tests/support/files.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -75,16 +76,10 @@ TEST(Base64Test, RoundTrips) {
 
 class CredentialsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-auth-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   void WriteConfig(const std::string& json) { std::ofstream(dir_ + "/config.json") << json; }
 
-  std::string dir_;
+  test::TempDir tmp_{"auth"};
+  const std::string dir_ = tmp_.path();
 };
 
 TEST_F(CredentialsTest, MissingConfigMeansNoCredentials) {

@@ -18,6 +18,7 @@
 #include "registry/auth.h"
 #include "registry/manifest.h"
 #include "registry/resolve.h"
+#include "tests/support/files.h"
 
 namespace imgfs::registry {
 namespace {
@@ -109,13 +110,6 @@ Answer NotFound(const std::string& code) {
 
 class ClientTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-client-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    config_dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(config_dir_); }
-
   // A client for https://registry.example.com whose network is `handler`.
   Client& Make(FakeTransport::Handler handler, ClientOptions options = {}) {
     auto transport = std::make_unique<FakeTransport>(std::move(handler));
@@ -133,7 +127,8 @@ class ClientTest : public ::testing::Test {
 
   Reference Ref(const std::string& s) { return *Reference::Parse(s); }
 
-  std::string config_dir_;
+  test::TempDir tmp_{"client"};
+  const std::string config_dir_ = tmp_.path();
   FakeTransport* transport_ = nullptr;
   std::unique_ptr<Client> client_;
 };

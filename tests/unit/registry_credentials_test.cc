@@ -14,6 +14,7 @@
 #include "registry/credentials.h"
 #include "registry/endpoint.h"
 #include "registry/token.h"
+#include "tests/support/files.h"
 
 namespace imgfs::registry {
 namespace {
@@ -22,14 +23,6 @@ using nlohmann::json;
 
 class StoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/imgfs-creds-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    dir_ = root_ + "/docker";  // not there yet: StoreCredentials makes it
-  }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-
   json Read() {
     std::ifstream in(dir_ + "/config.json");
     std::stringstream ss;
@@ -37,8 +30,9 @@ class StoreTest : public ::testing::Test {
     return json::parse(ss.str(), nullptr, false);
   }
 
-  std::string root_;
-  std::string dir_;
+  test::TempDir tmp_{"creds"};
+  const std::string root_ = tmp_.path();
+  const std::string dir_ = tmp_.Sub("docker");  // not there yet: StoreCredentials makes it
 };
 
 TEST_F(StoreTest, StoresAuthKeepsOtherKeysAndErasesEverySpelling) {
