@@ -8,6 +8,7 @@
 
 #include "tests/support/blob_proxy.h"
 #include "tests/support/lazy_images.h"
+#include "tests/support/proxied_image_test.h"
 #include "tests/support/registry_server.h"
 #include "tests/support/test_images.h"
 #include "tests/support/test_world.h"
@@ -18,18 +19,11 @@ namespace {
 class BlobProxyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
-    ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-    pushed_ = *pushed;
-    auto registry = TestWorld::Get().Registry();
-    ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-    auto proxy = BlobProxy::Start((*registry)->port());
-    ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-    proxy_ = std::move(*proxy);
-    auto manifest = FetchManifest(pushed_.host, pushed_.repo, pushed_.tag);
-    ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-    ASSERT_FALSE(manifest->layers.empty());
-    layer_ = manifest->layers.front();
+    auto started = StartProxiedImage();
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    pushed_ = started->image;
+    proxy_ = std::move(started->proxy);
+    layer_ = started->manifest.layers.front();
     ASSERT_GT(layer_.size, 1000u);
   }
 

@@ -17,22 +17,27 @@ void ProxiedRegistryTest::SetUp() {
   proxy_ = std::move(started->proxy);
 }
 
+Result<ProxiedImage> StartProxiedImage() {
+  ProxiedImage p;
+  IMGFS_ASSIGN_OR_RETURN(p.image, TestWorld::Get().Pushed("busybox", ManifestFormat::kOci));
+  IMGFS_ASSIGN_OR_RETURN(p.registry, TestWorld::Get().Registry());
+  IMGFS_ASSIGN_OR_RETURN(p.proxy, BlobProxy::Start(p.registry->port()));
+  IMGFS_ASSIGN_OR_RETURN(p.manifest, FetchManifest(p.image.host, p.image.repo, p.image.tag));
+  if (p.manifest.layers.empty()) {
+    return Status::Internal("the busybox test image's manifest lists no layers");
+  }
+  return p;
+}
+
 void ProxiedImageTest::SetUp() {
   Status s = CheckImgfsBinary();
   ASSERT_TRUE(s.ok()) << s.ToString();
-  auto pushed = TestWorld::Get().Pushed("busybox", ManifestFormat::kOci);
-  ASSERT_TRUE(pushed.ok()) << pushed.status().ToString();
-  image_ = *pushed;
-  auto registry = TestWorld::Get().Registry();
-  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
-  registry_ = *registry;
-  auto proxy = BlobProxy::Start(registry_->port());
-  ASSERT_TRUE(proxy.ok()) << proxy.status().ToString();
-  proxy_ = std::move(*proxy);
-  auto manifest = FetchManifest(image_.host, image_.repo, image_.tag);
-  ASSERT_TRUE(manifest.ok()) << manifest.status().ToString();
-  ASSERT_FALSE(manifest->layers.empty());
-  manifest_ = *manifest;
+  auto started = StartProxiedImage();
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  image_ = started->image;
+  registry_ = started->registry;
+  proxy_ = std::move(started->proxy);
+  manifest_ = std::move(started->manifest);
   layer_ = manifest_.layers.front();
 }
 

@@ -32,6 +32,17 @@ class ProxiedRegistryTest : public ::testing::Test {
   std::unique_ptr<BlobProxy> proxy_;
 };
 
+// The busybox test image pushed to the shared registry, a BlobProxy of its own in front of that
+// registry, and the image's manifest (with at least one layer): what ProxiedImageTest starts
+// from, and the blob proxy's own test, which runs no imgfs.
+struct ProxiedImage {
+  PushedImage image;
+  RegistryServer* registry = nullptr;
+  std::unique_ptr<BlobProxy> proxy;
+  RegistryManifest manifest;
+};
+Result<ProxiedImage> StartProxiedImage();
+
 class ProxiedImageTest : public ::testing::Test {
  protected:
   void SetUp() override;
