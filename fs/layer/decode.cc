@@ -1,5 +1,6 @@
 #include "fs/layer/decode.h"
 
+#include <libdeflate.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -124,11 +125,44 @@ Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
   return out;
 }
 
+struct DecompressorDeleter {
+  void operator()(libdeflate_decompressor* d) const { libdeflate_free_decompressor(d); }
+};
+
+// libdeflate inflates a whole gzip member about twice as fast as zlib and checks the member's
+// CRC32 (folded, with carry-less multiplication, where zlib 1.2.13 is byte-wise) and ISIZE.
+// It needs room for the member's whole decoded size, so it fits units of whole members (eStargz:
+// one or more members per unit), not zran spans, which start and end anywhere. It decodes
+// member by member into `out`; false (nothing claimed, the caller decodes again with zlib,
+// which also says what is wrong) for a member that runs past the unit's end, damaged data,
+// padding, or input that ends before `out` is full. True: `out` is filled and every member
+// that went into it ended and was checked.
+bool InflateWholeMembers(std::string_view in, std::string* out) {
+  thread_local std::unique_ptr<libdeflate_decompressor, DecompressorDeleter> decompressor(
+      libdeflate_alloc_decompressor());
+  if (!decompressor) return false;
+  size_t pos = 0;
+  size_t done = 0;
+  do {
+    if (!IsGzipMagic(in.substr(pos))) return false;
+    size_t used_in = 0;
+    size_t used_out = 0;
+    libdeflate_result rc = libdeflate_gzip_decompress_ex(
+        decompressor.get(), in.data() + pos, in.size() - pos, out->data() + done,
+        out->size() - done, &used_in, &used_out);
+    if (rc != LIBDEFLATE_SUCCESS || used_in == 0) return false;
+    pos += used_in;
+    done += used_out;
+  } while (done < out->size());
+  return true;
+}
+
 Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in, bool whole) {
-  InflateStream zs;
-  IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
   std::string out(unit.ulen, '\0');
   if (unit.ulen == 0 && !whole) return out;
+  if (InflateWholeMembers(in, &out)) return out;
+  InflateStream zs;
+  IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
   IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/false, in, &out, whole));
   return out;
 }
