@@ -37,6 +37,11 @@ struct FuseOptions {
 
 inline constexpr const char* kStatsXattr = "user.imgfs.stats";
 
+// The mount's readahead window (the kernel starts FUSE at 128 KiB), set through sysfs where the
+// daemon may (root). A sequential read then keeps many 1 MiB requests in flight, which the
+// loop's threads serve in parallel; NFS sizes its window the same way (15 x rsize).
+inline constexpr int kMountReadaheadKb = 16384;
+
 // Mounts `tree` at options.mountpoint, calls `on_ready` once the kernel mount exists (the
 // CLI then tells its parent process it may exit), serves requests until the filesystem is
 // unmounted or the process gets SIGINT/SIGTERM/SIGHUP, then unmounts and returns.

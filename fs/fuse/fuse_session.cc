@@ -54,15 +54,17 @@ std::string MountDevice(const std::string& mountpoint) {
 }
 
 // The kernel starts a FUSE mount with 128 KiB of readahead. Image files are read whole and
-// served from MiB-sized units, so a larger window turns a cold sequential read into fewer,
-// parallel requests. Best effort: it needs root (sysfs), and the mount works without it.
+// served from MiB-sized units, so a larger window turns a cold sequential read into many
+// parallel requests (kMountReadaheadKb). The window only grows as a read stays sequential, so
+// random reads do not fetch more. Best effort: it needs root (sysfs), and the mount works
+// without it.
 void GrowReadahead(const std::string& mountpoint) {
-  constexpr const char* kReadaheadKb = "1024";
+  const std::string kb = std::to_string(kMountReadaheadKb);
   std::string device = MountDevice(mountpoint);
   if (device.empty()) return;
   std::string path = "/sys/class/bdi/" + device + "/read_ahead_kb";
   int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  bool ok = fd >= 0 && write(fd, kReadaheadKb, strlen(kReadaheadKb)) > 0;
+  bool ok = fd >= 0 && write(fd, kb.data(), kb.size()) > 0;
   if (fd >= 0) close(fd);
   if (!ok) IMGFS_LOG(kDebug, "cannot set " << path << ": " << std::strerror(errno));
 }

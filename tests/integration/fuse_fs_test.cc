@@ -339,7 +339,7 @@ TEST_F(FuseFsTest, StatfsAndMountTableDescribeTheImage) {
                     std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
   Result<std::string> ra = test::ReadFile(bdi);
   ASSERT_TRUE(ra.ok()) << ra.status().ToString();
-  EXPECT_EQ(std::stoi(*ra), 1024) << bdi;
+  EXPECT_EQ(std::stoi(*ra), kMountReadaheadKb) << bdi;
 }
 
 TEST_F(FuseFsTest, UserOptionsCannotMakeTheMountWritable) {
