@@ -72,6 +72,26 @@ TEST(DecodeUnitTest, GzipMemberAndFollowingMembers) {
             Code::kCorrupt);
 }
 
+// eStargz units are whole members: decoded member by member (libdeflate), empty members and
+// zero padding after the last one included; a damaged member in the middle still fails.
+TEST(DecodeUnitTest, UnitOfWholeGzipMembers) {
+  std::string a = Text(300000, 6), b = Text(7, 7), c = Text(65536, 8);
+  std::string members = GzipMember(a) + GzipMember("") + GzipMember(b) + GzipMember(c);
+  Unit u = MakeUnit(UnitCodec::kGzipMember, members, a.size() + b.size() + c.size());
+  EXPECT_EQ(*DecodeUnit(u, members), a + b + c);
+  EXPECT_EQ(*DecodeUnitChecked(u, members), a + b + c);
+  std::string padded = members + std::string(512, '\0');
+  Unit up = MakeUnit(UnitCodec::kGzipMember, padded, a.size() + b.size() + c.size());
+  EXPECT_EQ(*DecodeUnitChecked(up, padded), a + b + c);
+  std::string bad = members;
+  bad[GzipMember(a).size() / 2] ^= 0x01;
+  EXPECT_FALSE(DecodeUnitChecked(u, bad).ok());
+  EXPECT_EQ(DecodeUnit(MakeUnit(UnitCodec::kGzipMember, members, u.ulen + 1), members)
+                .status()
+                .code(),
+            Code::kCorrupt);
+}
+
 TEST(DecodeUnitTest, ZstdFrames) {
   std::string a = Text(200000, 3), b = Text(3000, 4);
   std::string frames = Zstd(a) + Zstd(b);
