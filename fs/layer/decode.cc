@@ -147,9 +147,9 @@ bool InflateWholeMembers(std::string_view in, std::string* out) {
     if (!IsGzipMagic(in.substr(pos))) return false;
     size_t used_in = 0;
     size_t used_out = 0;
-    libdeflate_result rc = libdeflate_gzip_decompress_ex(
-        decompressor.get(), in.data() + pos, in.size() - pos, out->data() + done,
-        out->size() - done, &used_in, &used_out);
+    libdeflate_result rc = libdeflate_gzip_decompress_ex(decompressor.get(), in.data() + pos,
+                                                         in.size() - pos, out->data() + done,
+                                                         out->size() - done, &used_in, &used_out);
     if (rc != LIBDEFLATE_SUCCESS || used_in == 0) return false;
     pos += used_in;
     done += used_out;

@@ -86,10 +86,9 @@ TEST(DecodeUnitTest, UnitOfWholeGzipMembers) {
   std::string bad = members;
   bad[GzipMember(a).size() / 2] ^= 0x01;
   EXPECT_FALSE(DecodeUnitChecked(u, bad).ok());
-  EXPECT_EQ(DecodeUnit(MakeUnit(UnitCodec::kGzipMember, members, u.ulen + 1), members)
-                .status()
-                .code(),
-            Code::kCorrupt);
+  EXPECT_EQ(
+      DecodeUnit(MakeUnit(UnitCodec::kGzipMember, members, u.ulen + 1), members).status().code(),
+      Code::kCorrupt);
 }
 
 TEST(DecodeUnitTest, ZstdFrames) {
