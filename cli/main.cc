@@ -1,6 +1,6 @@
 // imgfs: mount container images from a registry as lazily fetched, verified, read-only trees.
-#include <CLI/CLI.hpp>
 #include <malloc.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdint>
 #include <functional>

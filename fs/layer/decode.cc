@@ -168,9 +168,12 @@ Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in, bool
 }
 
 Result<std::string> DecodeZstd(const Unit& unit, std::string_view in, bool whole) {
-  // One context per thread, reset per unit: a fresh one is ~160 KiB plus its window buffer,
-  // allocated and faulted in again for every unit otherwise.
-  thread_local ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  // One context per thread, reset per unit: a fresh one is ~160 KiB, allocated and faulted in
+  // again for every unit otherwise. A context that grew window buffers (a frame decoded in
+  // streaming mode) is not kept: every loop thread holding MiBs would raise the daemon's RSS.
+  constexpr size_t kKeptContextBytes = 512 << 10;
+  thread_local ZstdDCtxPtr dctx;
+  if (!dctx || ZSTD_sizeof_DCtx(dctx.get()) > kKeptContextBytes) dctx.reset(ZSTD_createDCtx());
   if (!dctx) return Status::Internal("ZSTD_createDCtx failed");
   size_t reset = ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_only);
   if (ZSTD_isError(reset)) {
@@ -203,6 +206,7 @@ Result<std::string> DecodeZstd(const Unit& unit, std::string_view in, bool whole
       return Corrupt(unit, "zstd frame does not end where the unit does");
     }
   }
+  if (ZSTD_sizeof_DCtx(dctx.get()) > kKeptContextBytes) dctx.reset();
   return out;
 }
 
