@@ -12,7 +12,7 @@
 namespace imgfs::fs {
 namespace {
 
-// How long the background pass sleeps while other fetches are in flight before looking again.
+// How long the background pass sleeps while the mount's reads fill the fetch threads.
 constexpr auto kYieldPause = std::chrono::milliseconds(20);
 
 }  // namespace
@@ -136,21 +136,30 @@ void Prefetcher::FetchEverything() {
     const std::vector<uint32_t> order = UnitsInBlobOrder(index);
     size_t i = 0;
     while (i < order.size() && !stopping()) {
-      // A batch: missing units worth about one request.
-      std::vector<uint32_t> batch;
-      uint64_t bytes = 0;
+      // A wave: missing units worth kAllRequestsInFlight requests of about kAllRequestBytes,
+      // fetched side by side (FetchUnits cuts it into requests and fans them out), so the
+      // link stays busy while one request's round trip or verification is under way.
+      std::vector<uint32_t> wave;
+      uint64_t bytes = 0;  // of the wave's last request
+      int requests = 0;
       for (; i < order.size() && !stopping(); ++i) {
         const Unit& u = index.units[order[i]];
         if (cache_->HasUnit(index.blob_digest, u.coff, u.clen)) continue;
-        if (!batch.empty() && bytes + u.clen > kAllRequestBytes) break;
-        batch.push_back(order[i]);
+        if (requests == 0 || bytes + u.clen > kAllRequestBytes) {
+          if (requests == kAllRequestsInFlight) break;
+          ++requests;
+          bytes = 0;
+        }
+        wave.push_back(order[i]);
         bytes += u.clen;
       }
-      if (batch.empty()) break;
-      // Low priority: let the mount's own reads go first.
-      while (!stopping() && cache_->FetchesInFlight() > 0) std::this_thread::sleep_for(kYieldPause);
+      if (wave.empty()) break;
+      // Low priority: while the mount's own reads fill the fetch threads, they go first.
+      while (!stopping() && cache_->FetchesInFlight() >= cache::kFetchParallelism) {
+        std::this_thread::sleep_for(kYieldPause);
+      }
       if (stopping()) break;
-      Fetch(l, batch, kAllRequestBytes);
+      Fetch(l, wave, kAllRequestBytes);
     }
     // A TOC layer that is whole now is checked against its diff_id, once.
     if (!stopping() && NeedsDiffIdCheck(*layers_, l) && AllUnitsPresent(*layers_, l, cache_)) {

@@ -7,9 +7,11 @@
 //                        kMaxLandmarkRequestBytes; a region beyond that takes several). Layers
 //                        are done in parallel (at most cache::kFetchParallelism at once).
 //   kAll                 kLandmark, then every unit of every layer that is not present yet,
-//                        in the background at low priority: one thread, coalesced requests of
-//                        about kAllRequestBytes, pausing while other fetches (reads of the
-//                        mount, read-ahead) are in flight in this process. An eStargz or
+//                        in blob order, in the background at low priority: coalesced requests
+//                        of about kAllRequestBytes, kAllRequestsInFlight of them side by side
+//                        (a slow link stays busy across round trips), pausing while the
+//                        mount's own fetches (reads, read-ahead) fill cache::kFetchParallelism
+//                        in this process. An eStargz or
 //                        zstd:chunked layer that is then whole is checked against the image
 //                        config's diff_id (fs/tree/layer_check.h): a mismatch is logged, is
 //                        Wait's error, and the layer serves nothing more.
@@ -52,6 +54,7 @@ class Prefetcher {
 
   static constexpr uint64_t kMaxLandmarkRequestBytes = 128 << 20;
   static constexpr uint64_t kAllRequestBytes = 4 << 20;
+  static constexpr int kAllRequestsInFlight = 2;
 
   struct Stats {
     uint64_t requests_started = 0;  // FetchUnits calls made

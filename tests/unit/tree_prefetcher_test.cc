@@ -144,6 +144,28 @@ TEST_F(PrefetcherTest, AllFetchesEveryUnitAfterTheLandmarks) {
   EXPECT_EQ(source_.requests(), before);
 }
 
+TEST(PrefetcherWaveTest, AllSendsItsRequestsSideBySide) {
+  // One layer of about three requests' worth (kUnitLen of 16 letters gzips to ~60%).
+  std::string blob;
+  const int units = static_cast<int>(3 * Prefetcher::kAllRequestBytes / (kUnitLen / 2));
+  auto layer = MakeLayer(units, 0, 4, &blob);
+  test::FakeBlobSource source;
+  source.Add(layer->blob_digest, blob);
+  source.SetDelay(std::chrono::milliseconds(50));  // requests sent together overlap
+  test::TempDir dir("prefetcher-wave");
+  Result<std::unique_ptr<cache::Cache>> cache = cache::Cache::Open(dir.Sub("cache"));
+  ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+  Prefetcher prefetcher(
+      std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{layer}),
+      cache->get(), &source, Prefetcher::Mode::kAll);
+  prefetcher.Start();
+  ASSERT_TRUE(prefetcher.Wait().ok());
+  EXPECT_GE(source.requests(), 3);
+  EXPECT_EQ(source.max_inside(), Prefetcher::kAllRequestsInFlight)
+      << "the background pass sent its requests one after another";
+  EXPECT_EQ(source.bytes(), blob.size() - 51);  // every unit once; the tail is no unit
+}
+
 TEST_F(PrefetcherTest, NoneFetchesNothingAndWaitReturnsAtOnce) {
   Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kNone);
   EXPECT_TRUE(prefetcher.Wait().ok()) << "Wait before Start";
@@ -171,38 +193,60 @@ TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
   EXPECT_EQ(prefetcher.stats().failures, 1u);
 }
 
-TEST_F(PrefetcherTest, BackgroundPassPausesForOtherFetches) {
+TEST_F(PrefetcherTest, BackgroundPassPausesWhileOtherFetchesFillTheFetchThreads) {
   Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
-  // A foreground fetch is held at its registry for as long as the test wants while the
-  // background pass starts.
+  // The mount's own fetches, one per fetch thread, are held at their registry for as long as
+  // the test wants while the background pass starts.
   std::string slow_blob;
-  auto slow = std::make_shared<LayerIndex>(*MakeLayer(1, 0, 9, &slow_blob));
+  auto slow = std::make_shared<LayerIndex>(*MakeLayer(cache::kFetchParallelism, 0, 9, &slow_blob));
   test::FakeBlobSource slow_source;
   slow_source.Add(slow->blob_digest, slow_blob);
   slow_source.Block();
-  std::thread foreground([&] {
-    ContentReader reader(
-        std::make_shared<const ImageLayers>(std::vector<std::shared_ptr<const LayerIndex>>{slow}),
-        cache_.get(), &slow_source);
-    std::string out(10, '\0');
-    EXPECT_TRUE(reader.Read(FileSource{0, 0, 0}, 0, 10, out.data()).ok());
-  });
-  ASSERT_TRUE(slow_source.WaitForInside(1)) << "the foreground read never reached its source";
+  const ImageLayers slow_image(std::vector<std::shared_ptr<const LayerIndex>>{slow});
+  std::vector<std::thread> foreground;
+  for (uint32_t u = 0; u < cache::kFetchParallelism; ++u) {
+    foreground.emplace_back([&, u] {
+      EXPECT_TRUE(cache_->FetchUnits({slow_image.MakeUnitRef(0, u)}, &slow_source, kUnitLen).ok());
+    });
+  }
+  ASSERT_TRUE(slow_source.WaitForInside(cache::kFetchParallelism))
+      << "the foreground fetches never reached their source";
   prefetcher.Start();
-  // Landmarks go at once; the rest waits for the foreground read.
+  // Landmarks go at once; the rest waits for the foreground fetches.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!(Present(0, 3) && Present(2, 2)) && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_TRUE(Present(0, 3) && Present(2, 2)) << "landmarks were not fetched";
   EXPECT_EQ(source_.RequestsOf(layers_[1]->blob_digest), 0)
-      << "the background pass did not wait for the foreground read";
+      << "the background pass did not wait for the foreground fetches";
   EXPECT_FALSE(Present(1, 0));
   EXPECT_FALSE(prefetcher.stats().done);
   slow_source.Unblock();
-  foreground.join();
+  for (std::thread& t : foreground) t.join();
   ASSERT_TRUE(prefetcher.Wait().ok());
   EXPECT_TRUE(Present(1, 0));
+}
+
+TEST_F(PrefetcherTest, BackgroundPassGoesOnBesideOneOtherFetch) {
+  Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
+  // One read of the mount, held at its registry: the fetch threads are not full, so the
+  // background pass does not wait for it.
+  std::string slow_blob;
+  auto slow = std::make_shared<LayerIndex>(*MakeLayer(1, 0, 9, &slow_blob));
+  test::FakeBlobSource slow_source;
+  slow_source.Add(slow->blob_digest, slow_blob);
+  slow_source.Block();
+  const ImageLayers slow_image(std::vector<std::shared_ptr<const LayerIndex>>{slow});
+  std::thread foreground([&] {
+    EXPECT_TRUE(cache_->FetchUnits({slow_image.MakeUnitRef(0, 0)}, &slow_source, kUnitLen).ok());
+  });
+  ASSERT_TRUE(slow_source.WaitForInside(1)) << "the foreground fetch never reached its source";
+  prefetcher.Start();
+  EXPECT_TRUE(prefetcher.Wait().ok());
+  EXPECT_TRUE(Present(1, 0) && Present(1, 5)) << "the background pass waited for one fetch";
+  slow_source.Unblock();
+  foreground.join();
 }
 
 TEST_F(PrefetcherTest, DestructionStopsTheWorkWithoutWaitingForIt) {
