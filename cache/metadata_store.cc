@@ -109,7 +109,7 @@ Result<std::string> MetadataStore::GetLayerIndex(std::string_view blob_digest) {
     return Status::NotFound("no layer index of " + std::string(blob_digest) + " in the cache");
   }
   IMGFS_RETURN_IF_ERROR(value.status());
-  std::optional<std::string> serialized = DecodeLayerIndex(*value);
+  std::optional<std::string_view> serialized = DecodeLayerIndex(*value);
   if (!serialized) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": layer index of " << blob_digest
                                  << " is corrupt in the index; dropping it");
@@ -117,7 +117,9 @@ Result<std::string> MetadataStore::GetLayerIndex(std::string_view blob_digest) {
     return Status::NotFound("no layer index of " + std::string(blob_digest) +
                             " in the cache (a corrupt copy was dropped)");
   }
-  return std::move(*serialized);
+  // The checksum goes in place: an index is MiBs, a second copy would cost as much again.
+  value->erase(0, value->size() - serialized->size());
+  return std::move(*value);
 }
 
 Status MetadataStore::DropCorrupt(Db db, std::string_view key, std::string_view bad) {

@@ -118,11 +118,11 @@ std::string EncodeLayerIndex(std::string_view serialized) {
   return value;
 }
 
-std::optional<std::string> DecodeLayerIndex(std::string_view v) {
+std::optional<std::string_view> DecodeLayerIndex(std::string_view v) {
   if (v.size() < kHexLen || DigestHex(Sha256Digest(v.substr(kHexLen))) != v.substr(0, kHexLen)) {
     return std::nullopt;
   }
-  return std::string(v.substr(kHexLen));
+  return v.substr(kHexLen);
 }
 
 Status CheckUnit(const UnitRef& unit) {

@@ -171,7 +171,7 @@ Result<VerifyReport> Verifier::Verify(const VerifyHooks& hooks,
     return txn.Scan(Db::kLayers, "", [&](std::string_view k, std::string_view v) {
       ++report.layer_indexes;
       std::string digest = "sha256:" + std::string(k);
-      std::optional<std::string> serialized = DecodeLayerIndex(v);
+      std::optional<std::string_view> serialized = DecodeLayerIndex(v);
       std::string problem;
       if (!ValidateDigest(digest).ok()) {
         problem = "its key is not a blob digest";

@@ -41,9 +41,15 @@ Result<std::unique_ptr<OpenedImage>> OpenImage(const Target& target, const Commo
   IMGFS_ASSIGN_OR_RETURN(out->pin, PinLayers(*out->cache, out->image.parsed.layers));
   out->registry_source = std::make_unique<RegistryBlobSource>(out->client.get(), target.ref);
   out->source = std::make_unique<MeteredBlobSource>(out->registry_source.get());
-  // Layers this host has not indexed yet may have a shared index (cli/shared_index.h).
+  // The indexes this host built are read once, first; layers it has not indexed yet may have
+  // a shared index (cli/shared_index.h).
+  std::vector<std::shared_ptr<const fs::LayerIndex>> cached = LoadCachedLayers(
+      out->image.parsed, out->image.diff_ids, out->cache.get());
   FoundIndexes shared = FindSharedIndexes(*out->client, out->image, *out->cache,
-                                          common.trust_index_from);
+                                          common.trust_index_from, &cached);
+  for (size_t i = 0; i < cached.size() && i < shared.layers.size(); ++i) {
+    if (cached[i]) shared.layers[i] = std::move(cached[i]);  // borrowed[i] stays false
+  }
   out->shared_index = shared.artifact;
   IMGFS_ASSIGN_OR_RETURN(out->layers,
                          IndexLayers(out->image.parsed, out->image.diff_ids, out->cache.get(),

@@ -34,6 +34,23 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
   return Status::Ok();
 }
 
+std::vector<std::shared_ptr<const fs::LayerIndex>> LoadCachedLayers(
+    const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
+    cache::Cache* cache) {
+  const size_t n = manifest.layers.size();
+  std::vector<std::shared_ptr<const fs::LayerIndex>> layers(n);
+  if (!diff_ids.empty() && diff_ids.size() != n) return layers;  // IndexLayers says why
+  (void)ForEachInParallel(n, kMaxParallelLayers, [&](size_t i) -> Status {
+    // No source: only the cache is read; whatever fails is left to IndexLayers to report.
+    auto index = fs::GetOrBuildLayerIndex(
+        ToLayerDescriptor(manifest.layers[i], diff_ids.empty() ? std::string() : diff_ids[i]),
+        cache, nullptr);
+    if (index.ok()) layers[i] = std::make_shared<const fs::LayerIndex>(std::move(index).value());
+    return Status::Ok();
+  });
+  return layers;
+}
+
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
     cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel,

@@ -193,7 +193,8 @@ Result<std::string> ConvertImage(registry::Client& client, const registry::Resol
 }
 
 FoundIndexes FindSharedIndexes(registry::Client& client, const registry::ResolvedImage& image,
-                               cache::Cache& cache, const std::vector<std::string>& trust_from) {
+                               cache::Cache& cache, const std::vector<std::string>& trust_from,
+                               const std::vector<std::shared_ptr<const fs::LayerIndex>>* cached) {
   const size_t n = image.parsed.layers.size();
   FoundIndexes out;
   out.layers.resize(n);
@@ -201,7 +202,8 @@ FoundIndexes FindSharedIndexes(registry::Client& client, const registry::Resolve
   std::vector<size_t> wanted;
   for (size_t i = 0; i < n; ++i) {
     const registry::Descriptor& d = image.parsed.layers[i];
-    if (IsZstdLayer(d) || cache.GetLayerIndex(d.digest).ok()) continue;  // own index first
+    const bool loaded = cached != nullptr && i < cached->size() && (*cached)[i];
+    if (IsZstdLayer(d) || loaded || cache.GetLayerIndex(d.digest).ok()) continue;  // own first
     wanted.push_back(i);
   }
   if (wanted.empty()) return out;

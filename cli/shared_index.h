@@ -58,8 +58,12 @@ struct FoundIndexes {
   std::string artifact;  // the artifact manifest's digest, "" when none was used
 };
 
-// See above. `layers` and `borrowed` always have one entry per image layer.
-FoundIndexes FindSharedIndexes(registry::Client& client, const registry::ResolvedImage& image,
-                               cache::Cache& cache, const std::vector<std::string>& trust_from);
+// See above. `layers` and `borrowed` always have one entry per image layer. `cached`, when
+// given (one entry per layer, cli/layer_indexing.h's LoadCachedLayers), names the layers whose
+// index is already loaded from the cache: they are not read from the cache again.
+FoundIndexes FindSharedIndexes(
+    registry::Client& client, const registry::ResolvedImage& image, cache::Cache& cache,
+    const std::vector<std::string>& trust_from,
+    const std::vector<std::shared_ptr<const fs::LayerIndex>>* cached = nullptr);
 
 }  // namespace imgfs::cli

@@ -3,24 +3,29 @@
 //
 // Serialized form (all integers are LEB128 varints unless noted):
 //   "IMGFSLIX"                   8-byte magic
-//   version                      currently 3; 2 is still read (its diff_id is ""); any other
-//                                is kCorrupt, so the cache entry is rebuilt and replaced
-//   body_len                     length of the body once inflated
-//   zlib(body)                   the rest of the bytes; zlib's adler32 catches bit rot
+//   version                      currently 4; 3 and 2 are still read (2's diff_id is ""); any
+//                                other is kCorrupt, so the cache entry is rebuilt and replaced
+//   body_len                     length of the body once decompressed
+//   compressed body              the rest of the bytes: version 4, one zstd frame with its
+//                                content size and XXH64 checksum; versions 2 and 3, a zlib
+//                                stream (adler32). Either catches bit rot
 // body:
 //   blob_digest, format (strings: len + bytes), blob_size, prefetch_end, diff_id (string,
-//   version 3 only)
+//   version 3 and later)
 //   entry_count, entries..., unit_count, units...
 //   (version 2 added prefetch_end and each chunk's decoded-bytes sha256; version 3 the
-//   diff_id hashed from the layer's whole uncompressed stream)
+//   diff_id hashed from the layer's whole uncompressed stream; version 4 only changed the
+//   codec: zstd decodes the body several times faster than zlib, and a mount decodes the
+//   index of every layer before it is ready)
 // The body is compressed as a whole because entries (paths) and zran windows (mostly text and
-// binaries) both shrink well, and one zlib stream is simpler than per-field codecs.
+// binaries) both shrink well, and one stream is simpler than per-field codecs.
 #include "fs/layer/layer_index.h"
 
 #include <zlib.h>
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 
 #include "base/digest.h"
 #include "fs/layer/zlib_stream.h"
@@ -29,12 +34,19 @@ namespace imgfs::fs {
 namespace {
 
 constexpr std::string_view kMagic = "IMGFSLIX";
-constexpr uint64_t kVersion = 3;
+constexpr uint64_t kVersion = 4;
+// Version 3 is version 4's body compressed with zlib: still read.
+constexpr uint64_t kVersionZlib = 3;
 // Indexes of version 2 differ only in lacking the diff_id: still read, as unchecked.
 constexpr uint64_t kVersionWithoutDiffId = 2;
 // An index is a few MiB even for huge layers; anything claiming more is not ours.
 constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
 constexpr uint64_t kMaxDeflateRatio = 1032;
+// What a zstd frame of an index is allowed to expand by (as a shared index's,
+// fs/layer/shared_index.h): zstd has no hard bound, and a stated size beyond it is refused
+// before it is allocated.
+constexpr uint64_t kMaxZstdRatio = 32768;
+constexpr int kZstdLevel = 3;
 // The shortest entry record WriteEntry makes: one byte for each of its 14 fields.
 constexpr uint64_t kMinEntryBytes = 14;
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
@@ -209,7 +221,8 @@ Result<LayerIndex> ParseBody(std::string_view body, uint64_t version, uint64_t m
   LayerIndex index;
   uint64_t nentries, nunits;
   if (!r.Str(&index.blob_digest) || !r.Str(&index.format) || !r.Varint(&index.blob_size) ||
-      !r.Varint(&index.prefetch_end) || (version == kVersion && !r.Str(&index.diff_id)) ||
+      !r.Varint(&index.prefetch_end) ||
+      (version != kVersionWithoutDiffId && !r.Str(&index.diff_id)) ||
       !r.Count(&nentries, kMinEntryBytes)) {
     return Status::Corrupt("layer index: truncated body");
   }
@@ -247,23 +260,71 @@ std::string SerializeLayerIndexBody(const LayerIndex& index) {
 
 std::string LayerIndex::Serialize() const {
   const std::string raw = SerializeLayerIndexBody(*this);
-  uLongf clen = compressBound(raw.size());
-  std::string compressed(clen, '\0');
-  // Level 1: the windows dominate and barely gain from harder work.
-  int rc = compress2(reinterpret_cast<Bytef*>(compressed.data()), &clen,
-                     reinterpret_cast<const Bytef*>(raw.data()), raw.size(), 1);
   Writer out;
   out.out().append(kMagic);
   out.Varint(kVersion);
   out.Varint(raw.size());
-  if (rc != Z_OK) {
-    // compress2 only fails on memory exhaustion; an empty payload then fails Deserialize
-    // and the index is rebuilt, which is the safe outcome.
-    return out.out();
-  }
-  out.out().append(compressed.data(), clen);
-  return out.out();
+  const size_t head = out.out().size();
+  std::string& bytes = out.out();
+  bytes.resize(head + ZSTD_compressBound(raw.size()));
+  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  bool ok = cctx != nullptr &&
+            !ZSTD_isError(
+                ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, kZstdLevel)) &&
+            !ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1));
+  size_t n = ok ? ZSTD_compress2(cctx.get(), bytes.data() + head, bytes.size() - head, raw.data(),
+                                 raw.size())
+                : 0;
+  // Compression only fails on memory exhaustion; an empty payload then fails Deserialize and
+  // the index is rebuilt, which is the safe outcome.
+  bytes.resize(!ok || ZSTD_isError(n) ? head : head + n);
+  return std::move(bytes);
 }
+
+namespace {
+
+// Version 4's body: exactly one zstd frame, stating `body_len` as its content size; decoded
+// into `body`, which has room for `body_len` bytes.
+Status DecompressZstdBody(std::string_view compressed, uint64_t body_len, char* body) {
+  if (body_len > compressed.size() * kMaxZstdRatio) {
+    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
+  }
+  unsigned long long stated = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+  if (stated != body_len ||
+      ZSTD_findFrameCompressedSize(compressed.data(), compressed.size()) != compressed.size()) {
+    return Status::Corrupt("layer index: compressed body is damaged");
+  }
+  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  if (dctx == nullptr) return Status::Internal("layer index: ZSTD_createDCtx failed");
+  size_t n = ZSTD_decompressDCtx(dctx.get(), body, body_len, compressed.data(), compressed.size());
+  if (ZSTD_isError(n) || n != body_len) {
+    return Status::Corrupt("layer index: compressed body is damaged");
+  }
+  return Status::Ok();
+}
+
+// Versions 2 and 3: a zlib stream, as above.
+Status InflateBody(std::string_view compressed, uint64_t body_len, char* body) {
+  // Deflate expands by at most 1032:1: a larger stated size is a lie that must not be
+  // allocated (a damaged header would otherwise cost up to kMaxBodyLen of memory).
+  if (body_len > compressed.size() * kMaxDeflateRatio) {
+    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
+  }
+  InflateStream stream;
+  IMGFS_RETURN_IF_ERROR(stream.Init(MAX_WBITS).WithContext("layer index"));
+  z_stream& zs = *stream.get();
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
+  zs.avail_in = static_cast<uInt>(std::min<size_t>(compressed.size(), UINT32_MAX));
+  zs.next_out = reinterpret_cast<Bytef*>(body);
+  zs.avail_out = static_cast<uInt>(body_len);
+  int rc = inflate(&zs, Z_FINISH);
+  bool exact = rc == Z_STREAM_END && zs.total_out == body_len && zs.avail_in == 0 &&
+               compressed.size() <= UINT32_MAX;
+  if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
+  return Status::Ok();
+}
+
+}  // namespace
 
 Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic) {
@@ -274,31 +335,17 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   if (!header.Varint(&version) || !header.Varint(&body_len)) {
     return Status::Corrupt("layer index: truncated header");
   }
-  if (version != kVersion && version != kVersionWithoutDiffId) {
+  if (version != kVersion && version != kVersionZlib && version != kVersionWithoutDiffId) {
     return Status::Corrupt("layer index: unknown version " + std::to_string(version));
   }
   if (body_len > kMaxBodyLen) return Status::Corrupt("layer index: implausible size");
   std::string_view compressed = bytes.substr(kMagic.size() + header.pos());
-  // Deflate expands by at most 1032:1: a larger stated size is a lie that must not be
-  // allocated (a damaged header would otherwise cost up to kMaxBodyLen of memory).
-  if (body_len > compressed.size() * kMaxDeflateRatio) {
-    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
-  }
-
-  std::string body(body_len, '\0');
-  InflateStream stream;
-  IMGFS_RETURN_IF_ERROR(stream.Init(MAX_WBITS).WithContext("layer index"));
-  z_stream& zs = *stream.get();
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
-  zs.avail_in = static_cast<uInt>(std::min<size_t>(compressed.size(), UINT32_MAX));
-  zs.next_out = reinterpret_cast<Bytef*>(body.data());
-  zs.avail_out = static_cast<uInt>(body_len);
-  int rc = inflate(&zs, Z_FINISH);
-  bool exact = rc == Z_STREAM_END && zs.total_out == body_len && zs.avail_in == 0 &&
-               compressed.size() <= UINT32_MAX;
-  if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
-
-  return ParseBody(body, version, kNoLimit, kNoLimit);
+  // Not value-initialized: the decoder writes every byte (or fails), and zeroing MiBs first
+  // would cost as much as the decode.
+  std::unique_ptr<char[]> body(new char[body_len]);
+  IMGFS_RETURN_IF_ERROR(version == kVersion ? DecompressZstdBody(compressed, body_len, body.get())
+                                            : InflateBody(compressed, body_len, body.get()));
+  return ParseBody(std::string_view(body.get(), body_len), version, kNoLimit, kNoLimit);
 }
 
 Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max_entries,

@@ -1,4 +1,4 @@
-// RAII owners of zlib and zstd decompression state, so that no return or exception between
+// RAII owners of zlib and zstd (de)compression state, so that no return or exception between
 // init and end leaks a z_stream's window or a ZSTD_DCtx.
 //
 //   InflateStream zs;
@@ -48,5 +48,10 @@ struct ZstdDCtxFree {
   void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
 };
 using ZstdDCtxPtr = std::unique_ptr<ZSTD_DCtx, ZstdDCtxFree>;
+
+struct ZstdCCtxFree {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+using ZstdCCtxPtr = std::unique_ptr<ZSTD_CCtx, ZstdCCtxFree>;
 
 }  // namespace imgfs::fs

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <zlib.h>
+#include <zstd.h>
 
 #include <random>
 
@@ -157,46 +158,61 @@ TEST(LayerIndexTest, SmallestEntriesRoundTrip) {
   ExpectSame(index, *back);
 }
 
+// The serialized form of an index cached by an earlier imgfs: `version` with `body` compressed
+// by zlib (versions 2 and 3).
+std::string ZlibIndex(char version, const std::string& body) {
+  uLongf clen = compressBound(body.size());
+  std::string compressed(clen, '\0');
+  EXPECT_EQ(compress(reinterpret_cast<Bytef*>(compressed.data()), &clen,
+                     reinterpret_cast<const Bytef*>(body.data()), body.size()),
+            Z_OK);
+  compressed.resize(clen);
+  std::string out = std::string("IMGFSLIX") + version;
+  for (uint64_t v = body.size();; v >>= 7) {
+    if (v < 0x80) {
+      out += static_cast<char>(v);
+      break;
+    }
+    out += static_cast<char>((v & 0x7f) | 0x80);
+  }
+  return out + compressed;
+}
+
+TEST(LayerIndexTest, CurrentVersionIsAZstdFrameWithAChecksum) {
+  std::string bytes = SampleIndex().Serialize();
+  ASSERT_EQ(bytes.substr(0, 9), std::string("IMGFSLIX") + '\x04');
+  size_t pos = 9;
+  while (static_cast<uint8_t>(bytes[pos]) >= 0x80) ++pos;  // body length
+  std::string_view frame = std::string_view(bytes).substr(pos + 1);
+  EXPECT_EQ(ZSTD_getFrameContentSize(frame.data(), frame.size()),
+            SerializeLayerIndexBody(SampleIndex()).size());
+  ASSERT_GT(frame.size(), 4u);
+  // The Frame_Header_Descriptor after the 4-byte magic: bit 2 is Content_Checksum_flag.
+  EXPECT_EQ(static_cast<uint8_t>(frame[4]) & 0x04, 0x04);
+}
+
+// Indexes cached by an imgfs before the zstd body (version 3: the same body compressed with
+// zlib) are still read as they are.
+TEST(LayerIndexTest, VersionThreeIsStillRead) {
+  LayerIndex index = SampleIndex();
+  Result<LayerIndex> back = LayerIndex::Deserialize(
+      ZlibIndex('\x03', SerializeLayerIndexBody(index)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectSame(index, *back);
+}
+
 // Indexes cached before the diff_id was recorded (version 2: the same body without it) are
 // still read, with an empty diff_id, so that the layer builder knows they were not checked.
 TEST(LayerIndexTest, VersionTwoIsReadWithoutADiffId) {
   LayerIndex index = SampleIndex();
   index.diff_id.clear();
-  std::string v3 = index.Serialize();
-  // Header: magic, version (1 byte), body length (varint); then the zlib body.
-  size_t pos = 9;
-  uint64_t body_len = 0;
-  for (int shift = 0;; shift += 7) {
-    auto b = static_cast<uint8_t>(v3[pos++]);
-    body_len |= uint64_t{b & 0x7fu} << shift;
-    if (b < 0x80) break;
-  }
-  std::string body(body_len, '\0');
-  uLongf got = body_len;
-  ASSERT_EQ(uncompress(reinterpret_cast<Bytef*>(body.data()), &got,
-                       reinterpret_cast<const Bytef*>(v3.data() + pos), v3.size() - pos),
-            Z_OK);
+  std::string body = SerializeLayerIndexBody(index);
   // blob_digest and format (1-byte lengths), blob_size 5000 (2 bytes), prefetch_end 1234
   // (2 bytes), then the empty diff_id: one 0 byte, which version 2 does not have.
   size_t at = 1 + index.blob_digest.size() + 1 + index.format.size() + 2 + 2;
   ASSERT_EQ(body[at], '\0');
   body.erase(at, 1);
-  uLongf clen = compressBound(body.size());
-  std::string compressed(clen, '\0');
-  ASSERT_EQ(compress(reinterpret_cast<Bytef*>(compressed.data()), &clen,
-                     reinterpret_cast<const Bytef*>(body.data()), body.size()),
-            Z_OK);
-  compressed.resize(clen);
-  std::string v2 = std::string("IMGFSLIX") + '\x02';
-  for (uint64_t v = body.size();; v >>= 7) {
-    if (v < 0x80) {
-      v2 += static_cast<char>(v);
-      break;
-    }
-    v2 += static_cast<char>((v & 0x7f) | 0x80);
-  }
-  v2 += compressed;
-  Result<LayerIndex> back = LayerIndex::Deserialize(v2);
+  Result<LayerIndex> back = LayerIndex::Deserialize(ZlibIndex('\x02', body));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ExpectSame(index, *back);
   EXPECT_TRUE(back->diff_id.empty());
@@ -211,6 +227,28 @@ TEST(LayerIndexTest, StatedSizeBeyondTheCompressedBodyIsCorrupt) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kCorrupt);
   EXPECT_NE(r.status().message().find("stated size"), std::string::npos) << r.status().ToString();
+  // The same for the zstd body of version 4.
+  bytes[8] = '\x04';
+  r = LayerIndex::Deserialize(bytes);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCorrupt);
+  EXPECT_NE(r.status().message().find("stated size"), std::string::npos) << r.status().ToString();
+}
+
+// A frame whose stated content size is not the header's body length, and a zlib body under
+// the zstd version, are refused.
+TEST(LayerIndexTest, BodyOfAnotherSizeOrCodecIsCorrupt) {
+  LayerIndex index = SampleIndex();
+  std::string body = SerializeLayerIndexBody(index);
+  std::string zlib4 = ZlibIndex('\x03', body);
+  zlib4[8] = '\x04';
+  EXPECT_EQ(LayerIndex::Deserialize(zlib4).status().code(), Code::kCorrupt);
+  std::string bytes = index.Serialize();
+  ASSERT_EQ(static_cast<uint8_t>(bytes[9]) & 0x80, 0x80);  // a body length of several bytes
+  bytes[9] = static_cast<char>(static_cast<uint8_t>(bytes[9]) ^ 1);  // off by one
+  Result<LayerIndex> r = LayerIndex::Deserialize(bytes);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kCorrupt) << r.status().ToString();
 }
 
 TEST(LayerIndexTest, EveryTruncationIsCorrupt) {
@@ -232,7 +270,7 @@ TEST(LayerIndexTest, DamagedBytesAreRejected) {
     damaged[pos] ^= static_cast<char>(1 + rng() % 255);
     Result<LayerIndex> r = LayerIndex::Deserialize(damaged);
     if (r.ok()) {
-      // Deflate has a few don't-care bits; damage there still decodes to the same index.
+      // A few header bits are don't-care; damage there still decodes to the same index.
       EXPECT_EQ(r->Serialize(), bytes) << "damage at " << pos << " went unnoticed";
       continue;
     }
