@@ -74,19 +74,34 @@ class SingleFlight {
     // REQUIRES: leader(), not completed yet. Hands `result` to every waiter and frees the key,
     // so the next Join of it starts a new flight. The Call is no longer the leader after this.
     void Complete(Result<V> result) {
+      CompleteWith([&result] { return std::move(result); });
+    }
+
+    // Complete with `make()` (a Result<V>), which runs only when another caller holds the
+    // flight: nobody waits otherwise, and nobody can start to once the key is freed, so a
+    // result nobody would read is neither made nor kept (a unit's bytes, say).
+    template <typename Make>
+    void CompleteWith(Make&& make) {
       if (!leader_) return;
       leader_ = false;
       group_->Erase(key_, flight_);
+      // Join copies flight pointers under the group's mutex, which Erase took after it: every
+      // caller that joined this flight is counted here. Ours is the last reference otherwise.
+      std::shared_ptr<Flight> flight = std::move(flight_);
+      if (flight.use_count() == 1) return;
       {
-        MutexLock lock(&flight_->mu);
-        flight_->result.emplace(std::move(result));
+        MutexLock lock(&flight->mu);
+        flight->result.emplace(std::forward<Make>(make)());
       }
-      flight_->cv.SignalAll();
+      flight->cv.SignalAll();
     }
 
-    // REQUIRES: !leader(). Blocks until the leader completes; a copy of its result.
+    // REQUIRES: !leader(), and the Call never led (a leader has no result to wait for).
+    // Blocks until the leader completes; a copy of its result.
     Result<V> Wait() {
-      if (leader_) return Status::Internal("SingleFlight: the leader of a flight waited on it");
+      if (leader_ || !flight_) {
+        return Status::Internal("SingleFlight: the leader of a flight waited on it");
+      }
       MutexLock lock(&flight_->mu);
       ++flight_->waiters;
       while (!flight_->result.has_value()) flight_->cv.Wait();
@@ -125,7 +140,7 @@ class SingleFlight {
     if (waited != nullptr) *waited = !call.leader();
     if (!call.leader()) return call.Wait();
     Result<V> result = std::forward<Fn>(fn)();
-    call.Complete(result);
+    call.CompleteWith([&result] { return result; });  // a copy only for waiters
     return result;
   }
 

@@ -122,6 +122,13 @@ struct BlobStats {
 // drop than a second request's round trip.
 inline constexpr uint64_t kCoalesceGapBytes = 64 << 10;
 inline constexpr int kFetchParallelism = 4;
+// Fetched (compressed) bytes that the fetches of one cache root in one process hold at once:
+// a range request waits until its length fits (one larger than this waits to run alone).
+// Reads of a whole image otherwise held up to FUSE threads x unit size (16 x 4 MiB) of
+// responses plus their decoded copies. 8 requests of read-ahead's 4 MiB; far above a WAN's
+// bandwidth-delay product (100 Mbit/s x 20 ms = 250 KB). docs/architecture.md, "Memory of a
+// mount".
+inline constexpr uint64_t kFetchBudgetBytes = 32 << 20;
 
 // The blobs ("sha256:<hex>") that images in the cache reference (cli/cache_usage.h knows
 // images; the cache does not): what a size limit evicts last.

@@ -87,6 +87,8 @@ Result<std::string> Fetcher::FetchVerifyStore(const UnitRef& unit, BlobSource* s
   std::string bytes, actual;
   for (int attempt = 1; attempt <= attempts; ++attempt) {
     bytes.clear();
+    // Held until the bytes are verified and stored; the caller's copy is its own.
+    ByteBudget::Lease lease = budget_.Acquire(unit.clen);
     Status s = SourceRead(source, unit.blob, unit.coff, unit.clen, &bytes);
     if (!s.ok()) return s.WithContext("fetching bytes " + RangeText(unit) + " of " + unit.blob);
     if (VerifyUnitBytes(unit, bytes, &actual)) {
@@ -113,6 +115,11 @@ void Fetcher::Finish(FetchJob* job, Result<std::string> result) {
   job->call.Complete(std::move(result));
 }
 
+void Fetcher::FinishVerified(FetchJob* job, std::string_view bytes) {
+  job->status = Status::Ok();
+  job->call.CompleteWith([bytes] { return Result<std::string>(std::string(bytes)); });
+}
+
 void Fetcher::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source) {
   auto fetch_alone = [&](FetchJob* job, int attempts) {
     Result<std::string> r = Status::Internal("unit fetch did not run");
@@ -130,6 +137,7 @@ void Fetcher::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source)
   const UnitRef& first = *jobs.front()->unit;
   const uint64_t start = first.coff;
   const uint64_t end = jobs.back()->unit->coff + jobs.back()->unit->clen;
+  ByteBudget::Lease lease = budget_.Acquire(end - start);
   std::string bytes;
   Status s;
   try {
@@ -147,6 +155,7 @@ void Fetcher::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source)
     for (FetchJob* job : jobs) Finish(job, s);
     return;
   }
+  std::vector<FetchJob*> failed;
   for (FetchJob* job : jobs) {
     const UnitRef& unit = *job->unit;
     std::string_view piece = std::string_view(bytes).substr(unit.coff - start, unit.clen);
@@ -156,13 +165,18 @@ void Fetcher::FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source)
                               << "fetched bytes " << RangeText(unit) << " of blob " << unit.blob
                               << " do not verify: expected " << Expectation(unit) << ", got "
                               << actual << " (coalesced fetch; fetching it alone)");
-      fetch_alone(job, kFetchAttempts - 1);
+      failed.push_back(job);
       continue;
     }
     Status stored = store_->Store(unit, piece);
     if (!stored.ok()) IMGFS_LOG(kWarning, "not caching a verified unit: " << stored.ToString());
-    Finish(job, std::string(piece));
+    FinishVerified(job, piece);
   }
+  // The response and its share of the budget go before a unit that failed is fetched again,
+  // which takes a share of its own (a lease must never wait while holding another).
+  std::string().swap(bytes);
+  lease.Release();
+  for (FetchJob* job : failed) fetch_alone(job, kFetchAttempts - 1);
 }
 
 Status Fetcher::FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,

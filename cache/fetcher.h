@@ -6,8 +6,12 @@
 // What it owns: one SingleFlight over units (concurrent ReadUnit and FetchUnits calls for one
 // unit in this process share one fetch; the flight completes on every exit path, so a failing
 // or throwing fetch answers its waiters), the coalescing of FetchUnits' missing units into few
-// range requests, their fan-out over up to kFetchParallelism threads, and the count of range
-// requests in flight.
+// range requests, their fan-out over up to kFetchParallelism threads, the count of range
+// requests in flight, and the budget of bytes they hold (base/byte_budget.h): a request
+// takes its length from the budget before it is sent and gives it back once its units are
+// verified, stored and handed on, so all fetches together hold at most `budget_bytes`
+// (kFetchBudgetBytes) of fetched bytes; a request larger than the budget waits until it is
+// alone. A flight's bytes are kept for its waiters only when it has any.
 //
 // Exceptions from the BlobSource and from a UnitRef's verify, and bad_alloc of a request, are
 // caught here and become kInternal: nothing thrown below crosses ReadUnit or FetchUnits.
@@ -21,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/byte_budget.h"
 #include "base/single_flight.h"
 #include "base/status.h"
 #include "cache/cache.h"
@@ -30,12 +35,16 @@ namespace imgfs::cache {
 
 class Fetcher {
  public:
-  explicit Fetcher(UnitStore* store) : store_(store) {}
+  explicit Fetcher(UnitStore* store, uint64_t budget_bytes = kFetchBudgetBytes)
+      : store_(store), budget_(budget_bytes) {}
 
   Result<std::string> ReadUnit(const UnitRef& unit, BlobSource* source);
   Status FetchUnits(const std::vector<UnitRef>& units, BlobSource* source,
                     uint64_t max_request_bytes);
   int FetchesInFlight() const { return fetches_in_flight_.load(); }
+  // Fetched bytes held now and the most held at once (never above the budget).
+  uint64_t BudgetUsed() const { return budget_.used(); }
+  uint64_t BudgetPeak() const { return budget_.peak(); }
 
  private:
   using Flights = SingleFlight<std::string, std::string>;
@@ -50,6 +59,8 @@ class Fetcher {
   // One FetchUnits request: `jobs` (sorted, one blob) from one ReadRange.
   void FetchGroup(const std::vector<FetchJob*>& jobs, BlobSource* source);
   void Finish(FetchJob* job, Result<std::string> result);
+  // Finish with a unit verified in a coalesced response: copied only when someone waits.
+  void FinishVerified(FetchJob* job, std::string_view bytes);
   // source->ReadRange, counted in fetches_in_flight_, exceptions caught.
   Status SourceRead(BlobSource* source, std::string_view blob, uint64_t offset, uint64_t length,
                     std::string* out);
@@ -57,7 +68,8 @@ class Fetcher {
   // Constant after construction.
   UnitStore* const store_;
 
-  Flights flights_;  // thread-safe itself
+  Flights flights_;    // thread-safe itself
+  ByteBudget budget_;  // thread-safe itself
   std::atomic<int> fetches_in_flight_{0};
 };
 

@@ -180,6 +180,14 @@ Result<std::string> DecodeZstd(const Unit& unit, std::string_view in, bool whole
     return Status::Internal(std::string("ZSTD_DCtx_reset: ") + ZSTD_getErrorName(reset));
   }
   std::string out(unit.ulen, '\0');
+  // Whole frames that decode to exactly the unit, checksums checked: in one call, which uses
+  // `out` as the window. The streaming API below allocates a window of its own per call, up
+  // to the frame's size (a second copy of every unit decoded at once). Anything else (more
+  // or fewer bytes, bytes after the frames, damage) takes the streaming path, which stops at
+  // the unit's length when `whole` is false and says what is wrong.
+  const size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), in.data(), in.size());
+  if (!ZSTD_isError(n) && n == out.size()) return out;
+  ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
   ZSTD_inBuffer ib{in.data(), in.size(), 0};
   ZSTD_outBuffer ob{out.data(), out.size(), 0};
   size_t rc = 1;  // 0 once a frame is decoded, checked and flushed

@@ -31,7 +31,7 @@ const std::string* FakeBlobSource::Find(std::string_view digest) const {
   return nullptr;
 }
 
-Status FakeBlobSource::InjectBefore() {
+Status FakeBlobSource::InjectBefore(uint64_t length) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     arrived_.fetch_add(1);
@@ -39,6 +39,8 @@ Status FakeBlobSource::InjectBefore() {
     int seen = max_inside_.load();
     while (now > seen && !max_inside_.compare_exchange_weak(seen, now)) {
     }
+    bytes_inside_ += length;
+    max_bytes_inside_ = std::max(max_bytes_inside_.load(), bytes_inside_);
     cv_.notify_all();
     cv_.wait(lock, [&] { return !blocked_; });
     if (int want = rendezvous_.load(); want > 0) {
@@ -51,6 +53,7 @@ Status FakeBlobSource::InjectBefore() {
   auto leave = [&] {
     std::lock_guard<std::mutex> lock(mu_);
     inside_.fetch_sub(1);
+    bytes_inside_ -= length;
     cv_.notify_all();
   };
   if (throw_next_.fetch_sub(1) > 0) {
@@ -77,7 +80,7 @@ Status FakeBlobSource::ReadRange(std::string_view digest, uint64_t offset, uint6
     ranges_.emplace_back(offset, length);
     ++requests_of_[std::string(digest)];
   }
-  IMGFS_RETURN_IF_ERROR(InjectBefore());
+  IMGFS_RETURN_IF_ERROR(InjectBefore(length));
   const std::string* blob = Find(digest);
   if (blob == nullptr) return Status::NotFound("no such blob " + std::string(digest));
   if (offset > blob->size() || length > blob->size() - offset) {
@@ -174,6 +177,7 @@ void FakeBlobSource::ResetCounts() {
   read_alls_ = 0;
   bytes_ = 0;
   max_inside_ = inside_.load();
+  max_bytes_inside_ = bytes_inside_;
 }
 
 bool FakeBlobSource::WaitForInside(int n, std::chrono::milliseconds timeout) {

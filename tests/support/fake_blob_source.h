@@ -24,7 +24,7 @@
 //                       served damaged from now on
 //   Heal()              no more corruption or flips
 // Counters: requests (ReadRange calls), read_alls, bytes (asked for), the ranges asked for,
-// requests per digest, the most requests inside at once, and WaitForInside.
+// requests per digest, the most requests (and bytes) inside at once, and WaitForInside.
 //
 // Thread-safety: all members are safe to use concurrently. Blobs must be added before the
 // source is shared between threads.
@@ -94,6 +94,8 @@ class FakeBlobSource : public BlobSource {
   uint64_t bytes() const { return bytes_.load(); }
   int inside() const { return inside_.load(); }
   int max_inside() const { return max_inside_.load(); }
+  // The most bytes asked for by requests inside ReadRange at once.
+  uint64_t max_bytes_inside() const { return max_bytes_inside_.load(); }
   std::vector<std::pair<uint64_t, uint64_t>> ranges() const;  // (offset, length), in order
   int RequestsOf(const std::string& digest) const;
   void ResetCounts();
@@ -102,7 +104,7 @@ class FakeBlobSource : public BlobSource {
 
  private:
   const std::string* Find(std::string_view digest) const;
-  Status InjectBefore();  // gate, rendezvous, delay, throw, failures
+  Status InjectBefore(uint64_t length);  // gate, rendezvous, delay, throw, failures
 
   std::map<std::string, std::string, std::less<>> blobs_;  // read-only once shared
   std::string blob_;
@@ -122,6 +124,7 @@ class FakeBlobSource : public BlobSource {
   std::atomic<uint64_t> bytes_{0};
   std::atomic<int> inside_{0};
   std::atomic<int> max_inside_{0};
+  std::atomic<uint64_t> max_bytes_inside_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;                           // gate, rendezvous, inside changes
@@ -131,6 +134,7 @@ class FakeBlobSource : public BlobSource {
   Status fail_next_status_;                              // GUARDED_BY(mu_)
   std::set<std::pair<uint64_t, std::string>> flips_;     // GUARDED_BY(mu_): offset, digest
   std::vector<std::pair<uint64_t, uint64_t>> ranges_;    // GUARDED_BY(mu_)
+  uint64_t bytes_inside_ = 0;                            // GUARDED_BY(mu_)
   std::map<std::string, int, std::less<>> requests_of_;  // GUARDED_BY(mu_)
 };
 

@@ -193,5 +193,40 @@ TEST(SingleFlightTest, CompleteFromAnotherThreadAfterAMove) {
   EXPECT_TRUE(flights.Join("k").leader());  // the key is free again
 }
 
+// A result nobody waits for is neither made nor kept (a fetched unit's bytes, say); one that
+// a joined caller will wait for is, even when that caller has not started waiting yet.
+TEST(SingleFlightTest, AResultIsMadeOnlyForCallersThatJoined) {
+  Flights flights;
+  int made = 0;
+  auto make = [&made] {
+    ++made;
+    return Result<std::string>(std::string("v"));
+  };
+  {
+    Flights::Call alone = flights.Join("k");
+    ASSERT_TRUE(alone.leader());
+    alone.CompleteWith(make);
+    EXPECT_FALSE(alone.leader());
+    EXPECT_EQ(alone.Wait().status().code(), Code::kInternal);  // a leader has nothing to wait for
+  }
+  EXPECT_EQ(made, 0);
+
+  Flights::Call leader = flights.Join("k");
+  Flights::Call joined = flights.Join("k");
+  ASSERT_TRUE(leader.leader());
+  ASSERT_FALSE(joined.leader());
+  leader.CompleteWith(make);
+  EXPECT_EQ(made, 1);
+  Result<std::string> r = joined.Wait();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "v");
+
+  // Do copies its result only for waiters, and returns it to its leader either way.
+  Result<std::string> done = flights.Do("k", [] { return Result<std::string>(std::string("w")); });
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(*done, "w");
+  EXPECT_EQ(flights.size(), 0u);
+}
+
 }  // namespace
 }  // namespace imgfs

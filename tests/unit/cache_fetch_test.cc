@@ -16,6 +16,9 @@
 
 #include "base/digest.h"
 #include "cache/cache.h"
+#include "cache/fetcher.h"
+#include "cache/lmdb_env.h"
+#include "cache/unit_store.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
 #include "tests/support/temp_cache.h"
@@ -320,6 +323,54 @@ TEST_F(CacheFetchTest, ManyThreadsReadingAndPrefetchingFetchEachUnitOnce) {
   for (size_t i = 1; i < ranges.size(); ++i) {
     EXPECT_GE(ranges[i].first, ranges[i - 1].first + ranges[i - 1].second)
         << "bytes at " << ranges[i].first << " were fetched twice";
+  }
+}
+
+// The fetch budget (kFetchBudgetBytes in a mount) bounds the bytes all fetches hold at once:
+// a Fetcher with a budget of 3 units, 16 threads reading units alone and in coalesced pairs.
+// Without the budget, up to 16 requests were inside the source at once. (A request larger
+// than the budget runs alone: ByteBudgetTest.)
+TEST_F(CacheFetchTest, BytesInFlightNeverExceedTheFetchBudget) {
+  const std::string root = dir_ + "/budget";
+  for (const char* sub : {"/index", "/blobs/sha256"}) {
+    std::filesystem::create_directories(root + sub);
+  }
+  auto env = LmdbEnv::Open(root + "/index", root);
+  ASSERT_TRUE(env.ok()) << env.status().ToString();
+  UnitStore store(env->get(), root);
+  constexpr uint64_t kBudget = 3 * kUnitSize;
+  Fetcher fetcher(&store, kBudget);
+
+  source_.SetDelay(std::chrono::milliseconds(5));  // requests overlap unless held back
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  std::set<int> asked;
+  for (int t = 0; t < 16; ++t) {
+    const int first = 2 * t;
+    const int count = t % 4 == 0 ? 2 : 1;  // a coalesced pair, or a unit alone
+    for (int i = first; i < first + count; ++i) asked.insert(i);
+    threads.emplace_back([&, first, count] {
+      if (count == 2) {
+        std::vector<UnitRef> pair(checked_units_.begin() + first,
+                                  checked_units_.begin() + first + 2);
+        if (!fetcher.FetchUnits(pair, &source_, 1 << 20).ok()) ++bad;
+      } else {
+        const UnitRef& u = checked_units_[first];
+        auto r = fetcher.ReadUnit(u, &source_);
+        if (!r.ok() || *r != Expected(u)) ++bad;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_LE(source_.max_bytes_inside(), kBudget);
+  EXPECT_GE(source_.max_inside(), 2);  // the budget still lets requests run side by side
+  EXPECT_LE(fetcher.BudgetPeak(), kBudget);
+  EXPECT_EQ(fetcher.BudgetUsed(), 0u);
+  EXPECT_EQ(source_.requests(), 16);
+  for (int i : asked) {
+    Result<bool> published = store.IsPublished(checked_units_[i]);
+    EXPECT_TRUE(published.ok() && *published) << "unit " << i;
   }
 }
 
