@@ -25,8 +25,11 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
   out["decoded_lru_bytes"] = reader.lru_bytes_used();
   out["layers"] = nlohmann::json::array();
   std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
+  uint64_t index_bytes = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     const fs::LayerIndex& layer = *layers[i];
+    const uint64_t layer_index_bytes = fs::LayerIndexMemoryBytes(layer);
+    index_bytes += layer_index_bytes;
     uint64_t units_present = 0, unit_bytes = 0, unit_bytes_present = 0;
     for (const fs::Unit& unit : layer.units) {
       unit_bytes += unit.clen;
@@ -45,6 +48,8 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
         {"units_present", units_present},
         {"units_total", layer.units.size()},
         {"percent", unit_bytes == 0 ? 100.0 : 100.0 * unit_bytes_present / unit_bytes},
+        {"index_entries", layer.entries.size()},
+        {"index_bytes", layer_index_bytes},
     };
     if (i < reads.size()) {
       l["unit_decodes"] = reads[i].unit_decodes;
@@ -55,6 +60,7 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
     }
     out["layers"].push_back(l);
   }
+  out["index_bytes"] = index_bytes;
   return out;
 }
 
@@ -92,6 +98,13 @@ int RunStats(const std::string& mountpoint, const std::string& format) {
                 static_cast<unsigned long long>(l.value("fetched_bytes", 0ull)), units.c_str(),
                 l.value("percent", 0.0));
   }
+  uint64_t entries = 0;
+  for (const auto& l : stats["layers"]) entries += l.value("index_entries", 0ull);
+  constexpr double kMiB = 1 << 20;
+  std::printf("Memory:    layer indexes %.1f MiB (%llu entries), decoded units %.1f MiB\n",
+              static_cast<double>(stats.value("index_bytes", 0ull)) / kMiB,
+              static_cast<unsigned long long>(entries),
+              static_cast<double>(stats.value("decoded_lru_bytes", 0ull)) / kMiB);
   return 0;
 }
 

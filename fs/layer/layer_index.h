@@ -146,6 +146,12 @@ Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max
 // in which a whole-blob pass meets them.
 std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index);
 
+// The heap bytes `index` holds: its vectors by capacity and the strings that do not fit in
+// place (libstdc++ keeps up to 15 bytes inside the std::string), with the LayerIndex itself;
+// malloc's own overhead (8-16 bytes a block) is not counted. What a mount keeps in memory per
+// layer, as long as it serves it (`imgfs stats`). One pass over the entries.
+uint64_t LayerIndexMemoryBytes(const LayerIndex& index);
+
 // Checks the invariants every reader relies on: valid digests (a kGzipMember/kZstdFrame unit
 // from a TOC may have an empty sha256, see estargz.h, but then every chunk pointing at it
 // carries a Chunk::sha256), known codecs and entry types, chunks sorted, contiguous, covering

@@ -327,6 +327,10 @@ TEST_P(LazyTransferTest, ColdReadOfOneSmallFileFetchesOnlyTocsAndItsChunks) {
         << "after reading only " << file << ", layer " << i << " (" << digest
         << ") has more units stored than the file's chunks: " << it->second.dump();
     EXPECT_GT(JsonCount(it->second, "units_total"), allowed_units) << it->second.dump();
+    // The index the mount holds for the layer: every entry costs at least its Entry slot.
+    const uint64_t entries = JsonCount(it->second, "index_entries");
+    EXPECT_GT(entries, 0u) << it->second.dump();
+    EXPECT_GE(JsonCount(it->second, "index_bytes"), entries * 100) << it->second.dump();
     if (i == layer_of_file) {
       // Otherwise "nothing else is present" would hold for a stats that never sees a unit.
       EXPECT_GE(JsonCount(it->second, "units_present"), 1u)

@@ -391,5 +391,35 @@ TEST(ApplyWhiteoutNameTest, MarksWhiteoutsAndOpaqueDirectories) {
   EXPECT_FALSE(ApplyWhiteoutName(&dir_named_wh));
 }
 
+// The memory an index reports grows by what each entry, chunk and unit adds: their slots in
+// the vectors and the strings too long to live inside their std::string.
+TEST(LayerIndexMemoryTest, CountsSlotsAndLongStrings) {
+  LayerIndex index;
+  const uint64_t empty = LayerIndexMemoryBytes(index);
+  EXPECT_GE(empty, sizeof(LayerIndex));
+
+  Entry short_name;
+  short_name.path = "etc";  // fits in the std::string itself
+  index.entries.reserve(2);
+  index.entries.push_back(short_name);
+  const uint64_t one = LayerIndexMemoryBytes(index);
+  EXPECT_EQ(one - empty, 2 * sizeof(Entry));  // the reserved capacity, nothing else
+
+  Entry file;
+  file.path = std::string(200, 'p');
+  file.chunks.resize(3);
+  file.chunks[1].sha256 = Sha256Digest("chunk");  // 71 bytes: on the heap
+  index.entries.push_back(file);
+  const uint64_t two = LayerIndexMemoryBytes(index);
+  EXPECT_GE(two - one, 201 + 3 * sizeof(Chunk) + 72);
+  EXPECT_LE(two - one, 2 * (201 + 3 * sizeof(Chunk) + 72));
+
+  Unit unit;
+  unit.sha256 = Sha256Digest("unit");
+  unit.window = std::string(32 << 10, 'w');
+  index.units.push_back(unit);
+  EXPECT_GE(LayerIndexMemoryBytes(index) - two, sizeof(Unit) + 72 + (32 << 10));
+}
+
 }  // namespace
 }  // namespace imgfs::fs
