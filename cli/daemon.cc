@@ -21,21 +21,16 @@
 namespace imgfs::cli {
 namespace {
 
-// glibc's malloc, left to itself, gives a serving process one arena per thread that ever
-// allocated (up to 8 per core) and raises its mmap threshold to the largest block freed so
-// far (up to 32 MiB): after the first decoded unit of a few MiB is freed, every later one
-// comes from an arena and stays there, fragmented, when it is freed. A mount reading a whole
-// image then held 2-3x the bytes it had live (docs/architecture.md, "Memory of a mount").
-// So a daemon uses at most kMallocArenas arenas, and blocks of kMallocMmapThreshold or more
-// (units, fetched ranges) are mapped on their own and unmapped when freed. Setting the
-// threshold also fixes it (no dynamic raise) and keeps the trim threshold at its default.
-constexpr int kMallocArenas = 2;
+// glibc's malloc raises its mmap threshold to the largest block freed so far (up to 32 MiB):
+// after the first decoded unit of a few MiB is freed, every later one comes from an arena and
+// stays there, fragmented, when it is freed. A mount reading a whole image then held 2-3x the
+// bytes it had live (docs/architecture.md, "Memory of a mount"). So in a serving process,
+// blocks of kMallocMmapThreshold or more (units, fetched ranges) are mapped on their own and
+// unmapped when freed; setting the threshold also fixes it (no dynamic raise) and keeps the
+// trim threshold at its default. The arenas are bounded for every command (cli/main.cc).
 constexpr int kMallocMmapThreshold = 256 << 10;
 
-void BoundMalloc() {
-  ::mallopt(M_ARENA_MAX, kMallocArenas);
-  ::mallopt(M_MMAP_THRESHOLD, kMallocMmapThreshold);
-}
+void BoundMalloc() { ::mallopt(M_MMAP_THRESHOLD, kMallocMmapThreshold); }
 
 void WriteAll(int fd, const std::string& s) {
   size_t done = 0;

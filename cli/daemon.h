@@ -29,7 +29,7 @@ int RunInBackground(const std::string& what, const std::string& log_file,
 // started with them ignored, as a shell's background job is: nothing outlives it before it
 // serves, and FUSE installs its own handlers once it does), else RunInBackground. Returns the
 // exit status, printing the error of a foreground failure. Either way the serving process's
-// malloc is bounded first (a few arenas, large blocks mapped on their own: daemon.cc).
+// malloc maps large blocks on their own, so that freed units go back (daemon.cc).
 int RunServing(bool foreground, const std::string& what, const std::string& log_file,
                const ServeFunction& serve);
 
