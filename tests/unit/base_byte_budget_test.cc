@@ -82,10 +82,12 @@ TEST(ByteBudgetTest, WaitersAreServedInArrivalOrder) {
     std::lock_guard<std::mutex> lock(order_mu);
     order.push_back(who);
   };
-  // 80 does not fit beside 60 and waits; 10 would fit, but it came later.
+  // 80 does not fit beside 60 and waits; 30 would fit, but it came later. 30 does not fit
+  // beside 80 either, so the second takes its bytes only once the first has noted its turn
+  // and let go (beside 80 a 10 would be granted at once, and the two would race to note it).
   std::thread large([&] { take(1, 80); });
   ASSERT_TRUE(WaitFor([&] { return budget.waiting() == 1; }));
-  std::thread small([&] { take(2, 10); });
+  std::thread small([&] { take(2, 30); });
   ASSERT_TRUE(WaitFor([&] { return budget.waiting() == 2; }));
   {
     std::lock_guard<std::mutex> lock(order_mu);
