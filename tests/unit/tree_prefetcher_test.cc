@@ -193,23 +193,34 @@ TEST_F(PrefetcherTest, DamagedUnitIsReportedNotStoredAndTheRestGoesOn) {
   EXPECT_EQ(prefetcher.stats().failures, 1u);
 }
 
+// The mount's own fetches: a layer of `units` units at a registry that holds every request
+// (Block) until the test lets it go.
+struct HeldFetches {
+  explicit HeldFetches(int units)
+      : layer(MakeLayer(units, 0, 9, &blob)),
+        image(std::vector<std::shared_ptr<const LayerIndex>>{layer}) {
+    source.Add(layer->blob_digest, blob);
+    source.Block();
+  }
+  cache::UnitRef Unit(uint32_t u) const { return image.MakeUnitRef(0, u); }
+
+  std::string blob;
+  std::shared_ptr<LayerIndex> layer;
+  const ImageLayers image;
+  test::FakeBlobSource source;
+};
+
 TEST_F(PrefetcherTest, BackgroundPassPausesWhileOtherFetchesFillTheFetchThreads) {
   Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
   // The mount's own fetches, one per fetch thread, are held at their registry for as long as
   // the test wants while the background pass starts.
-  std::string slow_blob;
-  auto slow = std::make_shared<LayerIndex>(*MakeLayer(cache::kFetchParallelism, 0, 9, &slow_blob));
-  test::FakeBlobSource slow_source;
-  slow_source.Add(slow->blob_digest, slow_blob);
-  slow_source.Block();
-  const ImageLayers slow_image(std::vector<std::shared_ptr<const LayerIndex>>{slow});
+  HeldFetches held(cache::kFetchParallelism);
   std::vector<std::thread> foreground;
   for (uint32_t u = 0; u < cache::kFetchParallelism; ++u) {
-    foreground.emplace_back([&, u] {
-      EXPECT_TRUE(cache_->FetchUnits({slow_image.MakeUnitRef(0, u)}, &slow_source, kUnitLen).ok());
-    });
+    foreground.emplace_back(
+        [&, u] { EXPECT_TRUE(cache_->FetchUnits({held.Unit(u)}, &held.source, kUnitLen).ok()); });
   }
-  ASSERT_TRUE(slow_source.WaitForInside(cache::kFetchParallelism))
+  ASSERT_TRUE(held.source.WaitForInside(cache::kFetchParallelism))
       << "the foreground fetches never reached their source";
   prefetcher.Start();
   // Landmarks go at once; the rest waits for the foreground fetches.
@@ -222,7 +233,7 @@ TEST_F(PrefetcherTest, BackgroundPassPausesWhileOtherFetchesFillTheFetchThreads)
       << "the background pass did not wait for the foreground fetches";
   EXPECT_FALSE(Present(1, 0));
   EXPECT_FALSE(prefetcher.stats().done);
-  slow_source.Unblock();
+  held.source.Unblock();
   for (std::thread& t : foreground) t.join();
   ASSERT_TRUE(prefetcher.Wait().ok());
   EXPECT_TRUE(Present(1, 0));
@@ -232,20 +243,14 @@ TEST_F(PrefetcherTest, BackgroundPassGoesOnBesideOneOtherFetch) {
   Prefetcher prefetcher(Image(), cache_.get(), &source_, Prefetcher::Mode::kAll);
   // One read of the mount, held at its registry: the fetch threads are not full, so the
   // background pass does not wait for it.
-  std::string slow_blob;
-  auto slow = std::make_shared<LayerIndex>(*MakeLayer(1, 0, 9, &slow_blob));
-  test::FakeBlobSource slow_source;
-  slow_source.Add(slow->blob_digest, slow_blob);
-  slow_source.Block();
-  const ImageLayers slow_image(std::vector<std::shared_ptr<const LayerIndex>>{slow});
-  std::thread foreground([&] {
-    EXPECT_TRUE(cache_->FetchUnits({slow_image.MakeUnitRef(0, 0)}, &slow_source, kUnitLen).ok());
-  });
-  ASSERT_TRUE(slow_source.WaitForInside(1)) << "the foreground fetch never reached its source";
+  HeldFetches held(1);
+  std::thread foreground(
+      [&] { EXPECT_TRUE(cache_->FetchUnits({held.Unit(0)}, &held.source, kUnitLen).ok()); });
+  ASSERT_TRUE(held.source.WaitForInside(1)) << "the foreground fetch never reached its source";
   prefetcher.Start();
   EXPECT_TRUE(prefetcher.Wait().ok());
   EXPECT_TRUE(Present(1, 0) && Present(1, 5)) << "the background pass waited for one fetch";
-  slow_source.Unblock();
+  held.source.Unblock();
   foreground.join();
 }
 
