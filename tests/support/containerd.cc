@@ -51,12 +51,25 @@ Status PrivateContainerd::Ctr(std::vector<std::string> args) {
   return RunOk(args, options);
 }
 
+Status PrivateContainerd::CtrWithRetries(const std::vector<std::string>& args) {
+  constexpr int kAttempts = 3;
+  std::string errors;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    Status s = Ctr(args);
+    if (s.ok()) return s;
+    errors += "\nattempt " + std::to_string(attempt) + ": " + s.ToString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500 * attempt));
+  }
+  return Status::Unavailable("failed " + std::to_string(kAttempts) + " times:" + errors);
+}
+
 Status PrivateContainerd::ConvertAndPush(const std::string& source, const std::string& kind,
                                          const std::string& target) {
-  IMGFS_RETURN_IF_ERROR(Ctr({"content", "fetch", "--plain-http", source}));
+  IMGFS_RETURN_IF_ERROR(CtrWithRetries({"content", "fetch", "--plain-http", source})
+                            .WithContext("fetching " + source));
   IMGFS_RETURN_IF_ERROR(Ctr({"image", "convert", "--" + kind, "--oci", source, target})
                             .WithContext("converting " + source + " to " + kind));
-  return Ctr({"image", "push", "--plain-http", target})
+  return CtrWithRetries({"image", "push", "--plain-http", target})
       .WithContext("pushing the " + kind + " conversion " + target);
 }
 

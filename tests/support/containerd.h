@@ -33,11 +33,17 @@ class PrivateContainerd {
 
   // Fetches `source` (a plain-HTTP registry reference), converts it with
   // `ctr-remote image convert --<kind> --oci` ("estargz" or "zstdchunked") to `target` and
-  // pushes `target` over plain HTTP. Fetching the same source twice is cheap.
+  // pushes `target` over plain HTTP. Fetching the same source twice is cheap. The fetch and
+  // the push are retried (see CtrWithRetries).
   Status ConvertAndPush(const std::string& source, const std::string& kind,
                         const std::string& target);
 
  private:
+  // Ctr, tried up to three times: a push or fetch over a fresh connection to the test
+  // registry at times ends in "unexpected EOF" inside ctr-remote under load, and both are
+  // idempotent. Every attempt's error is kept when all fail.
+  Status CtrWithRetries(const std::vector<std::string>& args);
+
   TempDir dir_;
   std::string socket_;
   BackgroundProcess process_;

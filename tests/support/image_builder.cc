@@ -67,6 +67,9 @@ Result<std::string> PushImage(const OciLayout& layout, const std::string& tag,
       skopeo,         "copy",
       "--quiet",      "--dest-tls-verify=false",
       "--digestfile", digest_file,
+      // A connection the loaded test registry drops mid-push is retried; an error the
+      // registry answered (a denied push) is not.
+      "--retry-times", "2",
       "--format",     options.format == ManifestFormat::kOci ? "oci" : "v2s2"};
   if (!options.creds.empty()) {
     argv.push_back("--dest-creds");
