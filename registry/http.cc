@@ -1,6 +1,5 @@
 #include "registry/http.h"
 
-#include <curl/curl.h>
 #include <dirent.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -20,6 +19,7 @@
 #include "base/log.h"
 #include "base/mutex.h"
 #include "base/strings.h"
+#include "registry/curl_library.h"
 #include "registry/reference.h"
 
 namespace imgfs::registry {
@@ -210,13 +210,13 @@ CURLcode OnSslContext(CURL*, void* ssl_ctx, void* user) {
 }
 
 struct SlistFree {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+  void operator()(curl_slist* list) const { LoadedCurl().slist_free_all(list); }
 };
 using SlistPtr = std::unique_ptr<curl_slist, SlistFree>;
 
 // Appends `line` to *list; false when curl could not allocate.
 bool SlistAppend(SlistPtr* list, const std::string& line) {
-  curl_slist* grown = curl_slist_append(list->get(), line.c_str());
+  curl_slist* grown = LoadedCurl().slist_append(list->get(), line.c_str());
   if (grown == nullptr) return false;  // the old list is still owned by *list
   (void)list->release();
   list->reset(grown);
@@ -224,30 +224,19 @@ bool SlistAppend(SlistPtr* list, const std::string& line) {
 }
 
 struct EasyCleanup {
-  void operator()(CURL* h) const { curl_easy_cleanup(h); }
+  void operator()(CURL* h) const { LoadedCurl().easy_cleanup(h); }
 };
 using EasyPtr = std::unique_ptr<CURL, EasyCleanup>;
 
 struct ShareCleanup {
-  void operator()(CURLSH* s) const { curl_share_cleanup(s); }
+  void operator()(CURLSH* s) const { LoadedCurl().share_cleanup(s); }
 };
 using SharePtr = std::unique_ptr<CURLSH, ShareCleanup>;
 
 class CurlTransport : public HttpTransport {
  public:
-  explicit CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {
-    static std::once_flag global_init;
-    std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-    share_.reset(curl_share_init());
-    if (!share_) return;  // Perform then uses unshared handles
-    CURLSH* share = share_.get();
-    curl_share_setopt(share, CURLSHOPT_LOCKFUNC, &CurlTransport::Lock);
-    curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, &CurlTransport::Unlock);
-    curl_share_setopt(share, CURLSHOPT_USERDATA, this);
-    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  }
+  // Loads nothing: libcurl is loaded by the first Perform (curl_library.h).
+  explicit CurlTransport(CurlTransportOptions options) : options_(std::move(options)) {}
 
   ~CurlTransport() override {
     pool_.clear();  // the handles go before the share they use
@@ -259,6 +248,8 @@ class CurlTransport : public HttpTransport {
     if (request.cancel != nullptr && request.cancel->load()) {
       return Status::Unavailable("transfer cancelled");
     }
+    IMGFS_RETURN_IF_ERROR(Start());
+    const CurlLibrary& curl = LoadedCurl();
     Lease lease(this);
     CURL* h = lease.get();
     if (h == nullptr) return Status::Internal("curl_easy_init failed");
@@ -273,67 +264,67 @@ class CurlTransport : public HttpTransport {
     // Without this curl would send "Expect:" or default Accept headers we did not ask for.
     if (!SlistAppend(&headers, "Expect:")) return Status::Internal("out of memory for headers");
 
-    if (share_) curl_easy_setopt(h, CURLOPT_SHARE, share_.get());
-    curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 15L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(options_.stall_bytes_per_s));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout_s));
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
+    if (share_) curl.easy_setopt(h, CURLOPT_SHARE, share_.get());
+    curl.easy_setopt(h, CURLOPT_URL, request.url.c_str());
+    curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl.easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl.easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    curl.easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
+    curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 15L);
+    curl.easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(options_.stall_bytes_per_s));
+    curl.easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options_.stall_timeout_s));
+    curl.easy_setopt(h, CURLOPT_HEADERFUNCTION, &OnHeader);
+    curl.easy_setopt(h, CURLOPT_HEADERDATA, &ex);
+    curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, &OnBody);
+    curl.easy_setopt(h, CURLOPT_WRITEDATA, &ex);
     ex.stall_timeout = std::chrono::seconds(options_.stall_timeout_s);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &OnProgress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+    curl.easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
+    curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     if (request.method == "HEAD") {
-      curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+      curl.easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (request.method == "POST" || request.method == "PUT") {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+      curl.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
                        static_cast<curl_off_t>(request.body.size()));
-      curl_easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
+      curl.easy_setopt(h, CURLOPT_POSTFIELDS, request.body.data());
       // The pool's curl_easy_reset clears the custom method again.
-      if (request.method == "PUT") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
+      if (request.method == "PUT") curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PUT");
     } else {
-      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+      curl.easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
 
     auto [scheme, authority] = UrlSchemeAndAuthority(request.url);
     if (IsLoopbackHost(authority)) {
-      curl_easy_setopt(h, CURLOPT_PROXY, "");  // Go's net/http never proxies loopback either
+      curl.easy_setopt(h, CURLOPT_PROXY, "");  // Go's net/http never proxies loopback either
     } else if (scheme == "http" && std::getenv("http_proxy") == nullptr) {
       // curl reads only the lower-case http_proxy; docker users set HTTP_PROXY.
       if (const char* p = std::getenv("HTTP_PROXY"); p != nullptr && *p != '\0') {
-        curl_easy_setopt(h, CURLOPT_PROXY, p);
+        curl.easy_setopt(h, CURLOPT_PROXY, p);
       }
     }
     if (!request.verify_tls) {
-      curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-      curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+      curl.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+      curl.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     }
     HostCerts certs;
     if (scheme == "https") {
       certs = FindHostCerts(options_.certs_dir, CertsDirName(request.url));
       ex.extra_ca_files = certs.ca_files;
       if (!certs.client_cert.empty()) {
-        curl_easy_setopt(h, CURLOPT_SSLCERT, certs.client_cert.c_str());
-        curl_easy_setopt(h, CURLOPT_SSLKEY, certs.client_key.c_str());
+        curl.easy_setopt(h, CURLOPT_SSLCERT, certs.client_cert.c_str());
+        curl.easy_setopt(h, CURLOPT_SSLKEY, certs.client_key.c_str());
       }
       if (!ex.extra_ca_files.empty()) {
         // A cached CA store would carry this host's extra CAs over to other hosts.
-        curl_easy_setopt(h, CURLOPT_CA_CACHE_TIMEOUT, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, &OnSslContext);
-        curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, &ex);
+        curl.easy_setopt(h, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+        curl.easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, &OnSslContext);
+        curl.easy_setopt(h, CURLOPT_SSL_CTX_DATA, &ex);
       }
     }
 
-    CURLcode rc = curl_easy_perform(h);
+    CURLcode rc = curl.easy_perform(h);
     if (!ex.callback_error.ok()) return ex.callback_error;
     if (rc == CURLE_OK) return Status::Ok();
     if (rc == CURLE_WRITE_ERROR && (response->stopped_by_sink || response->truncated)) {
@@ -344,13 +335,13 @@ class CurlTransport : public HttpTransport {
                                  std::to_string(options_.stall_timeout_s) + " s)");
     }
     if (rc == CURLE_ABORTED_BY_CALLBACK) return Status::Unavailable("transfer cancelled");
-    std::string message = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc);
+    std::string message = errbuf[0] != '\0' ? std::string(errbuf) : curl.easy_strerror(rc);
     while (!message.empty() && message.back() == '\n') message.pop_back();
     if (rc == CURLE_OPERATION_TIMEDOUT && message.find("too slow") != std::string::npos) {
       message = "transfer stalled (" + message + ")";
     }
     long connect_code = 0;  // the proxy's answer to CONNECT, 0 when none
-    curl_easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+    curl.easy_getinfo(h, CURLINFO_HTTP_CONNECTCODE, &connect_code);
     if (connect_code >= 300 || rc == CURLE_COULDNT_RESOLVE_PROXY) {
       std::string var = scheme == "https" ? "HTTPS_PROXY" : "HTTP_PROXY";
       message = "proxy " + ProxyFromEnv(std::string(scheme)) + " refused the connection to " +
@@ -367,6 +358,29 @@ class CurlTransport : public HttpTransport {
     start = start == std::string_view::npos ? 0 : start + 3;
     std::string_view rest = url.substr(start);
     return std::string(rest.substr(0, rest.find_first_of("/?#")));
+  }
+
+  // Loads libcurl and makes the share, once per transport; every later call returns the
+  // first call's outcome. Without a share (curl could not allocate one) handles go unshared.
+  Status Start() {
+    std::call_once(start_once_, [this] {
+      Result<const CurlLibrary*> curl = LoadCurl();
+      if (!curl.ok()) {
+        start_status_ = curl.status();
+        return;
+      }
+      const CurlLibrary& c = **curl;
+      share_.reset(c.share_init());
+      if (!share_) return;
+      CURLSH* share = share_.get();
+      c.share_setopt(share, CURLSHOPT_LOCKFUNC, &CurlTransport::Lock);
+      c.share_setopt(share, CURLSHOPT_UNLOCKFUNC, &CurlTransport::Unlock);
+      c.share_setopt(share, CURLSHOPT_USERDATA, this);
+      c.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+      c.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+      c.share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    });
+    return start_status_;
   }
 
   // A pooled easy handle for one Perform; back to the pool (reset) when the lease ends.
@@ -394,12 +408,12 @@ class CurlTransport : public HttpTransport {
         return h;
       }
     }
-    return EasyPtr(curl_easy_init());
+    return EasyPtr(LoadedCurl().easy_init());
   }
 
   void Release(EasyPtr h) {
     // reset keeps the handle's live connections and caches, which is the point of the pool.
-    curl_easy_reset(h.get());
+    LoadedCurl().easy_reset(h.get());
     MutexLock lock(&pool_mu_);
     pool_.push_back(std::move(h));
   }
@@ -422,8 +436,11 @@ class CurlTransport : public HttpTransport {
   // Constant after construction.
   const CurlTransportOptions options_;
   // What the handles share (DNS, TLS sessions, connections); curl locks it through Lock and
-  // Unlock, one mutex per kind of data. Declared first, so destroyed after the share.
+  // Unlock, one mutex per kind of data. Declared first, so destroyed after the share. Set
+  // once by Start (start_once_), read only after it.
   std::array<Mutex, kLocks> share_mu_;
+  std::once_flag start_once_;
+  Status start_status_;
   SharePtr share_;
 
   // State below is protected by pool_mu_.

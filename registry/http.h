@@ -14,6 +14,9 @@
 // than 1 KiB/s for 30 s, or that moves no byte for 30 s, fails), no overall timeout: a 10 GiB
 // layer may take an hour.
 //
+// libcurl is loaded by the first Perform of the process, not at start (curl_library.h); a
+// missing or too old libcurl.so.4 makes Perform return kUnavailable saying what to install.
+//
 // Exceptions never cross curl: a sink that throws ends its transfer with kInternal carrying
 // the exception's text. Handles and header lists are owned by RAII types.
 //

@@ -28,6 +28,12 @@ using ::testing::AllOf;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
+// Whether process `pid` has libcurl mapped (/proc/PID/maps).
+bool MapsLibcurl(pid_t pid) {
+  auto maps = ReadFile("/proc/" + std::to_string(pid) + "/maps");
+  return maps.ok() && maps->find("/libcurl.so") != std::string::npos;
+}
+
 // Every test gets its own cache, so no test is served by what another one fetched.
 class MountTest : public ::testing::Test {
  protected:
@@ -216,6 +222,9 @@ TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
     ImgfsMount mount(cache_.path());
     MountOrFail(mount, pushed->ByTag());
     ExpectEqualsReference(mount, "layered");  // reads every file: all of it is now cached
+    std::vector<pid_t> daemons = ImgfsProcessesFor(mount.path());
+    ASSERT_FALSE(daemons.empty()) << "no imgfs daemon serves " << mount.path();
+    EXPECT_TRUE(MapsLibcurl(daemons.front())) << "a daemon that fetched has no libcurl mapped";
     RunResult u = mount.Unmount();
     ASSERT_TRUE(u.ok()) << u.Describe();
   }
@@ -225,6 +234,13 @@ TEST_F(MountTest, CachedImageMountsOfflineAndPullAlwaysFailsClearly) {
     ImgfsMount mount(cache_.path());
     MountOrFail(mount, pushed->ByTag(), {"--pull", pull});
     ExpectEqualsReference(mount, "layered");
+    // Served from the cache alone: the daemon never loaded libcurl (registry/curl_library.h),
+    // whose 27 libraries would cost a warm mount ~30 ms of start-up with a cold page cache.
+    std::vector<pid_t> daemons = ImgfsProcessesFor(mount.path());
+    ASSERT_FALSE(daemons.empty()) << "no imgfs daemon serves " << mount.path();
+    for (pid_t pid : daemons) {
+      EXPECT_FALSE(MapsLibcurl(pid)) << "daemon " << pid << " loaded libcurl for a cached image";
+    }
   }
   {
     ImgfsMount mount(cache_.path());

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "registry/curl_library.h"
 #include "tests/support/files.h"
 #include "tests/support/process.h"
 
@@ -46,6 +47,42 @@ class CurlTransportTest : public ::testing::Test {
   test::BackgroundProcess server_;
   int port_ = 0;
 };
+
+// In a fresh process (a death-test child): making a transport loads nothing, its first
+// request loads libcurl once, and every caller gets that one table.
+TEST(CurlLibraryTest, TheFirstRequestLoadsLibcurlOnce) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        std::unique_ptr<HttpTransport> transport = NewCurlTransport({});
+        if (CurlLoaded()) std::_Exit(10);
+        HttpRequest request;
+        request.url = "http://127.0.0.1:1/";  // refused: loading comes before connecting
+        HttpResponse response;
+        if (transport->Perform(request, &response).ok()) std::_Exit(11);
+        if (!CurlLoaded()) std::_Exit(12);
+        std::vector<std::thread> threads;
+        std::atomic<int> different{0};
+        for (int i = 0; i < 8; ++i) {
+          threads.emplace_back([&] {
+            Result<const CurlLibrary*> curl = LoadCurl();
+            if (!curl.ok() || *curl != &LoadedCurl()) different.fetch_add(1);
+          });
+        }
+        for (std::thread& t : threads) t.join();
+        std::_Exit(different.load() == 0 ? 0 : 13);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(CurlLibraryTest, TheLoadedLibraryIsAtLeastTheHeadersVersion) {
+  Result<const CurlLibrary*> curl = LoadCurl();
+  ASSERT_TRUE(curl.ok()) << curl.status().ToString();
+  const curl_version_info_data* info = (*curl)->version_info(CURLVERSION_NOW);
+  ASSERT_NE(info, nullptr);
+  EXPECT_GE(info->version_num, static_cast<unsigned>(LIBCURL_VERSION_NUM)) << info->version;
+  EXPECT_NE((*curl)->easy_setopt, nullptr);
+}
 
 TEST_F(CurlTransportTest, AThrowingSinkEndsItsTransferAndNothingElse) {
   std::unique_ptr<HttpTransport> transport = NewCurlTransport({});
