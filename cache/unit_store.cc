@@ -5,6 +5,7 @@
 
 #include <cerrno>
 
+#include "base/buffer_pool.h"
 #include "base/digest.h"
 #include "base/log.h"
 #include "cache/blob_writer.h"
@@ -70,7 +71,9 @@ Result<std::optional<std::string>> UnitStore::ReadStored(const UnitRef& unit) {
   IMGFS_ASSIGN_OR_RETURN(bool published, IsPublished(unit));
   if (!published) return std::optional<std::string>();
   std::string_view hex = DigestHex(unit.blob);
-  std::string bytes, actual;
+  // A kept buffer (base/buffer_pool.h): the reader gives it back once the unit is decoded.
+  std::string bytes = UnitBuffers().Take(unit.clen);
+  std::string actual;
   for (int attempt = 0; attempt < 2; ++attempt) {
     IMGFS_ASSIGN_OR_RETURN(std::shared_ptr<BlobFd> file, files_.Get(hex));
     Status s = PreadFull(file->fd(), unit.coff, unit.clen, &bytes);

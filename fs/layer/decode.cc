@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "base/blob_source.h"
+#include "base/buffer_pool.h"
 #include "fs/layer/zlib_stream.h"
 
 namespace imgfs::fs {
@@ -100,7 +101,7 @@ Status InflateSpan(const Unit& unit, z_stream* zs, bool raw, std::string_view in
 
 Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
   InflateStream zs;
-  std::string out(unit.ulen, '\0');
+  std::string out = UnitBuffers().Take(unit.ulen);
   if (unit.ulen == 0) return out;
   if (unit.at_member_start) {
     IMGFS_RETURN_IF_ERROR(zs.Init(kGzipWindowBits));
@@ -158,7 +159,7 @@ bool InflateWholeMembers(std::string_view in, std::string* out) {
 }
 
 Result<std::string> DecodeGzipMember(const Unit& unit, std::string_view in, bool whole) {
-  std::string out(unit.ulen, '\0');
+  std::string out = UnitBuffers().Take(unit.ulen);
   if (unit.ulen == 0 && !whole) return out;
   if (InflateWholeMembers(in, &out)) return out;
   InflateStream zs;
@@ -179,7 +180,7 @@ Result<std::string> DecodeZstd(const Unit& unit, std::string_view in, bool whole
   if (ZSTD_isError(reset)) {
     return Status::Internal(std::string("ZSTD_DCtx_reset: ") + ZSTD_getErrorName(reset));
   }
-  std::string out(unit.ulen, '\0');
+  std::string out = UnitBuffers().Take(unit.ulen);
   // Whole frames that decode to exactly the unit, checksums checked: in one call, which uses
   // `out` as the window. The streaming API below allocates a window of its own per call, up
   // to the frame's size (a second copy of every unit decoded at once). Anything else (more

@@ -6,6 +6,7 @@
 #include <system_error>
 #include <tuple>
 
+#include "base/buffer_pool.h"
 #include "base/log.h"
 #include "fs/tree/header_check.h"
 
@@ -55,7 +56,7 @@ cache::UnitRef ContentReader::MakeUnitRef(uint32_t layer, uint32_t unit,
   return layers_->MakeUnitRef(
       layer, unit, [this, layer, unit, slot = std::move(slot)](std::string decoded) {
         counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-        auto bytes = std::make_shared<const std::string>(std::move(decoded));
+        Decoded bytes = UnitBuffers().Share(std::move(decoded));
         if (slot) {
           *slot = std::move(bytes);
         } else {
@@ -412,7 +413,7 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
     Result<std::string> out = layers_->Decode(layer, unit, std::move(raw).value(), !trust);
     if (out.ok()) {
       counters_[layer].unit_decodes.fetch_add(1, std::memory_order_relaxed);
-      return std::make_shared<const std::string>(std::move(out).value());
+      return UnitBuffers().Share(std::move(out).value());
     }
     decode_error = out.status();
     if (trust) {
@@ -424,14 +425,16 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
 }
 
 void ContentReader::InsertLru(const UnitKey& key, const Decoded& bytes) {
-  // A unit bigger than the whole LRU is used by its readers and dropped.
-  if (bytes->size() > lru_limit_ || lru_index_.count(key)) return;
+  // A unit bigger than the whole LRU is used by its readers and dropped. Units count with
+  // the capacity of their buffers: a pooled one may be larger than the unit
+  // (base/buffer_pool.h).
+  if (bytes->capacity() > lru_limit_ || lru_index_.count(key)) return;
   lru_.push_front({key, bytes});
   lru_index_[key] = lru_.begin();
-  lru_used_ += bytes->size();
+  lru_used_ += bytes->capacity();
   while (lru_used_ > lru_limit_) {
     const LruItem& old = lru_.back();
-    lru_used_ -= old.bytes->size();
+    lru_used_ -= old.bytes->capacity();
     lru_index_.erase(old.key);
     lru_.pop_back();
   }

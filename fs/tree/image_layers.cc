@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "base/buffer_pool.h"
 #include "base/digest.h"
 #include "fs/layer/decode.h"
 
@@ -86,6 +87,22 @@ cache::UnitRef ImageLayers::MakeUnitRef(uint32_t layer, uint32_t unit,
 Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit, std::string compressed,
                                         bool checked) const {
   const Unit& u = layers_[layer]->units[unit];
+  if (u.codec == UnitCodec::kRaw && checked) {
+    // Decoding a raw unit is a copy; skip it (units can be MiBs): its buffer is the answer.
+    if (u.ulen != u.clen || compressed.size() != u.clen) {
+      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) + " with ulen != clen");
+    }
+    return compressed;
+  }
+  Result<std::string> decoded = DecodeFrom(u, layer, unit, compressed, checked);
+  // The decoded bytes are a buffer of their own: the compressed one goes back to the pool
+  // for the next unit's read (base/buffer_pool.h).
+  if (u.codec != UnitCodec::kRaw || !decoded.ok()) UnitBuffers().Give(std::move(compressed));
+  return decoded;
+}
+
+Result<std::string> ImageLayers::DecodeFrom(const Unit& u, uint32_t layer, uint32_t unit,
+                                            std::string& compressed, bool checked) const {
   if (!checked) {
     if (DecodeChecksItself(u, compressed)) return DecodeUnitChecked(u, compressed);
     if (u.sha256.empty()) return DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
@@ -93,13 +110,13 @@ Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit, std::stri
       return Status::DigestMismatch("unit at offset " + std::to_string(u.coff) +
                                     " does not match " + u.sha256);
     }
-  }
-  if (u.codec == UnitCodec::kRaw) {
-    // Decoding a raw unit is a copy; skip it (units can be MiBs).
-    if (u.ulen != u.clen || compressed.size() != u.clen) {
-      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) + " with ulen != clen");
+    if (u.codec == UnitCodec::kRaw) {
+      if (u.ulen != u.clen || compressed.size() != u.clen) {
+        return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) +
+                               " with ulen != clen");
+      }
+      return std::move(compressed);
     }
-    return compressed;
   }
   return DecodeUnit(u, compressed);
 }
