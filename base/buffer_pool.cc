@@ -19,6 +19,11 @@ std::string BufferPool::Take(size_t size) {
       ++reuses_;
     }
   }
+  if (size >= kMinBytes && out.capacity() < size) {
+    // Rounded up past the size, so that units of nearly one size (a 4 MiB chunk decoded, its
+    // gzip member a few bytes longer) can use each other's buffers.
+    out.reserve((size / kRoundBytes + 1) * kRoundBytes);
+  }
   // A kept buffer was filled to its capacity by Give: shrinking it writes no byte.
   out.resize(size);
   return out;

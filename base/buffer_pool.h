@@ -38,6 +38,9 @@ namespace imgfs {
 class BufferPool {
  public:
   static constexpr size_t kMinBytes = 256 << 10;
+  // New buffers of kMinBytes or more get a capacity of the next multiple of this above their
+  // size.
+  static constexpr size_t kRoundBytes = 64 << 10;
 
   BufferPool(size_t max_kept_bytes, size_t max_kept_buffers)
       : max_kept_bytes_(max_kept_bytes), max_kept_buffers_(max_kept_buffers) {}
@@ -45,7 +48,7 @@ class BufferPool {
   BufferPool& operator=(const BufferPool&) = delete;
 
   // A buffer of exactly `size` bytes whose contents are unspecified: a kept one when one fits
-  // (smallest capacity first), else a new one.
+  // (smallest capacity first), else a new one (its capacity rounded up past `size`).
   std::string Take(size_t size) EXCLUDES(mu_);
   // Keeps `buffer` for a later Take when it is at least kMinBytes and fits the bounds; frees
   // it otherwise.

@@ -32,6 +32,17 @@ TEST(BufferPoolTest, TakeReusesAGivenBuffer) {
   EXPECT_EQ(pool.kept_bytes(), 0u);
 }
 
+TEST(BufferPoolTest, UnitsOfNearlyOneSizeShareBuffers) {
+  BufferPool pool(16 * kMiB, 8);
+  std::string decoded = pool.Take(4 * kMiB);
+  EXPECT_EQ(decoded.capacity() % BufferPool::kRoundBytes, 0u);
+  const char* data = decoded.data();
+  pool.Give(std::move(decoded));
+  std::string member = pool.Take(4 * kMiB + 1303);  // its gzip member, a little longer
+  EXPECT_EQ(member.data(), data);
+  EXPECT_EQ(member.size(), 4 * kMiB + 1303);
+}
+
 TEST(BufferPoolTest, SharedBufferComesBackWhenTheLastReferenceGoes) {
   BufferPool pool(16 * kMiB, 8);
   std::string a = pool.Take(2 * kMiB);
@@ -90,7 +101,7 @@ TEST(BufferPoolTest, ManyThreadsNeverShareABuffer) {
   for (int t = 0; t < 6; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
-        std::string b = pool.Take(kSize - static_cast<size_t>(i % 3));
+        std::string b = pool.Take(kSize + static_cast<size_t>(i % 3));
         const char mark = static_cast<char>('a' + t);
         for (size_t k = 0; k < b.size(); k += 4096) b[k] = mark;
         std::this_thread::yield();
