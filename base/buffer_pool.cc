@@ -12,7 +12,7 @@ std::string BufferPool::Take(size_t size) {
     // kept_ is sorted by capacity: the first that holds `size` is the smallest that does.
     auto it = std::lower_bound(kept_.begin(), kept_.end(), size,
                                [](const std::string& s, size_t n) { return s.capacity() < n; });
-    if (it != kept_.end() && it->capacity() / 2 <= size) {
+    if (it != kept_.end() && it->capacity() - size <= MaxSlack(size)) {
       out = std::move(*it);
       kept_.erase(it);
       kept_bytes_ -= out.capacity();

@@ -16,15 +16,17 @@
 //
 // Bounds: at most `max_kept_bytes` of capacity and `max_kept_buffers` buffers are kept idle;
 // a buffer that would pass either is freed. Buffers under kMinBytes are never kept (malloc
-// serves them from its arenas cheaply). Take reuses a kept buffer only when its capacity is at
-// most twice the size asked for, so that a small unit never pins a large buffer (the decoded-
-// unit LRU counts capacity, fs/tree/content_reader.h).
+// serves them from its arenas cheaply). A buffer never exceeds its size by more than
+// MaxSlack(size) (an eighth, or kRoundBytes for small ones): a kept buffer is reused only
+// within that, so that a small unit never pins a large buffer (the decoded-unit LRU counts
+// sizes, fs/tree/content_reader.h).
 //
 // Thread-safety: all methods may be called from many threads at once. A buffer taken belongs
 // to the caller alone. The process-wide pool (UnitBuffers) is never destroyed, so Share's
 // references may outlive anything.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -41,6 +43,8 @@ class BufferPool {
   // New buffers of kMinBytes or more get a capacity of the next multiple of this above their
   // size.
   static constexpr size_t kRoundBytes = 64 << 10;
+  // How much more than `size` a buffer Take hands out may hold.
+  static constexpr size_t MaxSlack(size_t size) { return std::max(kRoundBytes, size / 8); }
 
   BufferPool(size_t max_kept_bytes, size_t max_kept_buffers)
       : max_kept_bytes_(max_kept_bytes), max_kept_buffers_(max_kept_buffers) {}

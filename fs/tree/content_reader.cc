@@ -425,16 +425,15 @@ Result<ContentReader::Decoded> ContentReader::FetchAndDecode(uint32_t layer, uin
 }
 
 void ContentReader::InsertLru(const UnitKey& key, const Decoded& bytes) {
-  // A unit bigger than the whole LRU is used by its readers and dropped. Units count with
-  // the capacity of their buffers: a pooled one may be larger than the unit
-  // (base/buffer_pool.h).
-  if (bytes->capacity() > lru_limit_ || lru_index_.count(key)) return;
+  // A unit bigger than the whole LRU is used by its readers and dropped. Units count by their
+  // size; a pooled buffer holds at most BufferPool::MaxSlack more (base/buffer_pool.h).
+  if (bytes->size() > lru_limit_ || lru_index_.count(key)) return;
   lru_.push_front({key, bytes});
   lru_index_[key] = lru_.begin();
-  lru_used_ += bytes->capacity();
+  lru_used_ += bytes->size();
   while (lru_used_ > lru_limit_) {
     const LruItem& old = lru_.back();
-    lru_used_ -= old.bytes->capacity();
+    lru_used_ -= old.bytes->size();
     lru_index_.erase(old.key);
     lru_.pop_back();
   }

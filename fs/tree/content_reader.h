@@ -125,8 +125,8 @@ class ContentReader {
   // True when WaitIdle would return at once (`imgfs stats` shows it, so that tests of a
   // mount can wait for the read-ahead to settle).
   bool IsIdle() const;
-  // Bytes of decoded units held in the LRU now, counted by the capacity of their buffers (a
-  // pooled buffer may be up to twice its unit, base/buffer_pool.h); never above lru_bytes.
+  // Bytes of decoded units held in the LRU now (never above lru_bytes; their pooled buffers
+  // may each hold up to BufferPool::MaxSlack more, base/buffer_pool.h).
   size_t lru_bytes_used() const;
 
  private:
