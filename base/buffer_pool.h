@@ -77,9 +77,9 @@ class BufferPool {
 };
 
 // The process's pool for units' stored and decoded bytes (cache/unit_store.cc, fs/layer/decode.cc,
-// fs/tree/content_reader.cc): 16 MiB, 8 buffers (docs/architecture.md, "Memory of a mount").
-inline constexpr size_t kUnitBufferPoolBytes = 16 << 20;
-inline constexpr size_t kUnitBufferPoolBuffers = 8;
+// fs/tree/content_reader.cc): 12 MiB, 4 buffers (docs/architecture.md, "Memory of a mount").
+inline constexpr size_t kUnitBufferPoolBytes = 12 << 20;
+inline constexpr size_t kUnitBufferPoolBuffers = 4;
 BufferPool& UnitBuffers();
 
 }  // namespace imgfs
