@@ -117,9 +117,11 @@ Result<std::string> DecodeZran(const Unit& unit, std::string_view in) {
     }
     in.remove_prefix(1);
   }
-  if (!unit.window.empty() &&
-      inflateSetDictionary(zs.get(), reinterpret_cast<const Bytef*>(unit.window.data()),
-                           static_cast<uInt>(unit.window.size())) != Z_OK) {
+  std::string scratch;
+  IMGFS_ASSIGN_OR_RETURN(std::string_view window, UnitWindow(unit, &scratch));
+  if (!window.empty() &&
+      inflateSetDictionary(zs.get(), reinterpret_cast<const Bytef*>(window.data()),
+                           static_cast<uInt>(window.size())) != Z_OK) {
     return Corrupt(unit, "inflateSetDictionary");
   }
   IMGFS_RETURN_IF_ERROR(InflateSpan(unit, zs.get(), /*raw=*/true, in, &out));

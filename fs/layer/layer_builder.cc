@@ -1,6 +1,7 @@
 #include "fs/layer/layer_builder.h"
 
 #include <algorithm>
+#include <memory>
 #include <set>
 #include <utility>
 
@@ -34,7 +35,8 @@ const std::set<std::string, std::less<>>& StreamableMediaTypes() {
 Result<LayerIndex> LoadCached(const LayerDescriptor& layer, cache::Cache* cache) {
   Result<std::string> bytes = cache->GetLayerIndex(layer.digest);
   if (!bytes.ok()) return Status::NotFound(bytes.status().message());  // built again
-  Result<LayerIndex> index = LayerIndex::Deserialize(*bytes);
+  auto record = std::make_shared<const std::string>(std::move(*bytes));
+  Result<LayerIndex> index = LayerIndex::Deserialize(record);
   if (!index.ok()) {
     IMGFS_LOG(kWarning, "cached index of layer " << layer.digest << " is unusable ("
                                                  << index.status().message() << "); rebuilding");
@@ -44,6 +46,13 @@ Result<LayerIndex> LoadCached(const LayerDescriptor& layer, cache::Cache* cache)
     IMGFS_LOG(kWarning, "cached index of layer " << layer.digest << " describes "
                                                  << index->blob_digest << "; rebuilding");
     return Status::NotFound("cached index describes another blob");
+  }
+  if (IsOlderLayerIndexVersion(*record)) {
+    // Stored again in the current version, which the next mount loads faster.
+    if (Status s = cache->PutLayerIndex(layer.digest, index->Serialize()); !s.ok()) {
+      IMGFS_LOG(kWarning, "could not store the index of layer " << layer.digest
+                                                                << " again: " << s.ToString());
+    }
   }
   if (layer.diff_id.empty()) return index;
   if (!index->diff_id.empty()) {

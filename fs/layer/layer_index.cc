@@ -3,50 +3,53 @@
 //
 // Serialized form (all integers are LEB128 varints unless noted):
 //   "IMGFSLIX"                   8-byte magic
-//   version                      currently 4; 3 and 2 are still read (2's diff_id is ""); any
+//   version                      currently 5; 4, 3 and 2 are still read (2's diff_id is ""); any
 //                                other is kCorrupt, so the cache entry is rebuilt and replaced
 //   body_len                     length of the body once decompressed
-//   compressed body              the rest of the bytes: version 4, one zstd frame with its
-//                                content size and XXH64 checksum; versions 2 and 3, a zlib
-//                                stream (adler32). Either catches bit rot
+//   body_zlen                    version 5 only: the length of the compressed body
+//   compressed body              version 5, body_zlen bytes of one zstd frame with its content
+//                                size and XXH64 checksum; version 4, the same frame as the rest
+//                                of the bytes; versions 2 and 3, a zlib stream (adler32) as
+//                                the rest. Either catches bit rot
+//   windows                      version 5 only, the rest: each zran unit's window, in unit
+//                                order, as a zstd frame of its own (content size, XXH64)
 // body:
 //   blob_digest, format (strings: len + bytes), blob_size, prefetch_end, diff_id (string,
 //   version 3 and later)
 //   entry_count, entries..., unit_count, units...
+//   each unit ends with its window: inline (len + bytes) up to version 4, the length of its
+//   frame in the windows section in version 5
 //   (version 2 added prefetch_end and each chunk's decoded-bytes sha256; version 3 the
 //   diff_id hashed from the layer's whole uncompressed stream; version 4 only changed the
 //   codec: zstd decodes the body several times faster than zlib, and a mount decodes the
-//   index of every layer before it is ready)
-// The body is compressed as a whole because entries (paths) and zran windows (mostly text and
-// binaries) both shrink well, and one stream is simpler than per-field codecs.
+//   index of every layer before it is ready; version 5 moved the windows, ~90% of a gzip
+//   index's bytes, out of the body, so that a mount decodes and copies only the body and
+//   each window is decoded when its unit is)
+// The body is compressed as a whole because entries (paths) shrink well, and one stream is
+// simpler than per-field codecs.
 #include "fs/layer/layer_index.h"
-
-#include <zlib.h>
 
 #include <algorithm>
 #include <limits>
 #include <memory>
 
 #include "base/digest.h"
-#include "fs/layer/zlib_stream.h"
+#include "fs/layer/index_codec.h"
 
 namespace imgfs::fs {
 namespace {
 
 constexpr std::string_view kMagic = "IMGFSLIX";
-constexpr uint64_t kVersion = 4;
+constexpr uint64_t kVersion = 5;
+// Version 4 is version 5 with the windows inline in one zstd body: still read, and the body
+// of a shared index (fs/layer/shared_index.h).
+constexpr uint64_t kVersionInline = 4;
 // Version 3 is version 4's body compressed with zlib: still read.
 constexpr uint64_t kVersionZlib = 3;
 // Indexes of version 2 differ only in lacking the diff_id: still read, as unchecked.
 constexpr uint64_t kVersionWithoutDiffId = 2;
 // An index is a few MiB even for huge layers; anything claiming more is not ours.
 constexpr uint64_t kMaxBodyLen = uint64_t{1} << 31;
-constexpr uint64_t kMaxDeflateRatio = 1032;
-// What a zstd frame of an index is allowed to expand by (as a shared index's,
-// fs/layer/shared_index.h): zstd has no hard bound, and a stated size beyond it is refused
-// before it is allocated.
-constexpr uint64_t kMaxZstdRatio = 32768;
-constexpr int kZstdLevel = 3;
 // The shortest entry record WriteEntry makes: one byte for each of its 14 fields.
 constexpr uint64_t kMinEntryBytes = 14;
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
@@ -117,6 +120,13 @@ class Reader {
     pos_ += len;
     return true;
   }
+  bool View(std::string_view* s) {
+    uint64_t len;
+    if (!Varint(&len) || len > in_.size() - pos_) return false;
+    *s = in_.substr(pos_, len);
+    pos_ += len;
+    return true;
+  }
   // A count of items that each take at least `min_item_bytes`: bounded by what is left, so a
   // lying count cannot make us reserve gigabytes.
   bool Count(uint64_t* n, uint64_t min_item_bytes) {
@@ -159,7 +169,8 @@ void WriteEntry(Writer& w, const Entry& e) {
   }
 }
 
-void WriteUnit(Writer& w, const Unit& u) {
+// Writes a unit up to its window, which the caller adds in its version's way.
+void WriteUnitHead(Writer& w, const Unit& u) {
   w.Byte(static_cast<uint8_t>(u.codec));
   w.Varint(u.coff);
   w.Varint(u.clen);
@@ -167,7 +178,6 @@ void WriteUnit(Writer& w, const Unit& u) {
   w.Varint(u.ulen);
   w.Byte(u.bits);
   w.Byte(u.at_member_start ? 1 : 0);
-  w.Str(u.window);
 }
 
 bool ReadEntry(Reader& r, Entry* e) {
@@ -199,20 +209,36 @@ bool ReadEntry(Reader& r, Entry* e) {
   return true;
 }
 
-bool ReadUnit(Reader& r, Unit* u) {
+// Where version 5 keeps the windows: the record's section of frames, read in unit order.
+struct WindowSection {
+  std::shared_ptr<const std::string> record;
+  std::string_view frames;  // inside *record
+  size_t pos = 0;
+};
+
+// `windows` is null for the versions with the windows inline.
+bool ReadUnit(Reader& r, Unit* u, WindowSection* windows) {
   uint8_t codec, at_start;
   if (!r.Byte(&codec) || codec > static_cast<uint8_t>(UnitCodec::kZstdFrame)) return false;
   u->codec = static_cast<UnitCodec>(codec);
   if (!r.Varint(&u->coff) || !r.Varint(&u->clen) || !r.Str(&u->sha256) || !r.Varint(&u->ulen) ||
-      !r.Byte(&u->bits) || !r.Byte(&at_start) || at_start > 1 || !r.Str(&u->window)) {
+      !r.Byte(&u->bits) || !r.Byte(&at_start) || at_start > 1) {
     return false;
   }
   u->at_member_start = at_start == 1;
+  if (windows == nullptr) return r.Str(&u->window);
+  uint64_t len;
+  if (!r.Varint(&len) || len > windows->frames.size() - windows->pos) return false;
+  if (len == 0) return true;
+  u->window_frame = windows->frames.substr(windows->pos, len);
+  windows->pos += len;
+  if (!index_codec::IsWindowFrame(u->window_frame)) return false;
+  u->window_record = windows->record;
   return true;
 }
 
 Result<LayerIndex> ParseBody(std::string_view body, uint64_t version, uint64_t max_entries,
-                             uint64_t max_units) {
+                             uint64_t max_units, WindowSection* windows) {
   auto over = [](uint64_t n, const char* what, uint64_t limit) {
     return Status::Corrupt("layer index: " + std::to_string(n) + " " + what +
                            ", more than the limit of " + std::to_string(limit));
@@ -235,17 +261,18 @@ Result<LayerIndex> ParseBody(std::string_view body, uint64_t version, uint64_t m
   if (nunits > max_units) return over(nunits, "units", max_units);
   index.units.resize(nunits);
   for (Unit& u : index.units) {
-    if (!ReadUnit(r, &u)) return Status::Corrupt("layer index: bad unit record");
+    if (!ReadUnit(r, &u, windows)) return Status::Corrupt("layer index: bad unit record");
   }
   if (!r.AtEnd()) return Status::Corrupt("layer index: trailing bytes");
+  if (windows != nullptr && windows->pos != windows->frames.size()) {
+    return Status::Corrupt("layer index: trailing window bytes");
+  }
   IMGFS_RETURN_IF_ERROR(ValidateLayerIndex(index).WithContext("layer index"));
   return index;
 }
 
-}  // namespace
-
-std::string SerializeLayerIndexBody(const LayerIndex& index) {
-  Writer body;
+// Writes the body's fields up to the units; each unit's window is the caller's.
+void WriteBodyHead(Writer& body, const LayerIndex& index) {
   body.Str(index.blob_digest);
   body.Str(index.format);
   body.Varint(index.blob_size);
@@ -254,79 +281,71 @@ std::string SerializeLayerIndexBody(const LayerIndex& index) {
   body.Varint(index.entries.size());
   for (const Entry& e : index.entries) WriteEntry(body, e);
   body.Varint(index.units.size());
-  for (const Unit& u : index.units) WriteUnit(body, u);
-  return std::move(body.out());
-}
-
-std::string LayerIndex::Serialize() const {
-  const std::string raw = SerializeLayerIndexBody(*this);
-  Writer out;
-  out.out().append(kMagic);
-  out.Varint(kVersion);
-  out.Varint(raw.size());
-  const size_t head = out.out().size();
-  std::string& bytes = out.out();
-  bytes.resize(head + ZSTD_compressBound(raw.size()));
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
-  bool ok = cctx != nullptr &&
-            !ZSTD_isError(
-                ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, kZstdLevel)) &&
-            !ZSTD_isError(ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1));
-  size_t n = ok ? ZSTD_compress2(cctx.get(), bytes.data() + head, bytes.size() - head, raw.data(),
-                                 raw.size())
-                : 0;
-  // Compression only fails on memory exhaustion; an empty payload then fails Deserialize and
-  // the index is rebuilt, which is the safe outcome.
-  bytes.resize(!ok || ZSTD_isError(n) ? head : head + n);
-  return std::move(bytes);
-}
-
-namespace {
-
-// Version 4's body: exactly one zstd frame, stating `body_len` as its content size; decoded
-// into `body`, which has room for `body_len` bytes.
-Status DecompressZstdBody(std::string_view compressed, uint64_t body_len, char* body) {
-  if (body_len > compressed.size() * kMaxZstdRatio) {
-    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
-  }
-  unsigned long long stated = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
-  if (stated != body_len ||
-      ZSTD_findFrameCompressedSize(compressed.data(), compressed.size()) != compressed.size()) {
-    return Status::Corrupt("layer index: compressed body is damaged");
-  }
-  ZstdDCtxPtr dctx(ZSTD_createDCtx());
-  if (dctx == nullptr) return Status::Internal("layer index: ZSTD_createDCtx failed");
-  size_t n = ZSTD_decompressDCtx(dctx.get(), body, body_len, compressed.data(), compressed.size());
-  if (ZSTD_isError(n) || n != body_len) {
-    return Status::Corrupt("layer index: compressed body is damaged");
-  }
-  return Status::Ok();
-}
-
-// Versions 2 and 3: a zlib stream, as above.
-Status InflateBody(std::string_view compressed, uint64_t body_len, char* body) {
-  // Deflate expands by at most 1032:1: a larger stated size is a lie that must not be
-  // allocated (a damaged header would otherwise cost up to kMaxBodyLen of memory).
-  if (body_len > compressed.size() * kMaxDeflateRatio) {
-    return Status::Corrupt("layer index: stated size exceeds what its compressed body holds");
-  }
-  InflateStream stream;
-  IMGFS_RETURN_IF_ERROR(stream.Init(MAX_WBITS).WithContext("layer index"));
-  z_stream& zs = *stream.get();
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(compressed.data()));
-  zs.avail_in = static_cast<uInt>(std::min<size_t>(compressed.size(), UINT32_MAX));
-  zs.next_out = reinterpret_cast<Bytef*>(body);
-  zs.avail_out = static_cast<uInt>(body_len);
-  int rc = inflate(&zs, Z_FINISH);
-  bool exact = rc == Z_STREAM_END && zs.total_out == body_len && zs.avail_in == 0 &&
-               compressed.size() <= UINT32_MAX;
-  if (!exact) return Status::Corrupt("layer index: compressed body is damaged");
-  return Status::Ok();
 }
 
 }  // namespace
 
+Result<std::string_view> UnitWindow(const Unit& unit, std::string* scratch) {
+  if (unit.window_frame.empty()) return std::string_view(unit.window);
+  if (Status s = index_codec::DecodeWindowFrame(unit.window_frame, scratch); !s.ok()) {
+    return Status::Corrupt("unit at compressed offset " + std::to_string(unit.coff) + ": " +
+                           s.message());
+  }
+  return std::string_view(*scratch);
+}
+
+Result<std::string> SerializeLayerIndexBody(const LayerIndex& index) {
+  Writer body;
+  WriteBodyHead(body, index);
+  std::string scratch;
+  for (const Unit& u : index.units) {
+    WriteUnitHead(body, u);
+    IMGFS_ASSIGN_OR_RETURN(std::string_view window, UnitWindow(u, &scratch));
+    body.Str(window);
+  }
+  return std::move(body.out());
+}
+
+std::string LayerIndex::Serialize() const {
+  Writer body;
+  WriteBodyHead(body, *this);
+  std::string windows;
+  for (const Unit& u : units) {
+    WriteUnitHead(body, u);
+    const size_t before = windows.size();
+    if (!u.window_frame.empty()) {
+      windows.append(u.window_frame);
+    } else if (!u.window.empty() && !index_codec::AppendZstdFrame(u.window, &windows)) {
+      return std::string();  // out of memory: an empty record fails Deserialize, and is rebuilt
+    }
+    body.Varint(windows.size() - before);
+  }
+  const std::string& raw = body.out();
+  std::string frame;
+  if (!index_codec::AppendZstdFrame(raw, &frame)) return std::string();
+  Writer out;
+  out.out().append(kMagic);
+  out.Varint(kVersion);
+  out.Varint(raw.size());
+  out.Varint(frame.size());
+  out.out().reserve(out.out().size() + frame.size() + windows.size());
+  out.out().append(frame);
+  out.out().append(windows);
+  return std::move(out.out());
+}
+
+bool IsOlderLayerIndexVersion(std::string_view serialized) {
+  Reader header(serialized.substr(std::min(serialized.size(), kMagic.size())));
+  uint64_t version;
+  return header.Varint(&version) && version < kVersion;
+}
+
 Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
+  return Deserialize(std::make_shared<const std::string>(bytes));
+}
+
+Result<LayerIndex> LayerIndex::Deserialize(std::shared_ptr<const std::string> record) {
+  const std::string_view bytes = *record;
   if (bytes.size() < kMagic.size() || bytes.substr(0, kMagic.size()) != kMagic) {
     return Status::Corrupt("layer index: bad magic");
   }
@@ -335,22 +354,36 @@ Result<LayerIndex> LayerIndex::Deserialize(std::string_view bytes) {
   if (!header.Varint(&version) || !header.Varint(&body_len)) {
     return Status::Corrupt("layer index: truncated header");
   }
-  if (version != kVersion && version != kVersionZlib && version != kVersionWithoutDiffId) {
+  if (version != kVersion && version != kVersionInline && version != kVersionZlib &&
+      version != kVersionWithoutDiffId) {
     return Status::Corrupt("layer index: unknown version " + std::to_string(version));
   }
   if (body_len > kMaxBodyLen) return Status::Corrupt("layer index: implausible size");
+  uint64_t body_zlen = 0;
+  if (version == kVersion && !header.Varint(&body_zlen)) {
+    return Status::Corrupt("layer index: truncated header");
+  }
   std::string_view compressed = bytes.substr(kMagic.size() + header.pos());
+  WindowSection windows;
+  if (version == kVersion) {
+    if (body_zlen > compressed.size()) return Status::Corrupt("layer index: truncated body");
+    windows.frames = compressed.substr(body_zlen);
+    windows.record = std::move(record);
+    compressed = compressed.substr(0, body_zlen);
+  }
   // Not value-initialized: the decoder writes every byte (or fails), and zeroing MiBs first
   // would cost as much as the decode.
   std::unique_ptr<char[]> body(new char[body_len]);
-  IMGFS_RETURN_IF_ERROR(version == kVersion ? DecompressZstdBody(compressed, body_len, body.get())
-                                            : InflateBody(compressed, body_len, body.get()));
-  return ParseBody(std::string_view(body.get(), body_len), version, kNoLimit, kNoLimit);
+  IMGFS_RETURN_IF_ERROR(version >= kVersionInline
+                            ? index_codec::DecompressZstdBody(compressed, body_len, body.get())
+                            : index_codec::InflateBody(compressed, body_len, body.get()));
+  return ParseBody(std::string_view(body.get(), body_len), version, kNoLimit, kNoLimit,
+                   version == kVersion ? &windows : nullptr);
 }
 
 Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max_entries,
                                              uint64_t max_units) {
-  return ParseBody(body, kVersion, max_entries, max_units);
+  return ParseBody(body, kVersionInline, max_entries, max_units, nullptr);
 }
 
 std::vector<uint32_t> UnitsInBlobOrder(const LayerIndex& index) {
@@ -393,7 +426,10 @@ Status ValidateLayerIndex(const LayerIndex& index) {
       return Status::Corrupt(where + ": range lies outside the blob");
     }
     if (u.bits > 7) return Status::Corrupt(where + ": bit offset above 7");
-    if (u.window.size() > 32768) return Status::Corrupt(where + ": window above 32 KiB");
+    if (u.window.size() > index_codec::kMaxWindow ||
+        (!u.window_frame.empty() && !index_codec::IsWindowFrame(u.window_frame))) {
+      return Status::Corrupt(where + ": window above 32 KiB");
+    }
     if (u.codec == UnitCodec::kRaw && u.ulen != u.clen) {
       return Status::Corrupt(where + ": raw unit with ulen != clen");
     }
@@ -440,29 +476,6 @@ Status ValidateLayerIndex(const LayerIndex& index) {
     }
   }
   return Status::Ok();
-}
-
-namespace {
-
-// Heap bytes of a string beyond the object itself: none while it fits in its own buffer.
-uint64_t StringHeap(const std::string& s) {
-  return s.capacity() > std::string().capacity() ? s.capacity() + 1 : 0;
-}
-
-}  // namespace
-
-uint64_t LayerIndexMemoryBytes(const LayerIndex& index) {
-  uint64_t bytes = sizeof(LayerIndex) + StringHeap(index.blob_digest) + StringHeap(index.format) +
-                   StringHeap(index.diff_id) + index.entries.capacity() * sizeof(Entry) +
-                   index.units.capacity() * sizeof(Unit);
-  for (const Unit& u : index.units) bytes += StringHeap(u.sha256) + StringHeap(u.window);
-  for (const Entry& e : index.entries) {
-    bytes += StringHeap(e.path) + StringHeap(e.link_target) +
-             e.xattrs.capacity() * sizeof(e.xattrs[0]) + e.chunks.capacity() * sizeof(Chunk);
-    for (const auto& [name, value] : e.xattrs) bytes += StringHeap(name) + StringHeap(value);
-    for (const Chunk& c : e.chunks) bytes += StringHeap(c.sha256);
-  }
-  return bytes;
 }
 
 }  // namespace imgfs::fs

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -51,7 +52,18 @@ struct Unit {
   uint8_t bits = 0;
   bool at_member_start = false;
   std::string window;
+  // An index read from the cache (format 5) leaves the window as it is stored: one zstd frame
+  // (with its content size and checksum) inside `window_record`, the record's bytes, which the
+  // index's units share. Only the decoder of this unit needs it (UnitWindow), so a mount does
+  // not decode or copy ~90% of a gzip index's bytes up front. Empty when `window` holds the
+  // window or there is none.
+  std::shared_ptr<const std::string> window_record{};
+  std::string_view window_frame{};
 };
+
+// The window of a kZran unit: `unit.window`, or its stored frame decoded into `*scratch`.
+// kCorrupt (naming the unit) when the frame does not decode to what it states, at most 32 KiB.
+Result<std::string_view> UnitWindow(const Unit& unit, std::string* scratch);
 
 enum class EntryType : uint8_t {
   kRegular = 0,
@@ -129,16 +141,27 @@ struct LayerIndex {
   // index is used (fs/layer/layer_builder.h), so a cached index cannot skip that check.
   std::string diff_id;
 
+  // Serialize writes the current version (5). A window held as a stored frame is copied as
+  // it is, one held in `window` is compressed into a frame of its own.
   std::string Serialize() const;
+  // Copies what the index keeps of `bytes` (the windows of version 5).
   static Result<LayerIndex> Deserialize(std::string_view bytes);
+  // Keeps `bytes` (shared by the units) instead of copying the windows out of it.
+  static Result<LayerIndex> Deserialize(std::shared_ptr<const std::string> bytes);
 };
 
-// The uncompressed body of LayerIndex::Serialize (its fields, no header, current version), and
-// its reader, for containers that wrap an index differently (fs/layer/shared_index.h).
+// Whether `serialized` (which Deserialize read) is of an older version than Serialize writes:
+// the cache then stores it again in the current one (fs/layer/layer_builder.cc).
+bool IsOlderLayerIndexVersion(std::string_view serialized);
+
+// The uncompressed body of a version-4 LayerIndex (its fields with every window inline, no
+// header), and its reader, for containers that wrap an index differently (fs/layer/
+// shared_index.h). SerializeLayerIndexBody decodes stored window frames: kCorrupt when one
+// does not decode.
 // DeserializeLayerIndexBody refuses more than `max_entries` entries or `max_units` units
 // (kCorrupt naming the count and the limit) before it allocates them, and applies
 // ValidateLayerIndex.
-std::string SerializeLayerIndexBody(const LayerIndex& index);
+Result<std::string> SerializeLayerIndexBody(const LayerIndex& index);
 Result<LayerIndex> DeserializeLayerIndexBody(std::string_view body, uint64_t max_entries,
                                              uint64_t max_units);
 

@@ -58,7 +58,8 @@ Result<std::string> EncodeSharedIndex(const LayerIndex& index) {
   std::string payload;
   PutStr(&payload, index.blob_digest);
   PutStr(&payload, index.diff_id);
-  payload += SerializeLayerIndexBody(index);
+  IMGFS_ASSIGN_OR_RETURN(std::string body, SerializeLayerIndexBody(index));
+  payload += body;
   if (payload.size() > kMaxSharedIndexBodyBytes) {
     return Status::InvalidArgument("the index of layer " + index.blob_digest + " is " +
                                    std::to_string(payload.size()) +

@@ -120,7 +120,8 @@ void ExpectSame(const LayerIndex& a, const LayerIndex& b) {
     EXPECT_EQ(x.ulen, y.ulen);
     EXPECT_EQ(x.bits, y.bits);
     EXPECT_EQ(x.at_member_start, y.at_member_start);
-    EXPECT_EQ(x.window, y.window);
+    std::string xs, ys;
+    EXPECT_EQ(*UnitWindow(x, &xs), *UnitWindow(y, &ys)) << i;
   }
 }
 
@@ -178,17 +179,91 @@ std::string ZlibIndex(char version, const std::string& body) {
   return out + compressed;
 }
 
-TEST(LayerIndexTest, CurrentVersionIsAZstdFrameWithAChecksum) {
+// One LEB128 varint of `bytes` at `*pos`.
+uint64_t ReadVarint(std::string_view bytes, size_t* pos) {
+  uint64_t v = 0;
+  for (int shift = 0;; shift += 7) {
+    uint8_t b = static_cast<uint8_t>(bytes[(*pos)++]);
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+  }
+}
+
+// The Frame_Header_Descriptor after the 4-byte magic: bit 2 is Content_Checksum_flag.
+bool HasChecksum(std::string_view frame) {
+  return frame.size() > 4 && (static_cast<uint8_t>(frame[4]) & 0x04) != 0;
+}
+
+// Version 5: the body as one zstd frame, then each window as a frame of its own, so that a
+// reader decodes the body alone and a window only when its unit is decoded.
+TEST(LayerIndexTest, CurrentVersionKeepsTheWindowsOutOfTheBody) {
   std::string bytes = SampleIndex().Serialize();
-  ASSERT_EQ(bytes.substr(0, 9), std::string("IMGFSLIX") + '\x04');
+  ASSERT_EQ(bytes.substr(0, 9), std::string("IMGFSLIX") + '\x05');
   size_t pos = 9;
-  while (static_cast<uint8_t>(bytes[pos]) >= 0x80) ++pos;  // body length
-  std::string_view frame = std::string_view(bytes).substr(pos + 1);
-  EXPECT_EQ(ZSTD_getFrameContentSize(frame.data(), frame.size()),
-            SerializeLayerIndexBody(SampleIndex()).size());
-  ASSERT_GT(frame.size(), 4u);
-  // The Frame_Header_Descriptor after the 4-byte magic: bit 2 is Content_Checksum_flag.
-  EXPECT_EQ(static_cast<uint8_t>(frame[4]) & 0x04, 0x04);
+  const uint64_t body_len = ReadVarint(bytes, &pos);
+  const uint64_t body_zlen = ReadVarint(bytes, &pos);
+  std::string_view body = std::string_view(bytes).substr(pos, body_zlen);
+  EXPECT_EQ(ZSTD_getFrameContentSize(body.data(), body.size()), body_len);
+  EXPECT_EQ(ZSTD_findFrameCompressedSize(body.data(), body.size()), body.size());
+  EXPECT_TRUE(HasChecksum(body));
+  // The body is the inline body without the 32 KiB window.
+  EXPECT_LT(body_len + 32000, SerializeLayerIndexBody(SampleIndex())->size());
+  std::string_view window = std::string_view(bytes).substr(pos + body_zlen);
+  EXPECT_EQ(ZSTD_getFrameContentSize(window.data(), window.size()), 32768u);
+  EXPECT_EQ(ZSTD_findFrameCompressedSize(window.data(), window.size()), window.size());
+  EXPECT_TRUE(HasChecksum(window));
+
+  Result<LayerIndex> back = LayerIndex::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->units[1].window.empty());  // not decoded by the load
+  EXPECT_EQ(back->units[1].window_frame, window);
+  EXPECT_FALSE(IsOlderLayerIndexVersion(bytes));
+}
+
+// Indexes cached by an imgfs before the windows left the body (version 4: the inline body as
+// one zstd frame) are still read, and known to be worth storing again.
+TEST(LayerIndexTest, VersionFourIsStillRead) {
+  LayerIndex index = SampleIndex();
+  const std::string body = *SerializeLayerIndexBody(index);
+  std::string frame(ZSTD_compressBound(body.size()), '\0');
+  size_t n = ZSTD_compress(frame.data(), frame.size(), body.data(), body.size(), 3);
+  ASSERT_FALSE(ZSTD_isError(n));
+  std::string bytes = std::string("IMGFSLIX") + '\x04';
+  for (uint64_t v = body.size();; v >>= 7) {
+    if (v < 0x80) {
+      bytes += static_cast<char>(v);
+      break;
+    }
+    bytes += static_cast<char>((v & 0x7f) | 0x80);
+  }
+  bytes += frame.substr(0, n);
+  Result<LayerIndex> back = LayerIndex::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ExpectSame(index, *back);
+  EXPECT_EQ(back->units[1].window, index.units[1].window);
+  EXPECT_TRUE(IsOlderLayerIndexVersion(bytes));
+  // Stored again, it is version 5 and reads back the same.
+  Result<LayerIndex> again = LayerIndex::Deserialize(back->Serialize());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ExpectSame(index, *again);
+}
+
+// A window frame whose data is damaged (its header intact) is accepted by the load, which
+// does not decode it, and refused with kCorrupt when its unit is decoded: the frame's own
+// XXH64 checksum (in the cache, the record's sha256 refuses it first).
+TEST(LayerIndexTest, DamagedWindowIsCorruptWhenItsUnitIsDecoded) {
+  std::string bytes = SampleIndex().Serialize();
+  bytes[bytes.size() - 6] ^= 0x20;  // inside the last frame's data or checksum
+  Result<LayerIndex> back = LayerIndex::Deserialize(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  std::string scratch;
+  Result<std::string_view> window = UnitWindow(back->units[1], &scratch);
+  ASSERT_FALSE(window.ok());
+  EXPECT_EQ(window.status().code(), Code::kCorrupt);
+  EXPECT_NE(window.status().message().find("offset 2999"), std::string::npos)
+      << window.status().ToString();
+  // Nor can it be shared in the inline form.
+  EXPECT_EQ(SerializeLayerIndexBody(*back).status().code(), Code::kCorrupt);
 }
 
 // Indexes cached by an imgfs before the zstd body (version 3: the same body compressed with
@@ -196,7 +271,7 @@ TEST(LayerIndexTest, CurrentVersionIsAZstdFrameWithAChecksum) {
 TEST(LayerIndexTest, VersionThreeIsStillRead) {
   LayerIndex index = SampleIndex();
   Result<LayerIndex> back = LayerIndex::Deserialize(
-      ZlibIndex('\x03', SerializeLayerIndexBody(index)));
+      ZlibIndex('\x03', *SerializeLayerIndexBody(index)));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ExpectSame(index, *back);
 }
@@ -206,7 +281,7 @@ TEST(LayerIndexTest, VersionThreeIsStillRead) {
 TEST(LayerIndexTest, VersionTwoIsReadWithoutADiffId) {
   LayerIndex index = SampleIndex();
   index.diff_id.clear();
-  std::string body = SerializeLayerIndexBody(index);
+  std::string body = *SerializeLayerIndexBody(index);
   // blob_digest and format (1-byte lengths), blob_size 5000 (2 bytes), prefetch_end 1234
   // (2 bytes), then the empty diff_id: one 0 byte, which version 2 does not have.
   size_t at = 1 + index.blob_digest.size() + 1 + index.format.size() + 2 + 2;
@@ -239,7 +314,7 @@ TEST(LayerIndexTest, StatedSizeBeyondTheCompressedBodyIsCorrupt) {
 // the zstd version, are refused.
 TEST(LayerIndexTest, BodyOfAnotherSizeOrCodecIsCorrupt) {
   LayerIndex index = SampleIndex();
-  std::string body = SerializeLayerIndexBody(index);
+  std::string body = *SerializeLayerIndexBody(index);
   std::string zlib4 = ZlibIndex('\x03', body);
   zlib4[8] = '\x04';
   EXPECT_EQ(LayerIndex::Deserialize(zlib4).status().code(), Code::kCorrupt);
@@ -270,8 +345,17 @@ TEST(LayerIndexTest, DamagedBytesAreRejected) {
     damaged[pos] ^= static_cast<char>(1 + rng() % 255);
     Result<LayerIndex> r = LayerIndex::Deserialize(damaged);
     if (r.ok()) {
-      // A few header bits are don't-care; damage there still decodes to the same index.
-      EXPECT_EQ(r->Serialize(), bytes) << "damage at " << pos << " went unnoticed";
+      // A few header bits are don't-care; damage there still decodes to the same index. A
+      // window's frame is checked when its unit is decoded (kCorrupt then), and may also
+      // hold such bits.
+      std::string scratch;
+      Result<std::string_view> window = UnitWindow(r->units[1], &scratch);
+      if (!window.ok()) {
+        EXPECT_EQ(window.status().code(), Code::kCorrupt);
+        continue;
+      }
+      EXPECT_EQ(*SerializeLayerIndexBody(*r), *SerializeLayerIndexBody(SampleIndex()))
+          << "damage at " << pos << " went unnoticed";
       continue;
     }
     EXPECT_EQ(r.status().code(), Code::kCorrupt);
@@ -418,7 +502,23 @@ TEST(LayerIndexMemoryTest, CountsSlotsAndLongStrings) {
   unit.sha256 = Sha256Digest("unit");
   unit.window = std::string(32 << 10, 'w');
   index.units.push_back(unit);
-  EXPECT_GE(LayerIndexMemoryBytes(index) - two, sizeof(Unit) + 72 + (32 << 10));
+  const uint64_t three = LayerIndexMemoryBytes(index);
+  EXPECT_GE(three - two, sizeof(Unit) + 72 + (32 << 10));
+
+  // Loaded from version 5, the units hold frames of one shared record: counted once.
+  index.units.push_back(unit);
+  index.blob_digest = Sha256Digest("blob");
+  index.format = "gzip";
+  index.entries.clear();
+  Result<LayerIndex> loaded = LayerIndex::Deserialize(index.Serialize());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_NE(loaded->units[0].window_record, nullptr);
+  EXPECT_EQ(loaded->units[0].window_record, loaded->units[1].window_record);
+  const uint64_t record = loaded->units[0].window_record->capacity();
+  const uint64_t with_record = LayerIndexMemoryBytes(*loaded);
+  loaded->units[0].window_record.reset();
+  loaded->units[1].window_record.reset();
+  EXPECT_EQ(with_record - LayerIndexMemoryBytes(*loaded), record + 1);
 }
 
 }  // namespace

@@ -99,7 +99,7 @@ TEST(SharedIndexTest, OnlyStreamedFormatsWithADiffIdAreShared) {
 
 TEST(SharedIndexTest, CountLimitsAreCheckedBeforeAllocating) {
   Built b = BuildGzipIndex();
-  const std::string body = SerializeLayerIndexBody(b.index);
+  const std::string body = *SerializeLayerIndexBody(b.index);
   Result<LayerIndex> r = DeserializeLayerIndexBody(body, 1, kMaxSharedIndexUnits);
   EXPECT_EQ(r.status().code(), Code::kCorrupt);
   EXPECT_NE(r.status().message().find("more than the limit of 1"), std::string::npos)

@@ -631,6 +631,56 @@ TEST_F(StreamIndexTest, CachedIndexCarriesTheDiffIdItWasCheckedWith) {
   EXPECT_EQ(source_.read_alls(), 2);
 }
 
+// An index cached by an earlier imgfs (version 4: its windows inside the one zstd body) is
+// used as it is, and stored again in the current version, which keeps the windows apart.
+TEST_F(StreamIndexTest, CachedIndexOfAnOlderVersionIsStoredAgain) {
+  std::string blob = Gzip(tar_);
+  LayerDescriptor d = Describe(blob, "application/vnd.oci.image.layer.v1.tar+gzip");
+  d.diff_id = Sha256Digest(tar_);
+  source_.Add(d.digest, blob);
+  Result<LayerIndex> built = GetOrBuildLayerIndex(d, cache_.get(), &source_);
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  ASSERT_TRUE(std::any_of(built->units.begin(), built->units.end(),
+                          [](const Unit& u) { return !u.window.empty(); }));
+  const std::string current = built->Serialize();
+
+  // Version 4: magic, version, body length (LEB128), the body as one zstd frame.
+  const std::string body = *SerializeLayerIndexBody(*built);
+  std::string v4 = std::string("IMGFSLIX") + '\x04';
+  for (uint64_t v = body.size(); v != 0 || v4.size() == 9; v >>= 7) {
+    v4 += static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+  }
+  std::string frame(ZSTD_compressBound(body.size()), '\0');
+  size_t n = ZSTD_compress(frame.data(), frame.size(), body.data(), body.size(), 3);
+  ASSERT_FALSE(ZSTD_isError(n));
+  v4 += frame.substr(0, n);
+  ASSERT_TRUE(cache_->PutLayerIndex(d.digest, v4).ok());
+
+  source_.ResetCounts();
+  Result<LayerIndex> loaded = GetOrBuildLayerIndex(d, cache_.get(), nullptr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->Serialize(), current);
+  Result<std::string> stored = cache_->GetLayerIndex(d.digest);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  EXPECT_FALSE(IsOlderLayerIndexVersion(*stored));
+  EXPECT_EQ(*stored, current);
+  // Read from the current version, the index keeps its windows as stored frames, and decodes
+  // every unit to what the one built from the stream decodes to.
+  Result<LayerIndex> again = GetOrBuildLayerIndex(d, cache_.get(), nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  for (size_t u = 0; u < again->units.size(); ++u) {
+    const Unit& unit = again->units[u];
+    EXPECT_TRUE(unit.window.empty()) << u;
+    EXPECT_EQ(unit.window_frame.empty(), built->units[u].window.empty()) << u;
+    std::string_view range = std::string_view(blob).substr(unit.coff, unit.clen);
+    Result<std::string> a = DecodeUnit(unit, range);
+    Result<std::string> b = DecodeUnit(built->units[u], range);
+    ASSERT_TRUE(a.ok() && b.ok()) << u << ": " << a.status().ToString();
+    EXPECT_EQ(*a, *b) << u;
+  }
+  EXPECT_EQ(source_.requests() + source_.read_alls(), 0);
+}
+
 TEST_F(StreamIndexTest, GzipBombIsRefusedAtTheInflateLimit) {
   // 1.25 GiB of zeros in about 1.3 MB: over the 1 GiB floor and 100 times the blob.
   std::string blob = ZeroMembers(64 << 20, 20);
