@@ -104,22 +104,40 @@ Status MetadataStore::PutLayerIndex(std::string_view blob_digest, std::string_vi
 Result<std::string> MetadataStore::GetLayerIndex(std::string_view blob_digest) {
   IMGFS_RETURN_IF_ERROR(ValidateDigest(blob_digest));
   std::string_view hex = DigestHex(blob_digest);
-  Result<std::string> value = Get(Db::kLayers, hex);
-  if (value.status().IsNotFound()) {
+  // Checked on LMDB's own copy (its map) and copied out once: an index is MiBs.
+  std::string serialized;
+  std::string damaged;
+  bool found = false;
+  bool is_damaged = false;
+  Status read = env_->Read([&](LmdbTxn& txn) {
+    found = false;  // the body may run again
+    is_damaged = false;
+    serialized.clear();
+    damaged.clear();
+    return txn.Scan(Db::kLayers, hex, [&](std::string_view key, std::string_view value) {
+      if (key != hex) return false;
+      found = true;
+      if (std::optional<std::string_view> index = DecodeLayerIndex(value)) {
+        serialized.assign(*index);
+      } else {
+        is_damaged = true;
+        damaged.assign(value);
+      }
+      return false;
+    });
+  });
+  IMGFS_RETURN_IF_ERROR(read);
+  if (!found) {
     return Status::NotFound("no layer index of " + std::string(blob_digest) + " in the cache");
   }
-  IMGFS_RETURN_IF_ERROR(value.status());
-  std::optional<std::string_view> serialized = DecodeLayerIndex(*value);
-  if (!serialized) {
+  if (is_damaged) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": layer index of " << blob_digest
                                  << " is corrupt in the index; dropping it");
-    (void)DropCorrupt(Db::kLayers, hex, *value);
+    (void)DropCorrupt(Db::kLayers, hex, damaged);
     return Status::NotFound("no layer index of " + std::string(blob_digest) +
                             " in the cache (a corrupt copy was dropped)");
   }
-  // The checksum goes in place: an index is MiBs, a second copy would cost as much again.
-  value->erase(0, value->size() - serialized->size());
-  return std::move(*value);
+  return serialized;
 }
 
 Status MetadataStore::DropCorrupt(Db db, std::string_view key, std::string_view bad) {

@@ -50,8 +50,10 @@ std::optional<ReferenceRecord> DecodeReference(std::string_view v);  // nullopt 
 // not hash to `digest`.
 std::string EncodeDocument(std::string_view media_type, std::string_view bytes);
 std::optional<Document> DecodeDocument(std::string_view digest, std::string_view v);
-// layers: sha256 hex of the serialized index + the serialized index. Decode gives the
-// serialized index as a view into `v`, nullopt when the checksum does not match.
+// layers: u8 1 + u32 CRC32 of the serialized index + the serialized index; the form earlier
+// imgfs wrote, sha256 hex of the serialized index + the serialized index, is still read.
+// Decode gives the serialized index as a view into `v`, nullopt when the checksum does not
+// match.
 std::string EncodeLayerIndex(std::string_view serialized);
 std::optional<std::string_view> DecodeLayerIndex(std::string_view v);
 

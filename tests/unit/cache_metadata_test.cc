@@ -13,6 +13,7 @@
 #include "base/digest.h"
 #include "cache/cache.h"
 #include "cache/lmdb_env.h"
+#include "cache/records.h"
 #include "tests/support/files.h"
 
 namespace imgfs::cache {
@@ -178,6 +179,44 @@ TEST_F(CacheMetadataTest, CorruptLayerIndexAndReferenceAreDropped) {
   ASSERT_TRUE(cache);
   EXPECT_EQ(cache->GetLayerIndex(blob).status().code(), Code::kNotFound);
   EXPECT_EQ(cache->GetReference("r:1").status().code(), Code::kNotFound);
+}
+
+// A layer index is stored with a CRC32 of it; a record of the sha256 form earlier imgfs wrote
+// is still read, and damage to either is found and dropped.
+TEST_F(CacheMetadataTest, LayerIndexChecksumsOfBothFormsAreChecked) {
+  std::string blob = Sha256Digest("layer");
+  const std::string index = "serialized index";
+  {
+    auto cache = OpenCache();
+    ASSERT_TRUE(cache);
+    ASSERT_TRUE(cache->PutLayerIndex(blob, index).ok());
+    EXPECT_EQ(*cache->GetLayerIndex(blob), index);
+  }
+  const std::string crc_form = EncodeLayerIndex(index);
+  ASSERT_EQ(crc_form.size(), 5 + index.size());
+  EXPECT_EQ(crc_form[0], '\x01');
+  for (size_t i = 0; i < crc_form.size(); ++i) {
+    std::string damaged = crc_form;
+    damaged[i] ^= 0x10;
+    EXPECT_FALSE(DecodeLayerIndex(damaged).has_value()) << i;
+  }
+  EXPECT_FALSE(DecodeLayerIndex(crc_form.substr(0, 4)).has_value());
+  EXPECT_FALSE(DecodeLayerIndex("").has_value());
+
+  Overwrite(Db::kLayers, std::string(DigestHex(blob)),
+            std::string(DigestHex(Sha256Digest(index))) + index);
+  {
+    auto cache = OpenCache();
+    ASSERT_TRUE(cache);
+    EXPECT_EQ(*cache->GetLayerIndex(blob), index);
+  }
+  Overwrite(Db::kLayers, std::string(DigestHex(blob)), crc_form.substr(0, crc_form.size() - 1));
+  auto cache = OpenCache();
+  ASSERT_TRUE(cache);
+  EXPECT_EQ(cache->GetLayerIndex(blob).status().code(), Code::kNotFound);
+  // Dropped: a Put of the index is then read back whole.
+  ASSERT_TRUE(cache->PutLayerIndex(blob, index).ok());
+  EXPECT_EQ(*cache->GetLayerIndex(blob), index);
 }
 
 TEST_F(CacheMetadataTest, UnwritableRootIsAClearIoError) {
