@@ -16,6 +16,8 @@
 
 #include <curl/curl.h>
 
+#include <memory>
+
 #include "base/status.h"
 
 namespace imgfs::registry {
@@ -48,5 +50,19 @@ bool CurlLoaded();
 // The table LoadCurl loaded, for code that runs only after a successful LoadCurl (a handle's
 // deleter, a request on a started transport). Calling it before is a bug: it aborts.
 const CurlLibrary& LoadedCurl();
+
+// Owners of curl's objects; they free through LoadedCurl, so only what a loaded library made.
+struct CurlSlistFree {
+  void operator()(curl_slist* list) const { LoadedCurl().slist_free_all(list); }
+};
+struct CurlEasyCleanup {
+  void operator()(CURL* h) const { LoadedCurl().easy_cleanup(h); }
+};
+struct CurlShareCleanup {
+  void operator()(CURLSH* s) const { LoadedCurl().share_cleanup(s); }
+};
+using CurlSlistPtr = std::unique_ptr<curl_slist, CurlSlistFree>;
+using CurlEasyPtr = std::unique_ptr<CURL, CurlEasyCleanup>;
+using CurlSharePtr = std::unique_ptr<CURLSH, CurlShareCleanup>;
 
 }  // namespace imgfs::registry

@@ -209,10 +209,9 @@ CURLcode OnSslContext(CURL*, void* ssl_ctx, void* user) {
   });
 }
 
-struct SlistFree {
-  void operator()(curl_slist* list) const { LoadedCurl().slist_free_all(list); }
-};
-using SlistPtr = std::unique_ptr<curl_slist, SlistFree>;
+using SlistPtr = CurlSlistPtr;
+using EasyPtr = CurlEasyPtr;
+using SharePtr = CurlSharePtr;
 
 // Appends `line` to *list; false when curl could not allocate.
 bool SlistAppend(SlistPtr* list, const std::string& line) {
@@ -222,16 +221,6 @@ bool SlistAppend(SlistPtr* list, const std::string& line) {
   list->reset(grown);
   return true;
 }
-
-struct EasyCleanup {
-  void operator()(CURL* h) const { LoadedCurl().easy_cleanup(h); }
-};
-using EasyPtr = std::unique_ptr<CURL, EasyCleanup>;
-
-struct ShareCleanup {
-  void operator()(CURLSH* s) const { LoadedCurl().share_cleanup(s); }
-};
-using SharePtr = std::unique_ptr<CURLSH, ShareCleanup>;
 
 class CurlTransport : public HttpTransport {
  public:
