@@ -45,10 +45,15 @@ Status LmdbTxn::Check(int rc, std::string_view what) {
 }
 
 Status LmdbTxn::Get(Db db, std::string_view key, std::string* value) {
+  return Visit(db, key, [value](std::string_view v) { value->assign(v); });
+}
+
+Status LmdbTxn::Visit(Db db, std::string_view key,
+                      const std::function<void(std::string_view)>& fn) {
   if (rc_ != MDB_SUCCESS) return env_->Error("index read", rc_);
   MDB_val k = Val(key), v;
   int rc = mdb_get(txn_, env_->dbis_[static_cast<int>(db)], &k, &v);
-  if (rc == MDB_SUCCESS) value->assign(View(v));
+  if (rc == MDB_SUCCESS) fn(View(v));
   return Check(rc, "index read");
 }
 

@@ -53,6 +53,10 @@ class LmdbTxn {
   // Copies the value of `key` into `*value`. kNotFound (with an empty message, for the caller
   // to replace) when absent.
   Status Get(Db db, std::string_view key, std::string* value);
+  // Calls `fn` with the value of `key` as LMDB holds it (a view valid during the call only),
+  // for a caller that checks or takes part of a large value without copying it whole.
+  // kNotFound as Get.
+  Status Visit(Db db, std::string_view key, const std::function<void(std::string_view)>& fn);
   // REQUIRES: a Write transaction.
   Status Put(Db db, std::string_view key, std::string_view value);
   // Deletes `key`; absence is success. REQUIRES: a Write transaction.

@@ -107,29 +107,24 @@ Result<std::string> MetadataStore::GetLayerIndex(std::string_view blob_digest) {
   // Checked on LMDB's own copy (its map) and copied out once: an index is MiBs.
   std::string serialized;
   std::string damaged;
-  bool found = false;
   bool is_damaged = false;
   Status read = env_->Read([&](LmdbTxn& txn) {
-    found = false;  // the body may run again
-    is_damaged = false;
+    is_damaged = false;  // the body may run again
     serialized.clear();
     damaged.clear();
-    return txn.Scan(Db::kLayers, hex, [&](std::string_view key, std::string_view value) {
-      if (key != hex) return false;
-      found = true;
+    return txn.Visit(Db::kLayers, hex, [&](std::string_view value) {
       if (std::optional<std::string_view> index = DecodeLayerIndex(value)) {
         serialized.assign(*index);
       } else {
         is_damaged = true;
         damaged.assign(value);
       }
-      return false;
     });
   });
-  IMGFS_RETURN_IF_ERROR(read);
-  if (!found) {
+  if (read.IsNotFound()) {
     return Status::NotFound("no layer index of " + std::string(blob_digest) + " in the cache");
   }
+  IMGFS_RETURN_IF_ERROR(read);
   if (is_damaged) {
     IMGFS_LOG(kWarning, "cache " << root_ << ": layer index of " << blob_digest
                                  << " is corrupt in the index; dropping it");
