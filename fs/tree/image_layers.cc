@@ -87,38 +87,26 @@ cache::UnitRef ImageLayers::MakeUnitRef(uint32_t layer, uint32_t unit,
 Result<std::string> ImageLayers::Decode(uint32_t layer, uint32_t unit, std::string compressed,
                                         bool checked) const {
   const Unit& u = layers_[layer]->units[unit];
-  if (u.codec == UnitCodec::kRaw && checked) {
+  Result<std::string> decoded = Status::Internal("unit not decoded");
+  if (!checked && DecodeChecksItself(u, compressed)) {
+    decoded = DecodeUnitChecked(u, compressed);
+  } else if (!checked && u.sha256.empty()) {
+    decoded = DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
+  } else if (!checked && Sha256Digest(compressed) != u.sha256) {
+    decoded = Status::DigestMismatch("unit at offset " + std::to_string(u.coff) +
+                                     " does not match " + u.sha256);
+  } else if (u.codec == UnitCodec::kRaw) {
     // Decoding a raw unit is a copy; skip it (units can be MiBs): its buffer is the answer.
-    if (u.ulen != u.clen || compressed.size() != u.clen) {
-      return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) + " with ulen != clen");
-    }
-    return compressed;
+    if (u.ulen == u.clen && compressed.size() == u.clen) return compressed;
+    decoded = Status::Corrupt("raw unit at offset " + std::to_string(u.coff) +
+                              " with ulen != clen");
+  } else {
+    decoded = DecodeUnit(u, compressed);
   }
-  Result<std::string> decoded = DecodeFrom(u, layer, unit, compressed, checked);
   // The decoded bytes are a buffer of their own: the compressed one goes back to the pool
   // for the next unit's read (base/buffer_pool.h).
-  if (u.codec != UnitCodec::kRaw || !decoded.ok()) UnitBuffers().Give(std::move(compressed));
+  UnitBuffers().Give(std::move(compressed));
   return decoded;
-}
-
-Result<std::string> ImageLayers::DecodeFrom(const Unit& u, uint32_t layer, uint32_t unit,
-                                            std::string& compressed, bool checked) const {
-  if (!checked) {
-    if (DecodeChecksItself(u, compressed)) return DecodeUnitChecked(u, compressed);
-    if (u.sha256.empty()) return DecodeAndVerifyUnit(u, checks_[layer][unit], compressed);
-    if (Sha256Digest(compressed) != u.sha256) {
-      return Status::DigestMismatch("unit at offset " + std::to_string(u.coff) +
-                                    " does not match " + u.sha256);
-    }
-    if (u.codec == UnitCodec::kRaw) {
-      if (u.ulen != u.clen || compressed.size() != u.clen) {
-        return Status::Corrupt("raw unit at offset " + std::to_string(u.coff) +
-                               " with ulen != clen");
-      }
-      return std::move(compressed);
-    }
-  }
-  return DecodeUnit(u, compressed);
 }
 
 }  // namespace imgfs::fs

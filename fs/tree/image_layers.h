@@ -102,10 +102,6 @@ class ImageLayers {
                              bool checked) const;
 
  private:
-  // Decode's checks and decoding; a raw unit's answer is `compressed` itself, moved out.
-  Result<std::string> DecodeFrom(const Unit& u, uint32_t layer, uint32_t unit,
-                                 std::string& compressed, bool checked) const;
-
   const std::vector<std::shared_ptr<const LayerIndex>> layers_;
   // Per layer, per unit: the decoded-chunk checks of units without a sha256 (else empty).
   std::vector<std::vector<std::vector<ChunkCheck>>> checks_;
