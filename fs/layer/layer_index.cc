@@ -120,13 +120,6 @@ class Reader {
     pos_ += len;
     return true;
   }
-  bool View(std::string_view* s) {
-    uint64_t len;
-    if (!Varint(&len) || len > in_.size() - pos_) return false;
-    *s = in_.substr(pos_, len);
-    pos_ += len;
-    return true;
-  }
   // A count of items that each take at least `min_item_bytes`: bounded by what is left, so a
   // lying count cannot make us reserve gigabytes.
   bool Count(uint64_t* n, uint64_t min_item_bytes) {
@@ -230,9 +223,9 @@ bool ReadUnit(Reader& r, Unit* u, WindowSection* windows) {
   uint64_t len;
   if (!r.Varint(&len) || len > windows->frames.size() - windows->pos) return false;
   if (len == 0) return true;
+  // Its frame's form is checked with the rest of the index (ValidateLayerIndex).
   u->window_frame = windows->frames.substr(windows->pos, len);
   windows->pos += len;
-  if (!index_codec::IsWindowFrame(u->window_frame)) return false;
   u->window_record = windows->record;
   return true;
 }
@@ -428,7 +421,7 @@ Status ValidateLayerIndex(const LayerIndex& index) {
     if (u.bits > 7) return Status::Corrupt(where + ": bit offset above 7");
     if (u.window.size() > index_codec::kMaxWindow ||
         (!u.window_frame.empty() && !index_codec::IsWindowFrame(u.window_frame))) {
-      return Status::Corrupt(where + ": window above 32 KiB");
+      return Status::Corrupt(where + ": window above 32 KiB or not a window frame");
     }
     if (u.codec == UnitCodec::kRaw && u.ulen != u.clen) {
       return Status::Corrupt(where + ": raw unit with ulen != clen");
