@@ -1,7 +1,7 @@
 // BufferPool: a few large byte buffers kept for reuse, so that reading unit after unit does
 // not map, fault in and zero a fresh buffer each time.
 //
-// In a mount, blocks of 256 KiB or more are mapped on their own (M_MMAP_THRESHOLD, cli/main.cc):
+// In a mount, blocks of 256 KiB or more are mapped on their own (M_MMAP_THRESHOLD, cli/daemon.cc):
 // every unit read from the store (its stored bytes) and every decode (its decoded bytes) cost an
 // mmap, a page fault and a cleared page per 4 KiB, a memset of the whole buffer, and a munmap:
 // about a third of the daemon's time in a warm sequential read. A buffer given back here is

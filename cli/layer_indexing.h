@@ -36,10 +36,6 @@ Status ForEachInParallel(size_t n, size_t max_threads, const std::function<Statu
 
 fs::LayerDescriptor ToLayerDescriptor(const registry::Descriptor& d, std::string diff_id = "");
 
-// The layers' indexes in manifest order (bottom first). `diff_ids` is empty (nothing checked)
-// or has one entry per layer (registry::ResolvedImage::diff_ids). A layer whose entry in
-// `given` (when not null: one per layer) is set takes that index as it is (a shared index,
-// cli/shared_index.h) and fetches nothing.
 // The indexes `cache` holds of the manifest's layers, read in parallel, nothing fetched: one
 // entry per layer, null where the cache has no usable index (missing, damaged, or one that
 // IndexLayers would refuse, which then says why). A warm mount reads each index once, here.
@@ -47,6 +43,10 @@ std::vector<std::shared_ptr<const fs::LayerIndex>> LoadCachedLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
     cache::Cache* cache);
 
+// The layers' indexes in manifest order (bottom first). `diff_ids` is empty (nothing checked)
+// or has one entry per layer (registry::ResolvedImage::diff_ids). A layer whose entry in
+// `given` (when not null: one per layer) is set takes that index as it is (a shared index,
+// cli/shared_index.h) and fetches nothing.
 Result<std::vector<std::shared_ptr<const fs::LayerIndex>>> IndexLayers(
     const registry::ImageManifest& manifest, const std::vector<std::string>& diff_ids,
     cache::Cache* cache, BlobSource* source, std::atomic<bool>* cancel = nullptr,
