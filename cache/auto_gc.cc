@@ -82,6 +82,11 @@ void AutoGc::RunPasses(Cache& cache) {
   }
 }
 
+uint64_t AutoGc::max_bytes() {
+  MutexLock lock(&mu_);
+  return max_bytes_;
+}
+
 uint64_t AutoGc::passes() {
   MutexLock lock(&mu_);
   return passes_;

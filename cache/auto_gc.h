@@ -45,6 +45,8 @@ class AutoGc {
   // REQUIRES: NoteWritten returned true on this thread.
   void RunPasses(Cache& cache) EXCLUDES(mu_);
 
+  // The limit (0: none).
+  uint64_t max_bytes() EXCLUDES(mu_);
   // Passes run by this process so far.
   uint64_t passes() EXCLUDES(mu_);
 

@@ -24,8 +24,10 @@
 #include "base/mutex.h"
 #include "cache/auto_gc.h"
 #include "cache/blob_files.h"
+#include "cache/decoded_files.h"
 #include "cache/eviction.h"
 #include "cache/fetcher.h"
+#include "cache/gc.h"
 #include "cache/lmdb_env.h"
 #include "cache/metadata_store.h"
 #include "cache/records.h"
@@ -47,6 +49,7 @@ struct Core {
         env(std::move(e)),
         metadata(env.get(), root),
         units(env.get(), root),
+        decoded(root),
         fetcher(&units),
         eviction(&units),
         verifier(&units, &metadata, &eviction) {}
@@ -60,6 +63,7 @@ struct Core {
   std::unique_ptr<LmdbEnv> env;
   MetadataStore metadata;
   UnitStore units;
+  DecodedFiles decoded;
   Fetcher fetcher;
   Eviction eviction;
   Verifier verifier;
@@ -158,6 +162,13 @@ class CacheImpl : public Cache {
   }
   int FetchesInFlight() override { return core_->fetcher.FetchesInFlight(); }
 
+  Result<int> OpenDecodedFile(std::string_view blob_digest, std::string_view path,
+                              uint64_t size) override {
+    return core_->decoded.Open(blob_digest, path, size);
+  }
+  Result<bool> PutDecodedFile(std::string_view blob_digest, std::string_view path, uint64_t size,
+                              const DecodedFiles::Fill& fill) override;
+
   Status PutUnit(const UnitRef& unit, std::string_view bytes) override;
   bool HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) override;
 
@@ -191,6 +202,23 @@ Status CacheImpl::PutUnit(const UnitRef& unit, std::string_view bytes) {
                                   "); not cached");
   }
   return core_->units.Store(unit, bytes);
+}
+
+Result<bool> CacheImpl::PutDecodedFile(std::string_view blob_digest, std::string_view path,
+                                       uint64_t size, const DecodedFiles::Fill& fill) {
+  // A decoded file only speeds reads up: under a limit it may take the room of other decoded
+  // files, never of units, which cost a fetch.
+  if (const uint64_t limit = core_->auto_gc.max_bytes(); limit != 0) {
+    if (size > limit) return false;
+    GcPolicy policy;
+    policy.max_bytes = limit - size;
+    policy.decoded_files_only = true;
+    IMGFS_ASSIGN_OR_RETURN(GcReport report, CollectGarbage(*this, {}, policy));
+    if (report.bytes_after > limit - size) return false;
+  }
+  IMGFS_RETURN_IF_ERROR(core_->decoded.Write(blob_digest, path, size, fill));
+  core_->OnWritten(size);
+  return true;
 }
 
 bool CacheImpl::HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) {

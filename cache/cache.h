@@ -39,6 +39,7 @@
 
 #include "base/blob_source.h"
 #include "base/status.h"
+#include "cache/decoded_files.h"
 
 namespace imgfs::cache {
 
@@ -194,6 +195,18 @@ class Cache {
   // prefetch planning): the bytes are not re-read or verified, so no digest or verifier is
   // needed; a later ReadUnit verifies them as always.
   virtual bool HasUnit(std::string_view blob, uint64_t coff, uint64_t clen) = 0;
+
+  // --- decoded files (cache/decoded_files.h: whole files of a layer for FUSE passthrough) ---
+  // A read-only descriptor (the caller closes it) of the decoded file at `path` of layer
+  // `blob_digest` holding `size` bytes; kNotFound when there is none.
+  virtual Result<int> OpenDecodedFile(std::string_view blob_digest, std::string_view path,
+                                      uint64_t size) = 0;
+  // Writes it from what `fill` feeds and counts it against the size limit as published units
+  // are. Under a size limit it must fit without evicting anything but other decoded files
+  // (of blobs no live process pins): when it does not, nothing is written and the answer is
+  // false. REQUIRES: every byte `fill` feeds was verified.
+  virtual Result<bool> PutDecodedFile(std::string_view blob_digest, std::string_view path,
+                                      uint64_t size, const DecodedFiles::Fill& fill) = 0;
 
   // Range requests to a BlobSource in flight now from this process's Cache objects on this
   // root (ReadUnit and FetchUnits). Background fetchers pause while others are in flight.

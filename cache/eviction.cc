@@ -6,12 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <map>
 
 #include "base/digest.h"
 #include "base/log.h"
+#include "cache/decoded_files.h"
 #include "cache/records.h"
 #include "cache/unit_store.h"
 
@@ -19,6 +21,9 @@ namespace imgfs::cache {
 namespace {
 
 std::atomic<uint64_t> pin_counter{0};
+
+// A blob's directory of decoded files is "<hex>.files" (cache/decoded_files.h).
+constexpr std::string_view kDecodedSuffix = ".files";
 
 bool IsHex64(std::string_view s) {
   return s.size() == kHexLen && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
@@ -105,19 +110,27 @@ Result<std::vector<BlobUsage>> Eviction::ListBlobs() {
       if (sub.size() != 2) continue;
       if (DIR* inner = ::opendir((top + "/" + std::string(sub)).c_str())) {
         while (struct dirent* f = ::readdir(inner)) {
-          if (IsHex64(f->d_name)) blobs.try_emplace(f->d_name);
+          std::string_view name(f->d_name);
+          // A blob's decoded files without its blob file count as well.
+          if (name.size() == kHexLen + kDecodedSuffix.size() &&
+              name.substr(kHexLen) == kDecodedSuffix) {
+            name = name.substr(0, kHexLen);
+          }
+          if (IsHex64(name)) blobs.try_emplace(std::string(name));
         }
         ::closedir(inner);
       }
     }
     ::closedir(d);
   }
+  const DecodedFiles decoded(store_->root());
   std::vector<BlobUsage> out;
   out.reserve(blobs.size());
   for (auto& [hex, u] : blobs) {
     u.digest = "sha256:" + hex;
     if (u.complete) u.bytes_present = u.size;
-    u.disk_bytes = DiskBytes(store_->files().PathOf(hex));
+    u.decoded_bytes = decoded.DiskBytes(hex);
+    u.disk_bytes = DiskBytes(store_->files().PathOf(hex)) + u.decoded_bytes;
     out.push_back(std::move(u));
   }
   return out;
@@ -196,7 +209,36 @@ Status Eviction::DropBlob(std::string_view blob_digest) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return ErrnoStatus("cannot remove", path, errno);
   }
-  return Status::Ok();
+  return DecodedFiles(store_->root()).RemoveAll(hex);
+}
+
+Status Eviction::DropDecodedFiles(std::string_view blob_digest) {
+  IMGFS_RETURN_IF_ERROR(ValidateDigest(blob_digest));
+  return DecodedFiles(store_->root()).RemoveAll(DigestHex(blob_digest));
+}
+
+std::vector<std::string> Eviction::BlobsWithDecodedFiles() {
+  std::vector<std::string> out;
+  const std::string top = store_->root() + "/blobs/sha256";
+  if (DIR* d = ::opendir(top.c_str())) {
+    while (struct dirent* e = ::readdir(d)) {
+      std::string_view sub(e->d_name);
+      if (sub.size() != 2) continue;
+      if (DIR* inner = ::opendir((top + "/" + std::string(sub)).c_str())) {
+        while (struct dirent* f = ::readdir(inner)) {
+          std::string_view name(f->d_name);
+          if (name.size() == kHexLen + kDecodedSuffix.size() &&
+              name.substr(kHexLen) == kDecodedSuffix && IsHex64(name.substr(0, kHexLen))) {
+            out.emplace_back(name.substr(0, kHexLen));
+          }
+        }
+        ::closedir(inner);
+      }
+    }
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 Result<std::unique_ptr<Pin>> Eviction::PinBlobs(const std::vector<std::string>& blob_digests) {

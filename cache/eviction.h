@@ -49,7 +49,8 @@ struct BlobUsage {
   uint64_t units_present = 0;  // `units` records (0 for a blob written whole)
   uint64_t bytes_present = 0;  // bytes of those units, or size when complete
   int64_t access_unix = 0;     // last recorded access, 0 when never
-  uint64_t disk_bytes = 0;     // blocks the blob file takes (0 when it has no file)
+  uint64_t disk_bytes = 0;     // blocks the blob file and its decoded files take
+  uint64_t decoded_bytes = 0;  // the part of disk_bytes its decoded files take
 };
 
 struct UnitUsage {
@@ -75,9 +76,14 @@ class Eviction {
   // kNotFound when no unit starts there; kInvalidArgument for a complete blob (its units have
   // no records: drop it whole).
   Status PunchUnit(std::string_view blob_digest, uint64_t coff);
-  // Deletes everything stored of the blob (not its layer index, which is metadata). Absent
-  // blobs are OK.
+  // Deletes everything stored of the blob (not its layer index, which is metadata), its
+  // decoded files included. Absent blobs are OK.
   Status DropBlob(std::string_view blob_digest);
+  // Removes the blob's decoded files (cache/decoded_files.h) only: derived bytes, the first to
+  // go when a blob is trimmed.
+  Status DropDecodedFiles(std::string_view blob_digest);
+  // The hex of every blob with a directory of decoded files.
+  std::vector<std::string> BlobsWithDecodedFiles();
 
   // Pins `blob_digests` for the life of the returned object (see above).
   Result<std::unique_ptr<Pin>> PinBlobs(const std::vector<std::string>& blob_digests);

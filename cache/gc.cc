@@ -72,9 +72,15 @@ std::vector<GcAction> PlanGc(
                      return a->digest < b->digest;
                    });
   std::vector<GcAction> plan;
+  std::set<std::string> decoded_dropped;
+  // What `b` still takes once the plan so far has run.
+  auto left = [&](const BlobUsage* b) {
+    return b->disk_bytes - (decoded_dropped.count(b->digest) ? b->decoded_bytes : 0);
+  };
   auto drop = [&](const BlobUsage* b) {
-    plan.push_back({b->digest, true, {}, b->disk_bytes, is_referenced(b)});
-    total -= std::min(total, b->disk_bytes);
+    const uint64_t bytes = left(b);
+    plan.push_back({b->digest, true, {}, bytes, is_referenced(b)});
+    total -= std::min(total, bytes);
   };
   size_t next = 0;
   if (policy.drop_unreferenced) {
@@ -82,11 +88,23 @@ std::vector<GcAction> PlanGc(
   }
   if (!policy.max_bytes) return plan;
   const uint64_t limit = *policy.max_bytes;
+  // Decoded files first, in the same order: derived bytes (cache/decoded_files.h), made again
+  // from the units without a fetch, so none of them is worth a unit of any image.
+  for (size_t i = next; i < candidates.size() && total > limit; ++i) {
+    const BlobUsage* b = candidates[i];
+    if (b->decoded_bytes == 0) continue;
+    GcAction action{b->digest, false, {}, b->decoded_bytes, is_referenced(b)};
+    action.decoded_only = true;
+    plan.push_back(std::move(action));
+    decoded_dropped.insert(b->digest);
+    total -= std::min(total, b->decoded_bytes);
+  }
+  if (policy.decoded_files_only) return plan;
   for (; next < candidates.size() && total > limit; ++next) {
     const BlobUsage* b = candidates[next];
-    if (b->disk_bytes == 0) continue;  // a record without bytes frees nothing
+    if (left(b) == 0) continue;  // a record without bytes frees nothing
     const uint64_t need = total - limit;
-    if (b->complete || b->units_present < 2 || b->disk_bytes <= need) {
+    if (b->complete || b->units_present < 2 || left(b) <= need) {
       drop(b);
       continue;
     }
@@ -136,6 +154,8 @@ Result<GcReport> CollectGarbage(Cache& cache, const std::set<std::string>& refer
       if (action.whole) {
         s = eviction.DropBlob(action.digest);
       } else {
+        // Decoded files go before any unit of the blob (PlanGc drops them first).
+        s = eviction.DropDecodedFiles(action.digest);
         for (uint64_t coff : action.punch_coffs) {
           Status punched = eviction.PunchUnit(action.digest, coff);
           if (!punched.ok() && !punched.IsNotFound()) s = punched;

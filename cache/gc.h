@@ -40,6 +40,9 @@ namespace imgfs::cache {
 struct GcPolicy {
   std::optional<uint64_t> max_bytes;  // disk bytes of blob files to stay at or under
   bool drop_unreferenced = false;
+  // Only decoded files go (cache/decoded_files.h), down to max_bytes: room for another one,
+  // never at the cost of a unit.
+  bool decoded_files_only = false;
 };
 
 // One step of a plan: drop a blob whole, or punch some of its units out.
@@ -49,6 +52,7 @@ struct GcAction {
   std::vector<uint64_t> punch_coffs;  // when !whole: the units' offsets, last unit first
   uint64_t bytes = 0;                 // disk bytes it is expected to free
   bool referenced = false;
+  bool decoded_only = false;  // when !whole: only the blob's decoded files go, no unit
 };
 
 // The plan for `blobs` (Eviction::ListBlobs) under `policy`. `referenced` and `pinned` are

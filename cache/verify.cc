@@ -15,6 +15,7 @@
 #include "base/digest.h"
 #include "base/log.h"
 #include "cache/blob_files.h"
+#include "cache/decoded_files.h"
 #include "cache/eviction.h"
 #include "cache/metadata_store.h"
 #include "cache/records.h"
@@ -115,7 +116,7 @@ struct BlobEntry {
 
 std::string VerifyFailure::ToString() const {
   std::string out = kind == "unit" ? "unit of blob " + key : kind + " " + key;
-  if (!range.empty()) out += " bytes " + range;
+  if (!range.empty()) out += (kind == "decoded file" ? " " : " bytes ") + range;
   out += ": " + problem;
   out += dropped.ok() ? "; dropped" : "; NOT dropped: " + dropped.ToString();
   return out;
@@ -237,6 +238,16 @@ Result<VerifyReport> Verifier::Verify(const VerifyHooks& hooks,
       if (dropped.IsNotFound()) dropped = Status::Ok();  // another process dropped it first
       fail({"unit", digest, Range(coff, coff + clen), problem, dropped});
     }
+  }
+  // Decoded files (cache/decoded_files.h), of every blob that has a directory of them: each
+  // against the digest written beside it. They are derived bytes: a failing one is removed.
+  const DecodedFiles decoded(store_->root());
+  for (const std::string& hex : eviction_->BlobsWithDecodedFiles()) {
+    const std::string digest = "sha256:" + hex;
+    IMGFS_RETURN_IF_ERROR(decoded.Verify(
+        hex, &report.decoded_files, &report.bytes, [&](const DecodedFiles::Failure& f) {
+          fail({"decoded file", digest, f.name, f.problem, Status::Ok()});
+        }));
   }
   return report;
 }

@@ -14,6 +14,8 @@
 //            deserializes and describes its blob). Failing: the record is deleted.
 //   docs     a manifest, index or config: its bytes hash to its key. Failing: deleted.
 //   refs     a reference record: it decodes to a valid digest. Failing: deleted.
+//   decoded files (cache/decoded_files.h) of every blob: each hashes to the digest in its
+//            user.imgfs.sha256 attribute. Failing: removed (`range` names the file).
 // Layer indexes are checked before units, so that units are checked against indexes that are
 // usable. Records go before bytes (as eviction orders it), so a crash during a verify leaves
 // unreferenced bytes, never a record that lies.
@@ -58,7 +60,8 @@ struct VerifyHooks {
 
 // One thing that failed its check.
 struct VerifyFailure {
-  std::string kind;     // "blob", "unit", "layer index", "document", "reference"
+  std::string kind;     // "blob", "unit", "layer index", "document", "reference",
+                        // "decoded file"
   std::string key;      // the blob or document digest, or the reference
   std::string range;    // "[coff, end)" of a blob's bytes, "" for records
   std::string problem;  // what was found instead of what was expected
@@ -75,6 +78,7 @@ struct VerifyReport {
   uint64_t layer_indexes = 0;
   uint64_t documents = 0;
   uint64_t references = 0;
+  uint64_t decoded_files = 0;  // decoded files checked (their bytes count in `bytes`)
   std::vector<VerifyFailure> failures;
 };
 

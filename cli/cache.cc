@@ -135,6 +135,8 @@ int RunCacheGc(const CacheOptions& options) {
     std::string why = a.referenced ? "least recently used" : "used by no image";
     if (a.whole) {
       std::printf("Deleted: %s (%s, %s)\n", a.digest.c_str(), Size(a.bytes).c_str(), why.c_str());
+    } else if (a.decoded_only) {
+      std::printf("Deleted decoded files: %s (%s)\n", a.digest.c_str(), Size(a.bytes).c_str());
     } else {
       std::printf("Trimmed: %s (%zu units, %s, %s)\n", a.digest.c_str(), a.punch_coffs.size(),
                   Size(a.bytes).c_str(), why.c_str());

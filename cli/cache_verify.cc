@@ -103,10 +103,11 @@ int RunCacheVerify(const CacheVerifyOptions& options) {
                            : std::to_string(report->failures.size()) + " failed, " +
                                  std::to_string(report->failures.size() - not_dropped) + " dropped";
   std::printf(
-      "Verified %llu complete blobs and %llu units (%s), %llu layer indexes, %llu documents, "
-      "%llu references: %s\n",
+      "Verified %llu complete blobs, %llu units and %llu decoded files (%s), %llu layer "
+      "indexes, %llu documents, %llu references: %s\n",
       static_cast<unsigned long long>(report->complete_blobs),
       static_cast<unsigned long long>(report->units),
+      static_cast<unsigned long long>(report->decoded_files),
       HumanSize(static_cast<double>(report->bytes)).c_str(),
       static_cast<unsigned long long>(report->layer_indexes),
       static_cast<unsigned long long>(report->documents),

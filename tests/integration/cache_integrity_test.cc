@@ -68,7 +68,7 @@ class CacheIntegrityTest : public ProxiedImageTest {
     ASSERT_TRUE(pull.ok()) << pull.Describe();
     RunResult clean = Imgfs({"cache", "verify"});
     ASSERT_TRUE(clean.ok()) << clean.Describe();
-    EXPECT_THAT(clean.out, HasSubstr("Verified 1 complete blobs"));
+    EXPECT_THAT(clean.out, HasSubstr("Verified 1 complete blobs,"));
     EXPECT_THAT(clean.out, HasSubstr(": all good\n"));
     struct stat st;
     const std::string blob = StoredBlobPath(cache_.path(), layer_.digest);
@@ -169,7 +169,7 @@ TEST_F(CacheIntegrityTest, VerifyReportsAndDropsTheCorruptBlobAndPullFetchesItAg
 
   RunResult again = Imgfs({"cache", "verify"});
   EXPECT_TRUE(again.ok()) << again.Describe();
-  EXPECT_THAT(again.out, HasSubstr("Verified 0 complete blobs"));
+  EXPECT_THAT(again.out, HasSubstr("Verified 0 complete blobs,"));
 
   // The layer index stayed (it is verified metadata): the pull fetches the layer's units,
   // which cover all of it but the gzip trailer.
@@ -218,8 +218,8 @@ TEST_F(CacheIntegrityTest, VerifyOfAnEmptyCacheIsCleanAndTheGroupNeedsACommand) 
   RunResult verify = Imgfs({"cache", "verify"});
   EXPECT_TRUE(verify.ok()) << verify.Describe();
   EXPECT_EQ(verify.out,
-            "Verified 0 complete blobs and 0 units (0B), 0 layer indexes, 0 documents, "
-            "0 references: all good\n");
+            "Verified 0 complete blobs, 0 units and 0 decoded files (0B), 0 layer indexes, "
+            "0 documents, 0 references: all good\n");
   RunResult bare = RunImgfs({"cache"});
   EXPECT_NE(bare.exit_code, 0) << bare.Describe();
 }

@@ -97,6 +97,39 @@ TEST(PlanGcTest, TrimsThePartlyPresentLastVictimFromItsEnd) {
   EXPECT_TRUE(plan[1].whole);
 }
 
+TEST(PlanGcTest, DecodedFilesGoBeforeAnyBlobAndAreNotCountedTwice) {
+  // Each blob takes 100 bytes of units plus its decoded files.
+  std::vector<BlobUsage> blobs = {Blob("old", 100, 160), Blob("new", 300, 140),
+                                  Blob("pinned", 50, 170)};
+  blobs[0].decoded_bytes = 60;
+  blobs[1].decoded_bytes = 40;
+  blobs[2].decoded_bytes = 70;
+  std::set<std::string> all = {blobs[0].digest, blobs[1].digest, blobs[2].digest};
+  std::set<std::string> pinned = {blobs[2].digest};
+  // 470 bytes, limit 410: the oldest unpinned blob's decoded files are enough.
+  auto plan = PlanGc(blobs, pinned, all, GcPolicy{410, false}, NoUnits);
+  ASSERT_EQ(Digests(plan), std::vector<std::string>{Sha256Digest("old")});
+  EXPECT_TRUE(plan[0].decoded_only);
+  EXPECT_FALSE(plan[0].whole);
+  EXPECT_EQ(plan[0].bytes, 60u);
+  // Limit 370: every unpinned decoded file goes (100 bytes) before any unit does.
+  plan = PlanGc(blobs, pinned, all, GcPolicy{370, false}, NoUnits);
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_TRUE(plan[0].decoded_only && plan[1].decoded_only);
+  // Limit 270: then "old" goes whole, freeing only the 100 bytes its decoded files left.
+  plan = PlanGc(blobs, pinned, all, GcPolicy{270, false}, NoUnits);
+  ASSERT_EQ(plan.size(), 3u);
+  EXPECT_TRUE(plan[2].whole);
+  EXPECT_EQ(plan[2].digest, Sha256Digest("old"));
+  EXPECT_EQ(plan[2].bytes, 100u);
+  // Room for a decoded file: only decoded files go, however far above the limit.
+  GcPolicy room{0, false};
+  room.decoded_files_only = true;
+  plan = PlanGc(blobs, pinned, all, room, NoUnits);
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_TRUE(plan[0].decoded_only && plan[1].decoded_only);
+}
+
 class CacheGcTest : public test::TempCacheTest {
  protected:
   // A blob of `units` units in `source`, every unit read into the cache.

@@ -249,6 +249,13 @@ class ThrowingCache : public cache::Cache {
     return real_->HasUnit(b, coff, clen);
   }
   int FetchesInFlight() override { return real_->FetchesInFlight(); }
+  Result<int> OpenDecodedFile(std::string_view d, std::string_view p, uint64_t n) override {
+    return real_->OpenDecodedFile(d, p, n);
+  }
+  Result<bool> PutDecodedFile(std::string_view d, std::string_view p, uint64_t n,
+                              const cache::DecodedFiles::Fill& fill) override {
+    return real_->PutDecodedFile(d, p, n, fill);
+  }
   Result<std::unique_ptr<cache::BlobWriter>> CreateBlobWriter(std::string_view d,
                                                               uint64_t size) override {
     return real_->CreateBlobWriter(d, size);
