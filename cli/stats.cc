@@ -23,6 +23,9 @@ nlohmann::json MountStatsJson(const registry::ResolvedImage& image,
   out["digest"] = image.manifest.digest;
   out["readahead_idle"] = reader.IsIdle();
   out["decoded_lru_bytes"] = reader.lru_bytes_used();
+  out["decoded_files_written"] = reader.decoded_files_written();
+  out["decoded_files_failed"] = reader.decoded_files_failed();
+  out["passthrough_opens"] = reader.passthrough_opens();
   out["layers"] = nlohmann::json::array();
   std::vector<fs::ContentReader::LayerStats> reads = reader.stats();
   uint64_t index_bytes = 0;

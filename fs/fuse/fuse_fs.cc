@@ -33,14 +33,26 @@ void LogOpStats(const Mount& mount) {
   }
 }
 
+// The session's I/O goes through the mount's Passthrough (its userdata is the Mount).
+ssize_t HookRead(int fd, void* buf, size_t len, void* userdata) {
+  return static_cast<Mount*>(userdata)->passthrough.Read(fd, buf, len);
+}
+ssize_t HookWritev(int fd, struct iovec* iov, int count, void* userdata) {
+  return static_cast<Mount*>(userdata)->passthrough.Writev(fd, iov, count);
+}
+
 }  // namespace
 
 Status ServeFuse(const Tree& tree, ContentReader& reader, const FuseOptions& options,
                  const std::function<void()>& on_ready) {
-  Mount mount{tree, reader, options.stats, {}};
+  Mount mount{tree, reader, options.stats, {}, {}};
   const fuse_lowlevel_ops ops = MakeOps();
+  fuse_custom_io io;
+  std::memset(&io, 0, sizeof(io));
+  io.read = HookRead;
+  io.writev = HookWritev;
   // ",ro" last, so that no user option can make the mount writable.
-  Status s = RunFuseSession(ops, &mount, options, ",ro", on_ready);
+  Status s = RunFuseSession(ops, &mount, options, ",ro", on_ready, &io);
   LogOpStats(mount);
   return s;
 }

@@ -16,6 +16,10 @@
 namespace imgfs::fs::internal {
 namespace {
 
+// The file handle of an open that Passthrough::BeginOpen counted; the low 32 bits are its
+// backing id (0: through the page cache).
+constexpr uint64_t kTrackedOpen = uint64_t{1} << 32;
+
 // Most pieces a read replies with as iovecs (libfuse adds one for the header; IOV_MAX is 1024).
 constexpr size_t kMaxReplyIovecs = 256;
 
@@ -69,6 +73,22 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
     if (!attr.ok()) return r.Fail(attr.status());
     if (S_ISDIR(attr->mode)) return r.Error(EISDIR);
     fi->keep_cache = 1;  // the file's pages stay valid across opens
+    Passthrough& passthrough = r.passthrough();
+    if (attr->size >= ContentReader::kDecodedFileMinBytes && passthrough.available()) {
+      // Served by the kernel from the decoded copy when there is one (passthrough.h); read
+      // whole through the daemon, the file gets one for the next open.
+      r.reader().KeepDecodedFiles();
+      uint32_t backing = passthrough.BeginOpen(ino, [&]() -> Result<int> {
+        IMGFS_ASSIGN_OR_RETURN(FileSource file, r.tree().GetFileSource(ino));
+        return r.reader().OpenDecodedFile(file);
+      });
+      fi->fh = kTrackedOpen | backing;
+      if (!passthrough.available()) r.reader().StopDecodedFiles();  // refused: of no use
+      if (backing != 0) {
+        Passthrough::MarkNextOpen(backing);
+        r.reader().CountPassthroughOpen();
+      }
+    }
     r.Replied(fuse_reply_open(req, fi));
   });
 }
@@ -108,8 +128,11 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   });
 }
 
-void OnRelease(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) noexcept {
-  Serve(req, Op::kRelease, [&](Request& r) { r.Error(0); });
+void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {
+  Serve(req, Op::kRelease, [&](Request& r) {
+    if (fi->fh & kTrackedOpen) r.passthrough().EndOpen(ino, static_cast<uint32_t>(fi->fh));
+    r.Error(0);
+  });
 }
 
 void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) noexcept {

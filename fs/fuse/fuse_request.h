@@ -25,6 +25,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "fs/fuse/passthrough.h"
 #include "fs/tree/content_reader.h"
 #include "fs/tree/tree.h"
 
@@ -69,6 +70,7 @@ struct Mount {
   ContentReader& reader;
   std::function<std::string()> stats;
   std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
+  Passthrough passthrough;  // large files served by the kernel from their decoded copies
 };
 
 inline int ToErrno(const Status& s) {
@@ -134,6 +136,7 @@ class Request {
   fuse_req_t req() const { return req_; }
   const Tree& tree() const { return mount_->tree; }
   ContentReader& reader() const { return mount_->reader; }
+  Passthrough& passthrough() const { return mount_->passthrough; }
   const std::function<std::string()>& stats() const { return mount_->stats; }
 
   void Error(int err) {

@@ -88,7 +88,8 @@ std::string EscapeOption(const std::string& value) {
 }
 
 Status RunFuseSession(const fuse_lowlevel_ops& ops, void* userdata, const FuseOptions& options,
-                      const std::string& forced_options, const std::function<void()>& on_ready) {
+                      const std::string& forced_options, const std::function<void()>& on_ready,
+                      const fuse_custom_io* io) {
   if (options.mountpoint.empty()) return Status::InvalidArgument("no mountpoint given");
   struct stat st;
   if (stat(options.mountpoint.c_str(), &st) != 0) {
@@ -130,6 +131,10 @@ Status RunFuseSession(const fuse_lowlevel_ops& ops, void* userdata, const FuseOp
     fuse_remove_signal_handlers(se);
     return Status::IoError("cannot mount FUSE at " + options.mountpoint +
                            " (is /dev/fuse there and usable? see scripts/setup)");
+  }
+  if (io != nullptr) {
+    int rc = fuse_session_custom_io(se, io, fuse_session_fd(se));
+    if (rc != 0) IMGFS_LOG(kWarning, "no custom FUSE I/O: " << std::strerror(-rc));
   }
   IMGFS_LOG(kInfo, "mounted " << options.fsname << " at " << options.mountpoint);
   GrowReadahead(options.mountpoint);

@@ -26,8 +26,10 @@ std::string EscapeOption(const std::string& value);
 // "default_permissions,subtype=imgfs,fsname=..." + the user's -o list + `forced_options`
 // (appended last, so no user option overrides them; e.g. ",ro"), calls `on_ready` once the
 // kernel mount exists, serves until unmounted or SIGINT/SIGTERM/SIGHUP, then unmounts.
-// Errors as ServeFuse's.
+// `io`, when given, takes the session's reads and writes of /dev/fuse once mounted
+// (fuse_session_custom_io; passthrough.h). Errors as ServeFuse's.
 Status RunFuseSession(const fuse_lowlevel_ops& ops, void* userdata, const FuseOptions& options,
-                      const std::string& forced_options, const std::function<void()>& on_ready);
+                      const std::string& forced_options, const std::function<void()>& on_ready,
+                      const fuse_custom_io* io = nullptr);
 
 }  // namespace imgfs::fs

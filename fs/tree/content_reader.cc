@@ -1,7 +1,10 @@
 #include "fs/tree/content_reader.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <system_error>
 #include <tuple>
@@ -15,6 +18,8 @@ namespace {
 
 // Read-ahead requests waiting for the worker; more are dropped (the reads fetch on demand).
 constexpr size_t kReadAheadQueue = 4;
+// Failed writes of decoded files after which a reader writes no more.
+constexpr uint64_t kMaxDecodedFailures = 3;
 // Files whose sequential state is remembered; forgetting costs one missed read-ahead.
 constexpr size_t kMaxStreams = 4096;
 // What the pieces of holes point at.
@@ -41,6 +46,12 @@ ContentReader::ContentReader(std::shared_ptr<const ImageLayers> layers, cache::C
 }
 
 ContentReader::~ContentReader() {
+  {
+    MutexLock lock(&df_mu_);
+    df_stop_ = true;
+  }
+  df_cv_.SignalAll();
+  if (df_thread_.joinable()) df_thread_.join();  // writes what is queued first
   {
     MutexLock lock(&ra_mu_);
     ra_stop_ = true;
@@ -103,6 +114,11 @@ Result<size_t> ContentReader::Read(const FileSource& file, uint64_t offset, size
 
 Result<size_t> ContentReader::ReadPieces(const FileSource& file, uint64_t offset, size_t len,
                                          std::vector<Piece>* pieces) {
+  return ReadPiecesImpl(file, offset, len, pieces, true);
+}
+
+Result<size_t> ContentReader::ReadPiecesImpl(const FileSource& file, uint64_t offset, size_t len,
+                                             std::vector<Piece>* pieces, bool foreground) {
   pieces->clear();
   if (layers_->layer(file.layer) == nullptr ||
       file.entry >= layers_->layer(file.layer)->entries.size()) {
@@ -177,11 +193,112 @@ Result<size_t> ContentReader::ReadPieces(const FileSource& file, uint64_t offset
     pos += take;
   }
   if (pos < end) return corrupt("is longer than its chunks");
+  if (!foreground) return static_cast<size_t>(end - offset);
   counters_[file.layer].bytes_read.fetch_add(end - offset, std::memory_order_relaxed);
+  if (keep_decoded_.load(std::memory_order_relaxed) && entry.size >= kDecodedFileMinBytes) {
+    NoteReadForDecoded(file, offset, end);
+  }
   MaybeReadAhead(file, entry, offset, end);
   if (first_unit != Chunk::kZeroUnit)
     MaybeReadAheadAcrossFiles(file, offset, first_unit, last_unit);
   return static_cast<size_t>(end - offset);
+}
+
+void ContentReader::KeepDecodedFiles() {
+  if (cache_ == nullptr || keep_decoded_.load()) return;
+  MutexLock lock(&df_mu_);
+  if (df_thread_.joinable()) return;
+  try {
+    df_thread_ = std::thread([this] { DecodedFileLoop(); });
+    keep_decoded_.store(true);
+  } catch (const std::system_error& e) {
+    IMGFS_LOG(kWarning, "no decoded files: cannot start their thread: " << e.what());
+  }
+}
+
+Result<int> ContentReader::OpenDecodedFile(const FileSource& file) {
+  const LayerIndex* layer = layers_->layer(file.layer);
+  if (cache_ == nullptr || layer == nullptr || file.entry >= layer->entries.size() ||
+      layers_->borrowed(file.layer)) {
+    return Status::NotFound("no decoded file");
+  }
+  IMGFS_RETURN_IF_ERROR(layers_->LayerStatus(file.layer));
+  const Entry& entry = layer->entries[file.entry];
+  if (entry.type != EntryType::kRegular) return Status::NotFound("not a regular file");
+  return cache_->OpenDecodedFile(layer->blob_digest, entry.path, entry.size);
+}
+
+void ContentReader::NoteReadForDecoded(const FileSource& file, uint64_t offset, uint64_t end) {
+  if (layers_->borrowed(file.layer)) return;
+  const std::pair<uint32_t, uint32_t> key{file.layer, file.entry};
+  {
+    MutexLock lock(&df_mu_);
+    if (df_stop_ || df_done_.count(key)) return;
+    DecodedProgress& progress = df_progress_[key];
+    progress.bytes += end - offset;
+    progress.reached_end |= end == file.size;
+    // Read to its end, and as many bytes as it has: most likely read whole. (The kernel's
+    // read-ahead requests run in parallel, so the one that reaches the end may not be the
+    // last. A reader that skipped parts only makes the writer fetch them.)
+    if (!progress.reached_end || progress.bytes < file.size) return;
+    df_progress_.erase(key);
+    df_done_.insert(key);
+    df_queue_.push_back(file);
+  }
+  df_cv_.Signal();
+}
+
+void ContentReader::DecodedFileLoop() {
+  for (;;) {
+    FileSource file;
+    {
+      MutexLock lock(&df_mu_);
+      while (!df_stop_ && df_queue_.empty()) df_cv_.Wait();
+      if (df_queue_.empty()) return;  // stopped, and nothing left to write
+      file = df_queue_.front();
+      df_queue_.pop_front();
+    }
+    Result<bool> written = WriteDecodedFile(file);
+    if (written.ok()) {
+      if (*written) decoded_written_.fetch_add(1);
+    } else {
+      const Status& s = written.status();
+      IMGFS_LOG(kWarning, "no decoded copy: " << s.ToString());
+      if (decoded_failed_.fetch_add(1) + 1 == kMaxDecodedFailures) {
+        // A filesystem without user xattrs, a full disk: each further try would only cost a
+        // decode of the whole file.
+        keep_decoded_.store(false);
+        IMGFS_LOG(kWarning, "no more decoded copies for this mount: " << kMaxDecodedFailures
+                                                                      << " writes failed");
+      }
+    }
+  }
+}
+
+Result<bool> ContentReader::WriteDecodedFile(const FileSource& file) {
+  const LayerIndex& layer = *layers_->layer(file.layer);
+  const Entry& entry = layer.entries[file.entry];
+  // Already there (an earlier mount wrote it): nothing to do.
+  Result<int> existing = cache_->OpenDecodedFile(layer.blob_digest, entry.path, entry.size);
+  if (existing.ok()) {
+    ::close(*existing);
+    return false;
+  }
+  return cache_->PutDecodedFile(
+      layer.blob_digest, entry.path, entry.size,
+      [&](const std::function<Status(std::string_view)>& sink) -> Status {
+        constexpr size_t kStep = 1 << 20;
+        std::vector<Piece> pieces;
+        for (uint64_t off = 0; off < entry.size;) {
+          IMGFS_ASSIGN_OR_RETURN(size_t n, ReadPiecesImpl(file, off, kStep, &pieces, false));
+          if (n == 0) return Status::Corrupt("file \"" + entry.path + "\" ends early");
+          for (const Piece& p : pieces) IMGFS_RETURN_IF_ERROR(sink({p.data, p.size}));
+          pieces.clear();
+          off += n;
+        }
+        // The layer may have been found bad (its diff_id) while the file was read.
+        return layers_->LayerStatus(file.layer);
+      });
 }
 
 void ContentReader::MaybeReadAhead(const FileSource& file, const Entry& entry, uint64_t offset,

@@ -117,6 +117,30 @@ class ContentReader {
   Result<size_t> ReadPieces(const FileSource& file, uint64_t offset, size_t len,
                             std::vector<Piece>* pieces);
 
+  // --- decoded files, for FUSE passthrough (cache/decoded_files.h) ---
+  // Files at least this large that are read whole are written out decoded; smaller ones gain
+  // little (their pages stay in the page cache after one read anyway).
+  static constexpr uint64_t kDecodedFileMinBytes = 1 << 20;
+  // From now on, a file of kDecodedFileMinBytes or more whose reads reached its end and
+  // returned at least its size in bytes is written out whole, decoded, into the cache by a
+  // background thread (from the units the reads just verified and stored). Files of borrowed
+  // layers are not: their entries are vouched for by header checks, not by the index built
+  // here. The FUSE edge turns this on once the kernel took passthrough. Files queued when the
+  // reader is destroyed are still written (the destructor waits).
+  void KeepDecodedFiles();
+  // No more, for good (the kernel refused passthrough after all); what is queued is written.
+  void StopDecodedFiles() { keep_decoded_.store(false); }
+  // A read-only descriptor (the caller closes it) of `file`'s decoded copy in the cache;
+  // kNotFound when there is none (or no cache, or a borrowed layer).
+  Result<int> OpenDecodedFile(const FileSource& file);
+  // Decoded files this reader wrote, and those that failed (logged).
+  uint64_t decoded_files_written() const { return decoded_written_.load(); }
+  uint64_t decoded_files_failed() const { return decoded_failed_.load(); }
+  // Opens the FUSE edge had the kernel serve from a decoded copy (it counts them here, with
+  // the other reading figures of `imgfs stats`).
+  void CountPassthroughOpen() { passthrough_opens_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t passthrough_opens() const { return passthrough_opens_.load(); }
+
   std::vector<LayerStats> stats() const;
   // Blocks until the read-ahead has nothing queued and nothing running: every unit it was
   // handed so far is in the store, or its fetch failed. Returns at once without read-ahead.
@@ -160,6 +184,15 @@ class ContentReader {
     uint32_t ahead_mid = 0;       // ask again once reads reach this unit
   };
 
+  // ReadPieces; `foreground` reads (the callers') count in the stats, drive read-ahead and may
+  // queue the file's decoded copy, the decoded-file writer's own do not.
+  Result<size_t> ReadPiecesImpl(const FileSource& file, uint64_t offset, size_t len,
+                                std::vector<Piece>* pieces, bool foreground);
+  // Counts a foreground read of [offset, end) of `file`; queues its decoded copy when due.
+  void NoteReadForDecoded(const FileSource& file, uint64_t offset, uint64_t end);
+  void DecodedFileLoop();
+  // True when written; false when there was one already or no room under the size limit.
+  Result<bool> WriteDecodedFile(const FileSource& file);
   Result<Decoded> GetUnit(uint32_t layer, uint32_t unit);
   // The header check of a file of a borrowed layer (ImageLayers, fs/tree/header_check.h),
   // once per entry; a mismatch fails the layer (logged) and is returned.
@@ -211,6 +244,23 @@ class ContentReader {
   std::deque<std::vector<cache::UnitRef>> ra_queue_ GUARDED_BY(ra_mu_);
   bool ra_busy_ GUARDED_BY(ra_mu_) = false;  // the worker is fetching a popped item
   bool ra_stop_ GUARDED_BY(ra_mu_) = false;
+
+  // State below is protected by df_mu_ (decoded files).
+  Mutex df_mu_;
+  CondVar df_cv_{&df_mu_};  // signalled when a file is queued or the reader stops
+  std::atomic<bool> keep_decoded_{false};
+  struct DecodedProgress {
+    uint64_t bytes = 0;        // returned by foreground reads
+    bool reached_end = false;  // a read ended at the file's end
+  };
+  std::map<std::pair<uint32_t, uint32_t>, DecodedProgress> df_progress_ GUARDED_BY(df_mu_);
+  std::set<std::pair<uint32_t, uint32_t>> df_done_ GUARDED_BY(df_mu_);  // queued or written
+  std::deque<FileSource> df_queue_ GUARDED_BY(df_mu_);
+  bool df_stop_ GUARDED_BY(df_mu_) = false;
+  std::atomic<uint64_t> decoded_written_{0};
+  std::atomic<uint64_t> decoded_failed_{0};
+  std::atomic<uint64_t> passthrough_opens_{0};
+  std::thread df_thread_;
 
   std::thread ra_thread_;  // last: started once everything above exists
 };
