@@ -1,5 +1,8 @@
 #include "base/digest.h"
 
+#include <array>
+#include <cstdint>
+
 #include <openssl/evp.h>
 
 namespace imgfs {
@@ -20,11 +23,19 @@ Status ValidateDigest(std::string_view digest) {
     return Status::InvalidArgument("digest '" + std::string(digest) +
                                    "' must have 64 hex characters");
   }
-  for (char c : hex) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return Status::InvalidArgument("digest '" + std::string(digest) +
-                                     "' has a character that is not lowercase hex");
-    }
+  // Without a branch per character: a mount validates the digest of every chunk of every
+  // layer index it loads (tens of thousands), and the early-exit loop was ~5% of a warm mount.
+  static constexpr std::array<uint8_t, 256> kLowerHex = [] {
+    std::array<uint8_t, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = 1;
+    for (int c = 'a'; c <= 'f'; ++c) t[c] = 1;
+    return t;
+  }();
+  uint8_t all = 1;
+  for (char c : hex) all &= kLowerHex[static_cast<uint8_t>(c)];
+  if (!all) {
+    return Status::InvalidArgument("digest '" + std::string(digest) +
+                                   "' has a character that is not lowercase hex");
   }
   return Status::Ok();
 }

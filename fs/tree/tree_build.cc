@@ -66,6 +66,11 @@ class TreeBuilder {
 
   explicit TreeBuilder(const std::vector<std::shared_ptr<const LayerIndex>>& layers)
       : layers_(layers) {
+    // About one build-time inode per entry (parent directories a layer does not list add a
+    // few): the vector is not copied again and again while the layers are merged.
+    size_t entries = 2;
+    for (const auto& layer : layers) entries += layer->entries.size();
+    nodes_.reserve(entries);
     nodes_.emplace_back();  // [0] unused, so that ino 1 is the root
     NewDir();
   }
