@@ -2,12 +2,14 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <ctime>
 #include <memory>
 #include <vector>
 
@@ -46,6 +48,23 @@ std::vector<std::string> Names(const std::string& dir) {
   return out;
 }
 
+// Removes the temporary files in `dir` whose writers are gone: their flock(2) can be taken,
+// and they have not been written to for a while (a writer between creating its file and
+// locking it is not mistaken for a dead one).
+void RemoveAbandonedTemps(const std::string& dir) {
+  constexpr time_t kQuietSeconds = 10;
+  for (const std::string& name : Names(dir)) {
+    if (name.find(".tmp.") == std::string::npos) continue;
+    const std::string temp = dir + "/" + name;
+    FdCloser fd{::open(temp.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+    struct stat st;
+    if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0 || st.st_mtime > ::time(nullptr) - kQuietSeconds) {
+      continue;
+    }
+    if (::flock(fd.fd, LOCK_EX | LOCK_NB) == 0) ::unlink(temp.c_str());
+  }
+}
+
 }  // namespace
 
 std::string DecodedFiles::DirOf(std::string_view hex) const {
@@ -67,8 +86,7 @@ Result<int> DecodedFiles::Open(std::string_view blob_digest, std::string_view pa
     return ErrnoStatus("cannot open", file, errno);
   }
   struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) != size) {
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
     ::close(fd);
     ::unlink(file.c_str());
     return Status::NotFound("decoded file " + file + " is not of the file's size; removed");
@@ -81,11 +99,15 @@ Status DecodedFiles::Write(std::string_view blob_digest, std::string_view path, 
   IMGFS_RETURN_IF_ERROR(ValidateDigest(blob_digest));
   const std::string dir = DirOf(DigestHex(blob_digest));
   IMGFS_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  RemoveAbandonedTemps(dir);
   const std::string file = dir + "/" + NameOf(path);
   const std::string temp = file + ".tmp." + std::to_string(::getpid()) + "." +
                            std::to_string(temp_counter.fetch_add(1));
   FdCloser out{::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)};
   if (out.fd < 0) return ErrnoStatus("cannot create", temp, errno);
+  // Held while the file is written; the lock dies with the writer (killed at unmount, say),
+  // which tells a later writer that the file is abandoned.
+  ::flock(out.fd, LOCK_EX);
   Sha256 hash;
   uint64_t written = 0;
   Status s = fill([&](std::string_view bytes) -> Status {

@@ -48,7 +48,9 @@ class DecodedFiles {
   using Fill = std::function<Status(const std::function<Status(std::string_view)>& sink)>;
   // Writes the decoded file at `path` of `blob_digest` from what `fill` feeds: kIoError
   // (nothing left behind) when it feeds other than `size` bytes, the disk fails, or the
-  // filesystem takes no user extended attributes.
+  // filesystem takes no user extended attributes. The temporary file is flock(2)ed while it is
+  // written; temporary files of the blob whose writers died (their lock free, untouched for
+  // 10 s) are removed first.
   // REQUIRES: every byte `fill` feeds was verified against a digest the image carries.
   Status Write(std::string_view blob_digest, std::string_view path, uint64_t size,
                const Fill& fill) const;

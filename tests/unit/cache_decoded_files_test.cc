@@ -4,10 +4,12 @@
 #include "cache/decoded_files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -20,6 +22,7 @@
 #include "cache/verify.h"
 #include "tests/support/cache_store.h"
 #include "tests/support/fake_blob_source.h"
+#include "tests/support/files.h"
 #include "tests/support/temp_cache.h"
 #include "tests/support/test_blobs.h"
 
@@ -30,7 +33,8 @@ constexpr const char* kPath = "usr/lib/big.so";
 
 class DecodedFilesTest : public test::TempCacheTest {
  protected:
-  DecodedFilesTest() : source_(test::RandomBytes(256 << 10, 5)), bytes_(test::RandomBytes(3 << 20, 6)) {}
+  DecodedFilesTest()
+      : source_(test::RandomBytes(256 << 10, 5)), bytes_(test::RandomBytes(3 << 20, 6)) {}
 
   // Feeds `bytes` in 1 MiB pieces.
   static DecodedFiles::Fill FillWith(const std::string& bytes) {
@@ -43,8 +47,8 @@ class DecodedFilesTest : public test::TempCacheTest {
   }
 
   Status Put() {
-    Result<bool> written =
-        cache_->PutDecodedFile(source_.digest(), kPath, bytes_.size(), FillWith(bytes_));
+    Result<bool> written = cache_->PutDecodedFile(source_.digest(), kPath, bytes_.size(),
+                                                  FillWith(bytes_));
     if (!written.ok()) return written.status();
     return *written ? Status::Ok() : Status::Internal("not written");
   }
@@ -70,7 +74,8 @@ class DecodedFilesTest : public test::TempCacheTest {
 };
 
 TEST_F(DecodedFilesTest, AWrittenFileOpensWithItsBytesAndDigest) {
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
   ASSERT_TRUE(Put().ok());
   Result<int> fd = cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size());
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
@@ -94,14 +99,16 @@ TEST_F(DecodedFilesTest, AWrittenFileOpensWithItsBytesAndDigest) {
 TEST_F(DecodedFilesTest, AFileOfAnotherSizeIsRemovedNotServed) {
   ASSERT_TRUE(Put().ok());
   ASSERT_EQ(::truncate(FilePath().c_str(), 1 << 20), 0);
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
   struct stat st;
   EXPECT_NE(::stat(FilePath().c_str(), &st), 0) << "the short file is still there";
 }
 
 TEST_F(DecodedFilesTest, AFillThatFailsOrFeedsTheWrongLengthLeavesNothing) {
   Result<bool> fails = cache_->PutDecodedFile(
-      source_.digest(), kPath, bytes_.size(), [&](const std::function<Status(std::string_view)>& sink) {
+      source_.digest(), kPath, bytes_.size(),
+      [&](const std::function<Status(std::string_view)>& sink) {
         IMGFS_RETURN_IF_ERROR(sink(std::string_view(bytes_).substr(0, 1 << 20)));
         return Status::Unavailable("the registry went away");
       });
@@ -111,13 +118,36 @@ TEST_F(DecodedFilesTest, AFillThatFailsOrFeedsTheWrongLengthLeavesNothing) {
   EXPECT_FALSE(
       cache_->PutDecodedFile(source_.digest(), kPath, bytes_.size() - 1, FillWith(bytes_)).ok());
   EXPECT_TRUE(DirEntries().empty()) << "left behind: " << DirEntries().front();
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+}
+
+TEST_F(DecodedFilesTest, ATemporaryFileOfADeadWriterIsRemovedByTheNextWriter) {
+  const std::string dir = DecodedFiles(root_).DirOf(DigestHex(source_.digest()));
+  std::filesystem::create_directories(dir);
+  const std::string abandoned = dir + "/" + DecodedFiles::NameOf("a") + ".tmp.1.0";
+  const std::string live = dir + "/" + DecodedFiles::NameOf("b") + ".tmp.2.0";
+  ASSERT_TRUE(test::WriteFile(abandoned, "half").ok());
+  ASSERT_TRUE(test::WriteFile(live, "being written").ok());
+  // Both untouched for a minute; only the live one's writer holds its lock.
+  struct timespec old_times[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, abandoned.c_str(), old_times, 0), 0);
+  ASSERT_EQ(::utimensat(AT_FDCWD, live.c_str(), old_times, 0), 0);
+  int held = ::open(live.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+  ASSERT_EQ(::flock(held, LOCK_EX), 0);
+  ASSERT_TRUE(Put().ok());
+  struct stat st;
+  EXPECT_NE(::stat(abandoned.c_str(), &st), 0) << "the dead writer's file is still there";
+  EXPECT_EQ(::stat(live.c_str(), &st), 0) << "a live writer's file was removed";
+  ::close(held);
 }
 
 TEST_F(DecodedFilesTest, TheyCountInTheBlobsDiskBytesAndGoWithIt) {
-  ASSERT_TRUE(cache_->ReadUnit({source_.digest(), 0, 64 << 10,
-                                Sha256Digest(std::string_view(source_.blob()).substr(0, 64 << 10))},
-                               &source_)
+  ASSERT_TRUE(cache_
+                  ->ReadUnit({source_.digest(), 0, 64 << 10,
+                              Sha256Digest(std::string_view(source_.blob()).substr(0, 64 << 10))},
+                             &source_)
                   .ok());
   auto before = cache_->eviction().ListBlobs();
   ASSERT_TRUE(before.ok() && before->size() == 1u);
@@ -150,9 +180,10 @@ TEST_F(DecodedFilesTest, DecodedFilesWithoutTheirBlobAreListedAndCanBeDropped) {
 
 TEST_F(DecodedFilesTest, UnderASizeLimitTheyTakeOnlyTheRoomOfOtherDecodedFiles) {
   const std::string other = Sha256Digest("another layer");
-  ASSERT_TRUE(cache_->ReadUnit({source_.digest(), 0, 64 << 10,
-                                Sha256Digest(std::string_view(source_.blob()).substr(0, 64 << 10))},
-                               &source_)
+  ASSERT_TRUE(cache_
+                  ->ReadUnit({source_.digest(), 0, 64 << 10,
+                              Sha256Digest(std::string_view(source_.blob()).substr(0, 64 << 10))},
+                             &source_)
                   .ok());
   cache_->SetSizeLimit(8 << 20, nullptr);
   ASSERT_TRUE(Put().ok());  // 64 KiB + 3 MiB: fits
@@ -161,14 +192,17 @@ TEST_F(DecodedFilesTest, UnderASizeLimitTheyTakeOnlyTheRoomOfOtherDecodedFiles) 
   Result<bool> second = cache_->PutDecodedFile(other, kPath, bytes_.size(), FillWith(bytes_));
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   EXPECT_TRUE(*second);
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
   EXPECT_TRUE(cache_->HasUnit(source_.digest(), 0, 64 << 10));
   // Under 2 MiB there is no room at all: nothing is written, and nothing else goes.
   cache_->SetSizeLimit(2 << 20, nullptr);
-  Result<bool> third = cache_->PutDecodedFile(source_.digest(), kPath, bytes_.size(), FillWith(bytes_));
+  Result<bool> third = cache_->PutDecodedFile(source_.digest(), kPath, bytes_.size(),
+                                              FillWith(bytes_));
   ASSERT_TRUE(third.ok()) << third.status().ToString();
   EXPECT_FALSE(*third);
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
   EXPECT_TRUE(cache_->HasUnit(source_.digest(), 0, 64 << 10));
 }
 
@@ -189,7 +223,8 @@ TEST_F(DecodedFilesTest, VerifyRemovesADamagedFileAndKeepsAGoodOne) {
   EXPECT_EQ(f.range, DecodedFiles::NameOf(kPath));
   EXPECT_NE(f.problem.find("hashes to"), std::string::npos) << f.problem;
   EXPECT_TRUE(f.dropped.ok());
-  EXPECT_TRUE(cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
+  EXPECT_TRUE(
+      cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
 }
 
 TEST_F(DecodedFilesTest, VerifyRemovesAFileWithoutItsDigest) {
