@@ -15,10 +15,10 @@ namespace {
 // headers (Linux 6.1, libfuse 3.14) predate. Little-endian, as the host.
 constexpr uint32_t kOpInit = 26;
 constexpr uint32_t kOpOpen = 14;
-constexpr uint32_t kInitExt = 1u << 30;           // FUSE_INIT_EXT, in flags
-constexpr uint32_t kPassthroughFlag2 = 1u << 5;   // FUSE_PASSTHROUGH (1 << 37), in flags2
-constexpr uint32_t kWritebackCache = 1u << 16;    // FUSE_WRITEBACK_CACHE, excludes passthrough
-constexpr uint32_t kOpenPassthrough = 1u << 7;    // FOPEN_PASSTHROUGH
+constexpr uint32_t kInitExt = 1u << 30;          // FUSE_INIT_EXT, in flags
+constexpr uint32_t kPassthroughFlag2 = 1u << 5;  // FUSE_PASSTHROUGH (1 << 37), in flags2
+constexpr uint32_t kWritebackCache = 1u << 16;   // FUSE_WRITEBACK_CACHE, excludes passthrough
+constexpr uint32_t kOpenPassthrough = 1u << 7;   // FOPEN_PASSTHROUGH
 // The only open flags the kernel takes with FOPEN_PASSTHROUGH (FOPEN_PASSTHROUGH_MASK: direct
 // I/O, no flush, parallel direct writes); any other, FOPEN_KEEP_CACHE among them, fails the
 // open with EIO. The page cache is the backing file's anyway.
@@ -85,6 +85,7 @@ ssize_t Passthrough::Read(int fd, void* buf, size_t len) {
   std::memcpy(&h, buf, sizeof(h));
   t_opcode = h.opcode;
   t_unique = h.unique;
+  t_next_open = 0;  // a mark never outlives the request it was made for
   if (h.opcode == kOpInit && n >= static_cast<ssize_t>(sizeof(InHeader) + sizeof(InitIn))) {
     InitIn in;
     std::memcpy(&in, static_cast<const char*>(buf) + sizeof(InHeader), sizeof(in));

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -18,6 +19,8 @@ namespace {
 
 // Read-ahead requests waiting for the worker; more are dropped (the reads fetch on demand).
 constexpr size_t kReadAheadQueue = 4;
+// How long the decoded-file writer waits before it looks again whether fetches are in flight.
+constexpr std::chrono::milliseconds kDecodedYieldPause{50};
 // Failed writes of decoded files after which a reader writes no more.
 constexpr uint64_t kMaxDecodedFailures = 3;
 // Files whose sequential state is remembered; forgetting costs one missed read-ahead.
@@ -255,6 +258,12 @@ void ContentReader::DecodedFileLoop() {
       MutexLock lock(&df_mu_);
       while (!df_stop_ && df_queue_.empty()) df_cv_.Wait();
       if (df_queue_.empty()) return;  // stopped, and nothing left to write
+      // Lowest priority: while the mount fetches from the registry (a cold read of the image,
+      // a prefetch), the copies wait; they cost a decode and a disk write each. A reader that
+      // stops writes what is queued at once.
+      while (!df_stop_ && cache_->FetchesInFlight() > 0) {
+        (void)df_cv_.WaitFor(kDecodedYieldPause);
+      }
       file = df_queue_.front();
       df_queue_.pop_front();
     }
