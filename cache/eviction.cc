@@ -29,6 +29,31 @@ bool IsHex64(std::string_view s) {
   return s.size() == kHexLen && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
 }
 
+// The blob hex of a directory of decoded files ("<hex>.files"); "" for any other name.
+std::string_view DecodedDirHex(std::string_view name) {
+  if (name.size() != kHexLen + kDecodedSuffix.size() || name.substr(kHexLen) != kDecodedSuffix) {
+    return {};
+  }
+  std::string_view hex = name.substr(0, kHexLen);
+  return IsHex64(hex) ? hex : std::string_view();
+}
+
+// Calls `fn` with the name of every entry of the blob directories, blobs/sha256/<2 hex>/.
+template <typename Fn>
+void ForEachBlobDirEntry(const std::string& root, Fn fn) {
+  const std::string top = root + "/blobs/sha256";
+  DIR* d = ::opendir(top.c_str());
+  if (d == nullptr) return;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::string_view(e->d_name).size() != 2) continue;
+    if (DIR* inner = ::opendir((top + "/" + e->d_name).c_str())) {
+      while (struct dirent* f = ::readdir(inner)) fn(std::string_view(f->d_name));
+      ::closedir(inner);
+    }
+  }
+  ::closedir(d);
+}
+
 uint64_t DiskBytes(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return 0;
@@ -102,27 +127,12 @@ Result<std::vector<BlobUsage>> Eviction::ListBlobs() {
     });
   });
   IMGFS_RETURN_IF_ERROR(s);
-  // Files without records (a crash between write and publish) take space too.
-  const std::string top = store_->root() + "/blobs/sha256";
-  if (DIR* d = ::opendir(top.c_str())) {
-    while (struct dirent* e = ::readdir(d)) {
-      std::string_view sub(e->d_name);
-      if (sub.size() != 2) continue;
-      if (DIR* inner = ::opendir((top + "/" + std::string(sub)).c_str())) {
-        while (struct dirent* f = ::readdir(inner)) {
-          std::string_view name(f->d_name);
-          // A blob's decoded files without its blob file count as well.
-          if (name.size() == kHexLen + kDecodedSuffix.size() &&
-              name.substr(kHexLen) == kDecodedSuffix) {
-            name = name.substr(0, kHexLen);
-          }
-          if (IsHex64(name)) blobs.try_emplace(std::string(name));
-        }
-        ::closedir(inner);
-      }
-    }
-    ::closedir(d);
-  }
+  // Files without records (a crash between write and publish) take space too, and so do a
+  // blob's decoded files without its blob file.
+  ForEachBlobDirEntry(store_->root(), [&](std::string_view name) {
+    if (std::string_view hex = DecodedDirHex(name); !hex.empty()) name = hex;
+    if (IsHex64(name)) blobs.try_emplace(std::string(name));
+  });
   const DecodedFiles decoded(store_->root());
   std::vector<BlobUsage> out;
   out.reserve(blobs.size());
@@ -219,24 +229,9 @@ Status Eviction::DropDecodedFiles(std::string_view blob_digest) {
 
 std::vector<std::string> Eviction::BlobsWithDecodedFiles() {
   std::vector<std::string> out;
-  const std::string top = store_->root() + "/blobs/sha256";
-  if (DIR* d = ::opendir(top.c_str())) {
-    while (struct dirent* e = ::readdir(d)) {
-      std::string_view sub(e->d_name);
-      if (sub.size() != 2) continue;
-      if (DIR* inner = ::opendir((top + "/" + std::string(sub)).c_str())) {
-        while (struct dirent* f = ::readdir(inner)) {
-          std::string_view name(f->d_name);
-          if (name.size() == kHexLen + kDecodedSuffix.size() &&
-              name.substr(kHexLen) == kDecodedSuffix && IsHex64(name.substr(0, kHexLen))) {
-            out.emplace_back(name.substr(0, kHexLen));
-          }
-        }
-        ::closedir(inner);
-      }
-    }
-    ::closedir(d);
-  }
+  ForEachBlobDirEntry(store_->root(), [&](std::string_view name) {
+    if (std::string_view hex = DecodedDirHex(name); !hex.empty()) out.emplace_back(hex);
+  });
   std::sort(out.begin(), out.end());
   return out;
 }
