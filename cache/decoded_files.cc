@@ -15,17 +15,14 @@
 
 #include "base/digest.h"
 #include "cache/blob_files.h"
+#include "cache/records.h"
 
 namespace imgfs::cache {
 namespace {
 
 std::atomic<uint64_t> temp_counter{0};
 
-constexpr size_t kDigestLen = 7 + 64;  // "sha256:" + hex
-
-bool IsHex64(std::string_view s) {
-  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-}
+constexpr size_t kDigestLen = 7 + kHexLen;  // "sha256:" + hex
 
 // Closes a descriptor when it goes out of scope.
 struct FdCloser {
@@ -69,7 +66,13 @@ void RemoveAbandonedTemps(const std::string& dir) {
 
 std::string DecodedFiles::DirOf(std::string_view hex) const {
   return root_ + "/blobs/sha256/" + std::string(hex.substr(0, 2)) + "/" + std::string(hex) +
-         ".files";
+         std::string(kDirSuffix);
+}
+
+std::string_view DecodedFiles::BlobHexOfDir(std::string_view name) {
+  if (name.size() != kHexLen + kDirSuffix.size() || name.substr(kHexLen) != kDirSuffix) return {};
+  std::string_view hex = name.substr(0, kHexLen);
+  return IsHex64(hex) ? hex : std::string_view();
 }
 
 std::string DecodedFiles::NameOf(std::string_view path) {

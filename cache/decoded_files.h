@@ -74,6 +74,10 @@ class DecodedFiles {
 
   // <root>/blobs/sha256/<2 hex>/<hex>.files
   std::string DirOf(std::string_view hex) const;
+  static constexpr std::string_view kDirSuffix = ".files";
+  // The blob hex of a directory of decoded files, given its name ("<hex>.files"); "" for any
+  // other name.
+  static std::string_view BlobHexOfDir(std::string_view name);
   // The file name of `path`: the sha256 hex of the path.
   static std::string NameOf(std::string_view path);
 

@@ -22,22 +22,6 @@ namespace {
 
 std::atomic<uint64_t> pin_counter{0};
 
-// A blob's directory of decoded files is "<hex>.files" (cache/decoded_files.h).
-constexpr std::string_view kDecodedSuffix = ".files";
-
-bool IsHex64(std::string_view s) {
-  return s.size() == kHexLen && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
-}
-
-// The blob hex of a directory of decoded files ("<hex>.files"); "" for any other name.
-std::string_view DecodedDirHex(std::string_view name) {
-  if (name.size() != kHexLen + kDecodedSuffix.size() || name.substr(kHexLen) != kDecodedSuffix) {
-    return {};
-  }
-  std::string_view hex = name.substr(0, kHexLen);
-  return IsHex64(hex) ? hex : std::string_view();
-}
-
 // Calls `fn` with the name of every entry of the blob directories, blobs/sha256/<2 hex>/.
 template <typename Fn>
 void ForEachBlobDirEntry(const std::string& root, Fn fn) {
@@ -130,7 +114,7 @@ Result<std::vector<BlobUsage>> Eviction::ListBlobs() {
   // Files without records (a crash between write and publish) take space too, and so do a
   // blob's decoded files without its blob file.
   ForEachBlobDirEntry(store_->root(), [&](std::string_view name) {
-    if (std::string_view hex = DecodedDirHex(name); !hex.empty()) name = hex;
+    if (std::string_view hex = DecodedFiles::BlobHexOfDir(name); !hex.empty()) name = hex;
     if (IsHex64(name)) blobs.try_emplace(std::string(name));
   });
   const DecodedFiles decoded(store_->root());
@@ -230,7 +214,8 @@ Status Eviction::DropDecodedFiles(std::string_view blob_digest) {
 std::vector<std::string> Eviction::BlobsWithDecodedFiles() {
   std::vector<std::string> out;
   ForEachBlobDirEntry(store_->root(), [&](std::string_view name) {
-    if (std::string_view hex = DecodedDirHex(name); !hex.empty()) out.emplace_back(hex);
+    if (std::string_view hex = DecodedFiles::BlobHexOfDir(name); !hex.empty())
+      out.emplace_back(hex);
   });
   std::sort(out.begin(), out.end());
   return out;

@@ -19,6 +19,11 @@ namespace imgfs::cache {
 
 inline constexpr size_t kHexLen = 64;
 
+// Whether `s` is 64 lowercase hex characters: a blob's name in the store.
+inline bool IsHex64(std::string_view s) {
+  return s.size() == kHexLen && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 void AppendU64(std::string* out, uint64_t v);
 uint64_t ReadU64(std::string_view s, size_t pos);  // REQUIRES: pos + 8 <= s.size()
 
