@@ -153,9 +153,11 @@ Result<GcReport> CollectGarbage(Cache& cache, const std::set<std::string>& refer
       Status s;
       if (action.whole) {
         s = eviction.DropBlob(action.digest);
-      } else {
-        // Decoded files go before any unit of the blob (PlanGc drops them first).
+      } else if (action.decoded_only) {
         s = eviction.DropDecodedFiles(action.digest);
+      } else {
+        // A trimmed blob's decoded files were an action of their own, earlier in the plan
+        // (PlanGc drops every candidate's before it trims any).
         for (uint64_t coff : action.punch_coffs) {
           Status punched = eviction.PunchUnit(action.digest, coff);
           if (!punched.ok() && !punched.IsNotFound()) s = punched;
