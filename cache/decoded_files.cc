@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cerrno>
 #include <ctime>
-#include <memory>
 #include <vector>
 
 #include "base/digest.h"
@@ -171,46 +170,21 @@ Status DecodedFiles::RemoveAll(std::string_view hex) const {
   return Status::Ok();
 }
 
-Status DecodedFiles::Verify(std::string_view hex, uint64_t* files, uint64_t* bytes,
-                            const std::function<void(const Failure&)>& on_failure) const {
-  const std::string dir = DirOf(hex);
-  std::unique_ptr<char[]> buf(new char[1 << 20]);
-  for (const std::string& name : Names(dir)) {
-    if (!IsHex64(name)) continue;  // a temporary file: nothing opens it
-    const std::string file = dir + "/" + name;
-    FdCloser in{::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
-    if (in.fd < 0) {
-      if (errno == ENOENT) continue;  // removed meanwhile
-      return ErrnoStatus("cannot open", file, errno);
-    }
-    ++*files;
-    std::string problem;
-    char want[kDigestLen + 1];
-    ssize_t got = ::fgetxattr(in.fd, kDigestXattr, want, sizeof(want));
-    if (got != static_cast<ssize_t>(kDigestLen) || !ValidateDigest({want, kDigestLen}).ok()) {
-      problem = std::string("no valid ") + kDigestXattr + " attribute";
-    } else {
-      Sha256 hash;
-      for (;;) {
-        ssize_t n = ::read(in.fd, buf.get(), 1 << 20);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return ErrnoStatus("cannot read", file, errno);
-        if (n == 0) break;
-        hash.Update(buf.get(), static_cast<size_t>(n));
-        *bytes += static_cast<uint64_t>(n);
-      }
-      std::string actual = hash.FinishDigest();
-      if (actual != std::string_view(want, kDigestLen)) {
-        problem = "hashes to " + actual + ", expected " + std::string(want, kDigestLen);
-      }
-    }
-    if (problem.empty()) continue;
-    if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
-      return ErrnoStatus("cannot remove", file, errno);
-    }
-    if (on_failure) on_failure({name, problem});
+std::vector<std::string> DecodedFiles::Files(std::string_view hex) const {
+  std::vector<std::string> out;
+  for (std::string& name : Names(DirOf(hex))) {
+    if (IsHex64(name)) out.push_back(std::move(name));  // else a temporary file
   }
-  return Status::Ok();
+  return out;
+}
+
+std::optional<std::string> DecodedFiles::StoredDigest(const std::string& path) {
+  char want[kDigestLen + 1];
+  ssize_t got = ::lgetxattr(path.c_str(), kDigestXattr, want, sizeof(want));
+  if (got != static_cast<ssize_t>(kDigestLen) || !ValidateDigest({want, kDigestLen}).ok()) {
+    return std::nullopt;
+  }
+  return std::string(want, kDigestLen);
 }
 
 }  // namespace imgfs::cache

@@ -15,7 +15,7 @@
 // and renamed into place, so a name that exists holds a whole file. Nothing records them in
 // the index: they are derived from the blob, counted in its disk bytes (Eviction::ListBlobs),
 // and go with it (DropBlob) or before it is trimmed (gc); `imgfs cache verify` hashes each
-// against its attribute and removes those that fail. docs/cache.md, "Decoded files".
+// against its attribute (StoredDigest) and removes those that fail. docs/cache.md, "Decoded files".
 //
 // Thread-safety: all methods may be called from many threads and processes at once: writers
 // of the same file each write a temporary file of their own and the last rename wins (the
@@ -24,8 +24,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
@@ -61,16 +63,11 @@ class DecodedFiles {
   // kernel's passthrough files) keep reading what they opened.
   Status RemoveAll(std::string_view hex) const;
 
-  // One decoded file that failed its check, after its removal.
-  struct Failure {
-    std::string name;     // its file name
-    std::string problem;  // what was found
-  };
-  // Hashes every decoded file of blob `hex` against its attribute and removes those that do
-  // not match (or have none). Returns the number of files checked and bytes hashed through
-  // the counters; failures through `on_failure`.
-  Status Verify(std::string_view hex, uint64_t* files, uint64_t* bytes,
-                const std::function<void(const Failure&)>& on_failure) const;
+  // The names of the blob's decoded files (temporary files left out).
+  std::vector<std::string> Files(std::string_view hex) const;
+  // The "sha256:<hex>" written beside the decoded file at `path` (kDigestXattr), when it has a
+  // valid one. `imgfs cache verify` hashes the file against it (cache/verify.h).
+  static std::optional<std::string> StoredDigest(const std::string& path);
 
   // <root>/blobs/sha256/<2 hex>/<hex>.files
   std::string DirOf(std::string_view hex) const;

@@ -221,7 +221,7 @@ TEST_F(DecodedFilesTest, VerifyRemovesADamagedFileAndKeepsAGoodOne) {
   EXPECT_EQ(f.kind, "decoded file");
   EXPECT_EQ(f.key, source_.digest());
   EXPECT_EQ(f.range, DecodedFiles::NameOf(kPath));
-  EXPECT_NE(f.problem.find("hashes to"), std::string::npos) << f.problem;
+  EXPECT_NE(f.problem.find("hash to"), std::string::npos) << f.problem;
   EXPECT_TRUE(f.dropped.ok());
   EXPECT_TRUE(
       cache_->OpenDecodedFile(source_.digest(), kPath, bytes_.size()).status().IsNotFound());
